@@ -1,0 +1,189 @@
+"""The embedded default stack: a Redis-compatible server, an S3 server, one Celery worker per queue
+and the API, all on loopback, with data under one folder (default ``./.nightshift``).
+
+`nightshift up` runs it in the foreground; Ctrl-C stops everything in order. A second start reuses
+the data, the ports and the credentials kept in the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage.apikeys import ApiKeys
+from storage.config import Settings, settings_env
+from storage.names import Queue
+from storage.records import RecordStore
+from storage.servers import ServerProcess, free_port, free_port_block, port_is_free, start_redis, start_s3
+
+log = logging.getLogger("nightshift.stack")
+LOCAL_TENANT = "local"
+
+
+@dataclass
+class WorkerProcess:
+    queue: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown: finish the current task
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def children(self) -> list[int]:
+        """PIDs of the prefork pool's child processes."""
+        try:
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        except FileNotFoundError:
+            return []
+        return [int(p) for p in out.split()]
+
+
+def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_dir: Path, name: str | None = None,
+                 extra_env: dict[str, str] | None = None, max_tasks_per_child: int | None = None) -> WorkerProcess:
+    """Start `celery worker` for one queue as a separate process (prefork pool)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    node = name or f"{queue}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    argv = [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "-Q", queue, "-c", str(concurrency),
+            "-P", "prefork", "-n", f"{node}@%h", "--without-gossip", "--without-mingle", "-l", "INFO", "-E"]
+    if max_tasks_per_child:
+        argv += ["--max-tasks-per-child", str(max_tasks_per_child)]
+    env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    log_path = log_dir / f"worker-{node}.log"
+    with open(log_path, "ab") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=str(Path(__file__).resolve().parent.parent))
+    return WorkerProcess(queue, proc, log_path)
+
+
+def wait_worker_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise RuntimeError(f"worker for {worker.queue} exited:\n{worker.log_path.read_text()[-3000:]}")
+        if b"ready." in worker.log_path.read_bytes():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"worker for {worker.queue} not ready in {timeout:.0f}s")
+
+
+class ApiServer:
+    """The Flask app under werkzeug's threaded server, in a background thread."""
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None) -> None:
+        from werkzeug.serving import make_server
+
+        from api import create_app
+
+        self.port = port or free_port()
+        self.app = create_app(settings)
+        self._server = make_server(host, self.port, self.app, threaded=True)
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> ApiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+@dataclass
+class LocalStack:
+    data_dir: Path
+    api_port: int = 8787
+    queues: tuple[str, ...] = (Queue.STYLE.value, Queue.FACES.value)
+    concurrency: int = 1
+    servers: list[ServerProcess] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
+    api: ApiServer | None = None
+    settings: Settings | None = None
+    api_key: str = ""
+
+    def _state(self) -> dict[str, Any]:
+        path = self.data_dir / "stack.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def start(self, *, with_api: bool = True) -> LocalStack:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        state = self._state()
+        redis_port = state.get("redis_port")
+        if not redis_port or not port_is_free(redis_port):
+            redis_port = free_port()
+        s3_base = state.get("s3_base_port")
+        if not s3_base or not all(port_is_free(s3_base + i) for i in range(12)):
+            s3_base = free_port_block(12)
+        try:
+            self.servers.append(start_redis(self.data_dir / "redis", redis_port))
+            s3, s3_settings = start_s3(self.data_dir / "s3", s3_base)
+            self.servers.append(s3)
+            self.settings = Settings(redis_url=f"redis://127.0.0.1:{redis_port}/0", s3=s3_settings,
+                                     data_dir=self.data_dir)
+            (self.data_dir / "stack.json").write_text(json.dumps({"redis_port": redis_port, "s3_base_port": s3_base,
+                                                                  "api_port": self.api_port}))
+            self.api_key = self._local_key()
+            for queue in self.queues:
+                self.workers.append(start_worker(self.settings, queue, concurrency=self.concurrency,
+                                                 log_dir=self.data_dir / "logs"))
+            for worker in self.workers:
+                wait_worker_ready(worker)
+            if with_api:
+                self.api = ApiServer(self.settings, port=self.api_port).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _local_key(self) -> str:
+        """The local stack's API key (tenant `local`), generated once and kept in the data folder."""
+        assert self.settings is not None
+        path = self.data_dir / "api-key"
+        keys = ApiKeys(RecordStore(self.settings).r, self.settings.key_prefix)
+        if path.exists():
+            key = path.read_text().strip()
+        else:
+            key = keys.create(LOCAL_TENANT, "local stack")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(key)
+        keys.add(key, LOCAL_TENANT, "local stack")
+        return key
+
+    def stop(self) -> None:
+        if self.api:
+            self.api.stop()
+            self.api = None
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+
+    @property
+    def url(self) -> str:
+        return self.api.url if self.api else f"http://127.0.0.1:{self.api_port}"

@@ -1,0 +1,39 @@
+"""Presigned PUT URLs, so large archives go straight to the object store, not through the API."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import tenant
+from api.errors import ApiError
+from storage import keys
+from storage.records import new_id
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    names: list[str] = Field(min_length=1, max_length=1000, description="file names to upload")
+
+
+bp = Blueprint("uploads", __name__, url_prefix="/v1")
+
+
+@bp.post("/uploads")
+def create_uploads() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", 'send a JSON object like {"names": ["photos.zip"]}')
+    req = UploadRequest.model_validate(body)
+    svc = current_app.extensions["nightshift"]
+    t = tenant()
+    upload_id = new_id("u")
+    expiry = svc.settings.s3.presign_expiry_s
+    out = []
+    for name in req.names:
+        key = keys.upload(t, upload_id, name)
+        out.append({"name": name, "key": keys.strip_tenant(t, key), "method": "PUT",
+                    "url": svc.store.presigned_put(key), "expires_in": expiry})
+    return jsonify({"upload_id": upload_id, "uploads": out,
+                    "next": "PUT each file to its url, then POST /v1/jobs with inputs.keys or inputs.archives "
+                            f"(or inputs.prefix 'uploads/{upload_id}/')"}), 201

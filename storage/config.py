@@ -1,0 +1,94 @@
+"""Configuration in one place: one settings object, built once per process (tests build their own).
+
+Environment variables use the prefix ``NIGHTSHIFT_`` and ``__`` for nesting, e.g.
+``NIGHTSHIFT_S3__ENDPOINT=minio:9000`` or ``NIGHTSHIFT_WORKER__CHUNK_SIZE=32``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class S3Settings(BaseModel):
+    endpoint: str = "127.0.0.1:9000"
+    public_endpoint: str | None = Field(
+        None, description="host:port clients reach for presigned URLs; defaults to `endpoint`"
+    )
+    public_secure: bool | None = None
+    access_key: str = "minioadmin"
+    secret_key: str = "minioadmin"
+    secure: bool = False
+    region: str = "us-east-1"
+    bucket: str = "nightshift"
+    presign_expiry_s: int = Field(900, ge=1, le=7 * 24 * 3600)
+    retries: int = Field(8, ge=0, le=30, description="attempts on transient errors before StoreUnavailable")
+    backoff_s: float = Field(0.25, ge=0)
+    backoff_max_s: float = Field(8.0, ge=0)
+    part_size: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+
+class WorkerSettings(BaseModel):
+    chunk_size: int = Field(16, ge=1, le=10_000, description="items per Celery message")
+    batch_size: int = Field(4, ge=1, le=1024, description="items per model batch inside a chunk")
+    max_attempts: int = Field(3, ge=1, le=100, description="deliveries of one item before it fails alone")
+    soft_time_limit_s: int = Field(3000, ge=1)
+    time_limit_s: int = Field(3600, ge=1)
+    device: str = Field("auto", description="auto | cpu | cuda")
+    retry_backoff_max_s: int = Field(60, ge=1)
+    max_archive_members: int = Field(200_000, ge=1)
+    max_archive_bytes: int = Field(20 * 1024**3, ge=1)
+    max_member_bytes: int = Field(200 * 1024**2, ge=1)
+    max_pixels: int = Field(100_000_000, ge=1)
+    vgg19_weights: Path | None = Field(None, description="VGG19 IMAGENET1K_V1 state dict for the Gatys method")
+
+
+class ApiSettings(BaseModel):
+    max_request_mb: int = Field(512, ge=1)
+    max_files: int = Field(10_000, ge=1)
+    rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key per minute")
+    sync_timeout_s: float = Field(60.0, gt=0, description="how long synchronous endpoints wait on a worker")
+    page_size_max: int = Field(1000, ge=1)
+
+
+class Settings(BaseSettings):
+    """All of Nightshift's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="NIGHTSHIFT_", env_nested_delimiter="__", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("ns", description="prefix of every Redis key")
+    data_dir: Path = Path(".nightshift")
+    s3: S3Settings = Field(default_factory=S3Settings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    job_ttl_days: int = Field(30, ge=1, description="Redis records expire; the manifest in S3 stays")
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        # Above the hard time limit, so a long task is never redelivered while it still runs.
+        return self.worker.time_limit_s + 600
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that rebuild `settings` in another process (workers, API)."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
+        elif value is not None:
+            env[f"NIGHTSHIFT_{prefix}"] = str(value)
+
+    walk("", settings)
+    return env

@@ -1,0 +1,21 @@
+"""Storage speaks its own language: these exceptions, never an SDK's or Flask's."""
+
+
+class StorageError(Exception):
+    """Base class of storage errors."""
+
+
+class ObjectNotFound(StorageError):
+    """The object (or bucket) does not exist."""
+
+
+class StoreUnavailable(StorageError):
+    """The object store or Redis could not be reached after retries (a transient outage)."""
+
+
+class RecordNotFound(StorageError):
+    """A job, item or other record does not exist (or belongs to another tenant)."""
+
+
+class Conflict(StorageError):
+    """The request conflicts with the record's current state."""

@@ -1,0 +1,116 @@
+"""The key layout of the bucket, in one place. Every key lives under its tenant's namespace.
+
+    t/<tenant>/uploads/<upload-id>/<name>            files clients uploaded (presigned PUT)
+    t/<tenant>/jobs/<job>/inputs/<item>-<name>       a job's own inputs (multipart, archive members)
+    t/<tenant>/jobs/<job>/items/<item>/<output>      outputs of one item (a retry overwrites them)
+    t/<tenant>/jobs/<job>/parts/<part>.<ext>         batch-level outputs (face tables, embeddings)
+    t/<tenant>/jobs/<job>/manifest.json              the finished job's record
+    t/<tenant>/jobs/<job>/<name>                     job-level artefacts (contact sheet, people)
+    t/<tenant>/galleries/<gallery>/v<version>.json   an enrolled gallery, versioned
+    t/<tenant>/labels/people.json                    human labels of people (names, merges)
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
+MAX_NAME = 120
+
+
+class BadKey(ValueError):
+    """A client-supplied key or name cannot be used (traversal, empty, too long)."""
+
+
+def check_tenant(tenant: str) -> str:
+    if not _TENANT_RE.match(tenant):
+        raise BadKey(f"bad tenant id {tenant!r}")
+    return tenant
+
+
+def tenant_root(tenant: str) -> str:
+    return f"t/{check_tenant(tenant)}/"
+
+
+def safe_name(name: str, fallback: str = "file") -> str:
+    """A file name safe for a key: no directories, no control characters, bounded length."""
+    base = posixpath.basename(name.replace("\\", "/"))
+    base = unicodedata.normalize("NFC", base)
+    base = _UNSAFE.sub("_", base).strip("._") or fallback
+    if len(base) > MAX_NAME:
+        stem, dot, ext = base.rpartition(".")
+        ext = ext[:10] if dot else ""
+        base = (stem if dot else base)[: MAX_NAME - len(ext) - 1] + ("." + ext if ext else "")
+    return base
+
+
+def relative(rel: str) -> str:
+    """Validate a client-supplied key relative to the tenant's root (rejects `..`, absolute paths)."""
+    if not rel or len(rel) > 1024:
+        raise BadKey("an object key must be 1 to 1024 characters")
+    if rel.startswith("/") or "\\" in rel or "\x00" in rel:
+        raise BadKey(f"object key {rel!r} must be relative, with '/' separators")
+    parts = rel.split("/")
+    if any(p in ("..", ".") for p in parts):
+        raise BadKey(f"object key {rel!r} must not contain '.' or '..' segments")
+    return rel
+
+
+def tenant_key(tenant: str, rel: str) -> str:
+    return tenant_root(tenant) + relative(rel)
+
+
+def strip_tenant(tenant: str, key: str) -> str:
+    root = tenant_root(tenant)
+    return key[len(root):] if key.startswith(root) else key
+
+
+def upload(tenant: str, upload_id: str, name: str) -> str:
+    return f"{tenant_root(tenant)}uploads/{upload_id}/{safe_name(name)}"
+
+
+def job_root(tenant: str, job_id: str) -> str:
+    return f"{tenant_root(tenant)}jobs/{job_id}/"
+
+
+def job_input(tenant: str, job_id: str, index: int, name: str) -> str:
+    return f"{job_root(tenant, job_id)}inputs/{index:07d}-{safe_name(name)}"
+
+
+def item_prefix(tenant: str, job_id: str, index: int) -> str:
+    return f"{job_root(tenant, job_id)}items/{index:07d}/"
+
+
+def item_output(tenant: str, job_id: str, index: int, name: str) -> str:
+    return item_prefix(tenant, job_id, index) + safe_name(name)
+
+
+def part(tenant: str, job_id: str, part_id: str, ext: str) -> str:
+    return f"{job_root(tenant, job_id)}parts/{part_id}.{ext}"
+
+
+def parts_prefix(tenant: str, job_id: str) -> str:
+    return f"{job_root(tenant, job_id)}parts/"
+
+
+def manifest(tenant: str, job_id: str) -> str:
+    return f"{job_root(tenant, job_id)}manifest.json"
+
+
+def job_artifact(tenant: str, job_id: str, name: str) -> str:
+    return job_root(tenant, job_id) + safe_name(name)
+
+
+def gallery(tenant: str, gallery_id: str, version: int) -> str:
+    return f"{tenant_root(tenant)}galleries/{gallery_id}/v{version:05d}.json"
+
+
+def gallery_prefix(tenant: str, gallery_id: str) -> str:
+    return f"{tenant_root(tenant)}galleries/{gallery_id}/"
+
+
+def labels(tenant: str) -> str:
+    return f"{tenant_root(tenant)}labels/people.json"

@@ -1,0 +1,128 @@
+"""Shared fixtures: real servers (Redis-compatible, S3), real Celery worker processes, the API over HTTP."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from api.client import Client
+from api.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
+from storage.apikeys import ApiKeys
+from storage.config import ApiSettings, Settings, WorkerSettings
+from storage.objects import ObjectStore
+from storage.records import RecordStore
+from storage.servers import ServerProcess, start_redis, start_s3
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: ServerProcess
+    s3: ServerProcess
+    root: Path
+
+    @property
+    def records(self) -> RecordStore:
+        return RecordStore(self.settings)
+
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.settings.s3)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: loads real models or runs large batches (still runs in CI)")
+    config.addinivalue_line("markers", "integration: talks to real servers and worker processes")
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    root = tmp_path_factory.mktemp("stack")
+    redis = start_redis(root / "redis")
+    s3, s3_settings = start_s3(root / "s3")
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0", s3=s3_settings, data_dir=root, key_prefix="nst",
+        worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3),
+        api=ApiSettings(rate_limit_per_minute=100_000),
+    )
+    yield Services(settings, redis, s3, root)
+    s3.stop()
+    redis.stop()
+
+
+@pytest.fixture(scope="session")
+def workers(services: Services) -> Iterator[dict[str, WorkerProcess]]:
+    procs = {q: start_worker(services.settings, q, log_dir=services.root / "logs") for q in ("style", "faces")}
+    try:
+        for w in procs.values():
+            wait_worker_ready(w)
+        yield procs
+    finally:
+        for w in procs.values():
+            w.stop()
+
+
+@pytest.fixture(scope="session")
+def api_server(services: Services) -> Iterator[ApiServer]:
+    server = ApiServer(services.settings).start()
+    yield server
+    server.stop()
+
+
+def new_tenant_key(services: Services, tenant: str | None = None) -> tuple[str, str]:
+    tenant = tenant or "t" + secrets.token_hex(4)
+    return tenant, ApiKeys(services.records.r, services.settings.key_prefix).create(tenant)
+
+
+@pytest.fixture
+def tenant_key(services: Services) -> tuple[str, str]:
+    return new_tenant_key(services)
+
+
+@pytest.fixture
+def client(api_server: ApiServer, tenant_key: tuple[str, str]) -> Client:
+    return Client(api_server.url, tenant_key[1])
+
+
+@pytest.fixture
+def http(api_server: ApiServer, tenant_key: tuple[str, str]) -> Iterator[object]:
+    """The Flask test client with this test's key (same app as the HTTP server)."""
+    c = api_server.app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tenant_key[1]}"
+    yield c
+
+
+def jpeg_bytes(img: Image.Image | np.ndarray, quality: int = 90) -> bytes:
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def photo(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
+    """A small, distinct, valid JPEG (smooth gradients plus noise, like a photo)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * (3 + seed % 5)) % 256, (yy * (2 + seed % 3)) % 256, (xx + yy + seed * 17) % 256], -1)
+    noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    return jpeg_bytes(noisy)
+
+
+def wait_until(predicate, timeout: float = 60.0, poll: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError("condition not met in time")

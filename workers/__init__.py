@@ -1,0 +1,1 @@
+"""Celery workers and the engines they call. Importing this package imports nothing heavy."""

@@ -1,0 +1,72 @@
+"""The handler interface: what a job kind does with a batch of items, and the kind -> handler registry.
+
+A handler is a plain object (no Celery): the pipeline hands it decoded inputs, it returns one
+result per item and never raises for a single bad item.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.names import ItemState, JobKind
+from storage.records import Item, Job
+from workers.context import WorkerContext
+
+
+@dataclass
+class ItemInput:
+    index: int
+    name: str
+    key: str
+    data: bytes
+
+
+@dataclass
+class ItemResult:
+    index: int
+    state: ItemState
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, index: int, error: str) -> ItemResult:
+        return cls(index, ItemState.FAILED, error=error)
+
+
+class JobHandler(ABC):
+    """Does one job kind's work. One instance per job per chunk; engines are cached per process."""
+
+    def __init__(self, job: Job, ctx: WorkerContext) -> None:
+        self.job = job
+        self.ctx = ctx
+
+    @property
+    def batch_size(self) -> int:
+        return self.ctx.settings.worker.batch_size
+
+    @abstractmethod
+    def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
+        """Process a batch of items; one result per input, per-item errors as FAILED results."""
+
+    def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:
+        """Job-level outputs once every item is final (contact sheets, indexes). Returns a summary."""
+        return {}
+
+
+_HANDLERS: dict[JobKind, str] = {
+    JobKind.STYLE: "workers.style.handler:StyleHandler",
+    JobKind.FACES: "workers.faces.handler:FacesHandler",
+    JobKind.IDENTIFY: "workers.people.handlers:IdentifyHandler",
+    JobKind.CLUSTER: "workers.people.handlers:ClusterHandler",
+}
+
+
+def handler_for(job: Job, ctx: WorkerContext) -> JobHandler:
+    """Import the kind's handler lazily (heavy modules load in the worker child only)."""
+    module, _, name = _HANDLERS[job.kind].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(job, ctx)  # type: ignore[no-any-return]

@@ -1,0 +1,113 @@
+"""Robust photo decoding: the one place bytes become an RGB image.
+
+Handles EXIF orientation, CMYK/palette/16-bit/alpha, HEIC (pillow-heif), animated images
+(first frame), decompression bombs (a pixel cap checked from the header, before decoding),
+and JPEG draft mode so a detector that needs 1024 px does not decode 12 MP.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, smaller than a bomb
+_heif_registered = False
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a photo we can read; the message says why, for the item's error."""
+
+
+def _register_heif() -> None:
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            from pillow_heif import register_heif_opener
+
+            register_heif_opener()
+        except ImportError:  # HEIC then fails per item with "not a supported image"
+            pass
+        _heif_registered = True
+
+
+def probe(data: bytes) -> tuple[str, int, int]:
+    """Return (format, width, height) from the header without decoding pixels."""
+    _register_heif()
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return str(img.format), img.width, img.height
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a supported image (JPEG, PNG, WebP, HEIC, TIFF, GIF, BMP)") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read image header: {exc}") from None
+
+
+def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes into an upright RGB image.
+
+    `max_side` asks for at most that many pixels on the long side (JPEG decodes in draft mode,
+    others are resized after decoding). Raises ImageDecodeError with a readable reason.
+    """
+    _register_heif()
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    fmt, width, height = probe(data)
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if max_side and fmt == "JPEG" and max(width, height) > max_side:
+                # draft() picks a DCT scale >= the requested size: decoding is 2-8x cheaper
+                scale = max_side / max(width, height)
+                img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated {fmt.lower()} image: {exc}") from None
+    if max_side and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Normalise any PIL mode to 8-bit RGB (alpha composited on white, 16-bit scaled down)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+        arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode == "CMYK":
+        # Adobe-style inverted CMYK JPEGs are handled by PIL's decoder; convert keeps it consistent
+        return img.convert("RGB")
+    return img.convert("RGB")

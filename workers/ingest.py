@@ -1,0 +1,204 @@
+"""Expanding a job's sources into items: an object-store prefix (streamed) and zip/tar archives.
+
+Resumable: the job record keeps how many source entries were consumed (`ingest_cursor`) and how
+many items were enqueued (`enqueued`), so a redelivered ingest neither loses nor duplicates items.
+Archives are expanded safely: no absolute or `..` paths, no links or devices, bounded member
+count, member size and total size (checked on the bytes actually read, not the declared sizes).
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from storage import keys
+from storage.records import Item
+from workers.context import WorkerContext
+from workers.contract import Inputs
+from workers.dispatch import enqueue_chunks
+
+log = logging.getLogger("nightshift.ingest")
+SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
+
+
+class ArchiveError(ValueError):
+    """The archive is unusable as a whole (corrupt, a bomb, too many members)."""
+
+
+@dataclass
+class Entry:
+    """One source entry: an object already in the store, or an archive member's bytes."""
+
+    name: str
+    key: str | None = None
+    data: bytes | None = None
+    error: str | None = None
+
+
+def member_name_ok(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or any(p == ".." for p in path.parts) or not path.parts:
+        return False
+    return not any(p.startswith("__MACOSX") for p in path.parts) and path.name not in SKIP_NAMES \
+        and not path.name.startswith("._")
+
+
+def _bounded_read(fh: IO[bytes], limit: int) -> bytes | None:
+    data = fh.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
+    """Yield the regular-file members of a zip or tar, in archive order, with per-member errors."""
+    w = ctx.settings.worker
+    total = 0
+    count = 0
+
+    def account(size: int) -> None:
+        nonlocal total, count
+        total += size
+        count += 1
+        if count > w.max_archive_members:
+            raise ArchiveError(f"archive {name} has more than {w.max_archive_members} members")
+        if total > w.max_archive_bytes:
+            raise ArchiveError(f"archive {name} expands beyond {w.max_archive_bytes} bytes (zip bomb?)")
+
+    if zipfile.is_zipfile(path):
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ArchiveError(f"corrupt zip archive {name}: {exc}") from None
+        with zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                if not member_name_ok(info.filename):
+                    if not PurePosixPath(info.filename).name.startswith(("._", ".DS_Store")) \
+                            and "__MACOSX" not in info.filename:
+                        yield Entry(info.filename, error=f"unsafe path in archive: {info.filename!r} (skipped)")
+                    continue
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    yield Entry(info.filename, error="symbolic link in archive (skipped)")
+                    continue
+                try:
+                    with zf.open(info) as fh:
+                        data = _bounded_read(fh, w.max_member_bytes)
+                except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+                    yield Entry(info.filename, error=f"corrupt archive member: {exc}")
+                    continue
+                if data is None:
+                    yield Entry(info.filename, error=f"archive member larger than {w.max_member_bytes} bytes")
+                    account(w.max_member_bytes)
+                    continue
+                account(len(data))
+                yield Entry(info.filename, data=data)
+        return
+    try:
+        tf = tarfile.open(path, mode="r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArchiveError(f"{name} is not a zip or tar archive ({exc})") from None
+    with tf:
+        try:
+            for member in tf:
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    yield Entry(member.name, error="link or special file in archive (skipped)")
+                    continue
+                if not member_name_ok(member.name):
+                    if "__MACOSX" not in member.name and not PurePosixPath(member.name).name.startswith("._"):
+                        yield Entry(member.name, error=f"unsafe path in archive: {member.name!r} (skipped)")
+                    continue
+                fh = tf.extractfile(member)
+                data = _bounded_read(fh, w.max_member_bytes) if fh else b""
+                if data is None:
+                    yield Entry(member.name, error=f"archive member larger than {w.max_member_bytes} bytes")
+                    account(w.max_member_bytes)
+                    continue
+                account(len(data))
+                yield Entry(member.name, data=data)
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise ArchiveError(f"corrupt tar archive {name}: {exc}") from None
+
+
+def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[Entry]:
+    """Every entry of a job's prefix and archives, in a deterministic order."""
+    if inputs.prefix:
+        root = keys.tenant_root(tenant)
+        for obj in ctx.store.list(keys.tenant_key(tenant, inputs.prefix)):
+            if obj.key.endswith("/.keep") or obj.size == 0 and obj.key.endswith("/"):
+                continue
+            yield Entry(obj.key[len(root):], key=obj.key)
+    for rel in inputs.archives:
+        key = keys.tenant_key(tenant, rel) if not rel.startswith("t/") else rel
+        with tempfile.NamedTemporaryFile(suffix=".archive") as tmp:
+            ctx.store.download(key, Path(tmp.name))
+            try:
+                yield from iter_archive(tmp.name, PurePosixPath(rel).name, ctx)
+            except ArchiveError as exc:
+                yield Entry(PurePosixPath(rel).name, error=str(exc))
+
+
+def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
+    """Turn the job's sources into items and enqueue them in chunks (resumable)."""
+    from workers.handlers import ItemResult
+    from workers.pipeline import commit, maybe_finalize  # local: pipeline imports handlers lazily too
+
+    job = ctx.records.get_job(job_id)
+    if job.ingested or job.state.finished:
+        return {"items": job.total}
+    h = ctx.records.r.hmget(f"{ctx.records.p}:job:{job_id}", "ingest_cursor", "enqueued")
+    cursor, enqueued = int(h[0] or 0), int(h[1] or 0)
+    chunk = ctx.settings.worker.chunk_size
+    total = job.total
+    if enqueued < total:  # a previous delivery added items but died before enqueueing them
+        enqueue_chunks(ctx.celery, job_id, job.kind, range(enqueued, total), chunk, first_chunk=enqueued)
+        ctx.records.set_job_fields(job_id, enqueued=total)
+    pending: list[Item] = []
+    errors: list[tuple[int, str]] = []
+    position = 0
+
+    def flush() -> None:
+        nonlocal total, pending, errors
+        if not pending:
+            return
+        first = total
+        ctx.records.add_items(job_id, pending)
+        total += len(pending)
+        ctx.records.set_job_fields(job_id, ingest_cursor=position)
+        for index, reason in errors:
+            commit(ctx, job_id, ItemResult.failed(index, reason))
+        bad = {i for i, _ in errors}
+        good = [it.index for it in pending if it.index not in bad]
+        if good:
+            enqueue_chunks(ctx.celery, job_id, job.kind, good, chunk, first_chunk=first)
+        ctx.records.set_job_fields(job_id, enqueued=total)
+        pending, errors = [], []
+
+    for entry in iter_sources(ctx, job.tenant, Inputs.model_validate(job.inputs)):
+        position += 1
+        if position <= cursor:
+            continue
+        index = total + len(pending)
+        if entry.error:
+            pending.append(Item(index, entry.name, ""))
+            errors.append((index, entry.error))
+        elif entry.data is not None:
+            key = keys.job_input(job.tenant, job_id, index, entry.name)
+            ctx.store.put_bytes(key, entry.data)
+            pending.append(Item(index, entry.name, key))
+        else:
+            pending.append(Item(index, entry.name, entry.key or ""))
+        if len(pending) >= chunk:
+            flush()
+    flush()
+    ctx.records.mark_ingested(job_id)
+    maybe_finalize(ctx, job_id)
+    return {"items": total}

@@ -1,0 +1,74 @@
+"""Thin Celery tasks: parse the message, handle retries, call the plain functions in `pipeline`.
+
+Run a worker with:  celery -A workers.tasks worker -Q style -c 1
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+
+from storage.config import get_settings
+from storage.errors import StoreUnavailable
+from storage.names import JobKind, TaskName
+from workers import pipeline
+from workers.celery_app import QUEUE_OF_KIND, create_celery
+from workers.context import WorkerContext
+from workers.ingest import ingest
+
+log = logging.getLogger("nightshift.tasks")
+app = create_celery()
+_ctx: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    """One context per worker process, built lazily (never in the prefork parent before fork)."""
+    global _ctx
+    if _ctx is None:
+        _ctx = WorkerContext.from_settings(get_settings(), celery=app)
+    return _ctx
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: Any) -> None:
+    global _ctx
+    _ctx = None  # sockets must not be shared with the parent
+
+
+def _backoff(task: Task) -> int:
+    return int(min(2 ** task.request.retries, get_settings().worker.retry_backoff_max_s))
+
+
+@app.task(name=TaskName.PROCESS_CHUNK.value, bind=True, max_retries=None)
+def process_chunk(self: Task, job_id: str, chunk_index: int, indices: list[int]) -> dict[str, Any]:
+    ctx = context()
+    try:
+        return pipeline.process_chunk(ctx, job_id, chunk_index, indices)
+    except StoreUnavailable as exc:
+        log.warning("chunk %s/%s: store unavailable (%s); retrying", job_id, chunk_index, exc)
+        raise self.retry(countdown=_backoff(self), max_retries=50) from exc
+    except pipeline.FinalizeBusy as exc:
+        raise self.retry(countdown=5, max_retries=100) from exc
+    except SoftTimeLimitExceeded:
+        # The chunk ran out of time: the unfinished items go back on the queue as a new message;
+        # their attempt counts stand, so an item that always times out fails alone after K tries.
+        job = ctx.records.get_job(job_id)
+        rest = [it.index for it in ctx.records.get_items(job_id, indices) if not it.terminal]
+        if rest:
+            app.send_task(TaskName.PROCESS_CHUNK.value, args=[job_id, chunk_index, rest],
+                          queue=QUEUE_OF_KIND[JobKind(job.kind)].value)
+        return {"timed_out": True, "requeued": len(rest)}
+
+
+@app.task(name=TaskName.INGEST.value, bind=True, max_retries=None)
+def ingest_task(self: Task, job_id: str) -> dict[str, Any]:
+    try:
+        return ingest(context(), job_id)
+    except StoreUnavailable as exc:
+        raise self.retry(countdown=_backoff(self), max_retries=50) from exc
+    except pipeline.FinalizeBusy as exc:
+        raise self.retry(countdown=5, max_retries=100) from exc
