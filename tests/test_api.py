@@ -1,0 +1,160 @@
+"""The intake API: validation answers, auth, tenant isolation, idempotency, uploads, OpenAPI."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import requests
+
+from api.stack import ApiServer
+from storage.names import JobState
+from tests.conftest import Services, new_tenant_key, photo
+
+
+def _error(resp) -> dict:  # type: ignore[no-untyped-def]
+    body = resp.get_json()
+    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"]), body
+    return body["error"]
+
+
+def test_health_and_ready(http) -> None:  # type: ignore[no-untyped-def]
+    assert http.get("/healthz").get_json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"] == {"redis": True, "s3": True}
+
+
+def test_missing_and_bad_api_key(api_server: ApiServer) -> None:
+    c = api_server.app.test_client()
+    resp = c.get("/v1/jobs")
+    assert resp.status_code == 401 and "missing API key" in _error(resp)["message"]
+    resp = c.get("/v1/jobs", headers={"Authorization": "Bearer nsk_nope"})
+    assert resp.status_code == 401 and _error(resp)["code"] == "unauthorized"
+
+
+def test_malformed_json_wrong_type_unknown_fields_and_ranges(http) -> None:  # type: ignore[no-untyped-def]
+    resp = http.post("/v1/jobs", data="{not json", content_type="application/json")
+    assert resp.status_code == 400 and "JSON object" in _error(resp)["message"]
+    resp = http.post("/v1/jobs", data="kind=style", content_type="text/plain")
+    assert resp.status_code == 415 and "multipart/form-data" in _error(resp)["message"]
+    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [1], "zz": 1},
+                                       "inputs": {"keys": ["a.jpg"]}})
+    err = _error(resp)
+    assert resp.status_code == 422 and err["details"][0]["field"] == "zz" and "unknown field" in err["message"]
+    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [1],
+                                                                   "strength": 3}, "inputs": {"keys": ["a.jpg"]}})
+    err = _error(resp)
+    assert resp.status_code == 422 and err["details"][0]["field"] == "strength"
+    assert "less than or equal to 1" in err["message"]
+    resp = http.post("/v1/jobs", json={"kind": "paint"})
+    assert resp.status_code == 422 and _error(resp)["details"][0]["field"] == "kind"
+    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [99]},
+                                       "inputs": {"keys": ["a.jpg"]}})
+    assert resp.status_code == 422 and "0-25" in _error(resp)["message"]
+
+
+def test_no_inputs_and_traversal_keys_rejected(http) -> None:  # type: ignore[no-untyped-def]
+    resp = http.post("/v1/jobs", json={"kind": "faces"})
+    assert resp.status_code == 422 and "no photos" in _error(resp)["message"]
+    resp = http.post("/v1/jobs", json={"kind": "faces", "inputs": {"keys": ["../other/x.jpg"]}})
+    assert resp.status_code == 400 and "'..'" in _error(resp)["message"]
+
+
+def test_style_image_must_exist(http) -> None:  # type: ignore[no-untyped-def]
+    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"styles": ["uploads/none.jpg"]},
+                                       "inputs": {"keys": ["a.jpg"]}})
+    assert resp.status_code == 422 and "not found" in _error(resp)["message"]
+
+
+def test_submit_returns_202_location_and_idempotency(http) -> None:  # type: ignore[no-untyped-def]
+    body = {"kind": "faces", "inputs": {"keys": ["uploads/x/a.jpg"]}}
+    r1 = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "abc-1"})
+    assert r1.status_code == 202
+    job = r1.get_json()
+    assert r1.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["state"] in (JobState.QUEUED, JobState.RUNNING, JobState.FAILED, JobState.PARTIAL)
+    r2 = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "abc-1"})
+    assert r2.status_code == 202 and r2.get_json()["id"] == job["id"]
+    assert r2.headers["Idempotent-Replayed"] == "true"
+    r3 = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "abc-2"})
+    assert r3.get_json()["id"] != job["id"]
+
+
+def test_tenant_isolation_on_every_job_endpoint(services: Services, api_server: ApiServer, http) -> None:  # type: ignore[no-untyped-def]
+    job = http.post("/v1/jobs", json={"kind": "faces", "inputs": {"keys": ["a.jpg"]}}).get_json()
+    _, other_key = new_tenant_key(services)
+    other = api_server.app.test_client()
+    other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {other_key}"
+    for method, path in (("get", f"/v1/jobs/{job['id']}"), ("get", f"/v1/jobs/{job['id']}/results"),
+                         ("post", f"/v1/jobs/{job['id']}/cancel")):
+        resp = getattr(other, method)(path)
+        assert resp.status_code == 404, path
+    assert all(j["id"] != job["id"] for j in other.get("/v1/jobs").get_json()["jobs"])
+    assert any(j["id"] == job["id"] for j in http.get("/v1/jobs").get_json()["jobs"])
+
+
+def test_multipart_files_are_stored_under_the_tenant(services: Services, http, tenant_key) -> None:  # type: ignore[no-untyped-def]
+    data = {"kind": "faces", "params": json.dumps({"detector": "hog"}),
+            "files": [(io.BytesIO(photo(1)), "one.jpg"), (io.BytesIO(photo(2)), "tw\u00f6 \u263a.jpg")]}
+    resp = http.post("/v1/jobs", data=data, content_type="multipart/form-data")
+    assert resp.status_code == 202, resp.get_json()
+    job = resp.get_json()
+    assert job["counts"]["total"] == 2 and job["params"]["detector"] == "hog"
+    items = services.records.get_items(job["id"], [0, 1])
+    assert all(it.key.startswith(f"t/{tenant_key[0]}/jobs/{job['id']}/inputs/") for it in items)
+    assert services.store.get_bytes(items[0].key) == photo(1)
+    assert items[1].name == "tw\u00f6 \u263a.jpg"
+
+
+def test_bad_form_json_and_unknown_file_field(http) -> None:  # type: ignore[no-untyped-def]
+    resp = http.post("/v1/jobs", data={"kind": "faces", "params": "{oops"}, content_type="multipart/form-data")
+    assert resp.status_code == 400 and "params" in _error(resp)["message"]
+    resp = http.post("/v1/jobs", data={"kind": "faces", "photo": (io.BytesIO(b"x"), "a.jpg")},
+                     content_type="multipart/form-data")
+    assert resp.status_code == 400 and "'files'" in _error(resp)["message"]
+
+
+def test_cancel_and_list_filters(http) -> None:  # type: ignore[no-untyped-def]
+    resp = http.get("/v1/jobs?state=bogus")
+    assert resp.status_code == 400
+    resp = http.get("/v1/jobs?limit=0")
+    assert resp.status_code == 400 and "between 1 and 500" in _error(resp)["message"]
+    assert http.get("/v1/jobs/nope").status_code == 404
+    assert http.get("/v1/nothing-here").status_code == 404
+
+
+def test_presigned_upload_flow(http, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+    resp = http.post("/v1/uploads", json={"names": ["photos.zip"]})
+    assert resp.status_code == 201
+    grant = resp.get_json()["uploads"][0]
+    assert grant["key"].startswith("uploads/") and grant["method"] == "PUT"
+    assert requests.put(grant["url"], data=b"PK-ish", timeout=10).status_code == 200
+    assert services.store.get_bytes(f"t/{tenant_key[0]}/{grant['key']}") == b"PK-ish"
+    assert services.settings.s3.secret_key not in json.dumps(resp.get_json())
+    assert http.post("/v1/uploads", json={"names": []}).status_code == 422
+
+
+def test_oversized_request_gets_413(services: Services) -> None:
+    small = ApiServer(services.settings.model_copy(update={"api": services.settings.api.model_copy(
+        update={"max_request_mb": 1})}))
+    _, key = new_tenant_key(services)
+    c = small.app.test_client()
+    resp = c.post("/v1/jobs", data={"kind": "faces", "files": (io.BytesIO(b"x" * (2 * 1024 * 1024)), "a.jpg")},
+                  content_type="multipart/form-data", headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 413 and "presigned" in _error(resp)["message"]
+
+
+def test_rate_limit_per_key(services: Services) -> None:
+    limited = ApiServer(services.settings.model_copy(update={"api": services.settings.api.model_copy(
+        update={"rate_limit_per_minute": 3})}))
+    _, key = new_tenant_key(services)
+    c = limited.app.test_client()
+    codes = [c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code for _ in range(8)]
+    assert codes[:3] == [200, 200, 200] and 429 in codes[3:]  # 8 > 2 windows x 3
+
+
+def test_openapi_document(http) -> None:  # type: ignore[no-untyped-def]
+    spec = http.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/results", "/v1/uploads"} <= set(spec["paths"])
+    assert "StyleParams" in spec["components"]["schemas"]

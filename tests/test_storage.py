@@ -1,0 +1,134 @@
+"""The object store and the records against a real S3 server and a real Redis-compatible server."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import requests
+
+from storage import keys
+from storage.config import S3Settings
+from storage.errors import ObjectNotFound, RecordNotFound, StoreUnavailable
+from storage.names import ItemState, JobKind, JobState
+from storage.objects import ObjectStore
+from storage.records import Item, Job, RecordStore, new_id
+from tests.conftest import Services
+
+
+def test_put_get_stat_list_delete(services: Services) -> None:
+    store = services.store
+    prefix = f"test/{new_id()}/"
+    for i in range(5):
+        store.put_bytes(f"{prefix}{i}.txt", f"v{i}".encode(), "text/plain")
+    assert store.get_bytes(f"{prefix}3.txt") == b"v3"
+    info = store.stat(f"{prefix}3.txt")
+    assert info.size == 2 and info.content_type == "text/plain"
+    assert [o.key for o in store.list(prefix)] == [f"{prefix}{i}.txt" for i in range(5)]
+    assert [o.key for o in store.list(prefix, start_after=f"{prefix}2.txt")] == [f"{prefix}3.txt", f"{prefix}4.txt"]
+    assert store.delete_prefix(prefix) == 5
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes(f"{prefix}0.txt")
+
+
+def test_stream_multipart_upload_and_download(services: Services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = ObjectStore(services.settings.s3.model_copy(update={"part_size": 5 * 1024 * 1024}))
+    data = bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MiB -> 3 parts
+    key = f"test/{new_id()}/big.bin"
+    store.put_stream(key, io.BytesIO(data), len(data))
+    assert store.stat(key).size == len(data)
+    size = store.download(key, tmp_path / "big.bin")
+    assert size == len(data) and (tmp_path / "big.bin").read_bytes() == data
+
+
+def test_presigned_urls_work_and_expire(services: Services) -> None:
+    store = services.store
+    key = f"test/{new_id()}/p.txt"
+    put = store.presigned_put(key)
+    assert requests.put(put, data=b"presigned", timeout=10).status_code == 200
+    assert requests.get(store.presigned_get(key), timeout=10).content == b"presigned"
+    short = store.presigned_get(key, expires_s=1)
+    time.sleep(2.2)
+    assert requests.get(short, timeout=10).status_code == 403
+
+
+def test_presigned_urls_are_signed_for_the_public_endpoint(services: Services) -> None:
+    s = services.settings.s3.model_copy(update={"public_endpoint": "photos.example.com:443", "public_secure": True})
+    url = ObjectStore(s).presigned_get("a/b.jpg")
+    assert url.startswith("https://photos.example.com/") and "X-Amz-Signature" in url
+    assert services.settings.s3.secret_key not in url
+
+
+def test_unreachable_store_raises_store_unavailable_after_retries() -> None:
+    store = ObjectStore(S3Settings(endpoint="127.0.0.1:1", retries=2, backoff_s=0.01))
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.put_bytes("x", b"y")
+    assert time.monotonic() - t0 < 10
+
+
+def test_key_layout_rejects_traversal_and_namespaces_tenants() -> None:
+    assert keys.tenant_key("acme", "uploads/u1/a.jpg") == "t/acme/uploads/u1/a.jpg"
+    for bad in ("../b/x.jpg", "/etc/passwd", "a/../../b", "a\\b"):
+        with pytest.raises(keys.BadKey):
+            keys.tenant_key("acme", bad)
+    with pytest.raises(keys.BadKey):
+        keys.tenant_root("../x")
+    assert keys.safe_name("../../evil name\u0000.jpg") == "evil_name_.jpg"
+    long = keys.safe_name("é" * 300 + ".jpeg")
+    assert len(long) <= keys.MAX_NAME and long.endswith(".jpeg")
+    # deterministic: a retried item writes the same keys
+    assert keys.item_output("a", "j1", 7, "x.png") == keys.item_output("a", "j1", 7, "x.png")
+
+
+def _job(records: RecordStore, n: int, tenant: str = "acme") -> Job:
+    job = Job(id=new_id("j"), kind=JobKind.STYLE, tenant=tenant, state=JobState.QUEUED, params={}, inputs={},
+              ingested=True)
+    records.create_job(job, [Item(i, f"{i}.jpg", f"k/{i}") for i in range(n)])
+    return job
+
+
+def test_item_transitions_are_counted_once(services: Services) -> None:
+    records = services.records
+    job = _job(records, 3)
+    assert records.finish_item(job.id, 0, ItemState.DONE, outputs=["a"]) == 1
+    assert records.finish_item(job.id, 0, ItemState.DONE, outputs=["a"]) == 0  # redelivery: not counted twice
+    assert records.finish_item(job.id, 1, ItemState.FAILED, error="bad") == 1
+    assert records.finish_item(job.id, 2, ItemState.DONE) == 2  # the last one completes the job
+    got = records.get_job(job.id)
+    assert (got.done, got.failed, got.total) == (2, 1, 3)
+    item = records.get_items(job.id, [1])[0]
+    assert item.state == ItemState.FAILED and item.error == "bad"
+
+
+def test_attempts_and_tenant_scoping(services: Services) -> None:
+    records = services.records
+    job = _job(records, 1)
+    assert records.claim_attempt(job.id, 0) == 1
+    assert records.claim_attempt(job.id, 0) == 2
+    records.release_attempt(job.id, 0)
+    assert records.get_items(job.id, [0])[0].attempts == 1
+    with pytest.raises(RecordNotFound):
+        records.get_job(job.id, tenant="other")
+
+
+def test_list_jobs_paginates_newest_first(services: Services) -> None:
+    records = services.records
+    tenant = "lister" + new_id()
+    ids = []
+    for _ in range(5):
+        ids.append(_job(records, 0, tenant).id)
+        time.sleep(0.01)
+    page1 = records.list_jobs(tenant, limit=3)
+    page2 = records.list_jobs(tenant, limit=3, before=page1[-1].created_at)
+    assert [j.id for j in page1 + page2] == ids[::-1]
+
+
+def test_redis_outage_raises_store_unavailable() -> None:
+    from storage.config import Settings
+
+    records = RecordStore(Settings(redis_url="redis://127.0.0.1:1/0"),)
+    records.r.connection_pool.connection_kwargs["retry"] = None
+    with pytest.raises(StoreUnavailable):
+        records.get_job("x")
