@@ -48,7 +48,7 @@ def probe(data: bytes) -> tuple[str, int, int]:
     except UnidentifiedImageError:
         raise ImageDecodeError("not a supported image (JPEG, PNG, WebP, HEIC, TIFF, GIF, BMP)") from None
     except OSError as exc:
-        raise ImageDecodeError(f"cannot read image header: {exc}") from None
+        raise ImageDecodeError(f"corrupt or truncated image header: {exc}") from None
 
 
 def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
