@@ -33,6 +33,11 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
+def _looks_like_archive(data: bytes) -> bool:
+    return data[:4] == b"PK\x03\x04" or data[:2] == b"\x1f\x8b" or data[257:262] == b"ustar" \
+        or data[:3] == b"BZh" or data[:6] == b"\xfd7zXZ\x00"
+
+
 def probe(data: bytes) -> tuple[str, int, int]:
     """Return (format, width, height) from the header without decoding pixels."""
     _register_heif()
@@ -46,6 +51,9 @@ def probe(data: bytes) -> tuple[str, int, int]:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large: {exc}") from None
     except UnidentifiedImageError:
+        if _looks_like_archive(data):
+            raise ImageDecodeError("an archive, not an image: nested archives are not expanded; "
+                                   "submit it as an archive of its own") from None
         raise ImageDecodeError("not a supported image (JPEG, PNG, WebP, HEIC, TIFF, GIF, BMP)") from None
     except OSError as exc:
         raise ImageDecodeError(f"corrupt or truncated image header: {exc}") from None

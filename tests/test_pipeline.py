@@ -1,0 +1,142 @@
+"""End to end on real services: HTTP -> Redis/Celery -> a real worker process -> S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from api.client import Client
+from storage import keys
+from tests.conftest import Services, photo
+from tests.corpus import CASES
+
+pytestmark = [pytest.mark.integration]
+BUILTIN = {"method": "builtin", "builtin": [7]}
+
+
+def upload_photos(services: Services, tenant: str, n: int, prefix: str, size: tuple[int, int] = (64, 48)) -> list[str]:
+    rels = []
+    for i in range(n):
+        rel = f"{prefix}/p{i:04d}.jpg"
+        services.store.put_bytes(keys.tenant_key(tenant, rel), photo(i, size), "image/jpeg")
+        rels.append(rel)
+    return rels
+
+
+def test_style_job_end_to_end_over_http(workers, client: Client, services: Services, tenant_key, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    files = []
+    for i in range(3):
+        path = tmp_path / f"photo{i}.jpg"
+        path.write_bytes(photo(i, (160, 120)))
+        files.append(path)
+    job = client.submit("style", files=files, params={"method": "builtin", "builtin": [7, "3:0.5,12:0.5"]})
+    assert job["state"] == "queued" and job["counts"]["total"] == 3
+    job = client.wait(job["id"], timeout=180)
+    assert job["state"] == "succeeded", job
+    assert job["counts"] == {"total": 3, "done": 3, "failed": 0, "skipped": 0, "cancelled": 0, "pending": 0}
+    items = list(client.results(job["id"]))
+    assert len(items) == 3 and all(len(it["outputs"]) == 2 for it in items)
+    names = sorted(o["name"] for it in items for o in it["outputs"])
+    assert names[0].startswith("photo0__builtin-b") and names[0].endswith(".png")
+    out = items[0]["outputs"][0]
+    img = Image.open(io.BytesIO(requests.get(out["url"], timeout=10).content))
+    assert img.size == (160, 120)
+    # objects are where the key layout says, under the tenant
+    tenant = tenant_key[0]
+    assert services.store.exists(keys.item_output(tenant, job["id"], 0, out["name"])) or \
+        services.store.exists(f"t/{tenant}/{out['key']}")
+    manifest = services.store.get_json(keys.manifest(tenant, job["id"]))
+    assert manifest["state"] == "succeeded" and manifest["counts"]["done"] == 3
+    lines = services.store.get_bytes(keys.job_artifact(tenant, job["id"], "items.jsonl")).splitlines()
+    assert [json.loads(line)["state"] for line in lines] == ["done"] * 3
+    arts = {a["name"] for a in client.artifacts(job["id"])}
+    assert "manifest.json" in arts
+
+
+def test_two_hundred_items_complete_with_correct_counts(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+    rels = upload_photos(services, tenant_key[0], 200, "batch200", (40, 32))
+    job = client.submit("style", params=BUILTIN, inputs={"keys": rels})
+    job = client.wait(job["id"], timeout=300)
+    assert job["state"] == "succeeded"
+    assert job["counts"]["done"] == 200 and job["counts"]["failed"] == 0
+    assert sum(len(it["outputs"]) for it in client.results(job["id"])) == 200
+    assert job["throughput_per_s"] > 0
+
+
+def test_three_corrupt_among_twenty_ends_partial(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+    rels = upload_photos(services, tenant_key[0], 17, "mixed", (48, 40))
+    bad = {"mixed/zero.jpg": b"", "mixed/text.jpg": b"hello, not a jpeg", "mixed/cut.jpg": photo(99, (300, 200))[:700]}
+    for rel, data in bad.items():
+        services.store.put_bytes(keys.tenant_key(tenant_key[0], rel), data)
+    job = client.submit("style", params=BUILTIN, inputs={"keys": rels + list(bad)})
+    job = client.wait(job["id"], timeout=180)
+    assert job["state"] == "partial"
+    assert job["counts"]["done"] == 17 and job["counts"]["failed"] == 3
+    failed = {it["name"]: it["error"] for it in client.results(job["id"], state="failed")}
+    assert failed == {"mixed/zero.jpg": "empty file (0 bytes)",
+                      "mixed/text.jpg": "not a supported image (JPEG, PNG, WebP, HEIC, TIFF, GIF, BMP)",
+                      "mixed/cut.jpg": failed["mixed/cut.jpg"]}
+    assert failed["mixed/cut.jpg"].startswith("corrupt or truncated")
+    assert sum(len(it["outputs"]) for it in client.results(job["id"])) == 17
+
+
+def test_archive_of_the_bad_input_corpus(workers, client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "corpus.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for case in CASES:
+            zf.writestr(f"corpus/{case.name}", case.build())
+        zf.writestr("../escape.jpg", photo(1))
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w") as z2:
+            z2.writestr("x.jpg", photo(2))
+        zf.writestr("corpus/nested.zip", inner.getvalue())
+    job = client.submit("style", archives=[path], params={**BUILTIN, "size": 64})
+    job = client.wait(job["id"], timeout=300)
+    assert job["state"] == "partial"
+    got = {it["name"]: it for it in client.results(job["id"])}
+    for case in CASES:
+        item = got[f"corpus/{case.name}"]
+        if case.expect is None:
+            assert item["state"] == "done", (case.name, item["error"])
+        else:
+            assert item["state"] == "failed" and case.expect in item["error"], (case.name, item["error"])
+    assert "unsafe path" in got["../escape.jpg"]["error"]
+    assert "archive" in got["corpus/nested.zip"]["error"]
+    assert job["counts"]["total"] == len(CASES) + 2
+
+
+def test_prefix_job_streams_the_listing(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+    upload_photos(services, tenant_key[0], 9, "album/2019", (40, 32))
+    job = client.submit("style", params=BUILTIN, inputs={"prefix": "album/"})
+    job = client.wait(job["id"], timeout=180)
+    assert job["state"] == "succeeded" and job["counts"]["done"] == 9
+
+
+def test_empty_prefix_fails_with_reason(workers, client: Client) -> None:  # type: ignore[no-untyped-def]
+    job = client.submit("style", params=BUILTIN, inputs={"prefix": "nothing-here/"})
+    job = client.wait(job["id"], timeout=60)
+    assert job["state"] == "failed" and "no input photos" in job["error"]
+
+
+def test_retried_submission_with_idempotency_key_runs_once(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+    rels = upload_photos(services, tenant_key[0], 2, "idem", (40, 32))
+    a = client.submit("style", params=BUILTIN, inputs={"keys": rels}, idempotency_key="nightly-2026-11-28")
+    b = client.submit("style", params=BUILTIN, inputs={"keys": rels}, idempotency_key="nightly-2026-11-28")
+    assert a["id"] == b["id"]
+    assert sum(1 for j in client.jobs() if j["id"] == a["id"]) == 1
+
+
+def test_output_pixels_are_stylized_not_copied(workers, client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "c.jpg"
+    path.write_bytes(photo(5, (128, 96)))
+    job = client.wait(client.submit("style", files=[path], params=BUILTIN)["id"], timeout=120)
+    out = next(iter(client.results(job["id"])))["outputs"][0]
+    styl = np.asarray(Image.open(io.BytesIO(requests.get(out["url"], timeout=10).content)).convert("RGB"), float)
+    orig = np.asarray(Image.open(path).convert("RGB"), float)
+    assert np.abs(styl - orig).mean() > 10
