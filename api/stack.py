@@ -62,11 +62,12 @@ class WorkerProcess:
 
 
 def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_dir: Path, name: str | None = None,
-                 extra_env: dict[str, str] | None = None, max_tasks_per_child: int | None = None) -> WorkerProcess:
+                 extra_env: dict[str, str] | None = None, max_tasks_per_child: int | None = None,
+                 app: str = "workers.tasks") -> WorkerProcess:
     """Start `celery worker` for one queue as a separate process (prefork pool)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     node = name or f"{queue}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    argv = [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "-Q", queue, "-c", str(concurrency),
+    argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-c", str(concurrency),
             "-P", "prefork", "-n", f"{node}@%h", "--without-gossip", "--without-mingle", "-l", "INFO", "-E"]
     if max_tasks_per_child:
         argv += ["--max-tasks-per-child", str(max_tasks_per_child)]

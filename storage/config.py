@@ -38,6 +38,7 @@ class WorkerSettings(BaseModel):
     soft_time_limit_s: int = Field(3000, ge=1)
     time_limit_s: int = Field(3600, ge=1)
     device: str = Field("auto", description="auto | cpu | cuda")
+    visibility_margin_s: int = Field(600, ge=1, description="visibility timeout = hard time limit + this")
     retry_backoff_max_s: int = Field(60, ge=1)
     max_archive_members: int = Field(200_000, ge=1)
     max_archive_bytes: int = Field(20 * 1024**3, ge=1)
@@ -70,7 +71,7 @@ class Settings(BaseSettings):
     @property
     def visibility_timeout_s(self) -> int:
         # Above the hard time limit, so a long task is never redelivered while it still runs.
-        return self.worker.time_limit_s + 600
+        return self.worker.time_limit_s + self.worker.visibility_margin_s
 
 
 @lru_cache(maxsize=1)

@@ -35,6 +35,18 @@ def batched(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
         yield batch
 
 
+def plan_batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
+    """Model batches; items seen before (a delivery that died with them) run alone first.
+
+    A poison item that kills its worker then takes down no batch-mates on its next delivery, so it
+    alone reaches the attempt cap.
+    """
+    suspects = [it for it in items if it.attempts > 0]
+    for item in suspects:
+        yield [item]
+    yield from batched([it for it in items if it.attempts == 0], size)
+
+
 def commit(ctx: WorkerContext, job_id: str, result: ItemResult) -> int:
     outcome = ctx.records.finish_item(job_id, result.index, result.state, error=result.error,
                                       outputs=result.outputs, info=result.info)
@@ -93,15 +105,16 @@ def process_chunk(ctx: WorkerContext, job_id: str, chunk_index: int, indices: Se
     if job.state.finished:
         return {"finished": True}
     ctx.records.mark_running(job_id)
-    items = [it for it in ctx.records.get_items(job_id, indices) if not it.terminal]
+    pending = [it for it in ctx.records.get_items(job_id, indices) if not it.terminal]
     handler: JobHandler | None = None
     counts = {"processed": 0, "cancelled": 0}
-    batch_size = ctx.settings.worker.batch_size
-    for n, batch in enumerate(batched(items, batch_size)):
+    for batch in plan_batches(pending, ctx.settings.worker.batch_size):
         if ctx.records.cancel_requested(job_id):
-            for rest in items[n * batch_size:]:
-                commit(ctx, job_id, ItemResult(rest.index, ItemState.CANCELLED, error="job cancelled"))
-                counts["cancelled"] += 1
+            done = {it.index for it in ctx.records.get_items(job_id, indices) if it.terminal}
+            for rest in pending:
+                if rest.index not in done:
+                    commit(ctx, job_id, ItemResult(rest.index, ItemState.CANCELLED, error="job cancelled"))
+                    counts["cancelled"] += 1
             break
         claimed: list[int] = []
         try:
