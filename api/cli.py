@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +294,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         paths = download(client, job["id"], out)
         print(_summary(job))
         prefix = f"s3://{stack.settings.s3.bucket}/t/local/jobs/{job['id']}/" if stack.settings else ""
-        print(f"results in object storage: {prefix}  (endpoint http://{stack.settings.s3.endpoint if stack.settings else ''})")
+        endpoint = stack.settings.s3.endpoint if stack.settings else ""
+        print(f"results in object storage: {prefix}  (endpoint http://{endpoint})")
         print(f"downloaded {len(paths)} files to {out}/")
         for p in paths:
             print(f"  {p}")

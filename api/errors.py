@@ -83,7 +83,11 @@ def register_error_handlers(app: Flask) -> None:
             message = "request too large: upload big archives with POST /v1/uploads (presigned PUT) instead"
         if status == 404 and message and message.startswith("The requested URL"):
             message = "no such endpoint; see /openapi.json"
-        return error_response(status, code, message)
+        resp, status = error_response(status, code, message)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":  # keep e.g. Allow on 405, drop werkzeug's HTML type
+                resp.headers[name] = value
+        return resp, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -239,15 +239,15 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 @bp.get("/jobs")
 def list_jobs() -> Response:
     state = request.args.get("state")
-    if state and state not in {s.value for s in JobState}:
+    if state is not None and state not in {s.value for s in JobState}:
         raise ApiError(400, "bad_request", f"state must be one of {[s.value for s in JobState]}")
     kind = request.args.get("kind")
-    if kind and kind not in {k.value for k in JobKind}:
+    if kind is not None and kind not in {k.value for k in JobKind}:
         raise ApiError(400, "bad_request", f"kind must be one of {[k.value for k in JobKind]}")
     limit = _int_arg("limit", 50, 1, 500)
     before_raw = request.args.get("before")
     try:
-        before = float(before_raw) if before_raw else None
+        before = float(before_raw) if before_raw is not None else None
     except ValueError:
         raise ApiError(400, "bad_request", "query parameter 'before' must be a number (next_before)") from None
     jobs = svc().records.list_jobs(tenant(), state=state, kind=kind, limit=limit, before=before)
@@ -279,7 +279,7 @@ def job_results(job_id: str) -> Response:
     offset = _int_arg("offset", 0, 0, 10**9)
     limit = _int_arg("limit", 100, 1, svc().settings.api.page_size_max)
     state = request.args.get("state")
-    if state and state not in {s.value for s in ItemState}:
+    if state is not None and state not in {s.value for s in ItemState}:
         raise ApiError(400, "bad_request", f"state must be one of {[s.value for s in ItemState]}")
     end = min(offset + limit, job.total)
     items = records.get_items(job_id, range(offset, end)) if offset < job.total else []

@@ -7,16 +7,20 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api.uploads import UploadRequest
+from storage.names import ItemState, JobKind, JobState
 from workers.contract import ClusterParams, FacesParams, IdentifyParams, JobRequest, StyleParams
 
 bp = Blueprint("openapi", __name__)
+JOB_STATES = [s.value for s in JobState]
+JOB_KINDS = [k.value for k in JobKind]
+ITEM_STATES = [s.value for s in ItemState]
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
 JOB = {"type": "object", "required": ["id", "kind", "state", "counts"], "properties": {
     "id": {"type": "string"}, "kind": {"type": "string"},
-    "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled", "partial"]},
+    "state": {"type": "string", "enum": [s.value for s in JobState]},
     "counts": {"type": "object"}, "eta_s": {"type": ["number", "null"]},
     "throughput_per_s": {"type": ["number", "null"]}}}
 
@@ -26,8 +30,8 @@ def _schema(model: Any) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(c): {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            for c in codes}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {str(c): {"description": "error", "content": error} for c in codes}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -59,7 +63,7 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
                     "multipart/form-data": {"schema": {"type": "object", "required": ["kind"], "properties": {
-                        "kind": {"type": "string", "enum": ["style", "faces", "identify", "cluster"]},
+                        "kind": {"type": "string", "enum": [k.value for k in JobKind]},
                         "params": {"type": "string", "description": "JSON object"},
                         "inputs": {"type": "string", "description": "JSON object"},
                         "label": {"type": "string"},
@@ -72,8 +76,8 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
             "get": {
                 "summary": "List jobs, newest first",
                 "parameters": [
-                    {"name": "state", "in": "query", "schema": {"type": "string"}},
-                    {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": JOB_STATES}},
+                    {"name": "kind", "in": "query", "schema": {"type": "string", "enum": JOB_KINDS}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "before", "in": "query", "schema": {"type": "number"}}],
                 "responses": {"200": _json({"type": "object", "required": ["jobs"], "properties": {
@@ -90,8 +94,9 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
             "summary": "Items with presigned URLs of their outputs (paginated)",
             "parameters": [_path_id("job_id"),
                            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                           {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                           {"name": "state", "in": "query", "schema": {"type": "string"}}],
+                           {"name": "limit", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                           {"name": "state", "in": "query", "schema": {"type": "string", "enum": ITEM_STATES}}],
             "responses": {"200": _json({"type": "object", "required": ["items"]}), **_errors(400, 404, *auth_errors)}}},
         "/v1/uploads": {"post": {
             "summary": "Presigned PUT URLs for large uploads",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,7 +15,8 @@ from storage.records import new_id
 
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    names: list[str] = Field(min_length=1, max_length=1000, description="file names to upload")
+    names: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        min_length=1, max_length=1000, description="file names to upload")
 
 
 bp = Blueprint("uploads", __name__, url_prefix="/v1")

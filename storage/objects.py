@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload", "NotFound"}
-_TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "ServerBusy", "XMinioServerNotInitialized"}
+_TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "ServerBusy",
+              "XMinioServerNotInitialized"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,8 @@ class ObjectStore:
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, indent=1, default=str).encode(), "application/json")
 
-    def put_stream(self, key: str, stream: IO[bytes], length: int = -1, content_type: str = "application/octet-stream") -> None:
+    def put_stream(self, key: str, stream: IO[bytes], length: int = -1,
+                   content_type: str = "application/octet-stream") -> None:
         """Write from a stream without holding it in memory (multipart above `part_size`).
 
         A seekable stream is rewound and retried on transient errors; a non-seekable one is not.

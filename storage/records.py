@@ -192,17 +192,18 @@ class RecordStore:
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, job: Job, items: Sequence[Item] = ()) -> None:
         """Write a new job (and its first items) in one transaction."""
-        fields = {
+        created = job.created_at or now()
+        fields: dict[str, str | int | float] = {
             "id": job.id, "kind": str(job.kind), "tenant": job.tenant, "state": str(job.state),
             "params": json.dumps(job.params), "inputs": json.dumps(job.inputs), "label": job.label or "",
-            "created_at": job.created_at or now(), "total": len(items), "done": 0, "failed": 0,
+            "created_at": created, "total": len(items), "done": 0, "failed": 0,
             "skipped": 0, "cancelled": 0, "ingested": "1" if job.ingested else "0", "cancel_requested": "0",
         }
         try:
             pipe = self.r.pipeline(transaction=True)
             pipe.hset(self._job(job.id), mapping=fields)
             pipe.expire(self._job(job.id), self.ttl)
-            pipe.zadd(f"{self.p}:jobs:{job.tenant}", {job.id: float(fields["created_at"])})
+            pipe.zadd(f"{self.p}:jobs:{job.tenant}", {job.id: created})
             self._add_items(pipe, job.id, items)
             pipe.execute()
         except redis.RedisError as exc:

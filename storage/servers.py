@@ -186,7 +186,8 @@ def start_s3(data_dir: Path, base_port: int | None = None, *, bucket: str = "nig
             f"-s3.port={ports['s3']}", f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",
             f"-admin.port={ports['admin']}", f"-master.port.grpc={ports['master.grpc']}",
             f"-volume.port.grpc={ports['volume.grpc']}", f"-filer.port.grpc={ports['filer.grpc']}",
-            f"-s3.port.grpc={ports['s3.grpc']}", f"-admin.port.grpc={ports['admin.grpc']}", "-admin.ui=false", "-webdav=false", f"-s3.config={config.resolve()}",
+            f"-s3.port.grpc={ports['s3.grpc']}", f"-admin.port.grpc={ports['admin.grpc']}", "-admin.ui=false",
+            "-webdav=false", f"-s3.config={config.resolve()}",
             "-master.volumeSizeLimitMB=256"]
     (data_dir / "weed").mkdir(exist_ok=True)
     proc = _spawn("s3", argv, data_dir / "s3.log", data_dir)

@@ -118,7 +118,7 @@ def photo(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
     return jpeg_bytes(noisy)
 
 
-def wait_until(predicate, timeout: float = 60.0, poll: float = 0.2):  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float = 60.0, poll: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

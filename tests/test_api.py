@@ -12,13 +12,13 @@ from storage.names import JobState
 from tests.conftest import Services, new_tenant_key, photo
 
 
-def _error(resp) -> dict:  # type: ignore[no-untyped-def]
+def _error(resp) -> dict:
     body = resp.get_json()
     assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"]), body
     return body["error"]
 
 
-def test_health_and_ready(http) -> None:  # type: ignore[no-untyped-def]
+def test_health_and_ready(http) -> None:
     assert http.get("/healthz").get_json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["checks"] == {"redis": True, "s3": True}
@@ -32,7 +32,7 @@ def test_missing_and_bad_api_key(api_server: ApiServer) -> None:
     assert resp.status_code == 401 and _error(resp)["code"] == "unauthorized"
 
 
-def test_malformed_json_wrong_type_unknown_fields_and_ranges(http) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json_wrong_type_unknown_fields_and_ranges(http) -> None:
     resp = http.post("/v1/jobs", data="{not json", content_type="application/json")
     assert resp.status_code == 400 and "JSON object" in _error(resp)["message"]
     resp = http.post("/v1/jobs", data="kind=style", content_type="text/plain")
@@ -53,20 +53,20 @@ def test_malformed_json_wrong_type_unknown_fields_and_ranges(http) -> None:  # t
     assert resp.status_code == 422 and "0-25" in _error(resp)["message"]
 
 
-def test_no_inputs_and_traversal_keys_rejected(http) -> None:  # type: ignore[no-untyped-def]
+def test_no_inputs_and_traversal_keys_rejected(http) -> None:
     resp = http.post("/v1/jobs", json={"kind": "faces"})
     assert resp.status_code == 422 and "no photos" in _error(resp)["message"]
     resp = http.post("/v1/jobs", json={"kind": "faces", "inputs": {"keys": ["../other/x.jpg"]}})
     assert resp.status_code == 400 and "'..'" in _error(resp)["message"]
 
 
-def test_style_image_must_exist(http) -> None:  # type: ignore[no-untyped-def]
+def test_style_image_must_exist(http) -> None:
     resp = http.post("/v1/jobs", json={"kind": "style", "params": {"styles": ["uploads/none.jpg"]},
                                        "inputs": {"keys": ["a.jpg"]}})
     assert resp.status_code == 422 and "not found" in _error(resp)["message"]
 
 
-def test_submit_returns_202_location_and_idempotency(http) -> None:  # type: ignore[no-untyped-def]
+def test_submit_returns_202_location_and_idempotency(http) -> None:
     body = {"kind": "faces", "inputs": {"keys": ["uploads/x/a.jpg"]}}
     r1 = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "abc-1"})
     assert r1.status_code == 202
@@ -80,7 +80,7 @@ def test_submit_returns_202_location_and_idempotency(http) -> None:  # type: ign
     assert r3.get_json()["id"] != job["id"]
 
 
-def test_tenant_isolation_on_every_job_endpoint(services: Services, api_server: ApiServer, http) -> None:  # type: ignore[no-untyped-def]
+def test_tenant_isolation_on_every_job_endpoint(services: Services, api_server: ApiServer, http) -> None:
     job = http.post("/v1/jobs", json={"kind": "faces", "inputs": {"keys": ["a.jpg"]}}).get_json()
     _, other_key = new_tenant_key(services)
     other = api_server.app.test_client()
@@ -93,7 +93,7 @@ def test_tenant_isolation_on_every_job_endpoint(services: Services, api_server: 
     assert any(j["id"] == job["id"] for j in http.get("/v1/jobs").get_json()["jobs"])
 
 
-def test_multipart_files_are_stored_under_the_tenant(services: Services, http, tenant_key) -> None:  # type: ignore[no-untyped-def]
+def test_multipart_files_are_stored_under_the_tenant(services: Services, http, tenant_key) -> None:
     data = {"kind": "faces", "params": json.dumps({"detector": "hog"}),
             "files": [(io.BytesIO(photo(1)), "one.jpg"), (io.BytesIO(photo(2)), "tw\u00f6 \u263a.jpg")]}
     resp = http.post("/v1/jobs", data=data, content_type="multipart/form-data")
@@ -106,7 +106,7 @@ def test_multipart_files_are_stored_under_the_tenant(services: Services, http, t
     assert items[1].name == "tw\u00f6 \u263a.jpg"
 
 
-def test_bad_form_json_and_unknown_file_field(http) -> None:  # type: ignore[no-untyped-def]
+def test_bad_form_json_and_unknown_file_field(http) -> None:
     resp = http.post("/v1/jobs", data={"kind": "faces", "params": "{oops"}, content_type="multipart/form-data")
     assert resp.status_code == 400 and "params" in _error(resp)["message"]
     resp = http.post("/v1/jobs", data={"kind": "faces", "photo": (io.BytesIO(b"x"), "a.jpg")},
@@ -114,7 +114,7 @@ def test_bad_form_json_and_unknown_file_field(http) -> None:  # type: ignore[no-
     assert resp.status_code == 400 and "'files'" in _error(resp)["message"]
 
 
-def test_cancel_and_list_filters(http) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_and_list_filters(http) -> None:
     resp = http.get("/v1/jobs?state=bogus")
     assert resp.status_code == 400
     resp = http.get("/v1/jobs?limit=0")
@@ -123,7 +123,7 @@ def test_cancel_and_list_filters(http) -> None:  # type: ignore[no-untyped-def]
     assert http.get("/v1/nothing-here").status_code == 404
 
 
-def test_presigned_upload_flow(http, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+def test_presigned_upload_flow(http, services: Services, tenant_key) -> None:
     resp = http.post("/v1/uploads", json={"names": ["photos.zip"]})
     assert resp.status_code == 201
     grant = resp.get_json()["uploads"][0]
@@ -153,7 +153,7 @@ def test_rate_limit_per_key(services: Services) -> None:
     assert codes[:3] == [200, 200, 200] and 429 in codes[3:]  # 8 > 2 windows x 3
 
 
-def test_openapi_document(http) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_document(http) -> None:
     spec = http.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/results", "/v1/uploads"} <= set(spec["paths"])

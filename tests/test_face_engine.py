@@ -95,7 +95,7 @@ def test_face_rotated_round_trip_and_upright() -> None:
 def test_pad_groups_batches_similar_sizes_and_separates_others() -> None:
     groups = pad_groups([(512, 512), (500, 510), (300, 900), (512, 512), (100, 100)], max_pad_ratio=1.3)
     assert sorted(map(sorted, groups)) == [[0, 1, 3], [2], [4]]
-    assert pad_groups([(10, 10), (10, 11)], max_pad_ratio=1.0) == [[0], [1]]
+    assert sorted(pad_groups([(10, 10), (10, 11)], max_pad_ratio=1.0)) == [[0], [1]]
 
 
 def _record(key: str, faces: list[Face], dim: int = 128) -> PhotoRecord:
@@ -164,6 +164,19 @@ def test_package_import_is_light() -> None:
 
 
 # --- models ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dlib_only_pipeline_never_imports_torch() -> None:
+    code = (
+        "import sys; from skimage import data; from PIL import Image; "
+        "from workers.contract import FacesParams; from workers.faces.engine import FaceEngine; "
+        "engine = FaceEngine(FacesParams(detector='hog', embedder='dlib-resnet')); "
+        "result = engine.index_photo(Image.fromarray(data.astronaut())); "
+        "print(len(result) > 0, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from storage.config import Settings, WorkerSettings
+from tests.conftest import photo
 from workers.context import WorkerContext
 from workers.ingest import ArchiveError, iter_archive, member_name_ok
-from tests.conftest import photo
 
 
 def _ctx(**worker: int) -> WorkerContext:

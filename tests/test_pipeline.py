@@ -29,7 +29,7 @@ def upload_photos(services: Services, tenant: str, n: int, prefix: str, size: tu
     return rels
 
 
-def test_style_job_end_to_end_over_http(workers, client: Client, services: Services, tenant_key, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_style_job_end_to_end_over_http(workers, client: Client, services: Services, tenant_key, tmp_path) -> None:
     files = []
     for i in range(3):
         path = tmp_path / f"photo{i}.jpg"
@@ -59,7 +59,8 @@ def test_style_job_end_to_end_over_http(workers, client: Client, services: Servi
     assert "manifest.json" in arts
 
 
-def test_two_hundred_items_complete_with_correct_counts(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+def test_two_hundred_items_complete_with_correct_counts(workers, client: Client, services: Services,
+                                                        tenant_key) -> None:
     rels = upload_photos(services, tenant_key[0], 200, "batch200", (40, 32))
     job = client.submit("style", params=BUILTIN, inputs={"keys": rels})
     job = client.wait(job["id"], timeout=300)
@@ -69,7 +70,7 @@ def test_two_hundred_items_complete_with_correct_counts(workers, client: Client,
     assert job["throughput_per_s"] > 0
 
 
-def test_three_corrupt_among_twenty_ends_partial(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+def test_three_corrupt_among_twenty_ends_partial(workers, client: Client, services: Services, tenant_key) -> None:
     rels = upload_photos(services, tenant_key[0], 17, "mixed", (48, 40))
     bad = {"mixed/zero.jpg": b"", "mixed/text.jpg": b"hello, not a jpeg", "mixed/cut.jpg": photo(99, (300, 200))[:700]}
     for rel, data in bad.items():
@@ -86,7 +87,7 @@ def test_three_corrupt_among_twenty_ends_partial(workers, client: Client, servic
     assert sum(len(it["outputs"]) for it in client.results(job["id"])) == 17
 
 
-def test_archive_of_the_bad_input_corpus(workers, client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_archive_of_the_bad_input_corpus(workers, client: Client, tmp_path) -> None:
     path = tmp_path / "corpus.zip"
     with zipfile.ZipFile(path, "w") as zf:
         for case in CASES:
@@ -111,20 +112,21 @@ def test_archive_of_the_bad_input_corpus(workers, client: Client, tmp_path) -> N
     assert job["counts"]["total"] == len(CASES) + 2
 
 
-def test_prefix_job_streams_the_listing(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+def test_prefix_job_streams_the_listing(workers, client: Client, services: Services, tenant_key) -> None:
     upload_photos(services, tenant_key[0], 9, "album/2019", (40, 32))
     job = client.submit("style", params=BUILTIN, inputs={"prefix": "album/"})
     job = client.wait(job["id"], timeout=180)
     assert job["state"] == "succeeded" and job["counts"]["done"] == 9
 
 
-def test_empty_prefix_fails_with_reason(workers, client: Client) -> None:  # type: ignore[no-untyped-def]
+def test_empty_prefix_fails_with_reason(workers, client: Client) -> None:
     job = client.submit("style", params=BUILTIN, inputs={"prefix": "nothing-here/"})
     job = client.wait(job["id"], timeout=60)
     assert job["state"] == "failed" and "no input photos" in job["error"]
 
 
-def test_retried_submission_with_idempotency_key_runs_once(workers, client: Client, services: Services, tenant_key) -> None:  # type: ignore[no-untyped-def]
+def test_retried_submission_with_idempotency_key_runs_once(workers, client: Client, services: Services,
+                                                           tenant_key) -> None:
     rels = upload_photos(services, tenant_key[0], 2, "idem", (40, 32))
     a = client.submit("style", params=BUILTIN, inputs={"keys": rels}, idempotency_key="nightly-2026-11-28")
     b = client.submit("style", params=BUILTIN, inputs={"keys": rels}, idempotency_key="nightly-2026-11-28")
@@ -132,7 +134,7 @@ def test_retried_submission_with_idempotency_key_runs_once(workers, client: Clie
     assert sum(1 for j in client.jobs() if j["id"] == a["id"]) == 1
 
 
-def test_output_pixels_are_stylized_not_copied(workers, client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_output_pixels_are_stylized_not_copied(workers, client: Client, tmp_path) -> None:
     path = tmp_path / "c.jpg"
     path.write_bytes(photo(5, (128, 96)))
     job = client.wait(client.submit("style", files=[path], params=BUILTIN)["id"], timeout=120)

@@ -32,7 +32,7 @@ def test_put_get_stat_list_delete(services: Services) -> None:
         store.get_bytes(f"{prefix}0.txt")
 
 
-def test_stream_multipart_upload_and_download(services: Services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_stream_multipart_upload_and_download(services: Services, tmp_path) -> None:
     store = ObjectStore(services.settings.s3.model_copy(update={"part_size": 5 * 1024 * 1024}))
     data = bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MiB -> 3 parts
     key = f"test/{new_id()}/big.bin"

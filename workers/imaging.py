@@ -70,21 +70,19 @@ def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = 
         raise ImageDecodeError("empty file (0 bytes)")
     fmt, width, height = probe(data)
     if width * height > max_pixels:
-        raise ImageDecodeError(
-            f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit"
-        )
+        raise ImageDecodeError(f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+                               f"{max_pixels / 1e6:.0f} MP limit")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            opened = Image.open(io.BytesIO(data))
             if max_side and fmt == "JPEG" and max(width, height) > max_side:
                 # draft() picks a DCT scale >= the requested size: decoding is 2-8x cheaper
                 scale = max_side / max(width, height)
-                img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-            img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = to_rgb(img)
+                opened.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+            opened.seek(0)
+            opened.load()
+            img = to_rgb(ImageOps.exif_transpose(opened))
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:

@@ -116,8 +116,8 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
                     if "__MACOSX" not in member.name and not PurePosixPath(member.name).name.startswith("._"):
                         yield Entry(member.name, error=f"unsafe path in archive: {member.name!r} (skipped)")
                     continue
-                fh = tf.extractfile(member)
-                data = _bounded_read(fh, w.max_member_bytes) if fh else b""
+                member_fh = tf.extractfile(member)
+                data = _bounded_read(member_fh, w.max_member_bytes) if member_fh else b""
                 if data is None:
                     yield Entry(member.name, error=f"archive member larger than {w.max_member_bytes} bytes")
                     account(w.max_member_bytes)
