@@ -11,6 +11,7 @@ from werkzeug.datastructures import FileStorage
 
 from api.auth import tenant
 from api.errors import ApiError
+from api.metrics_bp import JOBS_SUBMITTED
 from storage import keys
 from storage.errors import ObjectNotFound, RecordNotFound
 from storage.names import FINISHED_STATES, ItemState, JobKind, JobState
@@ -194,6 +195,7 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
         enqueue_chunks(s.celery, job_id, req.kind, [it.index for it in items], s.settings.worker.chunk_size)
     if needs_ingest:
         enqueue_ingest(s.celery, job_id, req.kind)
+    JOBS_SUBMITTED.labels(kind=str(req.kind)).inc()
     resp, status = _job_response(s.records.get_job(job_id), 202)
     resp.headers["Location"] = url_for("jobs.get_job", job_id=job_id)
     return resp, status

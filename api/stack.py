@@ -34,6 +34,7 @@ class WorkerProcess:
     queue: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    metrics_port: int = 0
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -63,7 +64,7 @@ class WorkerProcess:
 
 def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_dir: Path, name: str | None = None,
                  extra_env: dict[str, str] | None = None, max_tasks_per_child: int | None = None,
-                 app: str = "workers.tasks") -> WorkerProcess:
+                 app: str = "workers.tasks", metrics_port: int = 0) -> WorkerProcess:
     """Start `celery worker` for one queue as a separate process (prefork pool)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     node = name or f"{queue}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
@@ -72,12 +73,16 @@ def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_di
     if max_tasks_per_child:
         argv += ["--max-tasks-per-child", str(max_tasks_per_child)]
     env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+    if metrics_port:
+        folder = log_dir.parent / "metrics" / node
+        folder.mkdir(parents=True, exist_ok=True)
+        env.update(PROMETHEUS_MULTIPROC_DIR=str(folder), NIGHTSHIFT_WORKER__METRICS_PORT=str(metrics_port))
     env.setdefault("PYTHONUNBUFFERED", "1")
     log_path = log_dir / f"worker-{node}.log"
     with open(log_path, "ab") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 cwd=str(Path(__file__).resolve().parent.parent))
-    return WorkerProcess(queue, proc, log_path)
+    return WorkerProcess(queue, proc, log_path, metrics_port)
 
 
 def wait_worker_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:

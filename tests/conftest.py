@@ -19,7 +19,7 @@ from storage.apikeys import ApiKeys
 from storage.config import ApiSettings, Settings, WorkerSettings
 from storage.objects import ObjectStore
 from storage.records import RecordStore
-from storage.servers import ServerProcess, start_redis, start_s3
+from storage.servers import ServerProcess, free_port, start_redis, start_s3
 
 
 @dataclass
@@ -60,7 +60,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 def workers(services: Services) -> Iterator[dict[str, WorkerProcess]]:
-    procs = {q: start_worker(services.settings, q, log_dir=services.root / "logs") for q in ("style", "faces")}
+    procs = {q: start_worker(services.settings, q, log_dir=services.root / "logs",
+                             metrics_port=free_port() if q == "style" else 0) for q in ("style", "faces")}
     try:
         for w in procs.values():
             wait_worker_ready(w)

@@ -10,12 +10,12 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from storage.config import get_settings
 from storage.errors import StoreUnavailable
 from storage.names import JobKind, TaskName
-from workers import pipeline
+from workers import metrics, pipeline
 from workers.celery_app import QUEUE_OF_KIND, create_celery
 from workers.context import WorkerContext
 from workers.ingest import ingest
@@ -37,6 +37,13 @@ def context() -> WorkerContext:
 def _reset_after_fork(**_: Any) -> None:
     global _ctx
     _ctx = None  # sockets must not be shared with the parent
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    port = get_settings().worker.metrics_port
+    if port:
+        metrics.serve(port)
 
 
 def _backoff(task: Task) -> int:
