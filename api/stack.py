@@ -105,6 +105,7 @@ class ApiServer:
         from api import create_app
 
         self.port = port or free_port()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns the logs
         self.app = create_app(settings)
         self._server = make_server(host, self.port, self.app, threaded=True)
         self.url = f"http://{host}:{self.port}"
