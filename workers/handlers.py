@@ -52,6 +52,9 @@ class JobHandler(ABC):
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
         """Process a batch of items; one result per input, per-item errors as FAILED results."""
 
+    def after_commit(self, results: list[ItemResult]) -> None:
+        """Called once a batch's results are recorded (e.g. to remember what was indexed)."""
+
     def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:
         """Job-level outputs once every item is final (contact sheets, indexes). Returns a summary."""
         return {}

@@ -131,6 +131,7 @@ def process_chunk(ctx: WorkerContext, job_id: str, chunk_index: int, indices: Se
         for result in results:
             commit(ctx, job_id, result)
             counts["processed"] += 1
+        handler.after_commit(results)
     metrics.record_gpu_memory()
     maybe_finalize(ctx, job_id)
     return counts

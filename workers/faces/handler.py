@@ -1,0 +1,130 @@
+"""The `faces` job kind: index every face of every photo into object storage.
+
+Per batch: one Parquet face table and one float32 .npy embedding matrix (a "part", keyed by chunk and
+first item, so a retried batch overwrites its own part); per face, a JPEG thumbnail. A photo whose
+content hash was already indexed with the same embedding model is skipped unless `force` is set.
+At the end, parts that no committed item points to (left by a delivery that died) are deleted and
+`faces-index.json` lists the parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PIL import Image
+
+from storage import keys
+from storage.names import ItemState
+from storage.records import Item, Job
+from workers import metrics
+from workers.context import WorkerContext
+from workers.contract import FacesParams
+from workers.faces.engine import FaceEngine
+from workers.faces.index import PhotoRecord, chunk_outputs, content_hash, face_thumbnail
+from workers.handlers import ItemInput, ItemResult, JobHandler
+from workers.imaging import ImageDecodeError, decode_image
+
+log = logging.getLogger("nightshift.faces")
+INDEX_NAME = "faces-index.json"
+_engines: dict[str, FaceEngine] = {}
+
+
+def engine_for(params: FacesParams, device: str) -> FaceEngine:
+    """One engine per distinct model setting per worker process (models load once, lazily)."""
+    key = params.model_dump_json(exclude={"force", "thumbnails"})
+    if key not in _engines:
+        _engines[key] = FaceEngine(params, device=device)
+    return _engines[key]
+
+
+class FacesHandler(JobHandler):
+    def __init__(self, job: Job, ctx: WorkerContext) -> None:
+        super().__init__(job, ctx)
+        self.params = FacesParams.model_validate(job.params)
+        self.engine = engine_for(self.params, ctx.settings.worker.device)
+
+    @property
+    def model_id(self) -> str:
+        embedder = self.engine.embedder
+        return f"{embedder.name}@{embedder.version}"
+
+    def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
+        results: dict[int, ItemResult] = {}
+        todo: list[tuple[ItemInput, str, Image.Image]] = []
+        for item in batch:
+            sha = content_hash(item.data)
+            seen = None if self.params.force else self.ctx.records.seen_hash(self.job.tenant, self.model_id, sha)
+            if seen:
+                results[item.index] = ItemResult(item.index, ItemState.SKIPPED, info={
+                    "outcome": "skipped", "duplicate_of": seen, "sha256": sha})
+                continue
+            try:
+                with metrics.STAGE.labels(stage="decode").time():
+                    image = decode_image(item.data, max_pixels=self.ctx.settings.worker.max_pixels)
+            except ImageDecodeError as exc:
+                results[item.index] = ItemResult.failed(item.index, str(exc))
+                continue
+            todo.append((item, sha, image))
+        if todo:
+            with metrics.STAGE.labels(stage="model").time():
+                found = self.engine.index_batch([image for _, _, image in todo])
+            part_id = f"{chunk_index:05d}-{todo[0][0].index:07d}"
+            records = [PhotoRecord(keys.strip_tenant(self.job.tenant, item.key), str(item.index), sha, faces)
+                       for (item, sha, _), faces in zip(todo, found, strict=True)]
+            table, matrix = chunk_outputs(records)
+            with metrics.STAGE.labels(stage="upload").time():
+                self.ctx.store.put_bytes(keys.part(self.job.tenant, self.job.id, part_id, "parquet"), table,
+                                         "application/vnd.apache.parquet")
+                self.ctx.store.put_bytes(keys.part(self.job.tenant, self.job.id, part_id, "npy"), matrix,
+                                         "application/octet-stream")
+                for (item, sha, image), faces in zip(todo, found, strict=True):
+                    thumbs = self._thumbnails(item, image, faces.faces)
+                    n = len(faces.faces)
+                    results[item.index] = ItemResult(item.index, ItemState.DONE, thumbs, info={
+                        "outcome": f"faces: {n}" if n else "no_face", "faces": n, "part": part_id, "sha256": sha,
+                        "rotations": sorted({f.rotation for f in faces.faces if f.rotation})})
+        return [results[item.index] for item in batch]
+
+    def _thumbnails(self, item: ItemInput, image: Image.Image, faces: list[Any]) -> list[str]:
+        if not self.params.thumbnails:
+            return []
+        out = []
+        for n, face in enumerate(faces):
+            key = keys.item_output(self.job.tenant, self.job.id, item.index, f"face-{n:03d}.jpg")
+            self.ctx.store.put_bytes(key, face_thumbnail(image, face), "image/jpeg")
+            out.append(key)
+        return out
+
+    def after_commit(self, results: list[ItemResult]) -> None:
+        # Only now is the photo's index durable: remembering it earlier could skip a photo whose
+        # delivery died before its results were recorded.
+        for r in results:
+            if r.state == ItemState.DONE and "sha256" in r.info:
+                self.ctx.records.remember_hash(self.job.tenant, self.model_id, r.info["sha256"],
+                                               f"{self.job.id}/{r.index}")
+
+    def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:
+        """Drop orphan parts and write the index of this job's face tables and embeddings."""
+        wanted = {it.info["part"] for it in items if it.state == ItemState.DONE and "part" in it.info}
+        parts = []
+        for obj in self.ctx.store.list(keys.parts_prefix(job.tenant, job.id)):
+            part_id = obj.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if part_id not in wanted:
+                self.ctx.store.delete(obj.key)
+            elif obj.key.endswith(".parquet"):
+                parts.append(part_id)
+        faces = sum(int(it.info.get("faces", 0)) for it in items if it.state == ItemState.DONE)
+        index = {
+            "job": job.id, "model": self.model_id, "detector": self.params.detector, "faces": faces,
+            "photos": {"indexed": sum(1 for it in items if it.state == ItemState.DONE),
+                       "no_face": sum(1 for it in items if it.info.get("outcome") == "no_face"),
+                       "skipped": job.skipped, "failed": job.failed},
+            "parts": [{"id": p, "table": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "parquet")),
+                       "embeddings": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "npy"))}
+                      for p in sorted(parts)],
+        }
+        key = keys.job_artifact(job.tenant, job.id, INDEX_NAME)
+        self.ctx.store.put_json(key, index)
+        return {"artifacts": [keys.strip_tenant(job.tenant, key)], "faces": faces, "model": self.model_id,
+                "no_face": index["photos"]["no_face"]}
