@@ -50,4 +50,5 @@ class TaskName(StrEnum):
     INGEST = "nightshift.ingest"
     PROCESS_CHUNK = "nightshift.process_chunk"
     VERIFY = "nightshift.faces.verify"
-    EMBED_QUERY = "nightshift.faces.embed_query"
+    SEARCH = "nightshift.faces.search"
+    ENROLL = "nightshift.faces.enroll"

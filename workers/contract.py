@@ -150,9 +150,12 @@ class ClusterParams(_Strict):
     """Parameters of a `cluster` job: group indexed faces into people."""
 
     index_jobs: list[str] = Field(min_length=1, max_length=100)
-    algorithm: Literal["chinese_whispers", "hdbscan"] = "chinese_whispers"
-    threshold: float | None = Field(None, gt=0, le=2)
-    min_faces: int = Field(1, ge=1, le=1000)
+    algorithm: Literal["average", "complete", "chinese_whispers"] = Field(
+        "average", description="average/complete linkage or Chinese whispers, all with cannot-link constraints")
+    threshold: float | None = Field(None, gt=0, le=2, description="distance under which faces join; default "
+                                    "calibrated on LFW")
+    min_faces: int = Field(1, ge=1, le=1000, description="smaller clusters are left out (unless named)")
+    sheets: bool = Field(True, description="write a contact sheet per person")
 
 
 PARAMS_MODELS: dict[JobKind, type[_Strict]] = {

@@ -6,6 +6,7 @@ Run a worker with:  celery -A workers.tasks worker -Q style -c 1
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Task
@@ -37,6 +38,8 @@ def context() -> WorkerContext:
 def _reset_after_fork(**_: Any) -> None:
     global _ctx
     _ctx = None  # sockets must not be shared with the parent
+    # before torch is first imported in this child: its thread pool size is read at import
+    os.environ.setdefault("OMP_NUM_THREADS", str(get_settings().worker.threads))
 
 
 @worker_ready.connect
@@ -79,3 +82,25 @@ def ingest_task(self: Task, job_id: str) -> dict[str, Any]:
         raise self.retry(countdown=_backoff(self), max_retries=50) from exc
     except pipeline.FinalizeBusy as exc:
         raise self.retry(countdown=5, max_retries=100) from exc
+
+
+# Synchronous questions: the API waits for these with a timeout (small inputs only).
+@app.task(name=TaskName.VERIFY.value)
+def verify_task(tenant: str, a: dict[str, str], b: dict[str, str], threshold: float | None = None) -> dict[str, Any]:
+    from workers.people import service
+
+    return service.verify(context(), tenant, a, b, threshold)
+
+
+@app.task(name=TaskName.SEARCH.value)
+def search_task(tenant: str, query: dict[str, str], k: int = 10, jobs: list[str] | None = None) -> dict[str, Any]:
+    from workers.people import service
+
+    return service.search(context(), tenant, query, k, jobs)
+
+
+@app.task(name=TaskName.ENROLL.value)
+def enroll_task(tenant: str, photo_keys: list[str]) -> dict[str, Any]:
+    from workers.people import service
+
+    return service.enroll(context(), tenant, photo_keys)

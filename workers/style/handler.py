@@ -38,7 +38,7 @@ def engine(ctx: WorkerContext) -> StyleEngine:
     global _engine
     if _engine is None:
         w = ctx.settings.worker
-        _engine = StyleEngine(device=w.device, vgg19_weights=w.vgg19_weights)
+        _engine = StyleEngine(device=w.device, threads=w.threads, vgg19_weights=w.vgg19_weights)
     return _engine
 
 
@@ -91,9 +91,12 @@ class StyleHandler(JobHandler):
             except WeightsNotAvailable as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             for item, img in photos:
-                results[item.index] = ItemResult(item.index, ItemState.DONE, outputs[item.index],
-                                                 info={"width": img.width, "height": img.height,
-                                                       "variants": len(variants)})
+                results[item.index] = ItemResult(
+                    item.index,
+                    ItemState.DONE,
+                    outputs[item.index],
+                    info={"width": img.width, "height": img.height, "variants": len(variants)},
+                )
         return [results[i.index] for i in batch]
 
     def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image) -> str:
@@ -129,5 +132,8 @@ class StyleHandler(JobHandler):
         key = keys.job_artifact(job.tenant, job.id, "contact-sheet.jpg")
         self.ctx.store.put_bytes(key, buf.getvalue(), "image/jpeg")
         variants = sorted({PurePosixPath(k).stem.split("__", 1)[-1] for it in items for k in it.outputs})
-        return {"artifacts": [keys.strip_tenant(job.tenant, key)], "variants": variants,
-                "outputs": sum(len(it.outputs) for it in items)}
+        return {
+            "artifacts": [keys.strip_tenant(job.tenant, key)],
+            "variants": variants,
+            "outputs": sum(len(it.outputs) for it in items),
+        }
