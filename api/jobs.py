@@ -291,6 +291,7 @@ def job_results(job_id: str) -> Response:
             continue
         out.append({"index": it.index, "name": it.name, "state": str(it.state), "error": it.error,
                     "attempts": it.attempts, "info": it.info,
+                    "input": _output_entry(t, it.key) if it.key else None,
                     "outputs": [_output_entry(t, k) for k in it.outputs]})
     artifacts = []
     if job.state in FINISHED_STATES:

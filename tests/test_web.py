@@ -1,0 +1,261 @@
+"""The web page: served with a strict CSP, and driven end to end in a real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from api import create_app
+from api.stack import ApiServer
+from storage.config import Settings
+from tests.browser import launch_chromium
+from tests.conftest import photo
+
+STATIC = Path(__file__).resolve().parents[1] / "api" / "static"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+REQUIRED_CSP = ("default-src 'self'", "img-src 'self' data: blob: http: https:", "connect-src 'self'",
+                "script-src 'self'")
+
+
+@pytest.fixture(scope="module")
+def app() -> Flask:
+    # Nothing here touches Redis or S3: the app's clients connect lazily, and the page needs neither.
+    return create_app(Settings(redis_url="redis://127.0.0.1:1/0"))
+
+
+def test_ui_is_html_with_a_strict_csp(app: Flask) -> None:
+    resp = app.test_client().get("/ui")
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+    csp = resp.headers["Content-Security-Policy"]
+    for directive in REQUIRED_CSP:
+        assert directive in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    html = resp.get_data(as_text=True)
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    assert scripts and all('src="/ui/static/' in attrs and not body.strip() for attrs, body in scripts)
+    assert "style=" not in html  # inline styles would need 'unsafe-inline'
+
+
+def test_any_ui_path_serves_the_page_and_root_redirects(app: Flask) -> None:
+    c = app.test_client()
+    assert c.get("/ui/jobs/j123").get_data(as_text=True) == c.get("/ui").get_data(as_text=True)
+    root = c.get("/")
+    assert root.status_code == 302 and root.headers["Location"].endswith("/ui")
+
+
+def test_every_module_the_page_imports_is_served(app: Flask) -> None:
+    c = app.test_client()
+    pending, seen = ["app.js"], set()
+    while pending:
+        name = pending.pop()
+        seen.add(name)
+        resp = c.get(f"/ui/static/{name}")
+        assert resp.status_code == 200, name
+        assert resp.mimetype in ("text/javascript", "application/javascript"), (name, resp.mimetype)
+        assert "Content-Security-Policy" in resp.headers
+        pending += [m for m in re.findall(r'from "\./([\w-]+\.js)"', resp.get_data(as_text=True)) if m not in seen]
+    assert {"app.js", "api.js", "dom.js", "jobs.js", "gallery.js", "submit.js", "people.js"} <= seen
+    assert c.get("/ui/static/app.css").mimetype == "text/css"
+
+
+def test_scripts_never_write_html_or_evaluate_strings() -> None:
+    banned = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
+                        r"setTimeout\(\s*['\"`]")
+    for path in STATIC.glob("*.js"):
+        assert not banned.search(path.read_text()), path.name
+
+
+# --- in a real browser ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    with sync_api.sync_playwright() as pw:
+        b = launch_chromium(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page that fails the test on any uncaught script error or CSP violation."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+    pg.on("console", lambda msg: problems.append(f"console: {msg.text}")
+          if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    yield pg
+    context.close()
+    assert not problems, problems
+
+
+@contextmanager
+def failure_screenshot(pg: Any, name: str) -> Iterator[None]:
+    """On a failure, what the page looked like goes to test-artifacts/ with the traceback."""
+    try:
+        yield
+    except BaseException:
+        shot(pg, name)
+        raise
+
+
+def shot(pg: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def images_loaded(pg: Any, selector: str) -> int:
+    """How many images match; fails unless every one of them decoded (naturalWidth > 0)."""
+    pg.wait_for_function(
+        "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
+        arg=selector, timeout=15_000)
+    return int(pg.eval_on_selector_all(selector, "imgs => imgs.length"))
+
+
+@pytest.mark.integration
+def test_submit_a_style_job_and_see_the_gallery(workers, api_server: ApiServer, tenant_key, page: Any,
+                                                tmp_path: Path) -> None:
+    photos = []
+    for i in range(2):
+        path = tmp_path / f"web{i}.jpg"
+        path.write_bytes(photo(40 + i, (160, 120)))
+        photos.append(str(path))
+
+    with failure_screenshot(page, "web-failure.png"):
+        drive_the_page(page, api_server.url, tenant_key[1], photos)
+
+
+def drive_the_page(page: Any, url: str, key: str, photos: list[str]) -> None:
+    page.goto(f"{url}/ui#key={key}")
+    page.wait_for_selector("table.jobs, .empty")
+    assert "key=" not in page.url
+    assert page.evaluate("localStorage.getItem('nightshift.apiKey')") == key
+
+    # the API's validation error reaches the user
+    page.click("a[data-tab=submit]")
+    page.set_input_files("input[name=files]", photos)
+    page.fill("input[name=builtin]", "99")
+    page.click("#submit-form button[type=submit]")
+    error = page.wait_for_selector("#submit-error .error")
+    assert "0-25" in error.inner_text() and "invalid_request" in error.inner_text()
+    shot(page, "web-submit-error.png")
+
+    page.fill("input[name=builtin]", "7")
+    page.fill("input[name=label]", "browser test")
+    page.click("#submit-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*#/jobs/\w+$"))
+    job_id = page.url.rsplit("/", 1)[-1]
+    page.wait_for_selector("#job-summary[data-state=succeeded]", timeout=45_000)
+    page.wait_for_selector("#gallery .pair")
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    assert page.locator("#gallery .pair").count() == 2
+    # per photo: its original and one output (built-in style 7); and the job's contact sheet
+    assert images_loaded(page, "#gallery img") == 4
+    assert images_loaded(page, "#contact-sheet img") == 1
+    assert page.locator("#gallery .output figcaption").first.inner_text().startswith("builtin")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "web-gallery.png")
+
+    page.click("a[data-tab=jobs]")
+    row = page.wait_for_selector(f"tr[data-job-id={job_id}][data-state=succeeded]")
+    assert "browser test" in row.inner_text() and "2 / 2" in row.inner_text()
+    shot(page, "web-jobs.png")
+
+    page.goto(f"{url}/ui#/people/{job_id}")
+    found = page.wait_for_selector(".person, [data-unavailable], .error")
+    assert found.inner_text().strip()
+    shot(page, "web-people.png")
+
+
+class PeopleStub:
+    """Stands in for the people endpoints (GET people, rename, merge, face search) at the browser's network edge."""
+
+    def __init__(self) -> None:
+        def faces(pid: str, n: int) -> list[dict[str, str]]:
+            return [{"id": f"{pid}f{i}", "thumbnail_url": f"http://faces.test/{pid}f{i}.jpg"} for i in range(n)]
+
+        self.people: list[dict[str, Any]] = [
+            {"id": "p1", "name": "Ada", "faces": faces("p1", 3), "photo_count": 3},
+            {"id": "p2", "name": None, "faces": faces("p2", 2), "photo_count": 2},
+            {"id": "p3", "name": "Grace", "faces": faces("p3", 1), "photo_count": 1},
+        ]
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def install(self, pg: Any) -> None:
+        pg.route("**/v1/jobs/jc1/people", lambda route: route.fulfill(json={"people": self.people}))
+        pg.route("**/v1/people/**", self._person)
+        pg.route("**/v1/faces/search", self._search)
+        pg.route("http://faces.test/**", lambda route: route.fulfill(body=photo(7, (64, 64)),
+                                                                     content_type="image/jpeg"))
+
+    def _person(self, route: Any) -> None:
+        req = route.request
+        body = req.post_data_json
+        self.calls.append((req.method, req.url.split("/v1/", 1)[1], body))
+        if req.url.endswith("/merge"):
+            into = next(p for p in self.people if p["id"] == body["into"])
+            gone = next(p for p in self.people if p["id"] == body["from"])
+            into["faces"] += gone["faces"]
+            into["photo_count"] += gone["photo_count"]
+            self.people.remove(gone)
+            route.fulfill(json=into)
+        else:
+            person = next(p for p in self.people if req.url.endswith("/" + p["id"]))
+            person["name"] = body["name"]
+            route.fulfill(json=person)
+
+    def _search(self, route: Any) -> None:
+        form = route.request.post_data_buffer or b""
+        self.calls.append(("POST", "faces/search", form))
+        route.fulfill(json={"matches": [{"distance": 0.31 + i / 10, "photo": f"album/p{i}.jpg", "face": f"f{i}",
+                                         "thumbnail_url": f"http://faces.test/m{i}.jpg", "job": "jf1"}
+                                        for i in range(3)]})
+
+
+@pytest.mark.integration
+def test_people_page_renames_merges_and_searches(api_server: ApiServer, tenant_key, page: Any,
+                                                 tmp_path: Path) -> None:
+    stub = PeopleStub()
+    stub.install(page)
+    query = tmp_path / "query.jpg"
+    query.write_bytes(photo(3, (80, 80)))
+    with failure_screenshot(page, "web-people-failure.png"):
+        page.goto(f"{api_server.url}/ui#key={tenant_key[1]}")
+        page.wait_for_selector("table.jobs, .empty")
+        page.goto(f"{api_server.url}/ui#/people/jc1")
+        page.wait_for_selector(".person")
+        assert page.locator(".person").count() == 3
+        assert images_loaded(page, ".person img") == 6
+
+        unnamed = page.locator(".person[data-person-id=p2]")
+        unnamed.locator("input[name=name]").fill("Alan")
+        unnamed.locator("button", has_text="Rename").click()
+        page.wait_for_selector(".person[data-person-id=p2] header >> text=Alan")
+
+        grace = page.locator(".person[data-person-id=p3]")
+        grace.locator("select[name=into]").select_option("p1")
+        grace.locator("button", has_text="Merge").click()
+        page.wait_for_function("() => document.querySelectorAll('.person').length === 2")
+        assert "4 photos" in page.locator(".person[data-person-id=p1]").inner_text()
+
+        page.set_input_files("#face-search input[name=photo]", str(query))
+        page.fill("#face-search input[name=k]", "3")
+        page.click("#face-search button[type=submit]")
+        page.wait_for_selector("#search-results .match")
+        assert images_loaded(page, "#search-results img") == 3
+        assert "distance 0.310" in page.locator("#search-results").inner_text()
+        shot(page, "web-people-cards.png")
+
+    assert stub.calls[0] == ("PUT", "people/p2", {"name": "Alan"})
+    assert stub.calls[1] == ("POST", "people/merge", {"into": "p1", "from": "p3"})
+    method, path, form = stub.calls[2]
+    assert (method, path) == ("POST", "faces/search")
+    assert b'name="photo"; filename="query.jpg"' in form and b'name="k"\r\n\r\n3' in form
