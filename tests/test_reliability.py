@@ -106,8 +106,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
     for w in e.workers:
         w.kill()
     api.stop()
-    s3.stop()
-    r.stop()
+    e.s3.stop()  # the test may have restarted them: stop the current ones
+    e.redis.stop()
 
 
 def test_kill_9_worker_child_mid_job_loses_nothing_and_duplicates_nothing(env: Env) -> None:
