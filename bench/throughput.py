@@ -1,0 +1,117 @@
+"""Throughput of the whole stack with two faces workers: photos per second at steady state for a
+2,000-photo index job, and where the time goes per stage, from the workers' own metrics.
+
+    python -m bench.throughput [--photos 2000] [--workers 2] [--json OUT]
+
+Steady state is the rate between 10 % and 90 % of the job (start-up and the tail excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from bench.common import machine, table, write_json
+from bench.scaling import face_photos
+
+
+def stage_seconds(ports: list[int]) -> dict[str, tuple[float, float]]:
+    """{stage: (total seconds, count)} summed over the workers' Prometheus endpoints."""
+    out: dict[str, list[float]] = {}
+    for port in ports:
+        for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+            for suffix, slot in (("_sum", 0), ("_count", 1)):
+                name = f"nightshift_stage_seconds{suffix}{{"
+                if line.startswith(name):
+                    stage = line.split('stage="', 1)[1].split('"', 1)[0]
+                    out.setdefault(stage, [0.0, 0.0])[slot] += float(line.rsplit(" ", 1)[1])
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--photos", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+
+    from api.client import Client
+    from api.stack import ApiServer, start_worker, wait_worker_ready
+    from storage import keys
+    from storage.apikeys import ApiKeys
+    from storage.config import Settings, WorkerSettings
+    from storage.objects import ObjectStore
+    from storage.records import RecordStore
+    from storage.servers import free_port, start_redis, start_s3
+
+    root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    redis = start_redis(root / "redis")
+    s3, s3s = start_s3(root / "s3")
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0", s3=s3s, data_dir=root,
+                        worker=WorkerSettings(chunk_size=16, batch_size=8))
+    ports = [free_port() for _ in range(args.workers)]
+    workers = [start_worker(settings, "faces", log_dir=root / "logs", metrics_port=p) for p in ports]
+    api = ApiServer(settings).start()
+    try:
+        for w in workers:
+            wait_worker_ready(w)
+        client = Client(api.url, ApiKeys(RecordStore(settings).r, settings.key_prefix).create("bench"))
+        store = ObjectStore(settings.s3)
+        rels = []
+        for i, blob in enumerate(face_photos(args.photos, seed=1)):
+            rel = f"archive/p{i:05d}.jpg"
+            store.put_bytes(keys.tenant_key("bench", rel), blob, "image/jpeg")
+            rels.append(rel)
+        marks: dict[float, float] = {}
+        t0 = time.perf_counter()
+        job = client.submit("faces", params={"thumbnails": True}, inputs={"keys": rels})
+
+        def track(j: dict) -> None:
+            c = j["counts"]
+            marks[time.perf_counter() - t0] = (c["total"] - c["pending"]) / max(c["total"], 1)
+
+        job = client.wait(job["id"], poll=0.5, on_progress=track)
+        total = time.perf_counter() - t0
+        stages = stage_seconds(ports)
+        rss = [_rss_mb(w.proc.pid) for w in workers]
+    finally:
+        api.stop()
+        for w in workers:
+            w.kill()
+        s3.stop()
+        redis.stop()
+    t10 = min(t for t, f in marks.items() if f >= 0.1)
+    t90 = min(t for t, f in marks.items() if f >= 0.9)
+    steady = 0.8 * args.photos / max(t90 - t10, 1e-9)
+    print(f"## Whole-stack throughput ({args.photos} photos, {args.workers} faces workers, this machine)\n")
+    print(table(["measure", "value"], [
+        ["job state", job["state"]], ["faces found", job.get("summary", {}).get("faces")],
+        ["wall time (s)", total], ["photos/s overall", args.photos / total],
+        ["photos/s steady state (10-90 %)", steady],
+    ]))
+    busy = sum(s for s, _ in stages.values()) or 1.0
+    print("\nWhere the time goes (worker metrics, summed over workers):\n")
+    print(table(["stage", "seconds", "share", "ms per call"],
+                [[k, s, f"{100 * s / busy:.0f} %", 1000 * s / max(n, 1)] for k, (s, n) in sorted(stages.items())]))
+    write_json(args.json, {"machine": machine(), "photos": args.photos, "seconds": total, "steady_per_s": steady,
+                           "stages": stages, "worker_rss_mb": rss})
+    return 0
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+    except Exception:
+        return float("nan")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
