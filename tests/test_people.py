@@ -13,8 +13,8 @@ from workers.people.calibration import (
     read_lfw_pairs,
     roc_auc,
 )
-from workers.people.cluster import ALGORITHMS, Cluster, cluster_faces, medoid
-from workers.people.identify import Gallery, identify, person_distances
+from workers.people.cluster import ALGORITHMS, Algorithm, Cluster, cluster_faces, medoid
+from workers.people.identify import Gallery, Prototype, identify, person_distances
 from workers.people.labels import Labels, Person, carry_labels, cluster_people
 from workers.people.search import ExactIndex, distances, radius_pairs
 from workers.people.sheet import people_overview, person_sheet
@@ -83,6 +83,11 @@ def test_radius_pairs_and_distances_match_brute_force() -> None:
     expected = {(a, b) for a, b in zip(*np.nonzero(brute < THRESHOLD), strict=True) if a < b}
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == expected
     np.testing.assert_allclose(d, brute[i, j], rtol=1e-5)
+    k = 3
+    i, j, _ = radius_pairs(x, THRESHOLD, max_neighbors=k, max_block_cells=1000)
+    masked = np.where(np.eye(len(x), dtype=bool), np.inf, brute)
+    nearest = {(a, b) for a in range(len(x)) for b in np.argsort(masked[a])[:k] if masked[a, b] < THRESHOLD}
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == {(min(a, b), max(a, b)) for a, b in nearest}
     # the expanded form in float32: distances near zero are off by up to ~sqrt(eps) * |x|
     np.testing.assert_allclose(distances(x[:7], x, max_block_cells=300), brute[:7], atol=1e-3)
 
@@ -91,7 +96,7 @@ def test_radius_pairs_and_distances_match_brute_force() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_clusters_recover_people_in_any_order(algorithm: str) -> None:
+def test_clusters_recover_people_in_any_order(algorithm: Algorithm) -> None:
     x, truth = synthetic_people(30, 6)
     ids = face_names(len(x))
     clusters = cluster_faces(x, ids, ids, threshold=THRESHOLD, algorithm=algorithm)
@@ -104,7 +109,7 @@ def test_clusters_recover_people_in_any_order(algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_ambiguous_data_is_order_independent(algorithm: str) -> None:
+def test_ambiguous_data_is_order_independent(algorithm: Algorithm) -> None:
     # clusters overlapping at the threshold: where ties and visiting order would show
     x, _ = synthetic_people(25, 8, seed=4)
     x = x * 1.6
@@ -116,6 +121,14 @@ def test_ambiguous_data_is_order_independent(algorithm: str) -> None:
             x[order], [ids[k] for k in order], [photos[k] for k in order], threshold=THRESHOLD, algorithm=algorithm
         )
         assert again == clusters
+
+
+def test_neighbour_cap_only_thins_the_graph() -> None:
+    x, _ = synthetic_people(4, 30)
+    ids = face_names(len(x))
+    full = cluster_faces(x, ids, ids, threshold=THRESHOLD, max_neighbors=None)
+    assert cluster_faces(x, ids, ids, threshold=THRESHOLD, max_neighbors=5) == full
+    assert [c.size for c in full] == [30] * 4
 
 
 def test_cluster_fields_are_stable_and_meaningful() -> None:
@@ -134,7 +147,7 @@ def test_cluster_fields_are_stable_and_meaningful() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_faces_of_one_photo_never_share_a_cluster(algorithm: str) -> None:
+def test_faces_of_one_photo_never_share_a_cluster(algorithm: Algorithm) -> None:
     x, _ = synthetic_people(4, 5)
     x[1] = x[0]  # identical vectors, same photo: still apart
     ids = face_names(len(x))
@@ -151,7 +164,7 @@ def test_faces_of_one_photo_never_share_a_cluster(algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_must_link_holds_and_yields_to_cannot_link(algorithm: str) -> None:
+def test_must_link_holds_and_yields_to_cannot_link(algorithm: Algorithm) -> None:
     x, _ = synthetic_people(4, 5)
     ids = face_names(len(x))
     photos = [f"p{k}" for k in range(len(x))]
@@ -261,8 +274,9 @@ def test_identify_known_unknown_and_explained() -> None:
     assert identify(queries[:1], gallery, threshold=THRESHOLD, min_margin=10.0)[0].person is None
     bigger = gallery.add("person3", x[truth == 3][1:2])
     assert len(bigger) == 10 and (bigger.owners == bigger.people.index("person3")).sum() == 2
-    for prototype in ("min", "mean"):
-        d = person_distances(queries[:3], bigger, prototype)  # type: ignore[arg-type]
+    kinds: tuple[Prototype, ...] = ("min", "mean")
+    for prototype in kinds:
+        d = person_distances(queries[:3], bigger, prototype)
         assert (d.argmin(axis=1) == bigger.people.index("person3")).all()
     assert identify(queries, Gallery.enrol({}))[0].person is None
 

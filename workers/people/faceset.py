@@ -47,10 +47,17 @@ class FaceSet:
             return cls()
         models = {s.model for s in sets}
         if len(models) > 1:
-            raise ValueError(f"these indexes use different embedding models ({sorted(models)}); "
-                             "their distances are not comparable: re-index with one model")
-        return cls([i for s in sets for i in s.ids], [p for s in sets for p in s.photos],
-                   [r for s in sets for r in s.rows], np.concatenate([s.embeddings for s in sets]), models.pop())
+            raise ValueError(
+                f"these indexes use different embedding models ({sorted(models)}); "
+                "their distances are not comparable: re-index with one model"
+            )
+        return cls(
+            [i for s in sets for i in s.ids],
+            [p for s in sets for p in s.photos],
+            [r for s in sets for r in s.rows],
+            np.concatenate([s.embeddings for s in sets]),
+            models.pop(),
+        )
 
 
 def face_id(job_id: str, item: int | str, face: int) -> str:
@@ -82,11 +89,27 @@ def load_job(ctx: WorkerContext, tenant: str, job_id: str) -> FaceSet:
     for part in index["parts"]:
         table = read_table(ctx.store.get_bytes(keys.tenant_key(tenant, part["table"]))).to_pylist()
         matrix = read_embeddings(ctx.store.get_bytes(keys.tenant_key(tenant, part["embeddings"])))
-        rows = [{"job": job_id, "item": int(r["item_id"]), "face": int(r["face_index"]), "photo_key": r["photo_key"],
-                 "box": [r["x1"], r["y1"], r["x2"], r["y2"]], "score": r["score"]} for r in table]
+        rows = [
+            {
+                "job": job_id,
+                "item": int(r["item_id"]),
+                "face": int(r["face_index"]),
+                "photo_key": r["photo_key"],
+                "box": [r["x1"], r["y1"], r["x2"], r["y2"]],
+                "score": r["score"],
+            }
+            for r in table
+        ]
         order = [int(r["embedding_row"]) for r in table]
-        parts.append(FaceSet([face_id(job_id, r["item"], r["face"]) for r in rows],
-                             [str(r["photo_sha256"]) for r in table], rows, matrix[order], index["model"]))
+        parts.append(
+            FaceSet(
+                [face_id(job_id, r["item"], r["face"]) for r in rows],
+                [str(r["photo_sha256"]) for r in table],
+                rows,
+                matrix[order],
+                index["model"],
+            )
+        )
     faces = FaceSet.concat(parts) if parts else FaceSet(model=index["model"])
     _cache[(tenant, job_id)] = faces
     while sum(len(s) for s in _cache.values()) > CACHE_MAX_FACES and len(_cache) > 1:

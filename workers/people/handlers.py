@@ -85,8 +85,11 @@ class IdentifyHandler(_FacesQuestion):
     def run(self) -> tuple[list[str], dict[str, Any]]:
         params = IdentifyParams.model_validate(self.job.params)
         gallery_doc = latest_gallery(self.ctx, self.job.tenant, params.gallery)
-        enrolled = {name: np.asarray(p["embeddings"], np.float32) for name, p in gallery_doc["people"].items()
-                    if p["embeddings"]}
+        enrolled = {
+            name: np.asarray(p["embeddings"], np.float32)
+            for name, p in gallery_doc["people"].items()
+            if p["embeddings"]
+        }
         if not enrolled:
             raise ValueError(f"gallery {params.gallery} has nobody enrolled yet")
         faces = self.faces(params.index_jobs)
@@ -97,16 +100,31 @@ class IdentifyHandler(_FacesQuestion):
         rows, photos = [], {}
         for fid, row, m in zip(faces.ids, faces.rows, matches, strict=True):
             person = m.person or "unknown"
-            rows.append({"face": fid, "photo": row["photo_key"], "box": row["box"], "person": person,
-                         "distance": round(m.distance, 4), "nearest": m.nearest,
-                         "runner_up": m.runner_up, "margin": round(m.margin, 4) if np.isfinite(m.margin) else None})
+            rows.append(
+                {
+                    "face": fid,
+                    "photo": row["photo_key"],
+                    "box": row["box"],
+                    "person": person,
+                    "distance": round(m.distance, 4),
+                    "nearest": m.nearest,
+                    "runner_up": m.runner_up,
+                    "margin": round(m.margin, 4) if np.isfinite(m.margin) else None,
+                }
+            )
             photos.setdefault(person, set()).add(row["photo_key"])
-        table = self.put_json("identify.json", {"gallery": params.gallery, "version": gallery_doc.get("version"),
-                                                "threshold": threshold, "faces": rows})
+        table = self.put_json(
+            "identify.json",
+            {"gallery": params.gallery, "version": gallery_doc.get("version"), "threshold": threshold, "faces": rows},
+        )
         per_person = self.put_json("people-photos.json", {p: sorted(v) for p, v in sorted(photos.items())})
         counts = {p: len(v) for p, v in photos.items()}
-        return [table, per_person], {"faces": len(rows), "unknown": sum(r["person"] == "unknown" for r in rows),
-                                     "photos_per_person": counts, "threshold": threshold}
+        return [table, per_person], {
+            "faces": len(rows),
+            "unknown": sum(r["person"] == "unknown" for r in rows),
+            "photos_per_person": counts,
+            "threshold": threshold,
+        }
 
 
 class ClusterHandler(_FacesQuestion):
@@ -117,14 +135,37 @@ class ClusterHandler(_FacesQuestion):
         faces = self.faces(params.index_jobs)
         labels = load_labels(self.ctx, self.job.tenant)
         old = self._previous_people()
-        people = cluster_people(faces.embeddings, faces.ids, faces.photos, labels,
-                                threshold=params.threshold or CLUSTER_THRESHOLD, old_people=old,
-                                algorithm=params.algorithm, min_faces=params.min_faces) if len(faces) else []
+        people = (
+            cluster_people(
+                faces.embeddings,
+                faces.ids,
+                faces.photos,
+                labels,
+                threshold=params.threshold or CLUSTER_THRESHOLD,
+                old_people=old,
+                algorithm=params.algorithm,
+                min_faces=params.min_faces,
+            )
+            if len(faces)
+            else []
+        )
         photo_of = dict(zip(faces.ids, (r["photo_key"] for r in faces.rows), strict=True))
-        doc = [{"id": p.id, "name": p.name, "faces": list(p.face_ids), "representative": p.representative,
-                "photo_count": p.photo_count, "photos": sorted({photo_of[f] for f in p.face_ids})} for p in people]
-        outputs = [self.put_json(PEOPLE_NAME, {"index_jobs": params.index_jobs, "labels_version": labels.version,
-                                               "people": doc})]
+        doc = [
+            {
+                "id": p.id,
+                "name": p.name,
+                "faces": list(p.face_ids),
+                "representative": p.representative,
+                "photo_count": p.photo_count,
+                "photos": sorted({photo_of[f] for f in p.face_ids}),
+            }
+            for p in people
+        ]
+        outputs = [
+            self.put_json(
+                PEOPLE_NAME, {"index_jobs": params.index_jobs, "labels_version": labels.version, "people": doc}
+            )
+        ]
         if params.sheets and people:
             outputs += self._sheets(people)
         r = self.ctx.records.r
@@ -143,8 +184,10 @@ class ClusterHandler(_FacesQuestion):
             doc = self.ctx.store.get_json(keys.job_artifact(self.job.tenant, last, PEOPLE_NAME))
         except ObjectNotFound:
             return []
-        return [Person(p["id"], p.get("name"), tuple(p["faces"]), p["representative"], p["photo_count"])
-                for p in doc["people"]]
+        return [
+            Person(p["id"], p.get("name"), tuple(p["faces"]), p["representative"], p["photo_count"])
+            for p in doc["people"]
+        ]
 
     def _thumb(self, fid: str) -> Image.Image:
         try:

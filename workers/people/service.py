@@ -40,13 +40,16 @@ def embed_photo(ctx: WorkerContext, key: str, label: str) -> tuple[list[dict[str
         raise FaceQueryError("bad_image", f"photo {label}: {exc}") from None
     engine = _engine(ctx)
     found = engine.index_photo(image)
-    faces = [{"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 4), "rotation": f.rotation}
-             for f in found.faces]
+    faces = [
+        {"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 4), "rotation": f.rotation}
+        for f in found.faces
+    ]
     return faces, np.asarray(found.embeddings, np.float32), f"{found.model}@{found.model_version}"
 
 
-def one_face(ctx: WorkerContext, tenant: str, ref: dict[str, str],
-             label: str) -> tuple[np.ndarray, dict[str, Any], str]:
+def one_face(
+    ctx: WorkerContext, tenant: str, ref: dict[str, str], label: str
+) -> tuple[np.ndarray, dict[str, Any], str]:
     """The single face a reference names: {"key": photo} (must hold exactly one face) or {"face": id}."""
     if "face" in ref:
         try:
@@ -60,16 +63,20 @@ def one_face(ctx: WorkerContext, tenant: str, ref: dict[str, str],
         return faces.embeddings[row], {"face": ref["face"], **faces.rows[row]}, faces.model
     found, vectors, model = embed_photo(ctx, keys.tenant_key(tenant, ref["key"]), label)
     if not found:
-        raise FaceQueryError("no_face", f"no face found in photo {label}: use a photo where the face is visible "
-                                        "and at least 20 px wide")
+        raise FaceQueryError(
+            "no_face", f"no face found in photo {label}: use a photo where the face is visible and at least 20 px wide"
+        )
     if len(found) > 1:
-        raise FaceQueryError("several_faces", f"photo {label} has {len(found)} faces: crop it to one face, or pass "
-                                              "a face id from an index instead")
+        raise FaceQueryError(
+            "several_faces",
+            f"photo {label} has {len(found)} faces: crop it to one face, or pass a face id from an index instead",
+        )
     return vectors[0], found[0], model
 
 
-def verify(ctx: WorkerContext, tenant: str, a: dict[str, str], b: dict[str, str],
-           threshold: float | None = None) -> dict[str, Any]:
+def verify(
+    ctx: WorkerContext, tenant: str, a: dict[str, str], b: dict[str, str], threshold: float | None = None
+) -> dict[str, Any]:
     """Are two faces the same person? Distance, decision, the threshold used and the model."""
     try:
         va, fa, ma = one_face(ctx, tenant, a, "a")
@@ -80,12 +87,12 @@ def verify(ctx: WorkerContext, tenant: str, a: dict[str, str], b: dict[str, str]
         return {"error": {"code": "model_mismatch", "message": f"faces come from different models ({ma}, {mb})"}}
     t = VERIFY_THRESHOLD if threshold is None else threshold
     distance = float(np.linalg.norm(va - vb))
-    return {"distance": round(distance, 4), "same_person": distance < t, "threshold": t, "model": ma,
-            "a": fa, "b": fb}
+    return {"distance": round(distance, 4), "same_person": distance < t, "threshold": t, "model": ma, "a": fa, "b": fb}
 
 
-def search(ctx: WorkerContext, tenant: str, query: dict[str, str], k: int = 10,
-           job_ids: list[str] | None = None) -> dict[str, Any]:
+def search(
+    ctx: WorkerContext, tenant: str, query: dict[str, str], k: int = 10, job_ids: list[str] | None = None
+) -> dict[str, Any]:
     """The k nearest faces to a query face across the tenant's indexes (exact search)."""
     try:
         vector, face, model = one_face(ctx, tenant, query, "query") if "face" in query else _largest(ctx, tenant, query)
@@ -104,11 +111,18 @@ def search(ctx: WorkerContext, tenant: str, query: dict[str, str], k: int = 10,
     matches = []
     for fid, distance in hits:
         row = faces.rows[position[fid]]
-        matches.append({"face": fid, "distance": round(float(distance), 4), "job": row["job"], "item": row["item"],
-                        "photo": row["photo_key"], "box": row["box"],
-                        "same_person": distance < VERIFY_THRESHOLD})
-    return {"query": face, "model": model, "searched": len(faces), "threshold": VERIFY_THRESHOLD,
-            "matches": matches}
+        matches.append(
+            {
+                "face": fid,
+                "distance": round(float(distance), 4),
+                "job": row["job"],
+                "item": row["item"],
+                "photo": row["photo_key"],
+                "box": row["box"],
+                "same_person": distance < VERIFY_THRESHOLD,
+            }
+        )
+    return {"query": face, "model": model, "searched": len(faces), "threshold": VERIFY_THRESHOLD, "matches": matches}
 
 
 def _largest(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> tuple[np.ndarray, dict[str, Any], str]:
