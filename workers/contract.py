@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from storage.names import JobKind
 
 MAX_OUTPUT_SIDE = 16384
+WEBP_MAX_SIDE = 16383
 NUM_BUILTIN_STYLES = 26
 
 
@@ -121,6 +122,8 @@ class StyleParams(_Strict):
             raise ValueError(f"method '{self.method}' needs `styles`: at least one style image")
         if self.tile_overlap * 2 >= self.tile_size:
             raise ValueError("tile_overlap must be less than half of tile_size")
+        if self.format == "webp" and self.size is not None and self.size > WEBP_MAX_SIDE:
+            raise ValueError(f"webp holds at most {WEBP_MAX_SIDE} px per side: use png or jpeg for size {self.size}")
         return self
 
 

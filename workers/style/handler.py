@@ -21,6 +21,7 @@ from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.imaging import ImageDecodeError, decode_image
 from workers.models.registry import WeightsNotAvailable
 from workers.style.engine import StyleEngine, StyleVariant, encode_image
+from workers.style.onnx_models import DeviceNotAvailable
 
 log = logging.getLogger("nightshift.style")
 STYLE_SIDE = 1024  # style images are only ever seen at <= 512 px by the models; 1024 leaves room for style_scale
@@ -79,7 +80,7 @@ class StyleHandler(JobHandler):
         if photos:
             try:
                 variants = self.variants()
-            except (StyleInputError, WeightsNotAvailable) as exc:
+            except (StyleInputError, WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             outputs: dict[int, list[str]] = {item.index: [] for item, _ in photos}
             try:
@@ -88,7 +89,7 @@ class StyleHandler(JobHandler):
                         rendered = engine(self.ctx).render_batch([img for _, img in photos], variant)
                     for (item, _), img in zip(photos, rendered, strict=True):
                         outputs[item.index].append(self._write(item, variant, img))
-            except WeightsNotAvailable as exc:
+            except (WeightsNotAvailable, DeviceNotAvailable, ValueError) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             for item, img in photos:
                 results[item.index] = ItemResult(

@@ -1,0 +1,21 @@
+"""Model weights: one small registry (name -> file, source, checksum, preprocessing). Imports nothing heavy."""
+
+from workers.models.registry import (
+    WeightsChecksumError,
+    WeightsNotAvailable,
+    WeightsSpec,
+    register,
+    registered,
+    resolve,
+    spec,
+)
+
+__all__ = [
+    "WeightsChecksumError",
+    "WeightsNotAvailable",
+    "WeightsSpec",
+    "register",
+    "registered",
+    "resolve",
+    "spec",
+]
