@@ -89,7 +89,7 @@ class StyleHandler(JobHandler):
                         rendered = engine(self.ctx).render_batch([img for _, img in photos], variant)
                     for (item, _), img in zip(photos, rendered, strict=True):
                         outputs[item.index].append(self._write(item, variant, img))
-            except (WeightsNotAvailable, DeviceNotAvailable, ValueError) as exc:
+            except (WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             for item, img in photos:
                 results[item.index] = ItemResult(
