@@ -207,6 +207,7 @@ class StyleEngine:
         self._providers: list[str] | None = None
         self._models: dict[type[OnnxModel], OnnxModel] = {}
         self._vgg: Any = None
+        self.last_gatys_costs: list[tuple[float, float]] = []
         self._lock = threading.Lock()
 
     @property
@@ -308,7 +309,10 @@ class StyleEngine:
         stylizer: GatysStylizer = GatysStylizer(
             self._gatys_features(), variant.gatys or GatysParams(), self._torch_device()
         )
-        return stylizer.stylize(content.convert("RGB"), variant.style_image, style_scale=variant.style_scale).image
+        result = stylizer.stylize(content.convert("RGB"), variant.style_image, style_scale=variant.style_scale)
+        # per scale: the total cost J at the first and the last evaluation (callers report convergence)
+        self.last_gatys_costs = [(h[0], h[-1]) for h in result.history if h]
+        return result.image
 
     def _gatys_features(self) -> Any:
         with self._lock:

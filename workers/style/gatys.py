@@ -84,7 +84,9 @@ def load_vgg19(weights_path: Path | None = None) -> nn.Sequential:
 
     Raises WeightsNotAvailable when the file is missing, corrupt or not a VGG19 state dict.
     """
-    path = resolve(VGG19_WEIGHTS, weights_path)
+    # torchvision's file is checked against its published checksum; a file the operator configured
+    # under another name (converted, fine-tuned) is their choice and is loaded as it is
+    path = resolve(VGG19_WEIGHTS, weights_path, verify=weights_path is None or weights_path.name == VGG19_FILE)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises many different types

@@ -30,6 +30,15 @@ _engine: StyleEngine | None = None
 _variants: OrderedDict[str, list[StyleVariant]] = OrderedDict()
 
 
+def _renderable(
+    photos: list[tuple[ItemInput, Image.Image]], variant: StyleVariant
+) -> list[list[tuple[ItemInput, Image.Image]]]:
+    """Batches for one variant: the optimisation method renders one photo at a time."""
+    if variant.method == "gatys":
+        return [[p] for p in photos]
+    return [photos]
+
+
 class StyleInputError(ValueError):
     """A job's style image is unusable: every item fails with this reason."""
 
@@ -83,21 +92,23 @@ class StyleHandler(JobHandler):
             except (StyleInputError, WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             outputs: dict[int, list[str]] = {item.index: [] for item, _ in photos}
+            costs: dict[int, list[Any]] = {item.index: [] for item, _ in photos}
             try:
                 for variant in variants:
-                    with metrics.STAGE.labels(stage="model").time():
-                        rendered = engine(self.ctx).render_batch([img for _, img in photos], variant)
-                    for (item, _), img in zip(photos, rendered, strict=True):
-                        outputs[item.index].append(self._write(item, variant, img))
+                    for chunk in _renderable(photos, variant):
+                        with metrics.STAGE.labels(stage="model").time():
+                            rendered = engine(self.ctx).render_batch([img for _, img in chunk], variant)
+                        for (item, _), img in zip(chunk, rendered, strict=True):
+                            outputs[item.index].append(self._write(item, variant, img))
+                            if variant.method == "gatys":
+                                costs[item.index].append(engine(self.ctx).last_gatys_costs)
             except (WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             for item, img in photos:
-                results[item.index] = ItemResult(
-                    item.index,
-                    ItemState.DONE,
-                    outputs[item.index],
-                    info={"width": img.width, "height": img.height, "variants": len(variants)},
-                )
+                info: dict[str, Any] = {"width": img.width, "height": img.height, "variants": len(variants)}
+                if costs[item.index]:
+                    info["gatys_costs"] = costs[item.index]  # per variant: [(J first, J last) per scale]
+                results[item.index] = ItemResult(item.index, ItemState.DONE, outputs[item.index], info=info)
         return [results[i.index] for i in batch]
 
     def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image) -> str:
