@@ -56,7 +56,10 @@ def test_style_job_end_to_end_over_http(workers, client: Client, services: Servi
     lines = services.store.get_bytes(keys.job_artifact(tenant, job["id"], "items.jsonl")).splitlines()
     assert [json.loads(line)["state"] for line in lines] == ["done"] * 3
     arts = {a["name"] for a in client.artifacts(job["id"])}
-    assert "manifest.json" in arts
+    assert {"manifest.json", "contact-sheet.jpg"} <= arts
+    sheet = next(a for a in client.artifacts(job["id"]) if a["name"] == "contact-sheet.jpg")
+    grid = Image.open(io.BytesIO(requests.get(sheet["url"], timeout=10).content))
+    assert grid.width >= 3 * 200 and grid.height >= 3 * 150  # 3 rows x (original + 2 styles)
 
 
 def test_two_hundred_items_complete_with_correct_counts(workers, client: Client, services: Services,
