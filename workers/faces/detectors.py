@@ -1,0 +1,261 @@
+"""Face detectors behind one small interface: `Detector.load()` / `Detector.detect_batch(images)`.
+
+- `MTCNNDetector`: facenet-pytorch's MTCNN networks with its shipped weights; batched on CPU or GPU,
+  boxes + probability + 5 landmarks.
+- `HOGDetector`: dlib's frontal HOG + SVM detector (what face_recognition uses by default); CPU only.
+
+torch, facenet_pytorch and dlib are imported in `load()`, never at module import.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from workers.faces.types import Face, rotated_size
+
+# dlib's frontal detector scans an 80x80 window over an image pyramid, so its smallest face is 80 px
+# divided by 2 per upsampling.
+HOG_WINDOW = 80
+# The P-net's receptive field: MTCNN finds nothing smaller than this.
+MTCNN_MIN_SIZE = 12
+RETRY_ROTATIONS = (90, 270, 180)
+
+_ROTATE = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
+
+
+class Detector(ABC):
+    """A face detector; `detect_batch` runs `max_batch_size` images at a time.
+
+    Faces smaller than `min_face_size` (longer box side, in pixels of the image the detector sees) or
+    scoring under `score_threshold` are dropped; each image's faces come best score first.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, min_face_size: int, score_threshold: float, max_batch_size: int) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.min_face_size = min_face_size
+        self.score_threshold = score_threshold
+        self.max_batch_size = max_batch_size
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the model (once; later calls return at once)."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        """The faces of one image."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[Image.Image]) -> list[list[Face]]:
+        """The faces of each image, in input order; an image without faces gets an empty list."""
+        self.load()
+        arrays = [_rgb_array(image) for image in images]
+        found: list[list[Face]] = []
+        for start in range(0, len(arrays), self.max_batch_size):
+            found.extend(self._detect(arrays[start : start + self.max_batch_size]))
+        return [self._keep(faces) for faces in found]
+
+    def _keep(self, faces: list[Face]) -> list[Face]:
+        kept = [f for f in faces if f.score >= self.score_threshold and max(f.width, f.height) >= self.min_face_size]
+        return sorted(kept, key=lambda f: -f.score)
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """Detect in at most `max_batch_size` RGB uint8 (h, w, 3) arrays."""
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+class MTCNNDetector(Detector):
+    """MTCNN (Zhang et al. 2016) through facenet-pytorch's networks and cascade.
+
+    facenet-pytorch only batches images of one size; here images of different sizes share a batch
+    when zero-padding them to a common size wastes at most `max_pad_ratio` of the pixels, and form
+    separate batches otherwise. Padding goes right and bottom, so coordinates need no mapping back.
+    """
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        *,
+        min_face_size: int = 20,
+        score_threshold: float = 0.9,
+        stage_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        max_batch_size: int = 16,
+        max_pad_ratio: float = 1.3,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(
+            min_face_size=max(min_face_size, MTCNN_MIN_SIZE),
+            score_threshold=score_threshold,
+            max_batch_size=max_batch_size,
+        )
+        self.stage_thresholds = list(stage_thresholds)
+        self.factor = factor
+        self.max_pad_ratio = max_pad_ratio
+        self.device = device
+        self._nets: tuple[Any, Any, Any] | None = None
+
+    def _load(self) -> None:
+        import torch
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+        from workers.faces.weights import MTCNN_ONET, MTCNN_PNET, MTCNN_RNET, weights_path
+
+        nets = []
+        for cls, weights in ((PNet, MTCNN_PNET), (RNet, MTCNN_RNET), (ONet, MTCNN_ONET)):
+            net = cls(pretrained=False)
+            net.load_state_dict(torch.load(weights_path(weights), map_location="cpu", weights_only=True))
+            nets.append(net.to(self.device).eval())
+        self._nets = (nets[0], nets[1], nets[2])
+
+    def _detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        out: list[list[Face]] = [[] for _ in images]
+        # the cascade's scale pyramid is empty (and torch.cat fails) below the minimum face size
+        usable = [i for i, a in enumerate(images) if min(a.shape[:2]) >= self.min_face_size]
+        for group in pad_groups([images[i].shape[:2] for i in usable], self.max_pad_ratio):
+            members = [usable[g] for g in group]
+            for i, faces in zip(members, self._run([images[i] for i in members]), strict=True):
+                out[i] = faces
+        return out
+
+    def _run(self, images: list[np.ndarray]) -> list[list[Face]]:
+        import torch
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        height = max(a.shape[0] for a in images)
+        width = max(a.shape[1] for a in images)
+        batch = np.zeros((len(images), height, width, 3), dtype=np.uint8)
+        for i, a in enumerate(images):
+            batch[i, : a.shape[0], : a.shape[1]] = a
+        assert self._nets is not None
+        pnet, rnet, onet = self._nets
+        with torch.inference_mode():
+            boxes, points = detect_face(
+                torch.from_numpy(batch).to(self.device),
+                self.min_face_size, pnet, rnet, onet, self.stage_thresholds, self.factor, self.device,
+            )
+        return [
+            [
+                Face(box=tuple(float(v) for v in row[:4]), score=float(row[4]), landmarks=pts.astype(np.float32))
+                for row, pts in zip(np.asarray(b, dtype=np.float64).reshape(-1, 5), np.asarray(p).reshape(-1, 5, 2),
+                                    strict=True)
+            ]
+            for b, p in zip(boxes, points, strict=True)
+        ]
+
+
+def pad_groups(shapes: Sequence[tuple[int, int]], max_pad_ratio: float) -> list[list[int]]:
+    """Group image indices so that padding a group to its largest height and width multiplies no
+    member's pixel count by more than `max_pad_ratio` (1.0: exact sizes only)."""
+    order = sorted(range(len(shapes)), key=lambda i: -shapes[i][0] * shapes[i][1])
+    groups: list[tuple[list[int], int, int]] = []  # (members, height, width)
+    for i in order:
+        h, w = shapes[i]
+        for n, (members, gh, gw) in enumerate(groups):
+            nh, nw = max(gh, h), max(gw, w)
+            if all(nh * nw <= max_pad_ratio * shapes[m][0] * shapes[m][1] for m in [*members, i]):
+                groups[n] = ([*members, i], nh, nw)
+                break
+        else:
+            groups.append(([i], h, w))
+    return [sorted(members) for members, _, _ in groups]
+
+
+class HOGDetector(Detector):
+    """dlib's frontal face detector (HOG features + linear SVM), as in face_recognition's "hog" model.
+
+    `score_threshold` is the SVM margin (dlib's `adjust_threshold`; 0 is dlib's default), not a
+    probability. The image is upsampled just enough to reach `min_face_size`, at most `max_upsample`
+    times (each doubles the side, so about 4x the time).
+    """
+
+    name = "hog"
+
+    def __init__(
+        self,
+        *,
+        min_face_size: int = 40,
+        score_threshold: float = 0.0,
+        max_upsample: int = 1,
+        max_batch_size: int = 8,
+    ) -> None:
+        super().__init__(min_face_size=min_face_size, score_threshold=score_threshold, max_batch_size=max_batch_size)
+        self.upsample = 0
+        while HOG_WINDOW / 2**self.upsample > min_face_size and self.upsample < max_upsample:
+            self.upsample += 1
+        self._detector: Any = None
+
+    def _load(self) -> None:
+        import dlib
+
+        self._detector = dlib.get_frontal_face_detector()
+
+    def _detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        out = []
+        for image in images:
+            rects, scores, _ = self._detector.run(image, self.upsample, self.score_threshold)
+            # dlib rectangles are inclusive: right/bottom are the last pixel inside
+            out.append(
+                [
+                    Face(box=(float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)), score=s)
+                    for r, s in zip(rects, scores, strict=True)
+                ]
+            )
+        return out
+
+
+def rotate_image(image: Image.Image, angle: int) -> Image.Image:
+    """`image` turned counter-clockwise by 0/90/180/270 degrees (lossless)."""
+    angle %= 360
+    return image if angle == 0 else image.transpose(_ROTATE[angle])
+
+
+def detect_with_rotations(
+    detector: Detector,
+    images: Sequence[Image.Image],
+    rotations: Sequence[int] = RETRY_ROTATIONS,
+) -> list[list[Face]]:
+    """Detect faces; images with none upright are retried turned by each of `rotations`.
+
+    A retried image keeps the faces of the turn whose best face scores highest (so a stray detection
+    at one angle does not beat the real faces at another). Boxes and landmarks are mapped back to the
+    original orientation and `Face.rotation` records the turn that makes them upright.
+    """
+    results = detector.detect_batch(images)
+    todo = [i for i, faces in enumerate(results) if not faces]
+    for angle in rotations:
+        if not todo:
+            break
+        turned = [rotate_image(images[i], angle) for i in todo]
+        for i, faces in zip(todo, detector.detect_batch(turned), strict=True):
+            if faces and (not results[i] or faces[0].score > results[i][0].score):
+                back = (360 - angle) % 360
+                size = rotated_size(images[i].size, angle)
+                results[i] = [face.rotated(back, size) for face in faces]
+    return results
