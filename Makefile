@@ -31,7 +31,7 @@ typecheck: setup
 	$(VENV)/bin/mypy api storage workers
 
 pytest: setup
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --durations=15 $(PYTEST_ARGS)
 
 test: setup lint typecheck pytest
 

@@ -52,7 +52,7 @@ class JobHandler(ABC):
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
         """Process a batch of items; one result per input, per-item errors as FAILED results."""
 
-    def after_commit(self, results: list[ItemResult]) -> None:
+    def after_commit(self, results: list[ItemResult]) -> None:  # noqa: B027 - an optional hook
         """Called once a batch's results are recorded (e.g. to remember what was indexed)."""
 
     def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:

@@ -162,7 +162,8 @@ class MTCNNDetector(Detector):
             )
         return [
             [
-                Face(box=tuple(float(v) for v in row[:4]), score=float(row[4]), landmarks=pts.astype(np.float32))
+                Face(box=(float(row[0]), float(row[1]), float(row[2]), float(row[3])), score=float(row[4]),
+                     landmarks=pts.astype(np.float32))
                 for row, pts in zip(np.asarray(b, dtype=np.float64).reshape(-1, 5), np.asarray(p).reshape(-1, 5, 2),
                                     strict=True)
             ]

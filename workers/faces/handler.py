@@ -115,10 +115,11 @@ class FacesHandler(JobHandler):
             elif obj.key.endswith(".parquet"):
                 parts.append(part_id)
         faces = sum(int(it.info.get("faces", 0)) for it in items if it.state == ItemState.DONE)
-        index = {
+        no_face = sum(1 for it in items if it.info.get("outcome") == "no_face")
+        index: dict[str, Any] = {
             "job": job.id, "model": self.model_id, "detector": self.params.detector, "faces": faces,
             "photos": {"indexed": sum(1 for it in items if it.state == ItemState.DONE),
-                       "no_face": sum(1 for it in items if it.info.get("outcome") == "no_face"),
+                       "no_face": no_face,
                        "skipped": job.skipped, "failed": job.failed},
             "parts": [{"id": p, "table": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "parquet")),
                        "embeddings": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "npy"))}
@@ -127,4 +128,4 @@ class FacesHandler(JobHandler):
         key = keys.job_artifact(job.tenant, job.id, INDEX_NAME)
         self.ctx.store.put_json(key, index)
         return {"artifacts": [keys.strip_tenant(job.tenant, key)], "faces": faces, "model": self.model_id,
-                "no_face": index["photos"]["no_face"]}
+                "no_face": no_face}

@@ -97,7 +97,8 @@ class IdentifyHandler(_FacesQuestion):
             raise ValueError(f"the gallery was enrolled with {gallery_doc['model']} but the index uses {faces.model}")
         threshold = params.threshold or IDENTIFY_THRESHOLD
         matches = identify(faces.embeddings, Gallery.enrol(enrolled), threshold) if len(faces) else []
-        rows, photos = [], {}
+        rows: list[dict[str, Any]] = []
+        photos: dict[str, set[str]] = {}
         for fid, row, m in zip(faces.ids, faces.rows, matches, strict=True):
             person = m.person or "unknown"
             rows.append(
@@ -197,7 +198,7 @@ class ClusterHandler(_FacesQuestion):
 
     def _sheets(self, people: list[Person]) -> list[str]:
         out = []
-        overview = []
+        overview: list[tuple[str, list[Image.Image]]] = []
         for p in people:
             faces = [p.representative] + [f for f in p.face_ids if f != p.representative][: SHEET_FACES - 1]
             thumbs = [self._thumb(f) for f in faces]
