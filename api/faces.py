@@ -14,6 +14,7 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.routing import BaseConverter
 
 from api.auth import tenant
 from api.errors import ApiError
@@ -22,7 +23,16 @@ from storage.errors import ObjectNotFound
 from storage.names import FINISHED_STATES, JobKind, Queue, TaskName
 from storage.records import new_id
 
+
+class PersonId(BaseConverter):
+    """A person id; never `merge`, so `/people/merge` is only ever the merge endpoint (and its Allow
+    header lists only POST)."""
+
+    regex = r"(?!merge$)[A-Za-z0-9_.\-]{1,64}"
+
+
 bp = Blueprint("faces", __name__, url_prefix="/v1")
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("person", PersonId))
 PEOPLE_NAME = "people.json"
 FACES_SHOWN = 24
 _ERROR_STATUS = {"no_face": 422, "several_faces": 422, "bad_image": 422, "bad_index": 422, "not_found": 404,
@@ -85,7 +95,8 @@ def _json_body(model: type[BaseModel]) -> Any:
 def _ask(task: TaskName, *args: Any) -> dict[str, Any]:
     """Run a question on a faces worker and wait for the answer."""
     timeout = svc().settings.api.sync_timeout_s
-    result = svc().celery.send_task(task.value, args=list(args), queue=Queue.FACES.value)
+    # expires: a question nobody waits for any more is dropped by the worker, not answered late
+    result = svc().celery.send_task(task.value, args=list(args), queue=Queue.FACES.value, expires=timeout)
     try:
         answer = result.get(timeout=timeout, propagate=True)
     except CeleryTimeout:
@@ -373,7 +384,7 @@ def _person_public(person: Any) -> dict[str, Any]:
     return {"id": person.id, "name": person.name, "face_count": len(person.face_ids)}
 
 
-@bp.put("/people/<person_id>")
+@bp.put("/people/<person:person_id>")
 def name_person(person_id: str) -> Response:
     """Name a person; the name sticks to these faces across re-clustering."""
     t = tenant()
@@ -400,7 +411,7 @@ def merge_people() -> Response:
     return jsonify({"id": labels.resolve(a.id), "merged": b.id, "labels_version": labels.version})
 
 
-@bp.post("/people/<person_id>/remove")
+@bp.post("/people/<person:person_id>/remove")
 def remove_face(person_id: str) -> Response:
     """Move a face out of a person (it will not join them again)."""
     t = tenant()

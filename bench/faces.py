@@ -8,7 +8,8 @@ its peak RSS is its own. Models load before timing, and one photo warms up untim
 
 - ``nightshift``: `workers.imaging.decode_image` -> `FaceEngine` (MTCNN at detect_size, dlib 5-point
   alignment, dlib ResNet over batched chips).
-- ``nightshift-hog``: the same engine with dlib's HOG detector.
+- ``nightshift-nomirror``: the same without averaging each embedding with the mirror image's.
+- ``nightshift-hog``: the engine with dlib's HOG detector (mirror averaging on).
 - ``classic``: what ``face_recognition.face_encodings`` does, written with dlib calls: PIL decode,
   HOG detector upsampled once, 5-point shape, ``compute_face_descriptor(image, shape)`` per face.
 
@@ -25,26 +26,29 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".tif", ".tiff", ".bmp"}
 MATCH_IOU = 0.3  # MTCNN and HOG boxes frame a face differently; 0.3 still pairs one face with itself
 SAME_PERSON = 0.6
-PIPELINES = ("nightshift", "nightshift-hog", "classic")
+PIPELINES = ("nightshift", "nightshift-nomirror", "nightshift-hog", "classic")
 
 FaceResult = tuple[list[tuple[float, float, float, float]], np.ndarray]  # boxes, (n, 128) embeddings
+Runner = Callable[[list[bytes]], list[FaceResult]]
 
 
 # --- inputs ---------------------------------------------------------------------------------------
 
 
-def _jpeg(image) -> bytes:  # PIL image -> JPEG bytes
+def _jpeg(image: Image.Image) -> bytes:
     sink = io.BytesIO()
     image.save(sink, format="JPEG", quality=92)
     return sink.getvalue()
@@ -53,7 +57,6 @@ def _jpeg(image) -> bytes:  # PIL image -> JPEG bytes
 def synthetic_photos() -> list[tuple[str, bytes, int]]:
     """(name, JPEG bytes, number of faces) of photos with 0 to 5 faces at several sizes, built from
     scikit-image's bundled data; group photos paste face crops into separate cells of a canvas."""
-    from PIL import Image
     from skimage import data
 
     astro = Image.fromarray(data.astronaut())
@@ -95,12 +98,12 @@ def folder_photos(root: Path, limit: int) -> list[tuple[str, bytes, int | None]]
 # --- pipelines (each runs in a child process) -----------------------------------------------------
 
 
-def _nightshift(photos: list[bytes], batch: int, detector: str, detect_size: int):
+def _nightshift(batch: int, detector: str, detect_size: int, mirror: bool) -> Runner:
     from workers.contract import FacesParams
     from workers.faces.engine import FaceEngine
     from workers.imaging import decode_image
 
-    engine = FaceEngine(FacesParams(detector=detector, detect_size=detect_size), device="cpu")
+    engine = FaceEngine(FacesParams(detector=detector, detect_size=detect_size), device="cpu", mirror=mirror)
     engine.load()
 
     def run(chunk: list[bytes]) -> list[FaceResult]:
@@ -113,9 +116,8 @@ def _nightshift(photos: list[bytes], batch: int, detector: str, detect_size: int
     return run
 
 
-def _classic(photos: list[bytes], batch: int, detector: str, detect_size: int):
+def _classic() -> Runner:
     import dlib
-    from PIL import Image
 
     from workers.faces.weights import DLIB_RESNET, DLIB_SHAPE_5, weights_path
 
@@ -136,15 +138,20 @@ def _classic(photos: list[bytes], batch: int, detector: str, detect_size: int):
     return run
 
 
-def run_pipeline(name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None):
+def run_pipeline(
+    name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None
+) -> dict[str, object]:
     """Load, warm up, then time `name` over `photos` (`repeat` times); runs in a fresh process."""
     if threads and name != "classic":  # classic never imports torch; importing it here would cost RSS
         import torch
 
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    build = _classic if name == "classic" else _nightshift
-    run = build(photos, batch, "hog" if name == "nightshift-hog" else "mtcnn", detect_size)
+    if name == "classic":
+        run = _classic()
+    else:
+        detector = "hog" if name == "nightshift-hog" else "mtcnn"
+        run = _nightshift(batch, detector, detect_size, mirror=name != "nightshift-nomirror")
     loaded = time.perf_counter() - start
     run(photos[:1])
     start = time.perf_counter()
@@ -164,7 +171,7 @@ def run_pipeline(name: str, photos: list[bytes], repeat: int, batch: int, detect
 # --- parity ---------------------------------------------------------------------------------------
 
 
-def _iou(a, b) -> float:
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy

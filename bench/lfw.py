@@ -84,12 +84,15 @@ def central_face(faces: list[Face], width: int, height: int) -> Face | None:
 class EmbeddingCache:
     """Per-image embeddings, optionally persisted to an .npz so an interrupted run resumes."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, config: str) -> None:
         self.path = path
+        self.config = config
         self.vectors: dict[str, np.ndarray] = {}
         self.fallback: set[str] = set()
         if path is not None and path.exists():
             data = np.load(path, allow_pickle=False)
+            if str(data["config"]) != config:
+                raise SystemExit(f"{path} holds embeddings of {data['config']}, not {config}: use another --cache")
             self.vectors = dict(zip(data["names"].tolist(), data["vectors"], strict=True))
             self.fallback = set(data["fallback"].tolist())
 
@@ -99,7 +102,7 @@ class EmbeddingCache:
         names = sorted(self.vectors)
         tmp = self.path.with_suffix(".tmp.npz")
         np.savez(tmp, names=np.array(names), vectors=np.stack([self.vectors[n] for n in names]),
-                 fallback=np.array(sorted(self.fallback), dtype=str))
+                 fallback=np.array(sorted(self.fallback), dtype=str), config=np.array(self.config))
         tmp.replace(self.path)
 
 
@@ -120,7 +123,7 @@ def embed_images(
                 face = fallback_face(*image.size)
             chosen.append([face])
         arrays = [np.asarray(image) for image in images]
-        for name, vectors in zip(chunk, engine.embedder.embed_many(arrays, chosen, engine.params.jitter), strict=True):
+        for name, vectors in zip(chunk, engine.embed_batch(arrays, chosen), strict=True):
             cache.vectors[name] = vectors[0]
         done = s + len(chunk)
         elapsed = time.perf_counter() - start
@@ -202,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedder", default="dlib-resnet")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jitter", type=int, default=0)
+    parser.add_argument("--no-mirror", action="store_true", help="do not average with the mirror image's embedding")
     parser.add_argument("--batch", type=int, default=32, help="images per detector/embedder batch")
     parser.add_argument("--cache", type=Path, help=".npz of per-image embeddings, reused and extended")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -214,15 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     pairs = read_pairs(args.dir / "pairs.txt", args.limit)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     params = FacesParams(detector=args.detector, embedder=args.embedder, jitter=args.jitter)
-    engine = FaceEngine(params, device=args.device)
+    engine = FaceEngine(params, device=args.device, mirror=not args.no_mirror)
     engine.load()
-    cache = EmbeddingCache(args.cache)
+    embedder = f"{engine.embedder.name} {engine.version}"
+    cache = EmbeddingCache(args.cache, f"{args.detector} {embedder} jitter={args.jitter}")
     print(f"{len(pairs)} pairs, {len(names)} images ({len(names) - len(set(names) & set(cache.vectors))} to embed)",
           file=sys.stderr)
     seconds, embedded = embed_images(engine, args.dir / "images", names, cache, args.batch)
     result = {
         "detector": args.detector,
-        "embedder": f"{engine.embedder.name} {engine.embedder.version}",
+        "embedder": embedder,
         "images": len(names),
         "fallbacks": len(set(names) & cache.fallback),
         "fallback_pct": 100 * len(set(names) & cache.fallback) / len(names),

@@ -92,6 +92,18 @@ def test_face_rotated_round_trip_and_upright() -> None:
     assert np.allclose(back.landmarks, landmarks)
 
 
+def test_face_mirrored_swaps_sides() -> None:
+    landmarks = np.array([[30, 40], [60, 40], [45, 55], [35, 70], [55, 70]], dtype=np.float32)
+    face = Face(box=(20.0, 30.0, 70.0, 90.0), score=0.9, landmarks=landmarks, rotation=90)
+    mirrored = face.mirrored(100)
+    assert mirrored.box == (30.0, 30.0, 80.0, 90.0)
+    assert mirrored.rotation == 270
+    assert np.allclose(mirrored.landmarks[0], (40, 40))  # the original right eye, now on the image left
+    assert mirrored.landmarks[0, 0] < mirrored.landmarks[1, 0]
+    again = mirrored.mirrored(100)
+    assert again.box == face.box and again.rotation == 90 and np.allclose(again.landmarks, landmarks)
+
+
 def test_pad_groups_batches_similar_sizes_and_separates_others() -> None:
     groups = pad_groups([(512, 512), (500, 510), (300, 900), (512, 512), (100, 100)], max_pad_ratio=1.3)
     assert sorted(map(sorted, groups)) == [[0, 1, 3], [2], [4]]
@@ -278,12 +290,20 @@ def test_embedding_matches_dlib_on_the_same_chip(engine, astronaut_faces: PhotoF
     from workers.faces.weights import DLIB_RESNET, DLIB_SHAPE_5, weights_path
 
     image = skdata.astronaut()
-    chip = engine.embedder.align(image, astronaut_faces.faces)[0]
+    faces = astronaut_faces.faces
     model = dlib.face_recognition_model_v1(str(weights_path(DLIB_RESNET)))
+    chip = engine.embedder.align(image, faces)[0]
     direct = np.asarray(model.compute_face_descriptor(chip))
-    assert np.linalg.norm(direct - astronaut_faces.embeddings[0]) < 0.01
+    assert np.linalg.norm(direct - engine.embedder.embed(image, faces)[0]) < 0.01
 
-    # and close to face_recognition's own pipeline (HOG box, 5 landmarks, descriptor on the image)
+    # the engine averages with the same face in the mirror image, aligned there afresh
+    mirror = np.ascontiguousarray(image[:, ::-1])
+    mirror_chip = engine.embedder.align(mirror, [f.mirrored(image.shape[1]) for f in faces])[0]
+    both = (direct + np.asarray(model.compute_face_descriptor(mirror_chip))) / 2
+    assert np.linalg.norm(both - astronaut_faces.embeddings[0]) < 0.01
+    assert astronaut_faces.model_version == "v1+mirror"
+
+    # and stays close to face_recognition's own pipeline (HOG box, 5 landmarks, descriptor on the image)
     rect = dlib.get_frontal_face_detector()(image, 1)[0]
     shape = dlib.shape_predictor(str(weights_path(DLIB_SHAPE_5)))(image, rect)
     classic = np.asarray(model.compute_face_descriptor(image, shape))

@@ -43,8 +43,10 @@ class FaceEngine:
         *,
         detector: Detector | None = None,
         embedder: Embedder | None = None,
+        mirror: bool = True,
     ) -> None:
         self.params = params or FacesParams()
+        self.mirror = mirror
         self._device = device
         self._detector = detector
         self._embedder = embedder
@@ -91,13 +93,32 @@ class FaceEngine:
         """`index_photo` for several photos, batching detection and embedding across them."""
         rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
         faces = self.detect_batch(rgb)
-        arrays = [np.asarray(image) for image in rgb]
-        embedder = self.embedder
-        vectors = embedder.embed_many(arrays, faces, jitter=self.params.jitter)
+        vectors = self.embed_batch([np.asarray(image) for image in rgb], faces)
         return [
-            PhotoFaces(faces=fs, embeddings=vs, size=image.size, model=embedder.name, model_version=embedder.version)
+            PhotoFaces(faces=fs, embeddings=vs, size=image.size, model=self.embedder.name, model_version=self.version)
             for image, fs, vs in zip(rgb, faces, vectors, strict=True)
         ]
+
+    @property
+    def version(self) -> str:
+        """The embedder's version, marked when embeddings are mirror-averaged (same space, other values)."""
+        return f"{self.embedder.version}+mirror" if self.mirror else self.embedder.version
+
+    def embed_batch(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> list[np.ndarray]:
+        """Embeddings of `faces` in RGB uint8 `images`; with `mirror`, each is averaged with the embedding of
+        the face in the image flipped left-right. That test-time augmentation takes LFW verification from
+        98.70 % to about 99.1 % (bench/lfw.py) for twice the embedding work; the landmarks are found again
+        in the mirror image, so the two chips differ by more than a flip."""
+        vectors = self.embedder.embed_many(images, faces, jitter=self.params.jitter)
+        if not self.mirror:
+            return vectors
+        with_faces = [i for i, fs in enumerate(faces) if fs]
+        mirrored = [np.ascontiguousarray(images[i][:, ::-1]) for i in with_faces]
+        mirrored_faces = [[f.mirrored(images[i].shape[1]) for f in faces[i]] for i in with_faces]
+        for i, flipped in zip(with_faces, self.embedder.embed_many(mirrored, mirrored_faces, self.params.jitter),
+                              strict=True):
+            vectors[i] = (vectors[i] + flipped) / 2
+        return vectors
 
     def detect_batch(self, images: Sequence[Image.Image]) -> list[list[Face]]:
         """The faces of each image, in its own pixel coordinates (detected at `detect_size`)."""

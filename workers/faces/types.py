@@ -16,6 +16,7 @@ Size = tuple[int, int]  # (width, height), PIL's order
 
 ROTATIONS = (0, 90, 180, 270)
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+_MIRROR_ORDER = (1, 0, 2, 4, 3)  # a mirror image's left eye is the original's right eye
 
 
 def _check_angle(angle: int) -> int:
@@ -91,6 +92,16 @@ class Face:
         x1, y1, x2, y2 = self.box
         landmarks = None if self.landmarks is None else (self.landmarks * np.array([sx, sy])).astype(np.float32)
         return replace(self, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy), landmarks=landmarks)
+
+    def mirrored(self, width: int) -> Face:
+        """The same face in the image flipped left-right (`width` wide): left and right landmarks swap
+        roles, and the turn that makes it upright goes the other way."""
+        x1, y1, x2, y2 = self.box
+        landmarks = None
+        if self.landmarks is not None:
+            flipped = np.asarray(self.landmarks, dtype=np.float32)[list(_MIRROR_ORDER)]
+            landmarks = np.stack([width - flipped[:, 0], flipped[:, 1]], axis=1).astype(np.float32)
+        return replace(self, box=(width - x2, y1, width - x1, y2), landmarks=landmarks, rotation=-self.rotation % 360)
 
     def rotated(self, angle: int, size: Size) -> Face:
         """The same face in the image of `size` rotated counter-clockwise by `angle`.
