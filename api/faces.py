@@ -13,6 +13,7 @@ from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.routing import BaseConverter
 
@@ -32,7 +33,11 @@ class PersonId(BaseConverter):
 
 
 bp = Blueprint("faces", __name__, url_prefix="/v1")
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("person", PersonId))
+
+
+@bp.record_once
+def _add_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("person", PersonId)
 PEOPLE_NAME = "people.json"
 FACES_SHOWN = 24
 _ERROR_STATUS = {"no_face": 422, "several_faces": 422, "bad_image": 422, "bad_index": 422, "not_found": 404,
