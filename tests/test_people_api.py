@@ -93,7 +93,7 @@ def test_gallery_enrol_and_identify(indexed) -> None:
     assert enrolled["version"] == 1 and enrolled["people"] == [{"name": "Eileen", "photos": 1, "embeddings": 1}]
     job = client.submit("identify", params={"gallery": gallery["id"], "index_jobs": [job_id]})
     job = client.wait(job["id"], timeout=120)
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", [it["error"] for it in client.results(job["id"])]
     assert job["summary"]["faces"] == 7 and job["summary"]["unknown"] == 0
     assert job["summary"]["photos_per_person"] == {"Eileen": 5}
 

@@ -137,6 +137,8 @@ class FacesParams(_Strict):
     detect_size: int = Field(1024, ge=160, le=4096, description="long side the detector sees")
     try_rotations: bool = False
     jitter: int = Field(0, ge=0, le=100, description="dlib num_jitters")
+    mirror: bool = Field(True, description="average each embedding with the mirror image's (more accurate, "
+                         "twice the embedding work; a different model id: not comparable with mirror=false)")
     thumbnails: bool = True
     force: bool = False
 

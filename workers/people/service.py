@@ -104,6 +104,9 @@ def search(
         return {"error": {"code": "bad_index", "message": str(exc)}}
     if not len(faces):
         return {"query": face, "model": model, "searched": 0, "matches": []}
+    if faces.model != model:
+        return {"error": {"code": "model_mismatch", "message": f"the query was embedded with {model} but the "
+                          f"indexes use {faces.model}: search indexes made with the same settings"}}
     index = ExactIndex(dim=faces.embeddings.shape[1])
     index.add(faces.embeddings, faces.ids)
     hits = index.search(vector[None, :], min(k, len(faces)))[0]
