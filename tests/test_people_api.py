@@ -13,6 +13,7 @@ from PIL import Image
 from api.client import ApiError, Client
 from tests.conftest import jpeg_bytes
 from tests.test_faces_pipeline import astronaut, group_photo
+from tests.test_web import browser, images_loaded, page, shot  # noqa: F401 - browser fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LFW = Path(os.environ.get("NIGHTSHIFT_LFW_DIR", Path(__file__).resolve().parents[2] / "shared/data/lfw-dev"))
@@ -138,3 +139,17 @@ def test_merge_and_move_out(indexed) -> None:
     with pytest.raises(ApiError) as err:
         client.request("PUT", "/v1/people/nobody", json={"name": "x"})
     assert err.value.status == 404
+
+
+def test_people_page_in_a_real_browser(indexed, api_server, page) -> None:  # noqa: F811 - fixture
+    """The web page's People view of a real cluster job: cards with face thumbnails (screenshot)."""
+    client, job_id, _ = indexed
+    job = client.wait(client.submit("cluster", params={"index_jobs": [job_id]})["id"], timeout=120)
+    key = client.session.headers["Authorization"].split(" ", 1)[1]
+    page.goto(f"{api_server.url}/ui#key={key}")
+    page.goto(f"{api_server.url}/ui#/people/{job['id']}")
+    page.wait_for_selector(".person")
+    cards = page.locator(".person").count()
+    assert cards == len(client.request("GET", f"/v1/jobs/{job['id']}/people")["people"])
+    assert images_loaded(page, ".person img") >= 7
+    shot(page, "web-people.png")

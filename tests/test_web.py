@@ -172,7 +172,7 @@ def drive_the_page(page: Any, url: str, key: str, photos: list[str]) -> None:
     page.goto(f"{url}/ui#/people/{job_id}")
     found = page.wait_for_selector(".person, [data-unavailable], .error")
     assert found.inner_text().strip()
-    shot(page, "web-people.png")
+    shot(page, "web-people-wrong-kind.png")
 
 
 class PeopleStub:
