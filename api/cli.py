@@ -100,8 +100,8 @@ def follow(client: Client, job_id: str, quiet: bool = False) -> dict[str, Any]:
 
 def download(client: Client, job_id: str, folder: Path, quiet: bool = False) -> list[Path]:
     bar = None if quiet else tqdm(unit="file", desc="download", dynamic_ncols=True)
-    paths = client.download_results(job_id, folder, on_file=(lambda _p: bar.update(1)) if bar else None)
-    if bar:
+    paths = client.download_results(job_id, folder, on_file=(lambda _p: bar.update(1)) if bar is not None else None)
+    if bar is not None:
         bar.close()
     return paths
 
@@ -160,7 +160,7 @@ def _submit(client: Client, args: argparse.Namespace, kind: str, photos: list[Pa
     bar = None if args.json else tqdm(total=size, unit="B", unit_scale=True, desc=f"upload {len(photos)} files",
                                       dynamic_ncols=True)
     job = client.submit(kind, files=photos, archives=archives, styles=styles, params=params, inputs=inputs)
-    if bar:
+    if bar is not None:
         bar.update(size)
         bar.close()
     return job

@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     pairs = read_pairs(args.dir / "pairs.txt", args.limit)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    params = FacesParams(detector=args.detector, embedder=args.embedder, jitter=args.jitter)
-    engine = FaceEngine(params, device=args.device, mirror=not args.no_mirror)
+    params = FacesParams(detector=args.detector, embedder=args.embedder, jitter=args.jitter, mirror=not args.no_mirror)
+    engine = FaceEngine(params, device=args.device)
     engine.load()
     embedder = f"{engine.embedder.name} {engine.version}"
     cache = EmbeddingCache(args.cache, f"{args.detector} {embedder} jitter={args.jitter}")

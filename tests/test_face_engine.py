@@ -287,6 +287,7 @@ def test_mtcnn_batches_images_of_different_sizes(engine) -> None:
 def test_embedding_matches_dlib_on_the_same_chip(engine, astronaut_faces: PhotoFaces) -> None:
     import dlib
 
+    from workers.faces.engine import FaceEngine
     from workers.faces.weights import DLIB_RESNET, DLIB_SHAPE_5, weights_path
 
     image = skdata.astronaut()
@@ -302,6 +303,9 @@ def test_embedding_matches_dlib_on_the_same_chip(engine, astronaut_faces: PhotoF
     both = (direct + np.asarray(model.compute_face_descriptor(mirror_chip))) / 2
     assert np.linalg.norm(both - astronaut_faces.embeddings[0]) < 0.01
     assert astronaut_faces.model_version == "v1+mirror"
+    plain = FaceEngine(FacesParams(mirror=False), detector=engine.detector, embedder=engine.embedder)
+    result = plain.index_photo(astronaut())
+    assert result.model_version == "v1" and np.linalg.norm(result.embeddings[0] - direct) < 0.01
 
     # and stays close to face_recognition's own pipeline (HOG box, 5 landmarks, descriptor on the image)
     rect = dlib.get_frontal_face_detector()(image, 1)[0]

@@ -43,10 +43,11 @@ class FaceEngine:
         *,
         detector: Detector | None = None,
         embedder: Embedder | None = None,
-        mirror: bool = True,
+        mirror: bool | None = None,
     ) -> None:
         self.params = params or FacesParams()
-        self.mirror = mirror
+        # `mirror` overrides params.mirror (benches compare both on one parameter set)
+        self.mirror = self.params.mirror if mirror is None else mirror
         self._device = device
         self._detector = detector
         self._embedder = embedder
@@ -107,7 +108,7 @@ class FaceEngine:
     def embed_batch(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> list[np.ndarray]:
         """Embeddings of `faces` in RGB uint8 `images`; with `mirror`, each is averaged with the embedding of
         the face in the image flipped left-right. That test-time augmentation takes LFW verification from
-        98.70 % to about 99.1 % (bench/lfw.py) for twice the embedding work; the landmarks are found again
+        98.70 % to 99.00 % (bench/lfw.py, LFW dev folds) for twice the embedding work; landmarks are found again
         in the mirror image, so the two chips differ by more than a flip."""
         vectors = self.embedder.embed_many(images, faces, jitter=self.params.jitter)
         if not self.mirror:
