@@ -35,8 +35,11 @@ pytest: setup
 
 test: setup lint typecheck pytest
 
+# LFW folder for the accuracy benchmarks (used when present; synthetic inputs otherwise)
+LFW ?= $(wildcard ../shared/data/lfw-dev)
+
 bench: setup
-	$(PY) -m bench all --out bench/out
+	$(PY) -m bench all --out bench/out $(if $(LFW),--lfw $(LFW))
 
 clean:
 	rm -rf $(VENV) .nightshift nightshift-results
