@@ -145,3 +145,16 @@ def test_output_pixels_are_stylized_not_copied(workers, client: Client, tmp_path
     styl = np.asarray(Image.open(io.BytesIO(requests.get(out["url"], timeout=10).content)).convert("RGB"), float)
     orig = np.asarray(Image.open(path).convert("RGB"), float)
     assert np.abs(styl - orig).mean() > 10
+
+
+def test_ten_thousand_item_job_is_accepted_counted_and_cancelled(workers, client: Client) -> None:
+    rels = [f"big/{i:05d}.jpg" for i in range(10_000)]
+    job = client.submit("style", params=BUILTIN, inputs={"keys": rels})
+    assert job["counts"]["total"] == 10_000 and job["state"] == "queued"
+    client.cancel(job["id"])
+    job = client.wait(job["id"], timeout=300)
+    c = job["counts"]
+    assert job["state"] == "cancelled" and c["cancelled"] + c["failed"] == 10_000
+    assert c["cancelled"] >= 9_900  # only items already in flight ran (and failed: no such object)
+    first = client.results_page(job["id"], offset=9_990, limit=20)
+    assert len(first["items"]) == 10 and first["next_offset"] is None
