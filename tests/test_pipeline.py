@@ -150,7 +150,7 @@ def test_output_pixels_are_stylized_not_copied(workers, client: Client, tmp_path
 def test_ten_thousand_item_job_is_accepted_counted_and_cancelled(workers, client: Client) -> None:
     rels = [f"big/{i:05d}.jpg" for i in range(10_000)]
     job = client.submit("style", params=BUILTIN, inputs={"keys": rels})
-    assert job["counts"]["total"] == 10_000 and job["state"] == "queued"
+    assert job["counts"]["total"] == 10_000 and job["state"] in ("queued", "running")
     client.cancel(job["id"])
     job = client.wait(job["id"], timeout=300)
     c = job["counts"]
