@@ -71,9 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         job = client.submit("faces", params={"thumbnails": True}, inputs={"keys": rels})
 
+        rss_early: list[float] = []
+
         def track(j: dict) -> None:
             c = j["counts"]
-            marks[time.perf_counter() - t0] = (c["total"] - c["pending"]) / max(c["total"], 1)
+            fraction = (c["total"] - c["pending"]) / max(c["total"], 1)
+            marks[time.perf_counter() - t0] = fraction
+            if fraction >= 0.05 and not rss_early:  # models loaded, first chunks done
+                rss_early.extend(_rss_mb(w.proc.pid) for w in workers)
 
         job = client.wait(job["id"], poll=0.5, on_progress=track)
         total = time.perf_counter() - t0
@@ -93,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         ["job state", job["state"]], ["faces found", job.get("summary", {}).get("faces")],
         ["wall time (s)", total], ["photos/s overall", args.photos / total],
         ["photos/s steady state (10-90 %)", steady],
+        ["worker RSS at 5 % (MB, per worker)", " / ".join(f"{v:.0f}" for v in rss_early)],
+        ["worker RSS at the end (MB, per worker)", " / ".join(f"{v:.0f}" for v in rss)],
     ]))
     busy = sum(s for s, _ in stages.values()) or 1.0
     print("\nWhere the time goes (worker metrics, summed over workers):\n")
     print(table(["stage", "seconds", "share", "ms per call"],
                 [[k, s, f"{100 * s / busy:.0f} %", 1000 * s / max(n, 1)] for k, (s, n) in sorted(stages.items())]))
     write_json(args.json, {"machine": machine(), "photos": args.photos, "seconds": total, "steady_per_s": steady,
-                           "stages": stages, "worker_rss_mb": rss})
+                           "stages": stages, "worker_rss_mb": rss, "worker_rss_early_mb": rss_early})
     return 0
 
 
