@@ -258,6 +258,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     stack = LocalStack(Path(args.data_dir), api_port=args.port).start()
     print(f"Nightshift is up: API {stack.url}  (API key in {Path(args.data_dir) / 'api-key'})")
+    print(f"  web page: {stack.url}/ui#key={stack.api_key}")
     print(f"  S3 {stack.settings.s3.endpoint if stack.settings else ''}  bucket nightshift; logs in "
           f"{Path(args.data_dir) / 'logs'}.  Ctrl-C stops everything.")
     stop = {"now": False}
