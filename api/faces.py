@@ -200,8 +200,7 @@ def search() -> Response:
         _cleanup(t, [ref])
     store = svc().store
     for m in answer["matches"]:
-        job, item, face = m["face"].split(":")
-        m["thumbnail_url"] = store.presigned_get(keys.item_output(t, job, int(item), f"face-{int(face):03d}.jpg"))
+        m["thumbnail_url"] = store.presigned_get(keys.face_thumbnail_of(t, m["face"]))
     return jsonify(answer)
 
 
@@ -358,16 +357,12 @@ def job_people(job_id: str) -> Response:
     store = svc().store
     people = []
     for p in _apply_labels(doc, _labels(t)):
-        faces = [{"id": f, "thumbnail_url": store.presigned_get(_thumb_key(t, f))} for f in p["faces"][:FACES_SHOWN]]
+        faces = [{"id": f, "thumbnail_url": store.presigned_get(keys.face_thumbnail_of(t, f))}
+                 for f in p["faces"][:FACES_SHOWN]]
         people.append({"id": p["id"], "name": p["name"], "face_count": len(p["faces"]), "faces": faces,
                        "photo_count": p["photo_count"], "representative": p["representative"],
                        "sheet_url": store.presigned_get(keys.job_artifact(t, job_id, f"person-{p['id']}.jpg"))})
     return jsonify({"job": job_id, "people": people})
-
-
-def _thumb_key(t: str, fid: str) -> str:
-    job, item, face = fid.split(":")
-    return keys.item_output(t, job, int(item), f"face-{int(face):03d}.jpg")
 
 
 def _person(t: str, person_id: str, labels: Any) -> Any:

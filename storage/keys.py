@@ -88,6 +88,17 @@ def item_output(tenant: str, job_id: str, index: int, name: str) -> str:
     return item_prefix(tenant, job_id, index) + safe_name(name)
 
 
+def face_thumbnail(tenant: str, job_id: str, index: int, face: int) -> str:
+    """The thumbnail of face `face` of item `index` of an index job."""
+    return item_output(tenant, job_id, index, f"face-{face:03d}.jpg")
+
+
+def face_thumbnail_of(tenant: str, face_id: str) -> str:
+    """The thumbnail of a face id ``<job>:<item>:<face>``; raises ValueError for a malformed id."""
+    job, item, face = face_id.split(":")
+    return face_thumbnail(tenant, job, int(item), int(face))
+
+
 def part(tenant: str, job_id: str, part_id: str, ext: str) -> str:
     return f"{job_root(tenant, job_id)}parts/{part_id}.{ext}"
 

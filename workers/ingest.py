@@ -43,11 +43,11 @@ class Entry:
 
 
 def member_name_ok(name: str) -> bool:
+    """A relative path without `..` segments, and not desktop metadata."""
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or any(p == ".." for p in path.parts) or not path.parts:
         return False
-    return not any(p.startswith("__MACOSX") for p in path.parts) and path.name not in SKIP_NAMES \
-        and not path.name.startswith("._")
+    return not _junk(name)
 
 
 def _bounded_read(fh: IO[bytes], limit: int) -> bytes | None:
@@ -70,6 +70,13 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
         if total > w.max_archive_bytes:
             raise ArchiveError(f"archive {name} expands beyond {w.max_archive_bytes} bytes (zip bomb?)")
 
+    def member(name: str, data: bytes | None) -> Entry:
+        if data is None:
+            account(w.max_member_bytes)
+            return Entry(name, error=f"archive member larger than {w.max_member_bytes} bytes")
+        account(len(data))
+        return Entry(name, data=data)
+
     if zipfile.is_zipfile(path):
         try:
             zf = zipfile.ZipFile(path)
@@ -77,28 +84,18 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
             raise ArchiveError(f"corrupt zip archive {name}: {exc}") from None
         with zf:
             for info in zf.infolist():
-                if info.is_dir():
+                if info.is_dir() or _junk(info.filename):
                     continue
                 if not member_name_ok(info.filename):
-                    if not PurePosixPath(info.filename).name.startswith(("._", ".DS_Store")) \
-                            and "__MACOSX" not in info.filename:
-                        yield Entry(info.filename, error=f"unsafe path in archive: {info.filename!r} (skipped)")
-                    continue
-                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    yield _unsafe(info.filename)
+                elif (info.external_attr >> 16) & 0o170000 == 0o120000:
                     yield Entry(info.filename, error="symbolic link in archive (skipped)")
-                    continue
-                try:
-                    with zf.open(info) as fh:
-                        data = _bounded_read(fh, w.max_member_bytes)
-                except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
-                    yield Entry(info.filename, error=f"corrupt archive member: {exc}")
-                    continue
-                if data is None:
-                    yield Entry(info.filename, error=f"archive member larger than {w.max_member_bytes} bytes")
-                    account(w.max_member_bytes)
-                    continue
-                account(len(data))
-                yield Entry(info.filename, data=data)
+                else:
+                    try:
+                        with zf.open(info) as fh:
+                            yield member(info.filename, _bounded_read(fh, w.max_member_bytes))
+                    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+                        yield Entry(info.filename, error=f"corrupt archive member: {exc}")
         return
     try:
         tf = tarfile.open(path, mode="r:*")
@@ -106,26 +103,29 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
         raise ArchiveError(f"{name} is not a zip or tar archive ({exc})") from None
     with tf:
         try:
-            for member in tf:
-                if member.isdir():
+            for tinfo in tf:
+                if tinfo.isdir() or _junk(tinfo.name):
                     continue
-                if not member.isfile():
-                    yield Entry(member.name, error="link or special file in archive (skipped)")
-                    continue
-                if not member_name_ok(member.name):
-                    if "__MACOSX" not in member.name and not PurePosixPath(member.name).name.startswith("._"):
-                        yield Entry(member.name, error=f"unsafe path in archive: {member.name!r} (skipped)")
-                    continue
-                member_fh = tf.extractfile(member)
-                data = _bounded_read(member_fh, w.max_member_bytes) if member_fh else b""
-                if data is None:
-                    yield Entry(member.name, error=f"archive member larger than {w.max_member_bytes} bytes")
-                    account(w.max_member_bytes)
-                    continue
-                account(len(data))
-                yield Entry(member.name, data=data)
+                if not tinfo.isfile():
+                    yield Entry(tinfo.name, error="link or special file in archive (skipped)")
+                elif not member_name_ok(tinfo.name):
+                    yield _unsafe(tinfo.name)
+                else:
+                    member_fh = tf.extractfile(tinfo)
+                    yield member(tinfo.name, _bounded_read(member_fh, w.max_member_bytes) if member_fh else b"")
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise ArchiveError(f"corrupt tar archive {name}: {exc}") from None
+
+
+def _junk(name: str) -> bool:
+    """Desktop metadata that rides along in archives (macOS forks, Finder and Explorer files): skipped quietly."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    return any(p.startswith("__MACOSX") for p in path.parts) or path.name in SKIP_NAMES \
+        or path.name.startswith("._")
+
+
+def _unsafe(name: str) -> Entry:
+    return Entry(name, error=f"unsafe path in archive: {name!r} (skipped)")
 
 
 def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[Entry]:

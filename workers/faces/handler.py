@@ -99,7 +99,7 @@ class FacesHandler(JobHandler):
             return []
         out = []
         for n, face in enumerate(faces):
-            key = keys.item_output(self.job.tenant, self.job.id, item.index, f"face-{n:03d}.jpg")
+            key = keys.face_thumbnail(self.job.tenant, self.job.id, item.index, n)
             self.ctx.store.put_bytes(key, face_thumbnail(image, face), "image/jpeg")
             out.append(key)
         return out

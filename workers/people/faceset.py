@@ -70,11 +70,6 @@ def parse_face_id(fid: str) -> tuple[str, int, int]:
     return job, int(item), int(face)
 
 
-def thumbnail_key(tenant: str, fid: str) -> str:
-    job, item, face = parse_face_id(fid)
-    return keys.item_output(tenant, job, item, f"face-{face:03d}.jpg")
-
-
 def load_job(ctx: WorkerContext, tenant: str, job_id: str) -> FaceSet:
     """The faces of one finished index job (cached)."""
     cached = _cache.get((tenant, job_id))

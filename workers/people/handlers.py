@@ -20,7 +20,7 @@ from workers.context import WorkerContext
 from workers.contract import ClusterParams, IdentifyParams
 from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.people.calibration import CLUSTER_THRESHOLD, IDENTIFY_THRESHOLD
-from workers.people.faceset import FaceSet, NoIndex, load_jobs, thumbnail_key
+from workers.people.faceset import FaceSet, NoIndex, load_jobs
 from workers.people.identify import Gallery, identify
 from workers.people.labels import Labels, Person, cluster_people
 from workers.people.sheet import people_overview, person_sheet
@@ -192,7 +192,8 @@ class ClusterHandler(_FacesQuestion):
 
     def _thumb(self, fid: str) -> Image.Image:
         try:
-            return Image.open(io.BytesIO(self.ctx.store.get_bytes(thumbnail_key(self.job.tenant, fid)))).convert("RGB")
+            data = self.ctx.store.get_bytes(keys.face_thumbnail_of(self.job.tenant, fid))
+            return Image.open(io.BytesIO(data)).convert("RGB")
         except (ObjectNotFound, OSError):
             return Image.new("RGB", (112, 112), (60, 60, 60))
 
