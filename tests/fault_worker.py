@@ -17,6 +17,8 @@ import redis
 
 import workers.style.handler as style_handler
 from storage.config import get_settings
+from storage.errors import StoreUnavailable
+from storage.records import RecordStore
 from workers.handlers import ItemInput, ItemResult
 from workers.tasks import app
 
@@ -25,9 +27,14 @@ _original = style_handler.StyleHandler.process_batch
 
 
 def _faulty(self: style_handler.StyleHandler, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
-    r = redis.Redis.from_url(get_settings().redis_url)
-    for item in batch:
-        r.hincrby("fault:calls", item.name, 1)
+    # The counting rides on the product's own Redis client (with its retries): during a Redis restart
+    # the harness must fail like the product does (an outage, retried), not as an item error.
+    r = RecordStore(get_settings()).r
+    try:
+        for item in batch:
+            r.hincrby("fault:calls", item.name, 1)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"redis unreachable: {type(exc).__name__}") from exc
     mode = os.environ.get("NIGHTSHIFT_FAULT", "")
     if mode == "poison" and any("poison" in item.name for item in batch):
         os._exit(137)  # like a segfault or the OOM killer: no cleanup, no ack

@@ -140,7 +140,7 @@ def test_redis_restart_during_a_job_loses_no_accepted_job(env: Env) -> None:
     env.redis = start_redis(env.root / "redis", port)
     for job in (first, second):
         final = env.wait(job["id"])
-        assert final["state"] == "succeeded", final
+        assert final["state"] == "succeeded", [(i["name"], i["error"]) for i in env.client.results(job["id"], "failed")]
         assert final["counts"]["done"] == final["counts"]["total"]
     assert len(env.outputs(first["id"])) == 40
 
