@@ -189,6 +189,22 @@ class ObjectStore:
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Read `length` bytes from `offset` (an HTTP range request; fewer bytes at the object's end).
+
+        Readers of large objects (videos) use this to seek without downloading the object.
+        """
+
+        def get() -> bytes:
+            resp = self._client.get_object(self.bucket, key, offset=offset, length=length)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._call("get_range", get, key=key)
+
     @contextmanager
     def open(self, key: str) -> Iterator[IO[bytes]]:
         """Stream an object: `with store.open(key) as fh: fh.read(n)`."""

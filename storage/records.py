@@ -369,6 +369,32 @@ class RecordStore:
         except redis.RedisError as exc:
             raise self._wrap(exc) from exc
 
+    # -- progress in units finer than items (frames of a video segment) ------------------
+    def set_progress(self, job_id: str, index: int, done: int, total: int) -> None:
+        """How far item `index` is, in its own units (a rewrite, so a redelivered item never counts twice)."""
+        key = f"{self.p}:progress:{job_id}"
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hset(key, str(index), f"{done}/{total}")
+            pipe.expire(key, self.ttl)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise self._wrap(exc) from exc
+
+    def progress(self, job_id: str) -> dict[str, int] | None:
+        """Units done and planned over the job's items that report progress (None when none do)."""
+        try:
+            values = self.r.hvals(f"{self.p}:progress:{job_id}")
+        except redis.RedisError as exc:
+            raise self._wrap(exc) from exc
+        if not values:
+            return None
+        done = total = 0
+        for value in values:
+            d, _, t = str(value).partition("/")
+            done, total = done + int(d), total + int(t or 0)
+        return {"done": done, "total": total}
+
     # -- content-hash index (incremental face indexing) -----------------------------------
     def seen_hash(self, tenant: str, model: str, sha: str) -> str | None:
         try:

@@ -15,13 +15,16 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from storage import keys
-from storage.records import Item
+from storage.records import Item, Job
 from workers.context import WorkerContext
 from workers.contract import Inputs
 from workers.dispatch import enqueue_chunks
+
+if TYPE_CHECKING:
+    from workers.video.intake import VideoIntake
 
 log = logging.getLogger("nightshift.ingest")
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -136,6 +139,8 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
             if obj.key.endswith("/.keep") or obj.size == 0 and obj.key.endswith("/"):
                 continue
             yield Entry(obj.key[len(root):], key=obj.key)
+    for rel in inputs.videos:
+        yield Entry(_video_name(rel), key=keys.tenant_key(tenant, rel))
     for rel in inputs.archives:
         key = keys.tenant_key(tenant, rel) if not rel.startswith("t/") else rel
         with tempfile.NamedTemporaryFile(suffix=".archive") as tmp:
@@ -144,6 +149,14 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
                 yield from iter_archive(tmp.name, PurePosixPath(rel).name, ctx)
             except ArchiveError as exc:
                 yield Entry(PurePosixPath(rel).name, error=str(exc))
+
+
+def _video_name(rel: str) -> str:
+    """A video's item name: its key, or for an upload (``jobs/<job>/inputs/<n>-<name>``) the file's name."""
+    parts = rel.split("/")
+    if len(parts) == 4 and parts[0] == "jobs" and parts[2] == "inputs":
+        return parts[3].split("-", 1)[-1]
+    return rel
 
 
 def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
@@ -163,6 +176,7 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
         ctx.records.set_job_fields(job_id, enqueued=total)
     pending: list[Item] = []
     errors: list[tuple[int, str]] = []
+    alone: set[int] = set()  # video items: each runs as a chunk of its own
     position = 0
 
     def flush() -> None:
@@ -176,11 +190,14 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
         for index, reason in errors:
             commit(ctx, job_id, ItemResult.failed(index, reason))
         bad = {i for i, _ in errors}
-        good = [it.index for it in pending if it.index not in bad]
+        good = [it.index for it in pending if it.index not in bad and it.index not in alone]
         if good:
             enqueue_chunks(ctx.celery, job_id, job.kind, good, chunk, first_chunk=first)
+        for index in sorted(alone - bad):
+            enqueue_chunks(ctx.celery, job_id, job.kind, [index], 1, first_chunk=index)
         ctx.records.set_job_fields(job_id, enqueued=total)
         pending, errors = [], []
+        alone.clear()
 
     for entry in iter_sources(ctx, job.tenant, Inputs.model_validate(job.inputs)):
         position += 1
@@ -190,6 +207,12 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
         if entry.error:
             pending.append(Item(index, entry.name, ""))
             errors.append((index, entry.error))
+        elif _is_video(entry):
+            taken = _take_video(ctx, job, entry, index)
+            pending.extend(taken.items)
+            if taken.error:
+                errors.append((index, taken.error))
+            alone.update(it.index for it in taken.items)
         elif entry.data is not None:
             key = keys.job_input(job.tenant, job_id, index, entry.name)
             ctx.store.put_bytes(key, entry.data)
@@ -202,3 +225,20 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
     ctx.records.mark_ingested(job_id)
     maybe_finalize(ctx, job_id)
     return {"items": total}
+
+
+def _is_video(entry: Entry) -> bool:
+    from workers.video.intake import looks_like_video
+
+    return looks_like_video(entry.name, entry.data[:16] if entry.data is not None else None)
+
+
+def _take_video(ctx: WorkerContext, job: Job, entry: Entry, index: int) -> VideoIntake:
+    """Probe and plan a video entry (an archive member is stored first: videos are read in ranges)."""
+    from workers.video.intake import take_video
+
+    key = entry.key or ""
+    if entry.data is not None:
+        key = keys.job_input(job.tenant, job.id, index, entry.name)
+        ctx.store.put_bytes(key, entry.data)
+    return take_video(ctx, job, entry.name, key, index)

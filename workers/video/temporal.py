@@ -1,0 +1,214 @@
+"""Temporal consistency for per-frame stylized video: a flow-guided, two-sided recursive filter.
+
+A feed-forward style network sees each frame alone, so strokes and tones that should move with the
+scene flicker from frame to frame. We average every output pixel with the outputs of the same scene
+point in the neighbouring frames, found by optical flow on the *input* frames, with weights that fall
+as a^|k| with the distance k in frames. Two recursions do that in O(1) warps per frame, however long
+the support: a forward pass  A_t = S_t + a c_t W(A_{t-1})  and a backward pass  B_t = S_t + a c'_t W'(B_{t+1}),
+with the same recursions on a weight plane, and out_t = (A_t + B_t - S_t) / (wA_t + wB_t - 1).
+
+`c_t` is a per-pixel confidence that frame t-1's point really is frame t's: zero where the
+forward-backward check finds an occlusion or a motion boundary (Sundaram et al. 2010), falling
+with the photometric difference of the input frames along the flow, and zero across a scene cut.
+Where it is zero the filter restarts from the per-frame output, so nothing is smeared across an
+occlusion or a cut. `a` is the strength, per style (see `auto_strength`).
+
+Memory: a window's frames, flows and backward sums are kept in a `Spill` (RAM up to a budget, then
+memory-mapped temporary files), so a segment of any length at any size fits.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workers.video.flow import FlowEstimator, consistent, resize_flow, warp
+
+PHOTO_SIGMA = 0.15  # photometric difference (mean over RGB, in [0, 1]) at which the confidence is 1/e
+MAX_STRENGTH = 0.95
+
+
+class Spill(Sequence[np.ndarray]):
+    """An append-only list of arrays: in RAM up to `budget` bytes, then in memory-mapped temporary files."""
+
+    def __init__(self, budget: int = 256 << 20, folder: str | None = None) -> None:
+        self.budget = budget
+        self.used = 0
+        self._items: list[np.ndarray] = []
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._folder = folder
+
+    def append(self, array: np.ndarray) -> None:
+        if self.used + array.nbytes <= self.budget:
+            self._items.append(array)
+            self.used += array.nbytes
+            return
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="nightshift-video-", dir=self._folder)
+        path = Path(self._tmp.name) / f"{len(self._items)}.npy"
+        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=array.shape)
+        mapped[...] = array
+        self._items.append(mapped)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        self._items.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+@dataclass
+class Motion:
+    """What the filter needs from the input frames of a window, shared by every style rendered from them.
+
+    `back[t]` is the flow t -> t-1 and `conf_prev[t]` the confidence of frame t-1's point at frame t;
+    `fwd[t]` is the flow t -> t+1 and `conf_next[t]` its confidence (None across a cut or at the ends).
+    Flows are float16 at the flow estimator's resolution; confidences float16 at full size.
+    """
+
+    size: tuple[int, int]  # (width, height) of the frames
+    back: list[np.ndarray | None] = field(default_factory=list)
+    fwd: list[np.ndarray | None] = field(default_factory=list)
+    conf_prev: list[np.ndarray | None] = field(default_factory=list)
+    conf_next: list[np.ndarray | None] = field(default_factory=list)
+    input_flicker: list[float] = field(default_factory=list)  # per pair: the input's own warping error
+
+    def __len__(self) -> int:
+        return len(self.back)
+
+
+def _photometric(a: np.ndarray, b_warped: np.ndarray) -> np.ndarray:
+    diff = np.abs(a.astype(np.float32) - b_warped.astype(np.float32)).mean(-1) / 255.0
+    return np.exp(-((diff / PHOTO_SIGMA) ** 2))
+
+
+class MotionAnalyser:
+    """Builds `Motion` frame by frame as frames are decoded (so frames need not stay in memory)."""
+
+    def __init__(self, size: tuple[int, int], flow: FlowEstimator | None = None) -> None:
+        self.size = size
+        self.flow = flow or FlowEstimator()
+        self.motion = Motion(size)
+        self._prev: np.ndarray | None = None
+
+    def add(self, rgb: np.ndarray, cut_before: bool) -> None:
+        """The next frame (upright RGB uint8 at `size`); `cut_before` when a new shot starts with it."""
+        m = self.motion
+        for column in (m.back, m.fwd, m.conf_prev, m.conf_next):
+            column.append(None)
+        t = len(m.back) - 1
+        small = self.flow.shrink(rgb)
+        prev, self._prev = self._prev, small
+        if prev is None or cut_before:
+            return
+        # everything but the final confidences at the flow's resolution: the checks cost as much as the flow
+        back, fwd = self.flow.raw(small, prev), self.flow.raw(prev, small)
+        ok_t, ok_prev = consistent(back, fwd, False), consistent(fwd, back, False)
+        prev_at_t, cur_at_prev = warp(prev, back), warp(small, fwd)
+        conf_t = ok_t * _photometric(small, prev_at_t)
+        conf_p = ok_prev * _photometric(prev, cur_at_prev)
+        m.back[t], m.fwd[t - 1] = back.astype(np.float16), fwd.astype(np.float16)
+        m.conf_prev[t] = _upsample(conf_t, self.size)
+        m.conf_next[t - 1] = _upsample(conf_p, self.size)
+        sq = (((small.astype(np.float32) - prev_at_t.astype(np.float32)) / 255.0) ** 2).sum(-1)
+        n = int(ok_t.sum())
+        m.input_flicker.append(float(sq[ok_t].sum() / n) if n else 0.0)
+
+
+def _upsample(conf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if conf.shape[::-1] != size:
+        conf = cv2.resize(conf.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    return conf.astype(np.float16)
+
+
+def flicker(stylized: Sequence[np.ndarray], motion: Motion, limit: int = 12) -> float:
+    """Warping error of per-frame outputs along the window's own flow (first `limit` pairs), over the
+    input's: how much more a style flickers than the video it was given (1: as steady as the input)."""
+    out_err, in_err = [], []
+    k = 0
+    for t in range(1, len(stylized)):
+        conf = motion.conf_prev[t]
+        back = motion.back[t]
+        if conf is None or back is None:
+            continue
+        mask = conf > 0.01  # the consistency check's pixels (the photometric factor is never that small)
+        n = int(mask.sum())
+        if not n:
+            continue
+        prev = warp(stylized[t - 1], resize_flow(back.astype(np.float32), motion.size))
+        sq = (((stylized[t].astype(np.float32) - prev.astype(np.float32)) / 255.0) ** 2).sum(-1)
+        out_err.append(float(sq[mask].sum() / n))
+        k += 1
+        if k >= limit:
+            break
+    in_err = [e for e in motion.input_flicker if e > 0][:max(k, 1)]
+    if not out_err or not in_err:
+        return 1.0
+    return float(np.mean(out_err) / max(float(np.mean(in_err)), 1e-5))
+
+
+def auto_strength(ratio: float) -> float:
+    """The filter strength for a style that flickers `ratio` times as much as its input.
+
+    The two-sided filter averages about (1 + a) / (1 - a) frames along each scene point; averaging N
+    frames divides uncorrelated flicker energy by about N, so N = ratio brings the output's flicker down
+    to the input's own level, and no further (which would blur what the style draws).
+    """
+    n = max(1.0, ratio)
+    return float(min(MAX_STRENGTH, (n - 1.0) / (n + 1.0)))
+
+
+def smooth(stylized: Sequence[np.ndarray], motion: Motion, strength: float,
+           spill: Spill | None = None) -> Iterator[np.ndarray]:
+    """The filtered frames (uint8 RGB), in order, for per-frame outputs `stylized` of the window `motion`
+    describes. The backward sums are computed first and kept in `spill`; the forward pass then yields
+    each output as soon as it is known, so a caller can encode while the filter runs."""
+    n = len(stylized)
+    if n != len(motion):
+        raise ValueError(f"{n} stylized frames for a window of {len(motion)}")
+    a = float(np.clip(strength, 0.0, MAX_STRENGTH))
+    if a <= 0.0 or n < 2:
+        for s in stylized:
+            yield np.asarray(s)
+        return
+    own = spill is None
+    backward = spill if spill is not None else Spill()
+    acc: np.ndarray | None = None
+    for t in range(n - 1, -1, -1):
+        acc = _step(stylized[t], acc, motion.fwd[t], motion.conf_next[t], a, motion.size)
+        backward.append(acc.astype(np.float16))
+    acc = None
+    try:
+        for t in range(n):
+            acc = _step(stylized[t], acc, motion.back[t], motion.conf_prev[t], a, motion.size)
+            s = np.asarray(stylized[t], dtype=np.float32) / 255.0
+            total = backward[n - 1 - t].astype(np.float32) + acc
+            value = (total[..., :3] - s) / (total[..., 3:] - 1.0)
+            yield np.clip(value * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    finally:
+        if own:
+            backward.close()
+
+
+def _step(frame: np.ndarray, acc: np.ndarray | None, flow: np.ndarray | None, conf: np.ndarray | None, a: float,
+          size: tuple[int, int]) -> np.ndarray:
+    """One recursion step: the frame (weight 1) plus a x confidence x the warped running sum (4 channels:
+    the weighted RGB sum and the total weight)."""
+    s = np.asarray(frame, dtype=np.float32) / 255.0
+    fresh = np.concatenate([s, np.ones(s.shape[:2] + (1,), np.float32)], axis=-1)
+    if acc is None or flow is None or conf is None:
+        return fresh
+    carried = warp(acc, resize_flow(flow.astype(np.float32), size))
+    return fresh + (a * conf.astype(np.float32))[..., None] * carried
