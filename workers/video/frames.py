@@ -174,6 +174,8 @@ def join_segments(parts: Sequence[Path], source: Any | None, out: Path) -> dict[
                         or (s.width, s.height) != (template.width, template.height)):
                     raise VideoError(f"segment {other.name} does not match the first segment's stream")
             vout = out_container.add_stream_from_template(template)
+            if template.codec_context.name == "hevc":
+                vout.codec_tag = "hvc1"  # the template does not carry the tag; the muxer would write hev1
             _copy_rotation(template, vout)
             audio_in = source.streams.audio[0] if source is not None and source.streams.audio else None
             aout = out_container.add_stream_from_template(audio_in) if audio_in is not None else None
