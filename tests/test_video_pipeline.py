@@ -185,8 +185,8 @@ def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(stack: Stack, 
                                                                    tmp_path: Path) -> None:
     worker = style_worker
     if True:
-        rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=6.0, size=(320, 192),
-                                              audio_seconds=6.0))
+        rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192),
+                                              audio_seconds=3.0))
         job = stack.client.submit("style", params={**BUILTIN, "size": 512}, inputs={"keys": [rel]})
         records = RecordStore(stack.settings)
 
@@ -212,13 +212,57 @@ def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(stack: Stack, 
         final = stack.client.wait(job["id"], timeout=300)
         assert final["state"] == "succeeded", final
         items = list(stack.client.results(job["id"]))
-        assert len(items) == 6 and sorted(it["info"]["segment"] for it in items) == list(range(6))
+        assert len(items) == 3 and sorted(it["info"]["segment"] for it in items) == list(range(3))
         assert max(it["attempts"] for it in items) == 2  # the killed segment ran again, once
         outs = [o["key"] for it in items for o in it["outputs"]]
-        assert len(outs) == len(set(outs)) == 6
+        assert len(outs) == len(set(outs)) == 3
         [video] = final["summary"]["videos"]
         urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
         out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
         pts, _, _ = decoded(out)
         assert pts == decoded(tmp_path / "long.mp4")[0]
         assert worker.alive() and worker.children() and worker.children() != children
+
+
+def face_clip(path: Path) -> Path:
+    """3 s at 25 frames/s: the astronaut's face crosses the frame from 0.5 s to 2.5 s, then a cut to an empty shot."""
+    from PIL import Image
+    from skimage import data
+
+    face = np.asarray(Image.fromarray(data.astronaut()).crop((130, 0, 330, 230)).resize((100, 115)))
+    frames = []
+    for i in range(75):
+        img = np.full((240, 320, 3), (40, 90, 140), np.uint8) if i >= 65 else np.full((240, 320, 3), 120, np.uint8)
+        if 12 <= i < 62:
+            img[60:175, 40 + i:140 + i] = face
+        frames.append(img)
+    return write_clip(path, frames, FPS)
+
+
+def test_faces_in_a_video_become_one_track_with_its_time_range_and_subtitles(stack: Stack, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    worker = start_worker(stack.settings, "faces", log_dir=stack.root / "logs")
+    try:
+        wait_worker_ready(worker)
+        rel = stack.put("faces/walk.mp4", face_clip(tmp_path / "walk.mp4"))
+        job = stack.client.submit("faces", inputs={"keys": [rel]})
+        final = stack.client.wait(job["id"], timeout=240)
+        assert final["state"] == "succeeded", final
+        [item] = list(stack.client.results(job["id"]))
+        info = item["info"]
+        assert info["tracks"] == 1 and info["frames"] == 75
+        assert 1 <= info["embedded_frames"] <= 3  # only the best crops of the track were embedded
+        outs = {o["name"]: o["url"] for o in item["outputs"]}
+        assert set(outs) == {"tracks.parquet", "tracks.npy", "tracks.vtt", "track-000.jpg"}
+        table = pq.read_table(stack.client.download(outs["tracks.parquet"], tmp_path / "t.parquet")).to_pylist()
+        [track] = table
+        assert 0.2 <= track["start_s"] <= 0.6 and 2.0 <= track["end_s"] <= 2.7, track
+        assert track["person_id"] is None  # no library person to attach to: it waits as unassigned
+        vtt = stack.client.download(outs["tracks.vtt"], tmp_path / "t.vtt").read_text()
+        assert vtt.startswith("WEBVTT") and "Person 1" in vtt
+        vectors = np.load(stack.client.download(outs["tracks.npy"], tmp_path / "t.npy"))
+        assert vectors.shape == (1, 128) and np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
+        assert final["summary"]["videos"][0]["tracks"] == 1
+    finally:
+        worker.stop()

@@ -12,6 +12,7 @@ import importlib.util
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def pan(frames: int, speed: float, size: tuple[int, int] = (512, 288), picture: 
     out = []
     for t in range(frames):
         x = start + t * speed
-        m = np.float32([[scale, 0, -x], [0, scale, -(picture.shape[0] * scale - size[1]) / 2]])
+        m = np.array([[scale, 0, -x], [0, scale, -(picture.shape[0] * scale - size[1]) / 2]], np.float32)
         out.append(cv2.warpAffine(picture, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
     return out
 
@@ -62,13 +63,13 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0, *, a
     rate = Fraction(fps).limit_denominator(1001)
     tb = time_base or Fraction(1, int(round(float(rate) * 512)))
     with av.open(str(path), mode="w") as out:
-        video = out.add_stream(codec, rate=rate)
+        video: Any = out.add_stream(codec, rate=rate)
         video.pix_fmt = "yuv420p"
         video.time_base = tb
         video.options = {"preset": "veryfast", "crf": "18"} if codec == "libx264" else {}
         if rotation:
             video.set_display_rotation(rotation)
-        sound = None
+        sound: Any = None
         if audio_seconds:
             sound = out.add_stream("aac", rate=16000)
             sound.layout = "mono"
