@@ -132,6 +132,25 @@ def scan_video(container: Any, info: VideoInfo, engine: FaceEngine, params: Vide
     return Scan(tracker, frames, sampled, duration + 1.0 / max(info.fps, 1.0))
 
 
+def embed_tracklets(engine: FaceEngine, tracklets: list[Any]) -> tuple[list[np.ndarray], list[int], int]:
+    """The mean embedding of each tracklet's best crops (only those are embedded), how many crops went into
+    each, and how many distinct frames were embedded."""
+    crops: list[tuple[int, Crop]] = [(i, c) for i, tr in enumerate(tracklets) for c in tr.best]
+    sums: list[np.ndarray | None] = [None] * len(tracklets)
+    counts = [0] * len(tracklets)
+    for start in range(0, len(crops), 8):
+        part = crops[start:start + 8]
+        vectors = engine.embed_batch([c.image for _, c in part], [[c.face] for _, c in part])
+        for (i, _), v in zip(part, vectors, strict=True):
+            if len(v):
+                sums[i] = v[0].astype(np.float64) + (sums[i] if sums[i] is not None else 0.0)
+                counts[i] += 1
+    dim = next((len(x) for x in sums if x is not None), 128)
+    means = [(x / c).astype(np.float32) if x is not None else np.zeros(dim, np.float32)
+             for x, c in zip(sums, counts, strict=True)]
+    return means, counts, len({c.frame for _, c in crops})
+
+
 class FacesMediaHandler(FacesHandler):
     """`faces` for photos and videos alike."""
 
@@ -159,7 +178,7 @@ class FacesMediaHandler(FacesHandler):
             return ItemResult.failed(item.index, str(exc))
         tracklets = scan.tracker.finish()
         with metrics.STAGE.labels(stage="embed").time():
-            vectors, counts, embedded_frames = self._embed(tracklets)
+            vectors, counts, embedded_frames = embed_tracklets(self.engine, tracklets)
         space = space_of(self.model_id)
         tracks = join_tracklets(tracklets, vectors, counts, scan.tracker.samples, space.thresholds.cluster)
         attached = attach_tracks(self.ctx, self.job.tenant, self.model_id,
@@ -173,24 +192,6 @@ class FacesMediaHandler(FacesHandler):
                 "attached": sum(a is not None for a in attached), "duration_s": round(scan.duration, 3),
                 "seconds": round(time.perf_counter() - started, 3)}
         return ItemResult(item.index, ItemState.DONE, outputs, info=info)
-
-    def _embed(self, tracklets: list[Any]) -> tuple[list[np.ndarray], list[int], int]:
-        """The mean embedding of each tracklet's best crops (only those are embedded)."""
-        crops: list[tuple[int, Crop]] = [(i, c) for i, tr in enumerate(tracklets) for c in tr.best]
-        dim = 128
-        sums = [np.zeros(dim, np.float64) for _ in tracklets]
-        counts = [0] * len(tracklets)
-        for start in range(0, len(crops), 8):
-            part = crops[start:start + 8]
-            vectors = self.engine.embed_batch([c.image for _, c in part], [[c.face] for _, c in part])
-            for (i, _), v in zip(part, vectors, strict=True):
-                if len(v):
-                    sums[i] += v[0]
-                    counts[i] += 1
-        means = [(s / c).astype(np.float32) if c else np.zeros(dim, np.float32) for s, c in
-                 zip(sums, counts, strict=True)]
-        frames = len({c.frame for _, c in crops})
-        return means, counts, frames
 
     def _write(self, item: ItemInput, spec: SegmentSpec, tracks: list[Track], attached: list[Attachment | None],
                pad: float, duration: float) -> list[str]:

@@ -1,9 +1,9 @@
 """Scene cuts: where a new shot starts, so filters reset and styles are recomputed there.
 
-The content test of PySceneDetect's ContentDetector (mean absolute change of hue, saturation and
-value between consecutive frames, on a small copy) in a few lines, with one addition: a change that
-is large only relative to the shot's recent changes also counts, so a cut between two similar-looking
-shots is found without flagging every fast pan. Causal: one call per frame, in order.
+The content score of PySceneDetect's ContentDetector (mean absolute change of hue, saturation and
+value between consecutive frames, on a small copy), judged against the shot's own recent changes
+(as its AdaptiveDetector does, but causal: one call per frame, in order), so a cut between two
+similar-looking shots is found and a fast pan is not mistaken for a cut.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ THUMB_WIDTH = 96
 
 
 class CutDetector:
-    """`feed(frame)` is True when the frame starts a new shot (never for the first frame)."""
+    """`feed(frame)` is True when the frame starts a new shot (never for the first frame).
 
-    def __init__(self, threshold: float = 27.0, relative: float = 4.0, floor: float = 12.0,
-                 min_frames: int = 6) -> None:
+    A cut is a change at least `floor` and `relative` times the shot's usual change between frames (the
+    mean of the last few), so a fast pan, which changes every frame a lot, is not a cut. With too little
+    history to know what is usual (a shot's first frames), only a change above `threshold` counts.
+    """
+
+    def __init__(self, threshold: float = 54.0, relative: float = 3.0, floor: float = 12.0,
+                 min_frames: int = 4) -> None:
         self.threshold, self.relative, self.floor, self.min_frames = threshold, relative, floor, min_frames
         self._prev: np.ndarray | None = None
         self._recent: deque[float] = deque(maxlen=8)
@@ -35,8 +40,9 @@ class CutDetector:
         return hsv.astype(np.float32)
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Mean absolute change of hue (wrapping around), saturation and value, 0-255."""
         diff = np.abs(a - b)
-        hue = np.minimum(diff[..., 0], 256.0 - diff[..., 0])  # hue wraps around
+        hue = np.minimum(diff[..., 0], 256.0 - diff[..., 0])
         return float((hue.mean() + diff[..., 1].mean() + diff[..., 2].mean()) / 3.0)
 
     def feed(self, rgb: np.ndarray) -> bool:
@@ -46,12 +52,13 @@ class CutDetector:
         if prev is None:
             return False
         score = self.score(thumb, prev)
-        usual = float(np.mean(self._recent)) if self._recent else 0.0
-        self._recent.append(score)
-        cut = score >= self.threshold or (len(self._recent) > 3 and score >= self.floor
-                                          and score >= self.relative * max(usual, 1.0))
-        if cut and self._since >= self.min_frames:
+        if len(self._recent) < 2:
+            cut = score >= self.threshold
+        else:
+            cut = score >= self.floor and score >= self.relative * max(float(np.mean(self._recent)), 2.0)
+        if cut and self._since > self.min_frames:
             self._since = 0
             self._recent.clear()
             return True
+        self._recent.append(score)
         return False

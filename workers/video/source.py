@@ -127,6 +127,21 @@ def probe(store: ObjectStore, key: str, settings: WorkerSettings) -> VideoInfo:
         return _probe_container(container, size, settings)
 
 
+def probe_path(path: str, settings: WorkerSettings) -> VideoInfo:
+    """`probe` for a local file (benchmarks, tools)."""
+    import os
+
+    import av
+
+    size = os.path.getsize(path)
+    try:
+        container = av.open(path)
+    except av.FFmpegError as exc:
+        raise VideoError(f"not a readable video: {_reason(exc)}") from None
+    with container:
+        return _probe_container(container, size, settings)
+
+
 def _probe_container(container: av.container.InputContainer, size: int, settings: WorkerSettings) -> VideoInfo:
     import av
 
@@ -140,7 +155,7 @@ def _probe_container(container: av.container.InputContainer, size: int, settings
         raise VideoError(f"unsupported video codec {name!r}: no decoder for it")
     width, height = ctx.width, ctx.height
     if width <= 0 or height <= 0:
-        raise VideoError(f"video stream without a frame size ({name})")
+        raise VideoError(f"not a readable video: its {name} stream has no frame size (corrupt, or not a video)")
     if width * height > settings.video_max_pixels:
         raise VideoError(f"video frames too large: {width}x{height} exceeds the "
                          f"{settings.video_max_pixels / 1e6:.1f} MP limit")

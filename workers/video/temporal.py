@@ -30,6 +30,7 @@ from workers.video.flow import FlowEstimator, consistent, resize_flow, warp
 
 PHOTO_SIGMA = 0.15  # photometric difference (mean over RGB, in [0, 1]) at which the confidence is 1/e
 MAX_STRENGTH = 0.95
+MAX_AUTO = 0.8  # "auto" stops at about 9 frames averaged: beyond, strokes soften more than flicker falls
 
 
 class Spill(Sequence[np.ndarray]):
@@ -167,7 +168,7 @@ def auto_strength(ratio: float) -> float:
     to the input's own level, and no further (which would blur what the style draws).
     """
     n = max(1.0, ratio)
-    return float(min(MAX_STRENGTH, (n - 1.0) / (n + 1.0)))
+    return float(min(MAX_AUTO, (n - 1.0) / (n + 1.0)))
 
 
 def smooth(stylized: Sequence[np.ndarray], motion: Motion, strength: float,
