@@ -41,6 +41,7 @@ class Stack:
     s3: ServerProcess
     api: ApiServer
     client: Client
+    key: str
 
     @property
     def store(self) -> ObjectStore:
@@ -64,7 +65,7 @@ def _stack(root: Path) -> Stack:
                                                              video_segment_seconds=1.0, video_context_frames=6))
     api = ApiServer(settings).start()
     key = ApiKeys(RecordStore(settings).r, "vid").create(TENANT)
-    return Stack(root, settings, r, s3, api, Client(api.url, key))
+    return Stack(root, settings, r, s3, api, Client(api.url, key), key)
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +267,36 @@ def test_faces_in_a_video_become_one_track_with_its_time_range_and_subtitles(sta
         assert final["summary"]["videos"][0]["tracks"] == 1
     finally:
         worker.stop()
+
+
+def test_the_job_page_plays_the_stylized_video_beside_its_original(stack: Stack, style_worker: WorkerProcess,
+                                                                  tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    from tests.browser import launch_chromium
+
+    upload = clip(tmp_path / "beach.mp4", seconds=2.0, size=(320, 192), audio_seconds=2.0)
+    job = stack.client.submit("style", files=[upload], params=BUILTIN)  # an upload takes the video route too
+    final = stack.client.wait(job["id"], timeout=180)
+    assert final["state"] == "succeeded" and final["summary"]["videos"][0]["name"] == "beach.mp4", final
+    with sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(f"{stack.api.url}/ui#key={stack.key}")
+            page.goto(f"{stack.api.url}/ui#/jobs/{job['id']}")
+            page.wait_for_selector("#videos video.output")
+            assert page.locator("#videos video").count() == 2
+            assert page.locator("#gallery .pair").count() == 0  # segment files are not shown as pictures
+            page.wait_for_function("() => [...document.querySelectorAll('#videos video')].every(v => "
+                                   "v.readyState >= 1 && v.videoWidth > 0)", timeout=20_000)
+            page.evaluate("() => { document.querySelector('#videos video.original').currentTime = 1.0; }")
+            page.wait_for_function("() => Math.abs(document.querySelector('#videos video.output').currentTime - 1.0)"
+                                   " < 0.1", timeout=10_000)
+            Path("test-artifacts").mkdir(exist_ok=True)
+            page.screenshot(path="test-artifacts/web-video.png", full_page=True)
+            assert not problems, problems
+        finally:
+            browser.close()
