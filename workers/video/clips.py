@@ -30,16 +30,21 @@ def canvas(height: int = 768) -> np.ndarray:
 
 def pan(frames: int, speed: float, size: tuple[int, int] = (512, 288), picture: np.ndarray | None = None,
         start: float = 0.0) -> list[np.ndarray]:
-    """`frames` views of `picture` moving left by `speed` pixels per frame (sub-pixel speeds interpolate)."""
+    """`frames` views of `picture` moving left by `speed` pixels per frame (sub-pixel speeds interpolate).
+
+    The picture is first shrunk (with area averaging, no aliasing) to 1.25 x the frame height, then only
+    translated, so consecutive frames differ by the motion alone.
+    """
     import cv2
 
     picture = canvas() if picture is None else picture
     scale = size[1] / picture.shape[0] * 1.25
+    small = cv2.resize(picture, (round(picture.shape[1] * scale), round(picture.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)
     out = []
     for t in range(frames):
-        x = start + t * speed
-        m = np.array([[scale, 0, -x], [0, scale, -(picture.shape[0] * scale - size[1]) / 2]], np.float32)
-        out.append(cv2.warpAffine(picture, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
+        m = np.array([[1, 0, -(start + t * speed)], [0, 1, -(small.shape[0] - size[1]) / 2]], np.float32)
+        out.append(cv2.warpAffine(small, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
     return out
 
 
