@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from storage.config import WorkerSettings
 from workers.contract import VideoStyleParams
@@ -68,3 +69,31 @@ def test_variable_frame_rate_and_rotation_survive(engine: StyleEngine, tmp_path:
         src = list(c.decode(video=0))
     assert pts == [f.pts for f in src] and rotation % 360 == 270
     assert frames[0].shape == src[0].to_ndarray(format="rgb24").shape  # stored the same way round
+
+
+def test_an_arbitrary_style_below_full_strength_gets_one_style_vector_per_shot(engine: StyleEngine,
+                                                                              tmp_path: Path) -> None:
+    from workers.video.clips import canvas
+
+    frames = pan(12, 1.0, (128, 80)) + pan(12, 1.0, (128, 80), start=900.0)  # a cut after frame 12
+    clip = write_clip(tmp_path / "two-shots.mp4", frames, 25)
+    info = probe_path(str(clip), WorkerSettings())
+    [spec] = plan_segments(info, str(clip), clip.name, 0, segment_seconds=None, context_frames=0).segments
+    style = engine.style_vector(Image.fromarray(canvas(256)[:, :256]))
+    variant = StyleVariant(method="arbitrary", style_key="s.jpg", style_vector=style, strength=0.5)
+    calls = []
+    original = engine.style_vector
+
+    def counting(image: object) -> np.ndarray:
+        calls.append(image)
+        return original(image)  # type: ignore[arg-type]
+
+    engine.style_vector = counting  # type: ignore[method-assign]
+    try:
+        with av.open(str(clip)) as container:
+            result = render_segment(container, spec, [variant], engine, VideoStyleParams(), [0.0],
+                                    [tmp_path / "out.mp4"])
+    finally:
+        del engine.style_vector
+    assert len(result.cuts) == 1 and result.frames == 24
+    assert len(calls) == 2  # the shots' own style vectors, not one per frame (the photo path's way)
