@@ -6,7 +6,7 @@
    0.3-0.95, and "auto"). Each is graded by Lai et al.'s warping error (flow on the *input* frames,
    forward-backward occlusion mask, squared error on [0, 1] images; workers.video.quality) and by its
    fidelity to the per-frame output (PSNR, SSIM). Synthetic pans are graded with their exact flow; real
-   clips with DIS refined to full resolution (the filter uses DIS's medium preset on 512 px frames).
+   clips with DIS refined to full resolution (the filter uses DIS's medium preset on 384 px frames).
    Summary: for every baseline setting, our warping error at the same PSNR (interpolated on our curve;
    where the baseline is blurrier than our strongest setting, our strongest), as a ratio: < 1 means less
    flicker at equal fidelity.

@@ -31,7 +31,7 @@ class FlowEstimator:
 
     PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 
-    def __init__(self, side: int = 512, preset: str = "medium") -> None:
+    def __init__(self, side: int = 384, preset: str = "medium") -> None:
         import cv2
 
         self.side = side
@@ -71,12 +71,16 @@ def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    return xs, ys
+_GRIDS: dict[tuple[int, int], np.ndarray] = {}
 
 
-_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+def _grid(h: int, w: int) -> np.ndarray:
+    """(h, w, 2) float32 pixel coordinates (x, y), cached per size."""
+    grid = _GRIDS.get((h, w))
+    if grid is None:
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        grid = _GRIDS.setdefault((h, w), np.dstack([xs, ys]))
+    return grid
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -84,11 +88,12 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     import cv2
 
     h, w = flow.shape[:2]
-    grid = _GRIDS.get((h, w))
-    if grid is None:
-        grid = _GRIDS.setdefault((h, w), _grid(h, w))
-    xs, ys = grid
-    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    where = _grid(h, w) + flow
+    return cv2.remap(image, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _norm2(v: np.ndarray) -> np.ndarray:
+    return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
 
 
 def consistent(forward: np.ndarray, backward: np.ndarray, motion_boundaries: bool = True) -> np.ndarray:
@@ -98,16 +103,13 @@ def consistent(forward: np.ndarray, backward: np.ndarray, motion_boundaries: boo
     `motion_boundaries`, pixels on a motion boundary, where the flow is unreliable.
     """
     back = warp(backward, forward)
-    total = forward + back
-    err = (total ** 2).sum(-1)
-    ok = err < FB_ALPHA * ((forward ** 2).sum(-1) + (back ** 2).sum(-1)) + FB_BETA
+    ok = _norm2(forward + back) < FB_ALPHA * (_norm2(forward) + _norm2(back)) + FB_BETA
     h, w = forward.shape[:2]
-    xs, ys = _GRIDS[(h, w)]  # filled by the warp above
-    tx, ty = xs + forward[..., 0], ys + forward[..., 1]
-    ok &= (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    target = _grid(h, w) + forward
+    ok &= (target[..., 0] >= 0) & (target[..., 0] <= w - 1) & (target[..., 1] >= 0) & (target[..., 1] <= h - 1)
     if motion_boundaries:
         gy_u, gx_u = np.gradient(forward[..., 0])
         gy_v, gx_v = np.gradient(forward[..., 1])
         grad = gx_u ** 2 + gy_u ** 2 + gx_v ** 2 + gy_v ** 2
-        ok &= grad < MB_ALPHA * (forward ** 2).sum(-1) + MB_BETA
+        ok &= grad < MB_ALPHA * _norm2(forward) + MB_BETA
     return ok

@@ -25,7 +25,7 @@ def reference_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Dense flow from RGB frame a to b for grading: DIS at its medium preset, refined down to full
     resolution (finest scale 0, twice the variational refinement).
 
-    The filter runs DIS's medium preset as it comes (finest scale 1) on frames of at most 512 px; on
+    The filter runs DIS's medium preset as it comes (finest scale 1) on frames of at most 384 px; on
     synthetic pans this flow's end-point error is below 0.01 px where Farneback's is 0.7-7 px, and
     warping error is very sensitive to flow error: a fraction of a pixel on painted strokes reads as flicker.
     """

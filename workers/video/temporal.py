@@ -89,8 +89,12 @@ class Motion:
 
 
 def _photometric(a: np.ndarray, b_warped: np.ndarray) -> np.ndarray:
-    diff = np.abs(a.astype(np.float32) - b_warped.astype(np.float32)).mean(-1) / 255.0
-    return np.exp(-((diff / PHOTO_SIGMA) ** 2))
+    """exp(-(d / sigma)^2) of the mean absolute RGB difference d in [0, 1]."""
+    import cv2
+
+    diff = cv2.absdiff(a, b_warped).astype(np.float32)
+    d = (diff[..., 0] + diff[..., 1] + diff[..., 2]) * (1.0 / (3 * 255.0 * PHOTO_SIGMA))
+    return np.exp(-(d * d))
 
 
 class MotionAnalyser:
@@ -121,9 +125,18 @@ class MotionAnalyser:
         m.back[t], m.fwd[t - 1] = back.astype(np.float16), fwd.astype(np.float16)
         m.conf_prev[t] = _upsample(conf_t, self.size)
         m.conf_next[t - 1] = _upsample(conf_p, self.size)
-        sq = (((small.astype(np.float32) - prev_at_t.astype(np.float32)) / 255.0) ** 2).sum(-1)
-        n = int(ok_t.sum())
-        m.input_flicker.append(float(sq[ok_t].sum() / n) if n else 0.0)
+        m.input_flicker.append(_masked_sq_error(small, prev_at_t, ok_t))
+
+
+def _masked_sq_error(a: np.ndarray, b: np.ndarray, mask: np.ndarray, step: int = 2) -> float:
+    """Squared RGB error in [0, 1] units, summed over channels and averaged over `mask`, on every
+    `step`-th pixel (an estimate: it only sets the auto strength)."""
+    m = mask[::step, ::step]
+    n = int(m.sum())
+    if not n:
+        return 0.0
+    d = (a[::step, ::step][m].astype(np.float32) - b[::step, ::step][m].astype(np.float32)) / 255.0
+    return float((d * d).sum() / n)
 
 
 def _upsample(conf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -137,27 +150,23 @@ def _upsample(conf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def flicker(stylized: Sequence[np.ndarray], motion: Motion, limit: int = 12) -> float:
     """Warping error of per-frame outputs along the window's own flow (first `limit` pairs), over the
     input's: how much more a style flickers than the video it was given (1: as steady as the input)."""
-    out_err, in_err = [], []
-    k = 0
+    out_err: list[float] = []
+    in_err: list[float] = []
     for t in range(1, len(stylized)):
-        conf = motion.conf_prev[t]
-        back = motion.back[t]
+        conf, back = motion.conf_prev[t], motion.back[t]
         if conf is None or back is None:
             continue
-        mask = conf > 0.01  # the consistency check's pixels (the photometric factor is never that small)
-        n = int(mask.sum())
-        if not n:
-            continue
+        # the consistency check's pixels (the photometric factor is never that small)
+        mask = conf > 0.01
         prev = warp(stylized[t - 1], resize_flow(back.astype(np.float32), motion.size))
-        sq = (((stylized[t].astype(np.float32) - prev.astype(np.float32)) / 255.0) ** 2).sum(-1)
-        out_err.append(float(sq[mask].sum() / n))
-        k += 1
-        if k >= limit:
+        out_err.append(_masked_sq_error(np.asarray(stylized[t]), prev, mask))
+        in_err.append(motion.input_flicker[t - 1] if t - 1 < len(motion.input_flicker) else 0.0)
+        if len(out_err) >= limit:
             break
-    in_err = [e for e in motion.input_flicker if e > 0][:max(k, 1)]
-    if not out_err or not in_err:
+    steady = [i for i in in_err if i > 0]
+    if not out_err or not steady:
         return 1.0
-    return float(np.mean(out_err) / max(float(np.mean(in_err)), 1e-5))
+    return float(np.mean(out_err) / max(float(np.mean(steady)), 1e-5))
 
 
 def auto_strength(ratio: float) -> float:
