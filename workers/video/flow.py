@@ -89,7 +89,9 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
     h, w = flow.shape[:2]
     where = _grid(h, w) + flow
-    return cv2.remap(image, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # map2 None: `where` holds x and y in one (h, w, 2) float map (the stubs do not know that form)
+    return np.asarray(cv2.remap(image, where, None, cv2.INTER_LINEAR,  # type: ignore[call-overload]
+                                borderMode=cv2.BORDER_REPLICATE))
 
 
 def _norm2(v: np.ndarray) -> np.ndarray:
