@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 import unicodedata
@@ -86,6 +87,32 @@ def item_prefix(tenant: str, job_id: str, index: int) -> str:
 
 def item_output(tenant: str, job_id: str, index: int, name: str) -> str:
     return item_prefix(tenant, job_id, index) + safe_name(name)
+
+
+MAX_VARIANT = 64
+
+
+def bounded_variant(variant: str) -> str:
+    """A variant name of at most MAX_VARIANT characters: long ones keep a prefix and a hash of the whole."""
+    variant = _UNSAFE.sub("_", variant).strip("._") or "v"
+    if len(variant) <= MAX_VARIANT:
+        return variant
+    digest = hashlib.sha1(variant.encode()).hexdigest()[:12]
+    return f"{variant[: MAX_VARIANT - 13]}-{digest}"
+
+
+def variant_output(tenant: str, job_id: str, index: int, stem: str, variant: str, ext: str) -> str:
+    """The output of one variant of an item: ``<stem>__<variant>.<ext>``, unique by construction.
+
+    Only the stem is shortened to fit the name limit; the variant part is never cut (a long one is
+    bounded with a hash of the whole), so two variants of one item never share a key.
+    """
+    tail = f"__{bounded_variant(variant)}.{safe_name(ext, 'bin')[:10]}"
+    room = MAX_NAME - len(tail)
+    base = safe_name(stem, "item")
+    if len(base) > room:
+        base = base[:room].rstrip("._") or "item"
+    return item_prefix(tenant, job_id, index) + base + tail
 
 
 def face_thumbnail(tenant: str, job_id: str, index: int, face: int) -> str:

@@ -6,6 +6,7 @@ the job record. Importing this module imports neither Flask nor torch.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,7 +19,8 @@ NUM_BUILTIN_STYLES = 26
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never valid parameters: they render black images and make invalid JSON
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
@@ -27,7 +29,7 @@ def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
     Raises ValueError with a message that says what to fix.
     """
     weights: dict[int, float] = {}
-    if isinstance(spec, bool):
+    if isinstance(spec, bool) or (isinstance(spec, dict) and any(isinstance(w, bool) for w in spec.values())):
         raise ValueError("a built-in style is an index 0-25 or a blend like '3:0.5,12:0.5'")
     if isinstance(spec, int):
         pairs: list[tuple[Any, Any]] = [(spec, 1.0)]
@@ -45,6 +47,8 @@ def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
             raise ValueError(f"bad built-in style {spec!r}: use an index 0-25 or '3:0.5,12:0.5'") from None
         if not 0 <= i < NUM_BUILTIN_STYLES:
             raise ValueError(f"built-in style index must be 0-{NUM_BUILTIN_STYLES - 1}, got {i}")
+        if not math.isfinite(w):
+            raise ValueError(f"built-in style weights must be finite numbers, got {wt!r}")
         if w < 0:
             raise ValueError(f"built-in style weights must be >= 0, got {w}")
         weights[i] = weights.get(i, 0.0) + w
@@ -106,6 +110,14 @@ class StyleParams(_Strict):
     quality: int = Field(92, ge=1, le=100)
     grid: StyleGrid | None = None
     gatys: GatysParams = Field(default_factory=GatysParams)
+
+    @field_validator("builtin", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # pydantic would read `true` as style 1
+        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError("a built-in style is an index 0-25 or a blend like '3:0.5,12:0.5', not true/false")
+        return value
 
     @field_validator("builtin")
     @classmethod

@@ -48,6 +48,12 @@ def plan_batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
 
 
 def commit(ctx: WorkerContext, job_id: str, result: ItemResult) -> int:
+    """Record an item's terminal state once; a result whose outputs share a key fails instead of losing one."""
+    if len(set(result.outputs)) != len(result.outputs):
+        dupes = sorted({k for k in result.outputs if result.outputs.count(k) > 1})
+        log.error("item %s/%s wrote two outputs to one key: %s", job_id, result.index, dupes)
+        result = ItemResult.failed(result.index, f"internal error: two outputs would share the key {dupes[0]!r}; "
+                                                 "nothing was overwritten silently, please report this")
     outcome = ctx.records.finish_item(job_id, result.index, result.state, error=result.error,
                                       outputs=result.outputs, info=result.info)
     if outcome:

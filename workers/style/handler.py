@@ -114,7 +114,7 @@ class StyleHandler(JobHandler):
     def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image) -> str:
         data, ctype, ext = encode_image(img, self.params.format, self.params.quality)
         stem = PurePosixPath(item.name).stem or f"item{item.index}"
-        key = keys.item_output(self.job.tenant, self.job.id, item.index, f"{stem}__{variant.slug}.{ext}")
+        key = keys.variant_output(self.job.tenant, self.job.id, item.index, stem, variant.slug, ext)
         with metrics.STAGE.labels(stage="upload").time():
             self.ctx.store.put_bytes(key, data, ctype)
         return key
