@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.routing import BaseConverter
 
 from storage.apikeys import ApiKeys
 from storage.config import Settings, get_settings
@@ -25,6 +27,25 @@ class Services:
     celery: Any
 
 
+class JobId(BaseConverter):
+    """A job id as the API makes them (``j`` + 16 hex digits): anything else (``..``, ``%2E%2E``) is a 404
+    before it can reach a key."""
+
+    regex = r"j[0-9a-f]{16}"
+
+
+class JsonProvider(DefaultJSONProvider):
+    """JSON that a hostile body cannot turn into a 500: nesting too deep is just invalid JSON."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: one app per settings object (tests build their own)."""
     from api.auth import install_auth
@@ -39,13 +60,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging()
     app = Flask(__name__)
+    app.json_provider_class = JsonProvider
+    app.json = JsonProvider(app)
+    app.url_map.converters["job"] = JobId
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_request_mb * 1024 * 1024
     app.config["MAX_FORM_PARTS"] = settings.api.max_files + 100
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     records = RecordStore(settings)
     app.extensions["nightshift"] = Services(
         settings=settings, records=records, store=ObjectStore(settings.s3),
-        apikeys=ApiKeys(records.r, settings.key_prefix), celery=create_celery(settings),
+        apikeys=records.apikeys, celery=create_celery(settings),
     )
     register_error_handlers(app)
     install_auth(app)

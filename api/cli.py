@@ -254,11 +254,16 @@ def sample_images(folder: Path) -> list[Path]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from api.stack import LocalStack
+    from api.devstack.stack import LocalStack
 
     stack = LocalStack(Path(args.data_dir), api_port=args.port).start()
-    print(f"Nightshift is up: API {stack.url}  (API key in {Path(args.data_dir) / 'api-key'})")
-    print(f"  web page: {stack.url}/ui#key={stack.api_key}")
+    key_file = Path(args.data_dir) / "api-key"
+    print(f"Nightshift is up: API {stack.url}  (API key in {key_file})")
+    # the key goes to a terminal only: `nightshift up > log` must not write it into a log file
+    if sys.stdout.isatty():
+        print(f"  web page: {stack.url}/ui#key={stack.api_key}")
+    else:
+        print(f"  web page: {stack.url}/ui  (paste the key from {key_file})")
     print(f"  S3 {stack.settings.s3.endpoint if stack.settings else ''}  bucket nightshift; logs in "
           f"{Path(args.data_dir) / 'logs'}.  Ctrl-C stops everything.")
     stop = {"now": False}
@@ -271,6 +276,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         while not stop["now"]:
             time.sleep(0.5)
+            for queue in stack.supervise():
+                print(f"the {queue} worker had stopped; restarted it (its unfinished work is picked up again)")
     finally:
         print("stopping…")
         stack.stop()
@@ -279,7 +286,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job end to end: start the local stack, stylize sample photos over HTTP, download."""
-    from api.stack import LocalStack
+    from api.devstack.stack import LocalStack
 
     data_dir = Path(args.data_dir)
     print(f"starting the embedded stack in {data_dir} …")
@@ -314,13 +321,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Create an API key for a tenant directly in Redis (operator command)."""
-    from storage.apikeys import ApiKeys
+    """Create an API key for a tenant directly in Redis (operator command).
+
+    It talks to the Redis of the local stack in --data-dir when one was started there, else to
+    NIGHTSHIFT_REDIS_URL; it never guesses a server (a default 127.0.0.1:6379 may be someone else's).
+    """
+    import os
+
+    from api.devstack.stack import stack_settings
     from storage.config import get_settings
     from storage.records import RecordStore
 
-    s = get_settings()
-    key = ApiKeys(RecordStore(s).r, s.key_prefix).create(args.tenant, args.name or "")
+    data_dir = Path(args.data_dir)
+    if (data_dir / "stack.json").exists():
+        s = stack_settings(data_dir)
+    elif os.environ.get("NIGHTSHIFT_REDIS_URL"):
+        s = get_settings()
+    else:
+        raise SystemExit(f"nightshift keys: no local stack in {data_dir} and NIGHTSHIFT_REDIS_URL is not set: "
+                         "name the Redis of your deployment (or --data-dir of a local stack)")
+    key = RecordStore(s).apikeys.create(args.tenant, args.name or "")
     _print(args, key, {"tenant": args.tenant, "api_key": key})
     return 0
 
@@ -395,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.set_defaults(func=cmd_people)
     k = sub.add_parser("keys", help="create an API key for a tenant (talks to Redis directly)")
     k.add_argument("tenant")
+    k.add_argument("--data-dir", default=".nightshift", help="the local stack whose Redis to use")
     k.add_argument("--name")
     k.set_defaults(func=cmd_keys)
     return p

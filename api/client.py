@@ -182,7 +182,8 @@ class Client:
         path = Path(path)
         grant = self.request("POST", "/v1/uploads", json={"names": [path.name]})["uploads"][0]
         with open(path, "rb") as fh:
-            resp = requests.put(grant["url"], data=fh, timeout=max(self.timeout, 600))
+            resp = requests.post(grant["url"], data=grant["fields"], files={"file": (path.name, fh)},
+                                 timeout=max(self.timeout, 600))
         if resp.status_code >= 300:
             raise ApiError(resp.status_code, "upload_failed", resp.text[:300])
         return str(grant["key"])

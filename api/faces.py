@@ -6,7 +6,6 @@ waits up to `api.sync_timeout_s`. Labels are JSON documents in the store, change
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from werkzeug.routing import BaseConverter
 from api.auth import tenant
 from api.errors import ApiError
 from storage import keys
+from storage.coordination import LockBusy
 from storage.errors import ObjectNotFound
 from storage.names import FINISHED_STATES, JobKind, Queue, TaskName
 from storage.records import new_id
@@ -117,6 +117,13 @@ def _ask(task: TaskName, *args: Any) -> dict[str, Any]:
     return dict(answer)
 
 
+def _require_photos(*fields: str) -> None:
+    for field in fields:
+        f = request.files.get(field)
+        if f is None or not f.filename:
+            raise ApiError(422, "invalid_request", f"{field}: missing photo (multipart file field '{field}')")
+
+
 def _upload_photo(t: str, field: str) -> dict[str, str]:
     f = request.files.get(field)
     if f is None or not f.filename:
@@ -150,8 +157,9 @@ def verify() -> Response:
     """Are two faces the same person? Multipart files `a` and `b`, or JSON face ids / keys."""
     t = tenant()
     if request.mimetype == "multipart/form-data":
+        threshold = _float_form("threshold")  # everything is checked before anything is stored
+        _require_photos("a", "b")
         refs = [_upload_photo(t, "a"), _upload_photo(t, "b")]
-        threshold = _float_form("threshold")
     else:
         req = _json_body(VerifyRequest)
         refs, threshold = [_ref(t, req.a, "a"), _ref(t, req.b, "b")], req.threshold
@@ -180,7 +188,6 @@ def search() -> Response:
     """The nearest faces to a query face across your indexes: multipart `photo` (+ `k`), or JSON."""
     t = tenant()
     if request.mimetype == "multipart/form-data":
-        ref = _upload_photo(t, "photo")
         try:
             k = int(request.form.get("k") or 10)
         except ValueError:
@@ -188,11 +195,14 @@ def search() -> Response:
         if not 1 <= k <= 1000:
             raise ApiError(422, "invalid_request", "k: must be between 1 and 1000")
         jobs = [j for j in (request.form.get("jobs") or "").split(",") if j] or None
+        for job_id in jobs or ():
+            _faces_job(t, job_id)
+        _require_photos("photo")
+        ref = _upload_photo(t, "photo")  # stored last: a refused request leaves nothing under tmp/
     else:
         req = _json_body(SearchRequest)
         ref, k, jobs = _ref(t, {"face": req.face, "key": req.key}, "query"), req.k, req.jobs
-    if jobs:
-        for job_id in jobs:
+        for job_id in jobs or ():
             _faces_job(t, job_id)
     try:
         answer = _ask(TaskName.SEARCH, t, ref, k, jobs)
@@ -214,19 +224,12 @@ def _faces_job(t: str, job_id: str) -> None:
 
 @contextmanager
 def _lock(name: str) -> Iterator[None]:
-    r, p = svc().records.r, svc().records.p
-    key = f"{p}:lock:{name}"
-    token = new_id()
-    deadline = time.monotonic() + 10
-    while not r.set(key, token, nx=True, ex=30):
-        if time.monotonic() > deadline:
-            raise ApiError(409, "conflict", "another change to the same record is in progress; retry")
-        time.sleep(0.05)
+    """The record's lock (redis-py's Lock, released only by its holder); 409 when it stays busy."""
     try:
-        yield
-    finally:
-        if r.get(key) == token:
-            r.delete(key)
+        with svc().records.hold_lock(name, ttl=30, wait=10):
+            yield
+    except LockBusy:
+        raise ApiError(409, "conflict", "another change to the same record is in progress; retry") from None
 
 
 def _gallery(t: str, gallery_id: str) -> dict[str, Any]:
@@ -369,8 +372,8 @@ def _person(t: str, person_id: str, labels: Any) -> Any:
     from workers.people.labels import Person
 
     pid = labels.resolve(person_id)
-    r, p = svc().records.r, svc().records.p
-    job_id = r.hget(f"{p}:people:{t}", pid) or r.hget(f"{p}:people:{t}", person_id)
+    records = svc().records
+    job_id = records.person_job(t, pid) or records.person_job(t, person_id)
     if not job_id:
         raise ApiError(404, "not_found", f"person {person_id} not found")
     for person in _apply_labels(_people_doc(t, job_id), labels):

@@ -48,6 +48,12 @@ class WorkerSettings(BaseModel):
     max_member_bytes: int = Field(200 * 1024**2, ge=1)
     max_pixels: int = Field(100_000_000, ge=1)
     vgg19_weights: Path | None = Field(None, description="VGG19 IMAGENET1K_V1 state dict for the Gatys method")
+    heartbeat_s: float = Field(10.0, gt=0, description="how often a worker says it is alive (readiness)")
+    lease_s: float = Field(60.0, gt=0, description="a worker's claim on the job it works on lapses this long "
+                           "after its last renewal (renewed every third of it while it works)")
+    watchdog_interval_s: float = Field(30.0, gt=0, description="how often workers sweep for orphaned work")
+    watchdog_grace_s: float = Field(60.0, gt=0, description="an unfinished job with nobody on it and nothing "
+                                    "queued for this long gets its work re-queued")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of the worker (0: off); "
                               "set PROMETHEUS_MULTIPROC_DIR so pool children's metrics are collected")
 
@@ -55,9 +61,12 @@ class WorkerSettings(BaseModel):
 class ApiSettings(BaseModel):
     max_request_mb: int = Field(512, ge=1)
     max_files: int = Field(10_000, ge=1)
+    max_json_mb: int = Field(16, ge=1, description="largest JSON body (a job naming 100,000 keys fits)")
     rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key per minute")
     sync_timeout_s: float = Field(60.0, gt=0, description="how long synchronous endpoints wait on a worker")
     page_size_max: int = Field(1000, ge=1)
+    metrics_token: str | None = Field(None, description="bearer token Prometheus sends to /metrics; unset: "
+                                      "only scrapes from this host are answered")
 
 
 class Settings(BaseSettings):

@@ -69,8 +69,9 @@ def strip_tenant(tenant: str, key: str) -> str:
     return key[len(root):] if key.startswith(root) else key
 
 
-def upload(tenant: str, upload_id: str, name: str) -> str:
-    return f"{tenant_root(tenant)}uploads/{upload_id}/{safe_name(name)}"
+def upload(tenant: str, upload_id: str, index: int, name: str) -> str:
+    """The n-th file of an upload grant: the index keeps names that sanitise alike (`a b.zip`, `a_b.zip`) apart."""
+    return f"{tenant_root(tenant)}uploads/{upload_id}/{index:04d}-{safe_name(name)}"
 
 
 def job_root(tenant: str, job_id: str) -> str:

@@ -49,6 +49,7 @@ class TaskName(StrEnum):
 
     INGEST = "nightshift.ingest"
     PROCESS_CHUNK = "nightshift.process_chunk"
+    FINALIZE = "nightshift.finalize"
     VERIFY = "nightshift.faces.verify"
     SEARCH = "nightshift.faces.search"
     ENROLL = "nightshift.faces.enroll"

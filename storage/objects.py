@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import urllib3
 from minio import Minio
+from minio.datatypes import PostPolicy
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from storage.config import S3Settings
@@ -73,6 +74,7 @@ class ObjectStore:
             region=settings.region,
             http_client=_http_client(),
         )
+        self._quick: Minio | None = None  # health checks: no retries, short timeouts
         public = settings.public_endpoint or settings.endpoint
         secure = settings.secure if settings.public_secure is None else settings.public_secure
         # Presigning is offline (region is given), so this client never has to reach `public`.
@@ -123,9 +125,14 @@ class ObjectStore:
         self._call("ensure_bucket", make)
 
     def ping(self) -> bool:
-        """True when the endpoint answers and the bucket exists (one attempt, no retries)."""
+        """True when the endpoint answers within about a second and the bucket exists (one attempt)."""
+        if self._quick is None:
+            s = self.settings
+            self._quick = Minio(s.endpoint, access_key=s.access_key, secret_key=s.secret_key, secure=s.secure,
+                                region=s.region, http_client=urllib3.PoolManager(
+                                    timeout=urllib3.Timeout(connect=1.0, read=1.0), retries=False, maxsize=2))
         try:
-            return bool(self._client.bucket_exists(self.bucket))
+            return bool(self._quick.bucket_exists(self.bucket))
         except Exception:
             return False
 
@@ -272,8 +279,17 @@ class ObjectStore:
             response_headers=headers,
         )
 
-    def presigned_put(self, key: str, expires_s: int | None = None) -> str:
-        """A short-lived PUT URL (for large uploads straight to the store)."""
-        return self._public.presigned_put_object(
-            self.bucket, key, expires=timedelta(seconds=expires_s or self.settings.presign_expiry_s)
-        )
+    def presigned_post(self, key: str, max_bytes: int, expires_s: int | None = None) -> tuple[str, dict[str, str]]:
+        """A short-lived browser-style upload (POST form) of exactly `key`, at most `max_bytes` long.
+
+        S3 enforces the size only for POST policies (`content-length-range`), never for presigned PUTs.
+        Returns the form's URL and its fields; the file goes last, in a field named `file`.
+        """
+        policy = PostPolicy(self.bucket, datetime.now(UTC)
+                            + timedelta(seconds=expires_s or self.settings.presign_expiry_s))
+        policy.add_equals_condition("key", key)
+        policy.add_content_length_range_condition(0, max_bytes)
+        fields = self._public.presigned_post_policy(policy)
+        public = self.settings.public_endpoint or self.settings.endpoint
+        secure = self.settings.secure if self.settings.public_secure is None else self.settings.public_secure
+        return f"{'https' if secure else 'http'}://{public}/{self.bucket}", {**fields, "key": key}

@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from api.client import Client
+from api.client import Client, InvalidRequest
 from storage import keys
 from tests.conftest import Services, photo
 from tests.corpus import CASES
@@ -123,10 +123,9 @@ def test_prefix_job_streams_the_listing(workers, client: Client, services: Servi
     assert job["state"] == "succeeded" and job["counts"]["done"] == 9
 
 
-def test_empty_prefix_fails_with_reason(workers, client: Client) -> None:
-    job = client.submit("style", params=BUILTIN, inputs={"prefix": "nothing-here/"})
-    job = client.wait(job["id"], timeout=60)
-    assert job["state"] == "failed" and "no input photos" in job["error"]
+def test_empty_prefix_is_refused_at_submit(client: Client) -> None:
+    with pytest.raises(InvalidRequest, match="no objects under 'nothing-here/'"):
+        client.submit("style", params=BUILTIN, inputs={"prefix": "nothing-here/"})
 
 
 def test_retried_submission_with_idempotency_key_runs_once(workers, client: Client, services: Services,

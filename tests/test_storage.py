@@ -129,6 +129,6 @@ def test_redis_outage_raises_store_unavailable() -> None:
     from storage.config import Settings
 
     records = RecordStore(Settings(redis_url="redis://127.0.0.1:1/0"),)
-    records.r.connection_pool.connection_kwargs["retry"] = None
+    records.client.connection_pool.connection_kwargs["retry"] = None
     with pytest.raises(StoreUnavailable):
         records.get_job("x")

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from api import create_app
-from api.stack import ApiServer
+from api.devstack.stack import ApiServer
 from storage.config import Settings
 from tests.browser import launch_chromium
 from tests.conftest import photo

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from storage.names import JobKind
 
 MAX_OUTPUT_SIDE = 16384
+MAX_VARIANTS = 64  # renders per photo: styles or blends x the grid
 WEBP_MAX_SIDE = 16383
 NUM_BUILTIN_STYLES = 26
 
@@ -134,6 +135,12 @@ class StyleParams(_Strict):
             raise ValueError(f"method '{self.method}' needs `styles`: at least one style image")
         if self.tile_overlap * 2 >= self.tile_size:
             raise ValueError("tile_overlap must be less than half of tile_size")
+        sources = len(self.builtin) if self.method == "builtin" else len(self.styles)
+        grid = self.grid or StyleGrid()
+        variants = sources * len(grid.strength or [0]) * len(grid.preserve_colors or [0]) * len(grid.style_scale or [0])
+        if variants > MAX_VARIANTS:
+            raise ValueError(f"{variants} renders per photo ({sources} styles x the grid); at most {MAX_VARIANTS}: "
+                             "split the job or shrink the grid")
         if self.format == "webp" and self.size is not None and self.size > WEBP_MAX_SIDE:
             raise ValueError(f"webp holds at most {WEBP_MAX_SIDE} px per side: use png or jpeg for size {self.size}")
         return self

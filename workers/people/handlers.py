@@ -169,16 +169,11 @@ class ClusterHandler(_FacesQuestion):
         ]
         if params.sheets and people:
             outputs += self._sheets(people)
-        r = self.ctx.records.r
-        pipe = r.pipeline()
-        for p in people:
-            pipe.hset(f"{self.ctx.records.p}:people:{self.job.tenant}", p.id, self.job.id)
-        pipe.set(f"{self.ctx.records.p}:lastcluster:{self.job.tenant}", self.job.id)
-        pipe.execute()
+        self.ctx.records.remember_people(self.job.tenant, [p.id for p in people], self.job.id)
         return outputs, {"people": len(people), "faces": len(faces), "named": sum(1 for p in people if p.name)}
 
     def _previous_people(self) -> list[Person]:
-        last = self.ctx.records.r.get(f"{self.ctx.records.p}:lastcluster:{self.job.tenant}")
+        last = self.ctx.records.last_cluster(self.job.tenant)
         if not last or last == self.job.id:
             return []
         try:
