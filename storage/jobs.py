@@ -62,7 +62,7 @@ def ready_to_end(job: Job) -> bool:
 
 
 def finalize_job(records: RecordStore, store: ObjectStore, job_id: str, summarize: Summarize = plain_summary, *,
-                 wait: float = 0.0) -> bool:
+                 wait: float = 0.0, lock_ttl: float = FINALIZE_LOCK_TTL_S) -> bool:
     """End `job_id` if every item is final: True when this call ended it.
 
     Raises LockBusy when another process is finalizing it (after `wait` seconds), FinalizeLost when the
@@ -70,7 +70,7 @@ def finalize_job(records: RecordStore, store: ObjectStore, job_id: str, summariz
     """
     if not ready_to_end(records.get_job(job_id)):
         return False
-    with records.hold_lock(f"finalize:{job_id}", ttl=FINALIZE_LOCK_TTL_S, wait=wait) as held:
+    with records.hold_lock(f"finalize:{job_id}", ttl=lock_ttl, wait=wait) as held:
         job = records.get_job(job_id)
         if not ready_to_end(job):
             return False
