@@ -61,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from api.client import Client
+    from api.devstack.servers import start_redis, start_s3
     from api.devstack.stack import ApiServer, start_worker, wait_worker_ready
     from storage import keys
     from storage.config import Settings, WorkerSettings
     from storage.objects import ObjectStore
     from storage.records import RecordStore
-    from api.devstack.servers import start_redis, start_s3
 
     params = {"method": "builtin", "builtin": [7]}
     blobs = photos(args.photos, args.side)

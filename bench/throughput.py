@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from api.client import Client
+    from api.devstack.servers import free_port, start_redis, start_s3
     from api.devstack.stack import ApiServer, start_worker, wait_worker_ready
     from storage import keys
     from storage.config import Settings, WorkerSettings
     from storage.objects import ObjectStore
     from storage.records import RecordStore
-    from api.devstack.servers import free_port, start_redis, start_s3
 
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     redis = start_redis(root / "redis")
