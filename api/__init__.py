@@ -34,6 +34,19 @@ class JobId(BaseConverter):
     regex = r"j[0-9a-f]{16}"
 
 
+class PersonId(BaseConverter):
+    """A person id; never a word of the people routes (`merge`, `suggestions`, ...), so those URLs are only
+    ever their own endpoints (and a 405's Allow header lists only their methods)."""
+
+    regex = r"(?!(?:merge|suggestions|recluster|refresh)$)[A-Za-z0-9_.\-]{1,64}"
+
+
+class FaceId(BaseConverter):
+    """A face id: ``<job>:<item>:<face>``."""
+
+    regex = r"j[0-9a-f]{16}:[0-9]{1,9}:[0-9]{1,4}"
+
+
 class JsonProvider(DefaultJSONProvider):
     """JSON that a hostile body cannot turn into a 500: nesting too deep is just invalid JSON."""
 
@@ -62,7 +75,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.json_provider_class = JsonProvider
     app.json = JsonProvider(app)
-    app.url_map.converters["job"] = JobId
+    app.url_map.converters.update(job=JobId, person=PersonId, face=FaceId)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_request_mb * 1024 * 1024
     app.config["MAX_FORM_PARTS"] = settings.api.max_files + 100
     records = RecordStore(settings)
@@ -83,7 +96,7 @@ def _register_optional(app: Flask) -> None:
     """Blueprints of later features register here when present."""
     import importlib
 
-    for module in ("api.faces", "api.web", "api.metrics_bp"):
+    for module in ("api.faces", "api.galleries", "api.people", "api.web", "api.metrics_bp"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -246,6 +246,12 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
     return resp, status
 
 
+def submit_internal(kind: JobKind, params: dict[str, Any], label: str | None = None) -> tuple[Response, int]:
+    """Submit a job of a kind that takes no photos (a re-cluster, an identification) on the caller's behalf."""
+    req = JobRequest(kind=kind, params=params, label=label)
+    return _create(tenant(), new_id("j"), req, [], [], [])
+
+
 @bp.get("/jobs/<job:job_id>")
 def get_job(job_id: str) -> tuple[Response, int]:
     t = tenant()

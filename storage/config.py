@@ -58,6 +58,11 @@ class WorkerSettings(BaseModel):
                               "set PROMETHEUS_MULTIPROC_DIR so pool children's metrics are collected")
 
 
+class LibrarySettings(BaseModel):
+    min_faces: int = Field(3, ge=1, le=1000, description="unassigned faces that agree form a new person only "
+                           "when they are at least this many")
+
+
 class ApiSettings(BaseModel):
     max_request_mb: int = Field(512, ge=1)
     max_files: int = Field(10_000, ge=1)
@@ -80,6 +85,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
     job_ttl_days: int = Field(30, ge=1, description="Redis records expire; the manifest in S3 stays")
 
     @property

@@ -7,7 +7,13 @@
     t/<tenant>/jobs/<job>/manifest.json              the finished job's record
     t/<tenant>/jobs/<job>/<name>                     job-level artefacts (contact sheet, people)
     t/<tenant>/galleries/<gallery>/v<version>.json   an enrolled gallery, versioned
-    t/<tenant>/labels/people.json                    human labels of people (names, merges)
+    t/<tenant>/library/...                           the tenant's face library (see `storage.library`):
+        heads/v<version>.json          one version of the library (immutable, created once)
+        HEAD                           a hint: the newest version known
+        segments/<segment>/faces.json.gz, embeddings.f32    the faces one job brought (immutable)
+        intake/<job>.json              a finished job's segments, waiting to join
+        objects/<version>/<name>       the state a version wrote (assignments, people, members, exemplars)
+        decisions/<id>.json            one user decision each (names, merges, moves), never rewritten
 """
 
 from __future__ import annotations
@@ -151,5 +157,42 @@ def gallery_prefix(tenant: str, gallery_id: str) -> str:
     return f"{tenant_root(tenant)}galleries/{gallery_id}/"
 
 
-def labels(tenant: str) -> str:
-    return f"{tenant_root(tenant)}labels/people.json"
+
+def library_root(tenant: str) -> str:
+    return f"{tenant_root(tenant)}library/"
+
+
+def library_head(tenant: str, version: int) -> str:
+    return f"{library_root(tenant)}heads/v{version:010d}.json"
+
+
+def library_heads(tenant: str) -> str:
+    return f"{library_root(tenant)}heads/"
+
+
+def library_head_hint(tenant: str) -> str:
+    return f"{library_root(tenant)}HEAD"
+
+
+def library_segment(tenant: str, segment: str, name: str) -> str:
+    return f"{library_root(tenant)}segments/{segment}/{name}"
+
+
+def library_intake(tenant: str, job_id: str) -> str:
+    return f"{library_root(tenant)}intake/{job_id}.json"
+
+
+def library_intake_prefix(tenant: str) -> str:
+    return f"{library_root(tenant)}intake/"
+
+
+def library_object(tenant: str, version: int, name: str) -> str:
+    return f"{library_root(tenant)}objects/v{version:010d}/{name}"
+
+
+def library_decision(tenant: str, decision_id: str) -> str:
+    return f"{library_root(tenant)}decisions/{decision_id}.json"
+
+
+def library_decisions(tenant: str) -> str:
+    return f"{library_root(tenant)}decisions/"

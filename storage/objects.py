@@ -24,12 +24,13 @@ from minio.datatypes import PostPolicy
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from storage.config import S3Settings
-from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
+from storage.errors import ObjectNotFound, PreconditionFailed, StorageError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload", "NotFound"}
+_PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
 _TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "ServerBusy",
               "XMinioServerNotInitialized"}
 
@@ -94,6 +95,8 @@ class ObjectStore:
             except S3Error as exc:
                 if exc.code in _NOT_FOUND:
                     raise ObjectNotFound(f"{key or self.bucket}: {exc.code}") from None
+                if exc.code in _PRECONDITION:
+                    raise PreconditionFailed(f"{key}: {exc.code}") from None
                 if not _is_transient(exc):
                     raise StorageError(f"{what} failed: {exc.code}: {exc.message}") from None
                 last: BaseException = exc
@@ -145,6 +148,30 @@ class ObjectStore:
             lambda: self._client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type),
             key=key,
         )
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        """Create `key` only if no object has that key (S3 ``If-None-Match: *``, a conditional write that MinIO
+        and SeaweedFS honour): of two writers, exactly one wins. Raises PreconditionFailed for the loser."""
+        headers = {"If-None-Match": "*", "Content-Type": content_type}
+
+        def put() -> None:
+            # minio-py's put_object would turn If-None-Match into user metadata; its PutObject call takes it as is
+            self._client._put_object(self.bucket, key, data, headers=headers)
+
+        self._call("put_if_absent", put, key=key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of an object from `offset` (one ranged GET)."""
+
+        def get() -> bytes:
+            resp = self._client.get_object(self.bucket, key, offset=offset, length=length)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._call("get_range", get, key=key)
 
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, indent=1, default=str).encode(), "application/json")

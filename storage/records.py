@@ -415,30 +415,3 @@ class RecordStore(Coordination):
     def release_idempotency(self, tenant: str, key: str) -> None:
         with unavailable_on_error():
             self._r.delete(self.keys.idempotency(tenant, key))
-
-    # -- content-hash index (incremental face indexing; replaced by the library's photo index) ------
-    def seen_hash(self, tenant: str, model: str, sha: str) -> str | None:
-        with unavailable_on_error():
-            return self._r.hget(self.keys.cache(f"hashes:{tenant}:{model}"), sha)
-
-    def remember_hash(self, tenant: str, model: str, sha: str, where: str) -> None:
-        with unavailable_on_error():
-            self._r.hsetnx(self.keys.cache(f"hashes:{tenant}:{model}"), sha, where)
-
-    # -- cluster jobs' people (replaced by the library) ------------------------------------------
-    def remember_people(self, tenant: str, person_ids: Iterable[str], job_id: str) -> None:
-        """Record that `job_id` (a cluster job) produced these people and is the tenant's latest."""
-        with unavailable_on_error():
-            pipe = self._r.pipeline()
-            for pid in person_ids:
-                pipe.hset(self.keys.cache(f"people:{tenant}"), pid, job_id)
-            pipe.set(self.keys.cache(f"lastcluster:{tenant}"), job_id)
-            pipe.execute()
-
-    def person_job(self, tenant: str, person_id: str) -> str | None:
-        with unavailable_on_error():
-            return self._r.hget(self.keys.cache(f"people:{tenant}"), person_id)
-
-    def last_cluster(self, tenant: str) -> str | None:
-        with unavailable_on_error():
-            return self._r.get(self.keys.cache(f"lastcluster:{tenant}"))

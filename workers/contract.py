@@ -163,23 +163,33 @@ class FacesParams(_Strict):
 
 
 class IdentifyParams(_Strict):
-    """Parameters of an `identify` job: match indexed faces against an enrolled gallery."""
+    """Parameters of an `identify` job: match the library's faces against an enrolled gallery."""
 
     gallery: str
-    index_jobs: list[str] = Field(min_length=1, max_length=100)
+    index_jobs: list[str] = Field(default_factory=list, max_length=100,
+                                  description="only faces these faces jobs brought (default: the whole library)")
     threshold: float | None = Field(None, gt=0, le=2)
 
 
 class ClusterParams(_Strict):
-    """Parameters of a `cluster` job: group indexed faces into people."""
+    """Parameters of a `cluster` job: re-cluster the whole library of people.
 
-    index_jobs: list[str] = Field(min_length=1, max_length=100)
+    Names, merges, faces moved out or assigned, hidden people and covers are kept; people keep their ids.
+    """
+
     algorithm: Literal["average", "complete", "chinese_whispers"] = Field(
         "average", description="average/complete linkage or Chinese whispers, all with cannot-link constraints")
-    threshold: float | None = Field(None, gt=0, le=2, description="distance under which faces join; default "
-                                    "calibrated on LFW")
-    min_faces: int = Field(1, ge=1, le=1000, description="smaller clusters are left out (unless named)")
-    sheets: bool = Field(True, description="write a contact sheet per person")
+    threshold: float | None = Field(None, gt=0, le=2, description="distance under which faces join; default: "
+                                    "calibrated for the library's embedding space")
+    sheets: bool = Field(True, description="write a contact sheet of the people")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, value: Any) -> Any:
+        if isinstance(value, dict) and ("index_jobs" in value or "min_faces" in value):
+            raise ValueError("cluster jobs now re-cluster your whole library (people are no longer per job): "
+                             "drop index_jobs and min_faces (a setting: library.min_faces)")
+        return value
 
 
 PARAMS_MODELS: dict[JobKind, type[_Strict]] = {

@@ -119,6 +119,14 @@ def finalize_task(self: Task, job_id: str) -> bool:
         raise self.retry(countdown=5, max_retries=100) from exc
 
 
+@app.task(name=TaskName.LIBRARY_FOLD.value, bind=True, **_RETRY)
+def library_fold_task(self: Task, tenant: str) -> dict[str, Any]:
+    """Fold every offered segment into a tenant's library (on demand; faces jobs do it when they end)."""
+    from workers.library.intake import fold_waiting
+
+    return fold_waiting(context(), tenant, wait=120)
+
+
 # Synchronous questions: the API waits for these with a timeout (small inputs only).
 @app.task(name=TaskName.VERIFY.value)
 def verify_task(tenant: str, a: dict[str, str], b: dict[str, str], threshold: float | None = None) -> dict[str, Any]:
