@@ -110,6 +110,10 @@ class LibraryStore:
         self.tenant = tenant
         keys.check_tenant(tenant)
 
+    def _where(self, key: str) -> str:
+        """A cache key: the same object key on two stores (tests, benchmarks) is two objects."""
+        return f"{self.store.settings.endpoint}/{self.store.bucket}/{key}"
+
     # -- reading -----------------------------------------------------------------------------------
     def head(self) -> Head | None:
         """The newest version (None for an empty library)."""
@@ -136,7 +140,7 @@ class LibraryStore:
             data = self.store.get_bytes(key)
             return model.model_validate_json(gzip.decompress(data) if gz else data)
 
-        return _documents.get(key, load, _doc_cost)  # type: ignore[no-any-return]
+        return _documents.get(self._where(key), load, _doc_cost)  # type: ignore[no-any-return]
 
     def people(self, head: Head | None) -> PeopleDoc:
         if head is None or head.people is None:
@@ -157,7 +161,7 @@ class LibraryStore:
     def embeddings(self, ref: SegmentRef) -> np.ndarray:
         """All of a segment's vectors, (faces, dim) float32 (cached per process, bounded in bytes)."""
         key = keys.library_segment(self.tenant, ref.id, "embeddings.f32")
-        return _vectors.get(key, lambda: from_rows(self.store.get_bytes(key), ref.dim),  # type: ignore[no-any-return]
+        return _vectors.get(self._where(key), lambda: from_rows(self.store.get_bytes(key), ref.dim),  # type: ignore[no-any-return]
                             lambda m: int(m.nbytes))
 
     def embedding_rows(self, ref: SegmentRef, rows: list[int]) -> np.ndarray:
@@ -172,11 +176,11 @@ class LibraryStore:
     def photo_index(self, ref: SegmentRef) -> np.ndarray:
         """The segment's photos as sorted 64-bit ids (`photo_ids`): 8 bytes a photo, for duplicate checks."""
         key = keys.library_segment(self.tenant, ref.id, "photos.u64")
-        return _vectors.get(key, lambda: np.frombuffer(self.store.get_bytes(key), dtype="<u8"),  # type: ignore[no-any-return]
+        return _vectors.get(self._where(key), lambda: np.frombuffer(self.store.get_bytes(key), dtype="<u8"),  # type: ignore[no-any-return]
                             lambda a: int(a.nbytes) + 1)
 
     def packed(self, key: str) -> tuple[dict[str, Any], np.ndarray]:
-        return _vectors.get(key, lambda: unpack(self.store.get_bytes(key)),  # type: ignore[no-any-return]
+        return _vectors.get(self._where(key), lambda: unpack(self.store.get_bytes(key)),  # type: ignore[no-any-return]
                             lambda v: int(v[1].nbytes) + 1)
 
     # -- writing objects -------------------------------------------------------------------------------

@@ -115,13 +115,14 @@ def choose(scores: np.ndarray, people: list[str], forbidden: list[set[str]], t: 
     return out
 
 
-def fold(state: LibraryState, new: list[SegmentRef], *, min_faces: int = 3) -> FoldReport:
-    """Fold segments into `state` (see the module docstring)."""
+def fold(state: LibraryState, new: list[SegmentRef], *, min_faces: int = 3,
+         thresholds: Thresholds | None = None) -> FoldReport:
+    """Fold segments into `state` (see the module docstring); `thresholds` default to the space's."""
     report = FoldReport()
     accepted = _admit(state, new, report)
     if state.space is None:
         return report
-    thresholds = space_of_state(state).thresholds
+    thresholds = thresholds or space_of_state(state).thresholds
     known = PersonIndex.of(state)
     rows: list[tuple[str, int]] = []
     vectors = []
