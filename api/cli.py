@@ -19,6 +19,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
+from api.cli_people import add_parsers as add_library_parsers
+from api.cli_people import cmd_unassigned, faces_summary
 from api.client import ApiError, Client
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
@@ -127,7 +129,7 @@ def _finish(args: argparse.Namespace, client: Client, job: dict[str, Any]) -> in
             print(f"{len(failed)} failed item(s):")
             for it in failed[:20]:
                 print(f"  {it['name']}: {it['error']}")
-        _print(args, _summary(job), job)
+        _print(args, _summary(job) + (f"\n{line}" if (line := faces_summary(job)) else ""), job)
         return EXIT.get(job["state"], 2)
     _print(args, f"submitted {job['id']} ({job['state']}); follow with: nightshift wait {job['id']}", job)
     return 0
@@ -168,6 +170,10 @@ def _submit(client: Client, args: argparse.Namespace, kind: str, photos: list[Pa
 
 def cmd_faces(args: argparse.Namespace) -> int:
     client = _client(args)
+    if args.unassigned:
+        return cmd_unassigned(args, client, _print)
+    if not args.source:
+        raise SystemExit("nightshift faces: give a folder, archive or s3://prefix to index (or --unassigned)")
     params = {"detector": args.detector, "try_rotations": args.try_rotations, "force": args.force}
     if args.source.startswith("s3://") or args.source.startswith("store:"):
         prefix = args.source.split("://", 1)[-1].split(":", 1)[-1]
@@ -228,14 +234,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     res = _client(args).search(args.photo, k=args.k)
     lines = [f"{m['distance']:.3f}  {m['photo']}  face {m['face']}" for m in res.get("matches", [])]
     _print(args, "\n".join(lines) or "no matches", res)
-    return 0
-
-
-def cmd_people(args: argparse.Namespace) -> int:
-    client = _client(args)
-    res = client.request("GET", f"/v1/jobs/{args.job}/people")
-    lines = [f"{p['id']}  {p.get('name') or '(unnamed)'}  {len(p['faces'])} faces" for p in res.get("people", [])]
-    _print(args, "\n".join(lines) or "no people", res)
     return 0
 
 
@@ -380,8 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     job_opts(st)
     st.set_defaults(func=cmd_style)
 
-    fc = sub.add_parser("faces", help="index every face in a folder, archive or store prefix (s3://prefix)")
-    fc.add_argument("source")
+    fc = sub.add_parser("faces", help="index every face in a folder, archive or store prefix (s3://prefix); "
+                        "--unassigned lists the library's faces that belong to nobody yet")
+    fc.add_argument("source", nargs="?")
+    fc.add_argument("--unassigned", action="store_true", help="list faces no person holds (no indexing)")
     fc.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
     fc.add_argument("--try-rotations", action="store_true")
     fc.add_argument("--force", action="store_true", help="re-index photos already indexed")
@@ -410,9 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("photo")
     se.add_argument("-k", type=int, default=10)
     se.set_defaults(func=cmd_search)
-    pe = sub.add_parser("people", help="the people of a cluster job")
-    pe.add_argument("job")
-    pe.set_defaults(func=cmd_people)
+    add_library_parsers(sub)
     k = sub.add_parser("keys", help="create an API key for a tenant (talks to Redis directly)")
     k.add_argument("tenant")
     k.add_argument("--data-dir", default=".nightshift", help="the local stack whose Redis to use")
@@ -424,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "func_library", None):
+            return int(args.func_library(args, _client(args), _print))
         return int(args.func(args))
     except ApiError as exc:
         print(f"nightshift: {exc.message} ({exc.status} {exc.code})", file=sys.stderr)

@@ -180,3 +180,18 @@ def _faces_job(t: str, job_id: str) -> None:
         raise ApiError(422, "invalid_request", f"job {job_id} is not a faces index job")
 
 
+
+
+@bp.post("/faces/identify")
+def identify_photo() -> Response:
+    """Who is in a photo (multipart `photo`): each face with the library person it clearly is, or nobody."""
+    t = tenant()
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a 'photo' file")
+    _require_photos("photo")
+    ref = _upload_photo(t, "photo")
+    try:
+        answer = ask(TaskName.IDENTIFY_PHOTO, t, ref)
+    finally:
+        _cleanup(t, [ref])
+    return jsonify(answer)

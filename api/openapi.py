@@ -150,6 +150,10 @@ def people_paths() -> dict[str, Any]:
                                             **body(VerifyRequest)["content"], **photos}})},
         "/v1/faces/search": {"post": op("The library's nearest faces, with their person and name", codes=sync,
                                         requestBody=body(SearchRequest))},
+        "/v1/faces/identify": {"post": op("Who is in a photo: each face with its library person, or nobody",
+                                          codes=sync, requestBody={"required": True, "content": {
+                                              "multipart/form-data": {"schema": {"type": "object", "properties": {
+                                                  "photo": {"type": "string", "format": "binary"}}}}}})},
         "/v1/faces": {"get": op("Faces that belong to nobody yet", codes=(400, 401, 429), parameters=[
             {"name": "unassigned", "in": "query", "schema": {"type": "boolean"}}, *_page_params()])},
         "/v1/faces/{face_id}/person": {"post": op("Say who a face is (null: not the person it is with)",

@@ -54,3 +54,4 @@ class TaskName(StrEnum):
     VERIFY = "nightshift.faces.verify"
     SEARCH = "nightshift.faces.search"
     ENROLL = "nightshift.faces.enroll"
+    IDENTIFY_PHOTO = "nightshift.faces.identify_photo"

@@ -230,3 +230,33 @@ def test_the_library_outlives_expired_job_records(env: LibEnv, tmp_path: Path) -
     result = env.client.search(query, k=3)
     assert [m["name"] for m in result["matches"]] == ["Kept"] * 3 and result["matches"][0]["same_person"]
     assert all(m["person"] == pid and m["thumbnail_url"] for m in result["matches"])
+
+
+def test_the_cli_works_the_library(env: LibEnv, tmp_path: Path, capsys) -> None:
+    from api import cli
+
+    base = ["--url", env.api.url, "--api-key", env.client.session.headers["Authorization"].split(" ", 1)[1]]
+    photos = {f"cli-{p}-{k}.png": [(p, 60 + k)] for p in (12, 13) for k in range(3)}
+    paths = []
+    for name, faces in photos.items():
+        (tmp_path / name).write_bytes(identity_photo(faces))
+        paths.append(str(tmp_path / name))
+    assert cli.main([*base, "faces", str(tmp_path), "--wait"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("6 faces in 6 photos; ") and " people (" in last and "unassigned" in last
+    learn(env, next(env.client.jobs(kind="faces")), photos)
+    assert cli.main([*base, "people"]) == 0
+    listing = capsys.readouterr().out
+    person = next(line.split()[0] for line in listing.splitlines()[1:] if who(env, line.split()[0]) == {12})
+    assert cli.main([*base, "people", "name", person, "Ada", "Lovelace"]) == 0
+    assert "is now Ada Lovelace" in capsys.readouterr().out
+    assert cli.main([*base, "people", "show", person, "--download", str(tmp_path / "dl")]) == 0
+    shown = capsys.readouterr().out
+    assert "Ada Lovelace" in shown and len(list((tmp_path / "dl" / "Ada Lovelace").iterdir())) >= 3
+    query = tmp_path / "who.png"
+    query.write_bytes(identity_photo([(12, 99), (31, 99)]))
+    assert cli.main([*base, "identify", str(query)]) == 0
+    said = capsys.readouterr().out
+    assert "face 1" in said and "Ada Lovelace" in said and "unknown" in said
+    assert cli.main([*base, "faces", "--unassigned"]) == 0
+    assert "belong to nobody yet" in capsys.readouterr().out

@@ -147,3 +147,10 @@ def enroll_task(tenant: str, photo_keys: list[str]) -> dict[str, Any]:
     from workers.people import service
 
     return service.enroll(context(), tenant, photo_keys)
+
+
+@app.task(name=TaskName.IDENTIFY_PHOTO.value)
+def identify_photo_task(tenant: str, photo: dict[str, str]) -> dict[str, Any]:
+    from workers.people import service
+
+    return service.identify_photo(context(), tenant, photo)

@@ -155,3 +155,33 @@ def enroll(ctx: WorkerContext, tenant: str, photo_keys: list[str]) -> dict[str, 
         except FaceQueryError as exc:
             errors.append({"photo": rel, "code": exc.code, "message": str(exc)})
     return {"embeddings": vectors, "errors": errors, "model": model}
+
+
+def identify_photo(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> dict[str, Any]:
+    """Who is in a photo: each face with the library person it clearly is (the nightly rule: nearest exemplars
+    under the space's `assign` threshold, with a margin over the runner-up), or nobody."""
+    from storage.library.state import LibraryState
+    from workers.library.fold import PersonIndex, choose
+
+    lib = LibraryStore(ctx.store, ctx.records, tenant)
+    head = lib.head()
+    model = next((r.model for r in head.segments), None) if head else None
+    try:
+        faces, vectors, used = embed_photo(ctx, keys.tenant_key(tenant, query["key"]), "photo", model)
+    except FaceQueryError as exc:
+        return {"error": {"code": exc.code, "message": str(exc)}}
+    if head is None or not faces:
+        return {"model": used, "faces": [{**f, "person": None, "name": None} for f in faces]}
+    if not fits_library(used, head.space):
+        return {"error": {"code": "model_mismatch", "message": f"the photo was embedded with {used} but the "
+                          f"library holds {head.space} vectors"}}
+    index = PersonIndex.of(LibraryState(lib, head))
+    scores = index.scores(vectors)
+    picks = choose(scores, index.people, [set()] * len(faces), space_of(used).thresholds)
+    names = {p.id: p.name for p in lib.people(head).people}
+    out = []
+    for n, (face, pid) in enumerate(zip(faces, picks, strict=True)):
+        best = float(scores[n].min()) if len(index.people) else None
+        out.append({**face, "person": pid, "name": names.get(pid) if pid else None,
+                    "distance": round(best, 4) if best is not None else None})
+    return {"model": used, "faces": out}
