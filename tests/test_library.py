@@ -25,6 +25,7 @@ from storage.objects import ObjectStore
 from storage.records import RecordStore
 from storage.redisdb import RedisKeys
 from tests.library_worker import identity_photo
+from tests.test_web import browser, failure_screenshot, images_loaded, page, shot  # noqa: F401 - fixtures
 from workers.library.intake import KNOWN_TTL_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -97,8 +98,8 @@ def learn(env: LibEnv, job: dict, photos: dict[str, list[tuple[int, int]]]) -> N
 
 def who(env: LibEnv, person_id: str) -> set[int]:
     """The synthetic people whose faces a library person holds."""
-    page = env.client.request("GET", f"/v1/people/{person_id}", params={"limit": 1000})
-    return {_identity.get(f["face"], -1) for photo in page["photos"] for f in photo["faces"]}
+    shown = env.client.request("GET", f"/v1/people/{person_id}", params={"limit": 1000})
+    return {_identity.get(f["face"], -1) for photo in shown["photos"] for f in photo["faces"]}
 
 
 def people(env: LibEnv, which: str = "all") -> dict[str, dict]:
@@ -130,8 +131,8 @@ def test_two_nights_grow_one_library_and_a_recluster_keeps_every_decision(env: L
     for p, name in names.items():
         env.client.request("PATCH", f"/v1/people/{by_identity[p]}", json={"name": name})
     env.client.request("PATCH", f"/v1/people/{by_identity[6]}", json={"hidden": True})
-    page = env.client.request("GET", f"/v1/people/{by_identity[7]}")
-    cover = page["photos"][-1]["faces"][0]["face"]
+    shown = env.client.request("GET", f"/v1/people/{by_identity[7]}")
+    cover = shown["photos"][-1]["faces"][0]["face"]
     env.client.request("PATCH", f"/v1/people/{by_identity[7]}", json={"cover": cover})
     merged = env.client.request("POST", "/v1/people/merge", json={"into": by_identity[28], "from": by_identity[29]})
     assert merged["person"]["faces"] == 6
@@ -160,8 +161,8 @@ def test_two_nights_grow_one_library_and_a_recluster_keeps_every_decision(env: L
     assert unassigned["total"] == 2
 
     # a face moved out of a person, another assigned to one
-    page = env.client.request("GET", f"/v1/people/{by_identity[8]}")
-    out = page["photos"][0]["faces"][0]["face"]
+    shown = env.client.request("GET", f"/v1/people/{by_identity[8]}")
+    out = shown["photos"][0]["faces"][0]["face"]
     env.client.request("POST", f"/v1/faces/{out}/person", json={"person": None})
     stranger = unassigned["faces"][0]["face"]
     env.client.request("POST", f"/v1/faces/{stranger}/person", json={"person": by_identity[9]})
@@ -260,3 +261,52 @@ def test_the_cli_works_the_library(env: LibEnv, tmp_path: Path, capsys) -> None:
     assert "face 1" in said and "Ada Lovelace" in said and "unknown" in said
     assert cli.main([*base, "faces", "--unassigned"]) == 0
     assert "belong to nobody yet" in capsys.readouterr().out
+
+
+def test_the_people_page_in_a_real_browser(env: LibEnv, tmp_path: Path, page) -> None:  # noqa: F811 - fixture
+    """The library's People view in Chromium: covers, a person's page, rename, "not them", merge by face,
+    unassigned faces and search by name (screenshots in test-artifacts/)."""
+    key = env.client.session.headers["Authorization"].split(" ", 1)[1]
+    photos = {f"web-{p}-{k}.png": [(p, 70 + k)] for p in (14, 15) for k in range(3)}
+    photos["web-lone.png"] = [(16, 70)]
+    job = night(env, tmp_path, photos)
+    learn(env, job, photos)
+    fourteen = next(pid for pid in people(env) if who(env, pid) == {14})
+    fifteen = next(pid for pid in people(env) if who(env, pid) == {15})
+    with failure_screenshot(page, "web-library-failure.png"):
+        page.goto(f"{env.api.url}/ui#key={key}")
+        page.goto(f"{env.api.url}/ui#/people")
+        page.wait_for_selector(f".person[data-person-id={fourteen}]")
+        assert page.locator(".person").count() == len(people(env, "visible"))
+        assert images_loaded(page, ".person img") == page.locator(".person img").count() >= 2
+        page.wait_for_selector("#unassigned .face img")
+        shot(page, "web-library-people.png")
+
+        page.click(f".person[data-person-id={fourteen}]")
+        page.wait_for_selector("#person-photos .photo")
+        assert page.locator("#person-photos .photo").count() == 3
+        page.fill(".person-head input[name=name]", "Grace Hopper")
+        page.click(".person-head button[type=submit]")
+        page.wait_for_selector(".person-head h1 >> text=Grace Hopper")
+        page.locator("#person-photos .photo").first.locator("button", has_text="Not them").click()
+        page.wait_for_function("() => document.querySelectorAll('#person-photos .photo').length === 2")
+        page.click(".person-head button >> text=Merge with…")
+        page.wait_for_selector(f"dialog.picker .pick[data-person-id={fifteen}] img")
+        shot(page, "web-library-merge-picker.png")
+        page.click(f"dialog.picker .pick[data-person-id={fifteen}]")
+        page.wait_for_function("() => document.querySelectorAll('#person-photos .photo').length === 5")
+        shot(page, "web-library-person.png")
+
+        query = tmp_path / "find.png"
+        query.write_bytes(identity_photo([(14, 90)]))
+        page.goto(f"{env.api.url}/ui#/people")
+        page.set_input_files("#face-search input[name=photo]", str(query))
+        page.click("#face-search button[type=submit]")
+        page.wait_for_selector("#search-results .match")
+        names = page.locator("#search-results .match-name").all_inner_texts()
+        assert names.count("Grace Hopper") >= 4 and set(names) <= {"Grace Hopper", "Nobody yet"}
+        assert "library/" not in page.locator("#search-results").inner_text()  # never raw storage keys
+        shot(page, "web-library-search.png")
+    after = env.client.request("GET", f"/v1/people/{fourteen}")["person"]
+    assert after["name"] == "Grace Hopper" and after["faces"] == 5
+    assert fifteen not in people(env)
