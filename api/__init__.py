@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.routing import BaseConverter
 
-from storage.apikeys import ApiKeys
+from api.context import EXTENSION
 from storage.config import Settings, get_settings
-from storage.objects import ObjectStore
-from storage.records import RecordStore
-
-
-@dataclass
-class Services:
-    """What request handlers use; built once per app."""
-
-    settings: Settings
-    records: RecordStore
-    store: ObjectStore
-    apikeys: ApiKeys
-    celery: Any
+from workers.context import WorkerContext
 
 
 class JobId(BaseConverter):
@@ -78,11 +65,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.converters.update(job=JobId, person=PersonId, face=FaceId)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_request_mb * 1024 * 1024
     app.config["MAX_FORM_PARTS"] = settings.api.max_files + 100
-    records = RecordStore(settings)
-    app.extensions["nightshift"] = Services(
-        settings=settings, records=records, store=ObjectStore(settings.s3),
-        apikeys=records.apikeys, celery=create_celery(settings),
-    )
+    # the same bundle the workers use (workers.context): settings, records, store, Celery app
+    app.extensions[EXTENSION] = WorkerContext.from_settings(settings, celery=create_celery(settings))
     register_error_handlers(app)
     install_auth(app)
     for bp in (health_bp, jobs_bp, uploads_bp, openapi_bp):

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
+from api.context import svc
 from api.errors import ApiError
 from storage import keys
 from storage.names import JobKind, Queue, TaskName
@@ -43,9 +44,6 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=1000)
     jobs: list[str] | None = Field(None, max_length=1000, description="index jobs to search (default: all)")
 
-
-def svc() -> Any:
-    return current_app.extensions["nightshift"]
 
 
 def json_body(model: type[BaseModel]) -> Any:
@@ -86,7 +84,7 @@ def _upload_photo(t: str, field: str) -> dict[str, str]:
     f = request.files.get(field)
     if f is None or not f.filename:
         raise ApiError(422, "invalid_request", f"{field}: missing photo (multipart file field '{field}')")
-    key = keys.tenant_key(t, f"tmp/{new_id('q')}/{keys.safe_name(f.filename)}")
+    key = keys.query_photo(t, new_id("q"), f.filename)
     svc().store.put_stream(key, f.stream, -1, f.mimetype or "application/octet-stream")
     return {"key": keys.strip_tenant(t, key)}
 
@@ -103,7 +101,7 @@ def _ref(t: str, ref: FaceRef | dict[str, Any], label: str) -> dict[str, str]:
 
 def _cleanup(t: str, refs: list[dict[str, str]]) -> None:
     for ref in refs:
-        if ref.get("key", "").startswith("tmp/"):
+        if ref.get("key", "").startswith(keys.QUERY_FOLDER):
             try:
                 svc().store.delete(keys.tenant_key(t, ref["key"]))
             except Exception:  # best effort: tmp/ is also expired by the bucket's lifecycle

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
+from api.context import svc
 from storage.errors import StoreUnavailable
 from storage.names import Queue
 
@@ -21,12 +22,12 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Ready when Redis and S3 answer (within about a second each) and every queue has a live worker."""
-    svc = current_app.extensions["nightshift"]
-    checks = {"redis": svc.records.ping(), "s3": svc.store.ping()}
+    ctx = svc()
+    checks = {"redis": ctx.records.ping(), "s3": ctx.store.ping()}
     workers: dict[str, int] = {}
     if checks["redis"]:
         try:
-            live = svc.records.live_workers()
+            live = ctx.records.live_workers()
         except StoreUnavailable:
             live = []
         workers = {q.value: sum(1 for w in live if q.value in w.queues) for q in Queue}

@@ -9,10 +9,11 @@ import time
 from itertools import islice
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.datastructures import FileStorage
 
 from api.auth import tenant
+from api.context import svc
 from api.errors import ApiError
 from api.metrics_bp import JOBS_SUBMITTED
 from storage import keys
@@ -30,9 +31,6 @@ ARCHIVE_TYPES = ("application/zip", "application/x-zip-compressed", "application
                  "application/x-gtar", "application/x-gzip")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 
-
-def svc() -> Any:
-    return current_app.extensions["nightshift"]
 
 
 def _json_field(form: Any, name: str, default: Any) -> Any:

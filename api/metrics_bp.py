@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from api.context import svc
 from api.errors import ApiError
 from storage.names import Queue
 
@@ -18,7 +19,7 @@ QUEUE_DEPTH = Gauge("nightshift_queue_depth", "Messages waiting in each Celery q
 
 def _allowed() -> bool:
     """Scrapers send `api.metrics_token` as a bearer token; without a configured token only this host may scrape."""
-    token = current_app.extensions["nightshift"].settings.api.metrics_token
+    token = svc().settings.api.metrics_token
     if token:
         return hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}")
     return request.remote_addr in ("127.0.0.1", "::1")
@@ -28,7 +29,7 @@ def _allowed() -> bool:
 def metrics() -> Response:
     if not _allowed():
         raise ApiError(403, "forbidden", "metrics need the scrape token (api.metrics_token) or a local client")
-    records = current_app.extensions["nightshift"].records
+    records = svc().records
     for queue in Queue:
         try:
             QUEUE_DEPTH.labels(queue=queue.value).set(records.queue_depth(queue.value))

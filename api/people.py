@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
+from api.context import svc
 from api.errors import ApiError
 from storage import keys
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
@@ -49,9 +50,6 @@ class ReclusterRequest(BaseModel):
     algorithm: str = Field("average", pattern="^(average|complete|chinese_whispers)$")
     threshold: float | None = Field(None, gt=0, le=2)
 
-
-def svc() -> Any:
-    return current_app.extensions["nightshift"]
 
 
 def library() -> LibraryStore:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
+from api.context import svc
 from api.errors import ApiError
 from storage import keys
 from storage.records import new_id
@@ -28,15 +29,15 @@ def create_uploads() -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", 'send a JSON object like {"names": ["photos.zip"]}')
     req = UploadRequest.model_validate(body)
-    svc = current_app.extensions["nightshift"]
+    ctx = svc()
     t = tenant()
     upload_id = new_id("u")
-    expiry = svc.settings.s3.presign_expiry_s
-    limit = svc.settings.worker.max_archive_bytes  # nothing bigger could be used as an input anyway
+    expiry = ctx.settings.s3.presign_expiry_s
+    limit = ctx.settings.worker.max_archive_bytes  # nothing bigger could be used as an input anyway
     out = []
     for index, name in enumerate(req.names):
         key = keys.upload(t, upload_id, index, name)
-        url, fields = svc.store.presigned_post(key, limit)
+        url, fields = ctx.store.presigned_post(key, limit)
         out.append({"name": name, "key": keys.strip_tenant(t, key), "method": "POST", "url": url,
                     "fields": fields, "max_bytes": limit, "expires_in": expiry})
     return jsonify({"upload_id": upload_id, "uploads": out,

@@ -157,6 +157,24 @@ def gallery_prefix(tenant: str, gallery_id: str) -> str:
     return f"{tenant_root(tenant)}galleries/{gallery_id}/"
 
 
+def galleries_prefix(tenant: str) -> str:
+    return f"{tenant_root(tenant)}galleries/"
+
+
+def gallery_input(tenant: str, gallery_id: str, unique: str, name: str) -> str:
+    """A photo enrolled into a gallery (kept: the gallery lists the photos behind its vectors)."""
+    return f"{tenant_root(tenant)}galleries-input/{safe_name(gallery_id)}/{unique}-{safe_name(name, 'photo')}"
+
+
+QUERY_FOLDER = "tmp/"
+
+
+def query_photo(tenant: str, unique: str, name: str) -> str:
+    """A photo sent with a question (verify, search, identify); deleted after the answer, and expired by the
+    bucket's lifecycle rule on ``t/*/tmp/`` if that fails."""
+    return f"{tenant_root(tenant)}{QUERY_FOLDER}{unique}/{safe_name(name, 'photo')}"
+
+
 
 def library_root(tenant: str) -> str:
     return f"{tenant_root(tenant)}library/"

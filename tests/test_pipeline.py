@@ -50,8 +50,10 @@ def test_style_job_end_to_end_over_http(workers, client: Client, services: Servi
     assert img.size == (160, 120)
     # objects are where the key layout says, under the tenant
     tenant = tenant_key[0]
-    assert services.store.exists(keys.item_output(tenant, job["id"], 0, out["name"])) or \
-        services.store.exists(f"t/{tenant}/{out['key']}")
+    first_item = next(it for it in items if it["index"] == 0)
+    for output in first_item["outputs"]:
+        assert output["key"].startswith(f"jobs/{job['id']}/items/0000000/")
+        assert services.store.exists(keys.tenant_key(tenant, output["key"]))
     manifest = services.store.get_json(keys.manifest(tenant, job["id"]))
     assert manifest["state"] == "succeeded" and manifest["counts"]["done"] == 3
     lines = services.store.get_bytes(keys.job_artifact(tenant, job["id"], "items.jsonl")).splitlines()

@@ -15,6 +15,7 @@ from PIL import Image
 
 from storage import keys
 from storage.errors import ObjectNotFound
+from storage.galleries import Galleries
 from storage.library import LibraryStore
 from storage.library.documents import Person
 from storage.names import ItemState
@@ -28,14 +29,6 @@ from workers.people.identify import Gallery, identify
 from workers.people.sheet import people_overview
 
 OVERVIEW_PEOPLE = 40
-
-
-def latest_gallery(store: Any, tenant: str, gallery_id: str) -> dict[str, Any]:
-    """The newest version of an enrolled gallery; raises ObjectNotFound."""
-    versions = [o.key for o in store.list(keys.gallery_prefix(tenant, gallery_id)) if o.key.endswith(".json")]
-    if not versions:
-        raise ObjectNotFound(f"gallery {gallery_id}")
-    return dict(store.get_json(max(versions)))
 
 
 def _jpeg(img: Image.Image) -> bytes:
@@ -79,15 +72,15 @@ class IdentifyHandler(_LibraryQuestion):
 
     def run(self) -> tuple[list[str], dict[str, Any]]:
         params = IdentifyParams.model_validate(self.job.params)
-        gallery_doc = latest_gallery(self.ctx.store, self.job.tenant, params.gallery)
-        enrolled = {name: np.asarray(p["embeddings"], np.float32) for name, p in gallery_doc["people"].items()
-                    if p["embeddings"]}
+        gallery_doc = Galleries(self.ctx.store, self.job.tenant).latest(params.gallery)
+        enrolled = {name: np.asarray(p.embeddings, np.float32) for name, p in gallery_doc.people.items()
+                    if p.embeddings}
         if not enrolled:
             raise ValueError(f"gallery {params.gallery} has nobody enrolled yet")
         library = LibraryFaces.open(self.library)
         if library is None:
             raise ValueError("the library has no faces yet: index some photos first")
-        model = gallery_doc.get("model") or ""
+        model = gallery_doc.model
         if model and library.space and space_of(model).id != library.space:
             raise ValueError(f"the gallery was enrolled with {model} but the library holds {library.space} vectors")
         faces, vectors = library.all(set(params.index_jobs) if params.index_jobs else None)
@@ -103,7 +96,7 @@ class IdentifyHandler(_LibraryQuestion):
                          "distance": round(m.distance, 4), "nearest": m.nearest, "runner_up": m.runner_up,
                          "margin": round(m.margin, 4) if np.isfinite(m.margin) else None})
             photos.setdefault(person, set()).add(face.photo_key)
-        table = self.put_json("identify.json", {"gallery": params.gallery, "version": gallery_doc.get("version"),
+        table = self.put_json("identify.json", {"gallery": params.gallery, "version": gallery_doc.version,
                                                 "threshold": threshold, "faces": rows})
         per_person = self.put_json("people-photos.json", {p: sorted(v) for p, v in sorted(photos.items())})
         return [table, per_person], {
