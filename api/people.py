@@ -19,7 +19,7 @@ from api.errors import ApiError
 from storage import keys
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
 from storage.library.decisions import check_decision
-from storage.library.documents import Member
+from storage.library.documents import Member, resolve_merged
 from storage.names import JobKind, Queue, TaskName
 
 bp = Blueprint("people", __name__, url_prefix="/v1")
@@ -103,11 +103,7 @@ def _people(head: Head | None) -> tuple[dict[str, Person], dict[str, str]]:
 
 
 def _resolve(person_id: str, merged: dict[str, str]) -> str:
-    seen = set()
-    while person_id in merged and person_id not in seen:
-        seen.add(person_id)
-        person_id = merged[person_id]
-    return person_id
+    return resolve_merged(merged, person_id)
 
 
 def decide(*decisions: Decision) -> tuple[Head | None, int]:

@@ -118,6 +118,15 @@ class PeopleDoc(BaseModel):
     exemplars: dict[str, str] = Field(default_factory=dict)  # shard -> key of its packed vectors
 
 
+def resolve_merged(merged: dict[str, str], person_id: str) -> str:
+    """The id a person has now, following merges (`merged`: merged-away id -> the id it went into)."""
+    seen = set()
+    while person_id in merged and person_id not in seen:
+        seen.add(person_id)
+        person_id = merged[person_id]
+    return person_id
+
+
 class Suggestion(BaseModel):
     a: str
     b: str

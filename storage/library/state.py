@@ -25,6 +25,7 @@ from storage.library.documents import (
     SegmentFace,
     SegmentRef,
     Suggestion,
+    resolve_merged,
 )
 from storage.library.vectors import MAX_EXEMPLARS, choose_exemplars, pack
 
@@ -87,11 +88,7 @@ class LibraryState:
 
     # -- looking up --------------------------------------------------------------------------------
     def resolve(self, person_id: str) -> str:
-        seen = set()
-        while person_id in self.merged and person_id not in seen:
-            seen.add(person_id)
-            person_id = self.merged[person_id]
-        return person_id
+        return resolve_merged(self.merged, person_id)
 
     def person(self, person_id: str) -> Person:
         pid = self.resolve(person_id)
