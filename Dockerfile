@@ -16,4 +16,4 @@ RUN pip install torch==2.14.1 torchvision==0.29.1 \
 RUN useradd --create-home nightshift
 USER nightshift
 EXPOSE 8000
-CMD ["gunicorn", "-w", "4", "-b", "0.0.0.0:8000", "api.wsgi:app"]
+CMD ["gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]

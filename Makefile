@@ -26,6 +26,7 @@ up: setup
 
 lint: setup
 	$(VENV)/bin/ruff check api workers storage tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(VENV)/bin/mypy api storage workers

@@ -3,26 +3,47 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.routing import BaseConverter
 
-from storage.apikeys import ApiKeys
+from api.context import EXTENSION
 from storage.config import Settings, get_settings
-from storage.objects import ObjectStore
-from storage.records import RecordStore
+from workers.context import WorkerContext
 
 
-@dataclass
-class Services:
-    """What request handlers use; built once per app."""
+class JobId(BaseConverter):
+    """A job id as the API makes them (``j`` + 16 hex digits): anything else (``..``, ``%2E%2E``) is a 404
+    before it can reach a key."""
 
-    settings: Settings
-    records: RecordStore
-    store: ObjectStore
-    apikeys: ApiKeys
-    celery: Any
+    regex = r"j[0-9a-f]{16}"
+
+
+class PersonId(BaseConverter):
+    """A person id; never a word of the people routes (`merge`, `suggestions`, ...), so those URLs are only
+    ever their own endpoints (and a 405's Allow header lists only their methods)."""
+
+    regex = r"(?!(?:merge|suggestions|recluster|refresh)$)[A-Za-z0-9_.\-]{1,64}"
+
+
+class FaceId(BaseConverter):
+    """A face id: ``<job>:<item>:<face>``."""
+
+    regex = r"j[0-9a-f]{16}:[0-9]{1,9}:[0-9]{1,4}"
+
+
+class JsonProvider(DefaultJSONProvider):
+    """JSON that a hostile body cannot turn into a 500: nesting too deep is just invalid JSON."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -39,14 +60,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging()
     app = Flask(__name__)
+    app.json_provider_class = JsonProvider
+    app.json = JsonProvider(app)
+    app.url_map.converters.update(job=JobId, person=PersonId, face=FaceId)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_request_mb * 1024 * 1024
     app.config["MAX_FORM_PARTS"] = settings.api.max_files + 100
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    records = RecordStore(settings)
-    app.extensions["nightshift"] = Services(
-        settings=settings, records=records, store=ObjectStore(settings.s3),
-        apikeys=ApiKeys(records.r, settings.key_prefix), celery=create_celery(settings),
-    )
+    # the same bundle the workers use (workers.context): settings, records, store, Celery app
+    app.extensions[EXTENSION] = WorkerContext.from_settings(settings, celery=create_celery(settings))
     register_error_handlers(app)
     install_auth(app)
     for bp in (health_bp, jobs_bp, uploads_bp, openapi_bp):
@@ -60,7 +80,7 @@ def _register_optional(app: Flask) -> None:
     """Blueprints of later features register here when present."""
     import importlib
 
-    for module in ("api.faces", "api.web", "api.metrics_bp"):
+    for module in ("api.faces", "api.galleries", "api.people", "api.web", "api.metrics_bp"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

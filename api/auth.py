@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
+from api.context import svc
 from api.errors import ApiError
 from storage.apikeys import ApiKeys
 
@@ -26,11 +27,11 @@ def install_auth(app: Flask) -> None:
         if not key:
             raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
                            headers={"WWW-Authenticate": "Bearer"})
-        keys: ApiKeys = current_app.extensions["nightshift"].apikeys
+        keys: ApiKeys = svc().apikeys
         tenant = keys.tenant_of(key)
         if tenant is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-        limit = current_app.extensions["nightshift"].settings.api.rate_limit_per_minute
+        limit = svc().settings.api.rate_limit_per_minute
         allowed, remaining, reset = keys.hit(key, limit)
         g.rate = (limit, remaining, reset)
         if not allowed:

@@ -19,6 +19,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
+from api.cli_people import add_parsers as add_library_parsers
+from api.cli_people import cmd_unassigned, faces_summary
 from api.client import ApiError, Client
 from workers.contract import is_video_name
 
@@ -129,7 +131,7 @@ def _finish(args: argparse.Namespace, client: Client, job: dict[str, Any]) -> in
             print(f"{len(failed)} failed item(s):")
             for it in failed[:20]:
                 print(f"  {it['name']}: {it['error']}")
-        _print(args, _summary(job), job)
+        _print(args, _summary(job) + (f"\n{line}" if (line := faces_summary(job)) else ""), job)
         return EXIT.get(job["state"], 2)
     _print(args, f"submitted {job['id']} ({job['state']}); follow with: nightshift wait {job['id']}", job)
     return 0
@@ -170,6 +172,10 @@ def _submit(client: Client, args: argparse.Namespace, kind: str, photos: list[Pa
 
 def cmd_faces(args: argparse.Namespace) -> int:
     client = _client(args)
+    if args.unassigned:
+        return cmd_unassigned(args, client, _print)
+    if not args.source:
+        raise SystemExit("nightshift faces: give a folder, archive or s3://prefix to index (or --unassigned)")
     params = {"detector": args.detector, "try_rotations": args.try_rotations, "force": args.force}
     if args.source.startswith("s3://") or args.source.startswith("store:"):
         prefix = args.source.split("://", 1)[-1].split(":", 1)[-1]
@@ -233,14 +239,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_people(args: argparse.Namespace) -> int:
-    client = _client(args)
-    res = client.request("GET", f"/v1/jobs/{args.job}/people")
-    lines = [f"{p['id']}  {p.get('name') or '(unnamed)'}  {len(p['faces'])} faces" for p in res.get("people", [])]
-    _print(args, "\n".join(lines) or "no people", res)
-    return 0
-
-
 def sample_images(folder: Path) -> list[Path]:
     """Write scikit-image's bundled sample photos (they ship with the package) as JPEGs."""
     from PIL import Image
@@ -256,11 +254,16 @@ def sample_images(folder: Path) -> list[Path]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from api.stack import LocalStack
+    from api.devstack.stack import LocalStack
 
     stack = LocalStack(Path(args.data_dir), api_port=args.port).start()
-    print(f"Nightshift is up: API {stack.url}  (API key in {Path(args.data_dir) / 'api-key'})")
-    print(f"  web page: {stack.url}/ui#key={stack.api_key}")
+    key_file = Path(args.data_dir) / "api-key"
+    print(f"Nightshift is up: API {stack.url}  (API key in {key_file})")
+    # the key goes to a terminal only: `nightshift up > log` must not write it into a log file
+    if sys.stdout.isatty():
+        print(f"  web page: {stack.url}/ui#key={stack.api_key}")
+    else:
+        print(f"  web page: {stack.url}/ui  (paste the key from {key_file})")
     print(f"  S3 {stack.settings.s3.endpoint if stack.settings else ''}  bucket nightshift; logs in "
           f"{Path(args.data_dir) / 'logs'}.  Ctrl-C stops everything.")
     stop = {"now": False}
@@ -273,6 +276,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         while not stop["now"]:
             time.sleep(0.5)
+            for queue in stack.supervise():
+                print(f"the {queue} worker had stopped; restarted it (its unfinished work is picked up again)")
     finally:
         print("stopping…")
         stack.stop()
@@ -281,7 +286,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job end to end: start the local stack, stylize sample photos over HTTP, download."""
-    from api.stack import LocalStack
+    from api.devstack.stack import LocalStack
 
     data_dir = Path(args.data_dir)
     print(f"starting the embedded stack in {data_dir} …")
@@ -316,13 +321,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Create an API key for a tenant directly in Redis (operator command)."""
-    from storage.apikeys import ApiKeys
+    """Create an API key for a tenant directly in Redis (operator command).
+
+    It talks to the Redis of the local stack in --data-dir when one was started there, else to
+    NIGHTSHIFT_REDIS_URL; it never guesses a server (a default 127.0.0.1:6379 may be someone else's).
+    """
+    import os
+
+    from api.devstack.stack import stack_settings
     from storage.config import get_settings
     from storage.records import RecordStore
 
-    s = get_settings()
-    key = ApiKeys(RecordStore(s).r, s.key_prefix).create(args.tenant, args.name or "")
+    data_dir = Path(args.data_dir)
+    if (data_dir / "stack.json").exists():
+        s = stack_settings(data_dir)
+    elif os.environ.get("NIGHTSHIFT_REDIS_URL"):
+        s = get_settings()
+    else:
+        raise SystemExit(f"nightshift keys: no local stack in {data_dir} and NIGHTSHIFT_REDIS_URL is not set: "
+                         "name the Redis of your deployment (or --data-dir of a local stack)")
+    key = RecordStore(s).apikeys.create(args.tenant, args.name or "")
     _print(args, key, {"tenant": args.tenant, "api_key": key})
     return 0
 
@@ -362,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     job_opts(st)
     st.set_defaults(func=cmd_style)
 
-    fc = sub.add_parser("faces", help="index every face in a folder, archive or store prefix (s3://prefix)")
-    fc.add_argument("source")
+    fc = sub.add_parser("faces", help="index every face in a folder, archive or store prefix (s3://prefix); "
+                        "--unassigned lists the library's faces that belong to nobody yet")
+    fc.add_argument("source", nargs="?")
+    fc.add_argument("--unassigned", action="store_true", help="list faces no person holds (no indexing)")
     fc.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
     fc.add_argument("--try-rotations", action="store_true")
     fc.add_argument("--force", action="store_true", help="re-index photos already indexed")
@@ -392,11 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("photo")
     se.add_argument("-k", type=int, default=10)
     se.set_defaults(func=cmd_search)
-    pe = sub.add_parser("people", help="the people of a cluster job")
-    pe.add_argument("job")
-    pe.set_defaults(func=cmd_people)
+    add_library_parsers(sub)
     k = sub.add_parser("keys", help="create an API key for a tenant (talks to Redis directly)")
     k.add_argument("tenant")
+    k.add_argument("--data-dir", default=".nightshift", help="the local stack whose Redis to use")
     k.add_argument("--name")
     k.set_defaults(func=cmd_keys)
     return p
@@ -405,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "func_library", None):
+            return int(args.func_library(args, _client(args), _print))
         return int(args.func(args))
     except ApiError as exc:
         print(f"nightshift: {exc.message} ({exc.status} {exc.code})", file=sys.stderr)

@@ -182,7 +182,8 @@ class Client:
         path = Path(path)
         grant = self.request("POST", "/v1/uploads", json={"names": [path.name]})["uploads"][0]
         with open(path, "rb") as fh:
-            resp = requests.put(grant["url"], data=fh, timeout=max(self.timeout, 600))
+            resp = requests.post(grant["url"], data=grant["fields"], files={"file": (path.name, fh)},
+                                 timeout=max(self.timeout, 600))
         if resp.status_code >= 300:
             raise ApiError(resp.status_code, "upload_failed", resp.text[:300])
         return str(grant["key"])
@@ -195,6 +196,59 @@ class Client:
         with open(a, "rb") as fa, open(b, "rb") as fb:
             return self.request("POST", "/v1/faces/verify",  # type: ignore[no-any-return]
                                 files=[("a", (Path(a).name, fa)), ("b", (Path(b).name, fb))])
+
+    def identify(self, photo: str | Path) -> dict[str, Any]:
+        """Who is in a photo: each face with the library person it clearly is, or nobody."""
+        with open(photo, "rb") as fh:
+            return self.request("POST", "/v1/faces/identify",  # type: ignore[no-any-return]
+                                files=[("photo", (Path(photo).name, fh))])
+
+    # -- the library of people -----------------------------------------------------------------------
+    def library(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/library")  # type: ignore[no-any-return]
+
+    def people(self, which: str = "visible") -> Iterator[dict[str, Any]]:
+        """The library's people (named first), across pages."""
+        offset: int | None = 0
+        while offset is not None:
+            page = self.request("GET", "/v1/people", params={"filter": which, "offset": offset, "limit": 500})
+            yield from page["people"]
+            offset = page.get("next_offset")
+
+    def person(self, person_id: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """A person and a page of their photos (newest first)."""
+        return self.request("GET", f"/v1/people/{person_id}",  # type: ignore[no-any-return]
+                            params={"offset": offset, "limit": limit})
+
+    def person_photos(self, person_id: str) -> Iterator[dict[str, Any]]:
+        offset: int | None = 0
+        while offset is not None:
+            page = self.person(person_id, offset, 500)
+            yield from page["photos"]
+            offset = page.get("next_offset")
+
+    def update_person(self, person_id: str, **fields: Any) -> dict[str, Any]:
+        """Name (`name`), hide (`hidden`) or choose the cover (`cover`) of a person."""
+        return self.request("PATCH", f"/v1/people/{person_id}", json=fields)  # type: ignore[no-any-return]
+
+    def merge(self, into: str, other: str) -> dict[str, Any]:
+        return self.request("POST", "/v1/people/merge",  # type: ignore[no-any-return]
+                            json={"into": into, "from": other})
+
+    def unassigned(self) -> Iterator[dict[str, Any]]:
+        offset: int | None = 0
+        while offset is not None:
+            page = self.request("GET", "/v1/faces", params={"unassigned": "true", "offset": offset, "limit": 500})
+            yield from page["faces"]
+            offset = page.get("next_offset")
+
+    def set_face_person(self, face_id: str, person_id: str | None) -> dict[str, Any]:
+        """Say who a face is (None: not the person it is with now)."""
+        return self.request("POST", f"/v1/faces/{face_id}/person",  # type: ignore[no-any-return]
+                            json={"person": person_id})
+
+    def recluster(self) -> dict[str, Any]:
+        return self.request("POST", "/v1/people/recluster", json={})  # type: ignore[no-any-return]
 
     def search(self, photo: str | Path, k: int = 10) -> dict[str, Any]:
         with open(photo, "rb") as fh:

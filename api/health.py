@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from api.context import svc
+from storage.errors import StoreUnavailable
+from storage.names import Queue
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """The process answers (what a container health check asks)."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    svc = current_app.extensions["nightshift"]
-    checks = {"redis": svc.records.ping(), "s3": svc.store.ping()}
-    ok = all(checks.values())
-    return jsonify({"status": "ready" if ok else "unavailable", "checks": checks}), 200 if ok else 503
+    """Ready when Redis and S3 answer (within about a second each) and every queue has a live worker."""
+    ctx = svc()
+    checks = {"redis": ctx.records.ping(), "s3": ctx.store.ping()}
+    workers: dict[str, int] = {}
+    if checks["redis"]:
+        try:
+            live = ctx.records.live_workers()
+        except StoreUnavailable:
+            live = []
+        workers = {q.value: sum(1 for w in live if q.value in w.queues) for q in Queue}
+    missing = sorted(q for q, n in workers.items() if n == 0)
+    ok = all(checks.values()) and not missing
+    body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "checks": checks, "workers": workers}
+    if missing:
+        body["missing_workers"] = missing
+    return jsonify(body), 200 if ok else 503

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
+from itertools import islice
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.datastructures import FileStorage
 
 from api.auth import tenant
+from api.context import svc
 from api.errors import ApiError
 from api.metrics_bp import JOBS_SUBMITTED
 from storage import keys
+from storage.coordination import LockBusy
 from storage.errors import ObjectNotFound, RecordNotFound
+from storage.jobs import finalize_job
+from storage.manifest import iter_manifest_items, read_manifest
 from storage.names import FINISHED_STATES, ItemState, JobKind, JobState
 from storage.records import Item, Job, new_id, now
 from workers.contract import PHOTO_KINDS, Inputs, JobRequest, is_video_name, parse_params
@@ -25,9 +32,6 @@ ARCHIVE_TYPES = ("application/zip", "application/x-zip-compressed", "application
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 VIDEO_UPLOAD_BASE = 800_000  # uploaded videos' input keys (photos count from 0, archives from 900,000)
 
-
-def svc() -> Any:
-    return current_app.extensions["nightshift"]
 
 
 def _json_field(form: Any, name: str, default: Any) -> Any:
@@ -45,6 +49,10 @@ def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage
     """The job body plus uploaded photos, style images and archives."""
     ctype = request.mimetype
     if ctype == "application/json":
+        limit = svc().settings.api.max_json_mb
+        if (request.content_length or 0) > limit * 1024 * 1024:
+            raise ApiError(413, "too_large", f"a JSON body is at most {limit} MB: name a prefix or upload an "
+                           "archive instead of listing every key")
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise ApiError(400, "bad_json", "the body must be a JSON object like "
@@ -99,12 +107,30 @@ def _job_response(job: Job, status: int = 200) -> tuple[Response, int]:
     return jsonify(body), status
 
 
+def _check_inputs(t: str, inputs: Inputs) -> None:
+    """Every key a request names is resolved inside the caller's tenant (`keys.tenant_key`, the one resolver
+    workers use too), so another tenant's key is just a missing name here. Named archives and the prefix
+    must exist now: the answer is a 422 at submit, never a job that cannot end."""
+    for rel in inputs.keys + inputs.videos:
+        keys.relative(rel)
+    store = svc().store
+    missing = [rel for rel in inputs.archives if not store.exists(keys.tenant_key(t, rel))]
+    if missing:
+        raise ApiError(422, "invalid_request", f"inputs.archives: {missing[0]!r} not found in your storage",
+                       {"missing": missing[:100]})
+    if inputs.prefix and next(store.list(keys.tenant_key(t, inputs.prefix)), None) is None:
+        raise ApiError(422, "invalid_request", f"inputs.prefix: no objects under {inputs.prefix!r} in your storage")
+
+
 def _check_refs(t: str, kind: JobKind, params: Any) -> None:
     """Objects and jobs a job depends on must exist now, so the error comes at submit time."""
     store, records = svc().store, svc().records
     for rel in getattr(params, "styles", []) or []:
         if not store.exists(keys.tenant_key(t, rel)):
             raise ApiError(422, "invalid_request", f"params.styles: style image {rel!r} not found in your storage")
+    gallery = getattr(params, "gallery", None)
+    if gallery and next(store.list(keys.gallery_prefix(t, keys.safe_name(gallery))), None) is None:
+        raise ApiError(422, "invalid_request", f"params.gallery: gallery {gallery} not found")
     for job_id in getattr(params, "index_jobs", []) or []:
         try:
             ref = records.get_job(job_id, t)
@@ -126,14 +152,32 @@ def submit_job() -> tuple[Response, int]:
     if idem is not None and not 1 <= len(idem) <= 200:
         raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 200 characters")
     job_id = new_id("j")
-    if idem and (winner := s.records.claim_idempotency(t, idem, job_id)) != job_id:
-        return _replay(t, winner)
+    if idem:
+        fingerprint = _fingerprint(req, [("files", f) for f in files] + [("style", f) for f in style_files]
+                                   + [("archive", f) for f in archives])
+        winner, bound = s.records.claim_idempotency(t, idem, job_id, fingerprint)
+        if bound != fingerprint:
+            raise ApiError(422, "idempotency_mismatch", "this Idempotency-Key was already used with a different "
+                           "request: use a new key for a new job")
+        if winner != job_id:
+            return _replay(t, winner)
     try:
         return _create(t, job_id, req, files, style_files, archives)
     except BaseException:
         if idem:
             s.records.release_idempotency(t, idem)
         raise
+
+
+def _fingerprint(req: JobRequest, uploads: list[tuple[str, FileStorage]]) -> str:
+    """What makes two submissions the same request: the body and the uploaded files' names and sizes."""
+    digest = hashlib.sha256(req.model_dump_json().encode())
+    for field, f in uploads:
+        stream = f.stream
+        stream.seek(0, 2)
+        digest.update(json.dumps([field, f.filename, stream.tell()]).encode())
+        stream.seek(0)
+    return digest.hexdigest()
 
 
 def _replay(t: str, job_id: str) -> tuple[Response, int]:
@@ -167,8 +211,7 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
     params = parse_params(req.kind, params_in)
     _check_refs(t, req.kind, params)
     inputs = req.inputs
-    for rel in inputs.keys + inputs.archives + ([inputs.prefix] if inputs.prefix else []):
-        keys.relative(rel)
+    _check_inputs(t, inputs)
     items: list[Item] = []
     if req.kind in PHOTO_KINDS:
         # videos are probed and planned by ingest (a worker): one may become several items
@@ -198,11 +241,11 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
     else:
         items = [Item(0, str(req.kind), "")]
     needs_ingest = bool(inputs.prefix or inputs.archives or inputs.videos)
+    # the record keeps what ingest needs; named keys are already items (a 100,000-key body stays out of it)
     job = Job(id=job_id, kind=req.kind, tenant=t, state=JobState.QUEUED,
-              params=params.model_dump(mode="json"), inputs=inputs.model_dump(mode="json"), label=req.label,
-              created_at=now(), ingested=not needs_ingest)
+              params=params.model_dump(mode="json"), inputs=inputs.model_dump(mode="json", exclude={"keys"}),
+              label=req.label, created_at=now(), ingested=not needs_ingest)
     s.records.create_job(job, items)
-    s.records.set_job_fields(job_id, enqueued=len(items))
     if items:
         enqueue_chunks(s.celery, job_id, req.kind, [it.index for it in items], s.settings.worker.chunk_size)
     if needs_ingest:
@@ -213,7 +256,13 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
     return resp, status
 
 
-@bp.get("/jobs/<job_id>")
+def submit_internal(kind: JobKind, params: dict[str, Any], label: str | None = None) -> tuple[Response, int]:
+    """Submit a job of a kind that takes no photos (a re-cluster, an identification) on the caller's behalf."""
+    req = JobRequest(kind=kind, params=params, label=label)
+    return _create(tenant(), new_id("j"), req, [], [], [])
+
+
+@bp.get("/jobs/<job:job_id>")
 def get_job(job_id: str) -> tuple[Response, int]:
     t = tenant()
     try:
@@ -226,15 +275,9 @@ def get_job(job_id: str) -> tuple[Response, int]:
 def _job_from_manifest(t: str, job_id: str) -> Job:
     """A job whose Redis record expired still answers from its manifest."""
     try:
-        m = svc().store.get_json(keys.manifest(t, job_id))
-    except (ObjectNotFound, keys.BadKey):
+        return read_manifest(svc().store, t, job_id).to_job()
+    except ObjectNotFound:
         raise RecordNotFound(f"job {job_id} not found") from None
-    c = m.get("counts", {})
-    return Job(id=job_id, kind=JobKind(m["kind"]), tenant=t, state=JobState(m["state"]), params=m.get("params", {}),
-               inputs={}, label=m.get("label"), created_at=m.get("created_at") or 0, started_at=m.get("started_at"),
-               finished_at=m.get("finished_at"), total=c.get("total", 0), done=c.get("done", 0),
-               failed=c.get("failed", 0), skipped=c.get("skipped", 0), cancelled=c.get("cancelled", 0),
-               ingested=True, error=m.get("error"), extra=m.get("summary") or {})
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -263,20 +306,29 @@ def list_jobs() -> Response:
     try:
         before = float(before_raw) if before_raw is not None else None
     except ValueError:
-        raise ApiError(400, "bad_request", "query parameter 'before' must be a number (next_before)") from None
+        before = math.nan
+    if before is not None and not math.isfinite(before):
+        raise ApiError(400, "bad_request", "query parameter 'before' must be a number (next_before)")
     jobs = svc().records.list_jobs(tenant(), state=state, kind=kind, limit=limit, before=before)
     body: dict[str, Any] = {"jobs": [j.to_public() for j in jobs]}
     body["next_before"] = jobs[-1].created_at if len(jobs) == limit else None
     return jsonify(body)
 
 
-@bp.post("/jobs/<job_id>/cancel")
+@bp.post("/jobs/<job:job_id>/cancel")
 def cancel_job(job_id: str) -> tuple[Response, int]:
+    """Cancel: items nobody has started end now; running ones end at the worker's next check. A job with
+    no running work ends at once (a worker that holds items ends it when they stop)."""
     records = svc().records
     job = records.get_job(job_id, tenant())
     if job.state in FINISHED_STATES:
         raise ApiError(409, "conflict", f"job {job_id} already finished ({job.state})")
     records.request_cancel(job_id)
+    records.cancel_pending_items(job_id)
+    try:
+        finalize_job(records, svc().store, job_id)
+    except LockBusy:
+        pass  # a worker is ending it right now
     return _job_response(records.get_job(job_id), 202)
 
 
@@ -285,18 +337,16 @@ def _output_entry(t: str, key: str) -> dict[str, Any]:
     return {"key": keys.strip_tenant(t, key), "name": name, "url": svc().store.presigned_get(key)}
 
 
-@bp.get("/jobs/<job_id>/results")
+@bp.get("/jobs/<job:job_id>/results")
 def job_results(job_id: str) -> Response:
     t = tenant()
-    records = svc().records
-    job = records.get_job(job_id, t)
     offset = _int_arg("offset", 0, 0, 10**9)
     limit = _int_arg("limit", 100, 1, svc().settings.api.page_size_max)
     state = request.args.get("state")
     if state is not None and state not in {s.value for s in ItemState}:
         raise ApiError(400, "bad_request", f"state must be one of {[s.value for s in ItemState]}")
+    job, items = _items_page(t, job_id, offset, limit)
     end = min(offset + limit, job.total)
-    items = records.get_items(job_id, range(offset, end)) if offset < job.total else []
     out = []
     for it in items:
         if state and it.state != state:
@@ -307,8 +357,25 @@ def job_results(job_id: str) -> Response:
                     "outputs": [_output_entry(t, k) for k in it.outputs]})
     artifacts = []
     if job.state in FINISHED_STATES:
-        for key in [keys.manifest(t, job_id)] + list(job.extra.get("artifacts", [])):
-            artifacts.append(_output_entry(t, key if key.startswith("t/") else keys.tenant_key(t, key)))
+        artifacts.append(_output_entry(t, keys.manifest(t, job_id)))
+        for rel in job.extra.get("artifacts", []):
+            artifacts.append(_output_entry(t, keys.tenant_key(t, rel)))
     return jsonify({"job": job.to_public(), "items": out, "artifacts": artifacts, "offset": offset,
                     "limit": limit, "next_offset": end if end < job.total else None})
 
+
+
+def _items_page(t: str, job_id: str, offset: int, limit: int) -> tuple[Job, list[Item]]:
+    """A page of a job's items: from Redis, or from the manifest's items.jsonl once the records expired."""
+    records = svc().records
+    try:
+        job = records.get_job(job_id, t)
+    except RecordNotFound:
+        try:
+            manifest = read_manifest(svc().store, t, job_id)
+        except ObjectNotFound:
+            raise RecordNotFound(f"job {job_id} not found") from None
+        page = list(islice(iter_manifest_items(svc().store, t, manifest), offset, offset + limit))
+        return manifest.to_job(), page
+    end = min(offset + limit, job.total)
+    return job, records.get_items(job_id, range(offset, end)) if offset < job.total else []

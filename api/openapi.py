@@ -115,9 +115,74 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-EXTRA_PATHS: dict[str, Any] = {}
+def _page_params() -> list[dict[str, Any]]:
+    return [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}]
+
+
+def people_paths() -> dict[str, Any]:
+    """Faces, galleries and the library's people."""
+    from api.faces import SearchRequest, VerifyRequest
+    from api.galleries import GalleryRequest
+    from api.people import FILTERS, FacePerson, MergeRequest, PersonPatch, ReclusterRequest
+
+    obj = {"type": "object"}
+    person = {"name": "person_id", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}
+    face = {"name": "face_id", "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^j[0-9a-f]{16}:[0-9]{1,9}:[0-9]{1,4}$"}}
+
+    def body(model: type) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": _schema(model)}}}
+
+    def op(summary: str, ok: str = "200", codes: tuple[int, ...] = (400, 401, 404, 409, 422, 429),
+           **extra: Any) -> dict[str, Any]:
+        return {"summary": summary, "responses": {ok: _json(obj), **_errors(*codes)}, **extra}
+
+    photos = {"multipart/form-data": {"schema": {"type": "object", "properties": {
+        "a": {"type": "string", "format": "binary"}, "b": {"type": "string", "format": "binary"}}}}}
+    enrol = {"multipart/form-data": {"schema": {"type": "object", "required": ["name", "photos"], "properties": {
+        "name": {"type": "string"}, "photos": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}
+    sync = (400, 401, 404, 409, 415, 422, 429, 502, 504)
+    return {
+        "/v1/faces/verify": {"post": op("Same person? (threshold calibrated per embedding space)", codes=sync,
+                                        requestBody={"required": True, "content": {
+                                            **body(VerifyRequest)["content"], **photos}})},
+        "/v1/faces/search": {"post": op("The library's nearest faces, with their person and name", codes=sync,
+                                        requestBody=body(SearchRequest))},
+        "/v1/faces/identify": {"post": op("Who is in a photo: each face with its library person, or nobody",
+                                          codes=sync, requestBody={"required": True, "content": {
+                                              "multipart/form-data": {"schema": {"type": "object", "properties": {
+                                                  "photo": {"type": "string", "format": "binary"}}}}}})},
+        "/v1/faces": {"get": op("Faces that belong to nobody yet", codes=(400, 401, 429), parameters=[
+            {"name": "unassigned", "in": "query", "schema": {"type": "boolean"}}, *_page_params()])},
+        "/v1/faces/{face_id}/person": {"post": op("Say who a face is (null: not the person it is with)",
+                                                  parameters=[face], requestBody=body(FacePerson))},
+        "/v1/galleries": {"post": op("Create a gallery", "201", (400, 401, 422, 429), requestBody=body(GalleryRequest)),
+                          "get": op("Your galleries", codes=(401, 429))},
+        "/v1/galleries/{gallery_id}": {"get": op("A gallery", codes=(401, 404, 429),
+                                                 parameters=[_path_id("gallery_id")])},
+        "/v1/galleries/{gallery_id}/people": {"post": op("Enrol a named person from 1-20 photos", "201", sync,
+                                                         parameters=[_path_id("gallery_id")],
+                                                         requestBody={"required": True, "content": enrol})},
+        "/v1/library": {"get": op("The library in numbers", codes=(401, 429))},
+        "/v1/people": {"get": op("The library's people: named first, then by faces", codes=(400, 401, 429),
+                                 parameters=[{"name": "filter", "in": "query",
+                                              "schema": {"type": "string", "enum": list(FILTERS)}}, *_page_params()])},
+        "/v1/people/{person_id}": {
+            "get": op("A person and their photos, newest first", codes=(400, 401, 404, 429),
+                      parameters=[person, *_page_params()]),
+            "patch": op("Name, hide or choose the cover of a person", parameters=[person],
+                        requestBody=body(PersonPatch))},
+        "/v1/people/merge": {"post": op("Two people are one", requestBody=body(MergeRequest))},
+        "/v1/people/suggestions": {"get": op("People who may be one person, closest first", codes=(401, 429))},
+        "/v1/people/recluster": {"post": op("Re-cluster the library (a job); no decision is undone", "202",
+                                            requestBody={"required": False, "content": {"application/json": {
+                                                "schema": _schema(ReclusterRequest)}}})},
+        "/v1/people/refresh": {"post": op("Fold waiting faces into the library now", "202", (401, 429))},
+    }
 
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(build_spec(EXTRA_PATHS))
+    return jsonify(build_spec(people_paths()))

@@ -1,13 +1,14 @@
-"""Presigned PUT URLs, so large archives go straight to the object store, not through the API."""
+"""Presigned uploads (POST forms with a size cap), so large archives go straight to the store, not through the API."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
+from api.context import svc
 from api.errors import ApiError
 from storage import keys
 from storage.records import new_id
@@ -28,15 +29,18 @@ def create_uploads() -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", 'send a JSON object like {"names": ["photos.zip"]}')
     req = UploadRequest.model_validate(body)
-    svc = current_app.extensions["nightshift"]
+    ctx = svc()
     t = tenant()
     upload_id = new_id("u")
-    expiry = svc.settings.s3.presign_expiry_s
+    expiry = ctx.settings.s3.presign_expiry_s
+    limit = ctx.settings.worker.max_archive_bytes  # nothing bigger could be used as an input anyway
     out = []
-    for name in req.names:
-        key = keys.upload(t, upload_id, name)
-        out.append({"name": name, "key": keys.strip_tenant(t, key), "method": "PUT",
-                    "url": svc.store.presigned_put(key), "expires_in": expiry})
+    for index, name in enumerate(req.names):
+        key = keys.upload(t, upload_id, index, name)
+        url, fields = ctx.store.presigned_post(key, limit)
+        out.append({"name": name, "key": keys.strip_tenant(t, key), "method": "POST", "url": url,
+                    "fields": fields, "max_bytes": limit, "expires_in": expiry})
     return jsonify({"upload_id": upload_id, "uploads": out,
-                    "next": "PUT each file to its url, then POST /v1/jobs with inputs.keys or inputs.archives "
+                    "next": "POST each file as multipart form data to its url (its fields first, the file last "
+                            "in a field named 'file'), then POST /v1/jobs with inputs.keys or inputs.archives "
                             f"(or inputs.prefix 'uploads/{upload_id}/')"}), 201

@@ -61,13 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from api.client import Client
-    from api.stack import ApiServer, start_worker, wait_worker_ready
+    from api.devstack.servers import start_redis, start_s3
+    from api.devstack.stack import ApiServer, start_worker, wait_worker_ready
     from storage import keys
-    from storage.apikeys import ApiKeys
     from storage.config import Settings, WorkerSettings
     from storage.objects import ObjectStore
     from storage.records import RecordStore
-    from storage.servers import start_redis, start_s3
 
     params = {"method": "builtin", "builtin": [7]}
     blobs = photos(args.photos, args.side)
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     api = ApiServer(settings).start()
     try:
         wait_worker_ready(worker)
-        key = ApiKeys(RecordStore(settings).r, settings.key_prefix).create("bench")
+        key = RecordStore(settings).apikeys.create("bench")
         client = Client(api.url, key)
         store = ObjectStore(settings.s3)
         rels = []
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             client.submit("style", params=params, inputs={"keys": [rels[i % len(rels)]]})
             latencies.append(time.perf_counter() - t)
-        RecordStore(settings).r.delete("style")  # drop the queued benchmark submissions
+        RecordStore(settings).client.delete("style")  # drop the queued benchmark submissions
     finally:
         api.stop()
         worker.kill()

@@ -41,13 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from api.client import Client
-    from api.stack import ApiServer, start_worker, wait_worker_ready
+    from api.devstack.servers import free_port, start_redis, start_s3
+    from api.devstack.stack import ApiServer, start_worker, wait_worker_ready
     from storage import keys
-    from storage.apikeys import ApiKeys
     from storage.config import Settings, WorkerSettings
     from storage.objects import ObjectStore
     from storage.records import RecordStore
-    from storage.servers import free_port, start_redis, start_s3
 
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     redis = start_redis(root / "redis")
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for w in workers:
             wait_worker_ready(w)
-        client = Client(api.url, ApiKeys(RecordStore(settings).r, settings.key_prefix).create("bench"))
+        client = Client(api.url, RecordStore(settings).apikeys.create("bench"))
         store = ObjectStore(settings.s3)
         rels = []
         for i, blob in enumerate(face_photos(args.photos, seed=1)):

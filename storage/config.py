@@ -48,6 +48,12 @@ class WorkerSettings(BaseModel):
     max_member_bytes: int = Field(200 * 1024**2, ge=1)
     max_pixels: int = Field(100_000_000, ge=1)
     vgg19_weights: Path | None = Field(None, description="VGG19 IMAGENET1K_V1 state dict for the Gatys method")
+    heartbeat_s: float = Field(10.0, gt=0, description="how often a worker says it is alive (readiness)")
+    lease_s: float = Field(60.0, gt=0, description="a worker's claim on the job it works on lapses this long "
+                           "after its last renewal (renewed every third of it while it works)")
+    watchdog_interval_s: float = Field(30.0, gt=0, description="how often workers sweep for orphaned work")
+    watchdog_grace_s: float = Field(60.0, gt=0, description="an unfinished job with nobody on it and nothing "
+                                    "queued for this long gets its work re-queued")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of the worker (0: off); "
                               "set PROMETHEUS_MULTIPROC_DIR so pool children's metrics are collected")
     # Videos (docs/video.md). A video outside these limits fails as one item, with the limit in its reason.
@@ -64,12 +70,20 @@ class WorkerSettings(BaseModel):
     video_read_cache_blocks: int = Field(16, ge=1, le=1024, description="range-read blocks kept per open video")
 
 
+class LibrarySettings(BaseModel):
+    min_faces: int = Field(3, ge=1, le=1000, description="unassigned faces that agree form a new person only "
+                           "when they are at least this many")
+
+
 class ApiSettings(BaseModel):
     max_request_mb: int = Field(512, ge=1)
     max_files: int = Field(10_000, ge=1)
+    max_json_mb: int = Field(16, ge=1, description="largest JSON body (a job naming 100,000 keys fits)")
     rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key per minute")
     sync_timeout_s: float = Field(60.0, gt=0, description="how long synchronous endpoints wait on a worker")
     page_size_max: int = Field(1000, ge=1)
+    metrics_token: str | None = Field(None, description="bearer token Prometheus sends to /metrics; unset: "
+                                      "only scrapes from this host are answered")
 
 
 class Settings(BaseSettings):
@@ -83,6 +97,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
     job_ttl_days: int = Field(30, ge=1, description="Redis records expire; the manifest in S3 stays")
 
     @property

@@ -17,5 +17,5 @@ class RecordNotFound(StorageError):
     """A job, item or other record does not exist (or belongs to another tenant)."""
 
 
-class Conflict(StorageError):
-    """The request conflicts with the record's current state."""
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object already exists (or changed) — someone else wrote first."""

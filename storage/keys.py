@@ -8,11 +8,18 @@
     t/<tenant>/jobs/<job>/manifest.json              the finished job's record
     t/<tenant>/jobs/<job>/<name>                     job-level artefacts (contact sheet, people)
     t/<tenant>/galleries/<gallery>/v<version>.json   an enrolled gallery, versioned
-    t/<tenant>/labels/people.json                    human labels of people (names, merges)
+    t/<tenant>/library/...                           the tenant's face library (see `storage.library`):
+        heads/v<version>.json          one version of the library (immutable, created once)
+        HEAD                           a hint: the newest version known
+        segments/<segment>/faces.json.gz, embeddings.f32    the faces one job brought (immutable)
+        intake/<job>.json              a finished job's segments, waiting to join
+        objects/<version>/<name>       the state a version wrote (assignments, people, members, exemplars)
+        decisions/<id>.json            one user decision each (names, merges, moves), never rewritten
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 import unicodedata
@@ -69,8 +76,9 @@ def strip_tenant(tenant: str, key: str) -> str:
     return key[len(root):] if key.startswith(root) else key
 
 
-def upload(tenant: str, upload_id: str, name: str) -> str:
-    return f"{tenant_root(tenant)}uploads/{upload_id}/{safe_name(name)}"
+def upload(tenant: str, upload_id: str, index: int, name: str) -> str:
+    """The n-th file of an upload grant: the index keeps names that sanitise alike (`a b.zip`, `a_b.zip`) apart."""
+    return f"{tenant_root(tenant)}uploads/{upload_id}/{index:04d}-{safe_name(name)}"
 
 
 def job_root(tenant: str, job_id: str) -> str:
@@ -87,6 +95,32 @@ def item_prefix(tenant: str, job_id: str, index: int) -> str:
 
 def item_output(tenant: str, job_id: str, index: int, name: str) -> str:
     return item_prefix(tenant, job_id, index) + safe_name(name)
+
+
+MAX_VARIANT = 64
+
+
+def bounded_variant(variant: str) -> str:
+    """A variant name of at most MAX_VARIANT characters: long ones keep a prefix and a hash of the whole."""
+    variant = _UNSAFE.sub("_", variant).strip("._") or "v"
+    if len(variant) <= MAX_VARIANT:
+        return variant
+    digest = hashlib.sha1(variant.encode()).hexdigest()[:12]
+    return f"{variant[: MAX_VARIANT - 13]}-{digest}"
+
+
+def variant_output(tenant: str, job_id: str, index: int, stem: str, variant: str, ext: str) -> str:
+    """The output of one variant of an item: ``<stem>__<variant>.<ext>``, unique by construction.
+
+    Only the stem is shortened to fit the name limit; the variant part is never cut (a long one is
+    bounded with a hash of the whole), so two variants of one item never share a key.
+    """
+    tail = f"__{bounded_variant(variant)}.{safe_name(ext, 'bin')[:10]}"
+    room = MAX_NAME - len(tail)
+    base = safe_name(stem, "item")
+    if len(base) > room:
+        base = base[:room].rstrip("._") or "item"
+    return item_prefix(tenant, job_id, index) + base + tail
 
 
 def face_thumbnail(tenant: str, job_id: str, index: int, face: int) -> str:
@@ -124,8 +158,63 @@ def gallery_prefix(tenant: str, gallery_id: str) -> str:
     return f"{tenant_root(tenant)}galleries/{gallery_id}/"
 
 
-def labels(tenant: str) -> str:
-    return f"{tenant_root(tenant)}labels/people.json"
+def galleries_prefix(tenant: str) -> str:
+    return f"{tenant_root(tenant)}galleries/"
+
+
+def gallery_input(tenant: str, gallery_id: str, unique: str, name: str) -> str:
+    """A photo enrolled into a gallery (kept: the gallery lists the photos behind its vectors)."""
+    return f"{tenant_root(tenant)}galleries-input/{safe_name(gallery_id)}/{unique}-{safe_name(name, 'photo')}"
+
+
+QUERY_FOLDER = "tmp/"
+
+
+def query_photo(tenant: str, unique: str, name: str) -> str:
+    """A photo sent with a question (verify, search, identify); deleted after the answer, and expired by the
+    bucket's lifecycle rule on ``t/*/tmp/`` if that fails."""
+    return f"{tenant_root(tenant)}{QUERY_FOLDER}{unique}/{safe_name(name, 'photo')}"
+
+
+
+def library_root(tenant: str) -> str:
+    return f"{tenant_root(tenant)}library/"
+
+
+def library_head(tenant: str, version: int) -> str:
+    return f"{library_root(tenant)}heads/v{version:010d}.json"
+
+
+def library_heads(tenant: str) -> str:
+    return f"{library_root(tenant)}heads/"
+
+
+def library_head_hint(tenant: str) -> str:
+    return f"{library_root(tenant)}HEAD"
+
+
+def library_segment(tenant: str, segment: str, name: str) -> str:
+    return f"{library_root(tenant)}segments/{segment}/{name}"
+
+
+def library_intake(tenant: str, job_id: str) -> str:
+    return f"{library_root(tenant)}intake/{job_id}.json"
+
+
+def library_intake_prefix(tenant: str) -> str:
+    return f"{library_root(tenant)}intake/"
+
+
+def library_object(tenant: str, version: int, name: str) -> str:
+    return f"{library_root(tenant)}objects/v{version:010d}/{name}"
+
+
+def library_decision(tenant: str, decision_id: str) -> str:
+    return f"{library_root(tenant)}decisions/{decision_id}.json"
+
+
+def library_decisions(tenant: str) -> str:
+    return f"{library_root(tenant)}decisions/"
 
 
 def video_root(tenant: str, job_id: str, video: int) -> str:

@@ -49,6 +49,9 @@ class TaskName(StrEnum):
 
     INGEST = "nightshift.ingest"
     PROCESS_CHUNK = "nightshift.process_chunk"
+    FINALIZE = "nightshift.finalize"
+    LIBRARY_FOLD = "nightshift.library.fold"
     VERIFY = "nightshift.faces.verify"
     SEARCH = "nightshift.faces.search"
     ENROLL = "nightshift.faces.enroll"
+    IDENTIFY_PHOTO = "nightshift.faces.identify_photo"

@@ -14,21 +14,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import urllib3
 from minio import Minio
+from minio.datatypes import PostPolicy
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from storage.config import S3Settings
-from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
+from storage.errors import ObjectNotFound, PreconditionFailed, StorageError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload", "NotFound"}
+_PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
 _TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "ServerBusy",
               "XMinioServerNotInitialized"}
 
@@ -73,6 +75,7 @@ class ObjectStore:
             region=settings.region,
             http_client=_http_client(),
         )
+        self._quick: Minio | None = None  # health checks: no retries, short timeouts
         public = settings.public_endpoint or settings.endpoint
         secure = settings.secure if settings.public_secure is None else settings.public_secure
         # Presigning is offline (region is given), so this client never has to reach `public`.
@@ -92,6 +95,8 @@ class ObjectStore:
             except S3Error as exc:
                 if exc.code in _NOT_FOUND:
                     raise ObjectNotFound(f"{key or self.bucket}: {exc.code}") from None
+                if exc.code in _PRECONDITION:
+                    raise PreconditionFailed(f"{key}: {exc.code}") from None
                 if not _is_transient(exc):
                     raise StorageError(f"{what} failed: {exc.code}: {exc.message}") from None
                 last: BaseException = exc
@@ -123,9 +128,14 @@ class ObjectStore:
         self._call("ensure_bucket", make)
 
     def ping(self) -> bool:
-        """True when the endpoint answers and the bucket exists (one attempt, no retries)."""
+        """True when the endpoint answers within about a second and the bucket exists (one attempt)."""
+        if self._quick is None:
+            s = self.settings
+            self._quick = Minio(s.endpoint, access_key=s.access_key, secret_key=s.secret_key, secure=s.secure,
+                                region=s.region, http_client=urllib3.PoolManager(
+                                    timeout=urllib3.Timeout(connect=1.0, read=1.0), retries=False, maxsize=2))
         try:
-            return bool(self._client.bucket_exists(self.bucket))
+            return bool(self._quick.bucket_exists(self.bucket))
         except Exception:
             return False
 
@@ -138,6 +148,17 @@ class ObjectStore:
             lambda: self._client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type),
             key=key,
         )
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        """Create `key` only if no object has that key (S3 ``If-None-Match: *``, a conditional write that MinIO
+        and SeaweedFS honour): of two writers, exactly one wins. Raises PreconditionFailed for the loser."""
+        headers = {"If-None-Match": "*", "Content-Type": content_type}
+
+        def put() -> None:
+            # minio-py's put_object would turn If-None-Match into user metadata; its PutObject call takes it as is
+            self._client._put_object(self.bucket, key, data, headers=headers)
+
+        self._call("put_if_absent", put, key=key)
 
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, indent=1, default=str).encode(), "application/json")
@@ -167,17 +188,19 @@ class ObjectStore:
         else:
             self._call("put", put, key=key)
 
-    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
-        with open(path, "rb") as fh:
-            self.put_stream(key, fh, path.stat().st_size, content_type)
-
     # -- reads -------------------------------------------------------------------------------
 
     def get_bytes(self, key: str) -> bytes:
         """Read a whole (small) object."""
+        return self._read(key)
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of an object from `offset` (one ranged GET)."""
+        return self._read(key, offset, length)
+
+    def _read(self, key: str, offset: int = 0, length: int = 0) -> bytes:
         def get() -> bytes:
-            resp = self._client.get_object(self.bucket, key)
+            resp = self._client.get_object(self.bucket, key, offset=offset, length=length)
             try:
                 return resp.read()
             finally:
@@ -188,22 +211,6 @@ class ObjectStore:
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        """Read `length` bytes from `offset` (an HTTP range request; fewer bytes at the object's end).
-
-        Readers of large objects (videos) use this to seek without downloading the object.
-        """
-
-        def get() -> bytes:
-            resp = self._client.get_object(self.bucket, key, offset=offset, length=length)
-            try:
-                return resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-
-        return self._call("get_range", get, key=key)
 
     @contextmanager
     def open(self, key: str) -> Iterator[IO[bytes]]:
@@ -288,8 +295,17 @@ class ObjectStore:
             response_headers=headers,
         )
 
-    def presigned_put(self, key: str, expires_s: int | None = None) -> str:
-        """A short-lived PUT URL (for large uploads straight to the store)."""
-        return self._public.presigned_put_object(
-            self.bucket, key, expires=timedelta(seconds=expires_s or self.settings.presign_expiry_s)
-        )
+    def presigned_post(self, key: str, max_bytes: int, expires_s: int | None = None) -> tuple[str, dict[str, str]]:
+        """A short-lived browser-style upload (POST form) of exactly `key`, at most `max_bytes` long.
+
+        S3 enforces the size only for POST policies (`content-length-range`), never for presigned PUTs.
+        Returns the form's URL and its fields; the file goes last, in a field named `file`.
+        """
+        policy = PostPolicy(self.bucket, datetime.now(UTC)
+                            + timedelta(seconds=expires_s or self.settings.presign_expiry_s))
+        policy.add_equals_condition("key", key)
+        policy.add_content_length_range_condition(0, max_bytes)
+        fields = self._public.presigned_post_policy(policy)
+        public = self.settings.public_endpoint or self.settings.endpoint
+        secure = self.settings.secure if self.settings.public_secure is None else self.settings.public_secure
+        return f"{'https' if secure else 'http'}://{public}/{self.bucket}", {**fields, "key": key}

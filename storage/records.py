@@ -1,12 +1,13 @@
-"""Job and item records in Redis, with atomic state transitions.
+"""Job and item records in Redis, with atomic state transitions (key names: `storage.redisdb.RedisKeys`).
 
-Layout (``<p>`` is the key prefix):
-    <p>:job:<id>              hash: the job record (counts are HINCRBY'd atomically)
-    <p>:item:<id>:<index>     hash: one item (state, attempts, error, outputs, info)
-    <p>:jobs:<tenant>         sorted set of job ids by creation time
-    <p>:idem:<tenant>:<key>   Idempotency-Key -> job id (24 h)
-An item's terminal transition (done/failed/skipped/cancelled) happens once, in a Lua script
-that also bumps the job's counters, so a redelivered chunk never counts an item twice.
+    job:<id>              hash: the job record (counts are HINCRBY'd atomically)
+    item:<id>:<index>     hash: one item (state, attempts, error, outputs, info)
+    jobs:<tenant>         sorted set of job ids by creation time
+    live                  sorted set of jobs not yet finished (the watchdog's list)
+    idem:<tenant>:<key>   Idempotency-Key -> job id and a fingerprint of the request (24 h)
+An item's terminal transition (done/failed/skipped/cancelled) happens once, in a Lua script that also
+bumps the job's counters, so a redelivered chunk never counts an item twice; a job's terminal transition
+happens once too, fenced the same way, whoever (worker, watchdog, cancel) gets there first.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
+from storage.apikeys import ApiKeys
 from storage.config import Settings
-from storage.errors import RecordNotFound, StoreUnavailable
+from storage.coordination import Coordination
+from storage.errors import RecordNotFound
 from storage.names import FINISHED_STATES, ItemState, JobKind, JobState
+from storage.redisdb import RedisKeys, connect, connect_quick, unavailable_on_error
 
 TERMINAL_ITEM_STATES = (ItemState.DONE, ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
 
@@ -40,6 +42,30 @@ local j = redis.call('HMGET', KEYS[2], 'total', 'done', 'failed', 'skipped', 'ca
 local sum = (tonumber(j[2]) or 0) + (tonumber(j[3]) or 0) + (tonumber(j[4]) or 0) + (tonumber(j[5]) or 0)
 if j[6] == '1' and sum >= (tonumber(j[1]) or 0) then return 2 end
 return 1
+"""
+
+# KEYS: job, live jobs. ARGV: state, now, error, extra. The job's terminal transition, once: returns 1 for
+# the caller that made it, 0 when the job had already finished.
+_COMPLETE_JOB = """
+local s = redis.call('HGET', KEYS[1], 'state')
+if not s or s == 'succeeded' or s == 'failed' or s == 'cancelled' or s == 'partial' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished_at', ARGV[2], 'error', ARGV[3], 'extra', ARGV[4])
+redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'id'))
+return 1
+"""
+
+# KEYS: job, then one item key per index. Items still pending become cancelled (once each, counted);
+# running ones are left to the worker that holds them. Returns how many were cancelled.
+_CANCEL_PENDING = """
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], 'state') == 'pending' then
+    redis.call('HSET', KEYS[i], 'state', 'cancelled', 'error', ARGV[1], 'finished_at', ARGV[2])
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[1], 'cancelled', n) end
+return n
 """
 
 # KEYS: job. ARGV: now. queued -> running, once.
@@ -154,95 +180,99 @@ def _f(v: Any) -> float | None:
     return float(v) if v not in (None, "") else None
 
 
-class RecordStore:
-    """Jobs, items, API keys, idempotency keys and rate limits in Redis."""
+class RecordStore(Coordination):
+    """Jobs, items and idempotency keys in Redis; locks, leases and workers through `Coordination`."""
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.p = settings.key_prefix
+        self.keys = RedisKeys(settings.key_prefix)
         self.ttl = settings.job_ttl_days * 86400
-        self.r: redis.Redis = client or redis.Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_connect_timeout=3,
-            socket_timeout=15,
-            health_check_interval=10,
-            retry=Retry(ExponentialBackoff(cap=4, base=0.2), 12),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
-        self._finish_item = self.r.register_script(_FINISH_ITEM)
-        self._mark_running = self.r.register_script(_MARK_RUNNING)
+        self._r: redis.Redis = client or connect(settings.redis_url)
+        self._quick: redis.Redis | None = None
+        self._finish_item = self._r.register_script(_FINISH_ITEM)
+        self._mark_running = self._r.register_script(_MARK_RUNNING)
+        self._complete_job = self._r.register_script(_COMPLETE_JOB)
+        self._cancel_pending = self._r.register_script(_CANCEL_PENDING)
 
-    def _wrap(self, exc: redis.RedisError) -> StoreUnavailable:
-        return StoreUnavailable(f"redis unreachable: {type(exc).__name__}")
+    @property
+    def apikeys(self) -> ApiKeys:
+        """API keys and rate limits, on the same connection."""
+        return ApiKeys(self._r, self.keys)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The raw client, for tests and fault injection only (production code asks this class)."""
+        return self._r
 
     def ping(self) -> bool:
+        """Whether Redis answers within a second (never waits out the reconnect backoff)."""
+        if self._quick is None:
+            self._quick = connect_quick(self.settings.redis_url)
         try:
-            return bool(self.r.ping())
+            return bool(self._quick.ping())
         except redis.RedisError:
             return False
 
-    # -- keys ------------------------------------------------------------------------------
-    def _job(self, job_id: str) -> str:
-        return f"{self.p}:job:{job_id}"
-
-    def _item(self, job_id: str, index: int) -> str:
-        return f"{self.p}:item:{job_id}:{index}"
-
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, job: Job, items: Sequence[Item] = ()) -> None:
-        """Write a new job (and its first items) in one transaction."""
+        """Write a new job (and its first items) in one transaction; it joins the live jobs."""
         created = job.created_at or now()
         fields: dict[str, str | int | float] = {
             "id": job.id, "kind": str(job.kind), "tenant": job.tenant, "state": str(job.state),
             "params": json.dumps(job.params), "inputs": json.dumps(job.inputs), "label": job.label or "",
             "created_at": created, "total": len(items), "done": 0, "failed": 0,
             "skipped": 0, "cancelled": 0, "ingested": "1" if job.ingested else "0", "cancel_requested": "0",
+            "enqueued": len(items), "ingest_cursor": 0,
         }
-        try:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hset(self._job(job.id), mapping=fields)
-            pipe.expire(self._job(job.id), self.ttl)
-            pipe.zadd(f"{self.p}:jobs:{job.tenant}", {job.id: created})
+        with unavailable_on_error():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self.keys.job(job.id), mapping=fields)
+            pipe.expire(self.keys.job(job.id), self.ttl)
+            pipe.zadd(self.keys.tenant_jobs(job.tenant), {job.id: created})
+            pipe.zadd(self.keys.live_jobs(), {job.id: created})
             self._add_items(pipe, job.id, items)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
 
     def _add_items(self, pipe: Any, job_id: str, items: Iterable[Item]) -> None:
         for it in items:
-            key = self._item(job_id, it.index)
+            key = self.keys.item(job_id, it.index)
             pipe.hset(key, mapping={"index": it.index, "name": it.name, "key": it.key, "state": str(it.state),
                                     "attempts": 0, "error": "", "outputs": "[]", "info": "{}"})
             pipe.expire(key, self.ttl)
 
-    def add_items(self, job_id: str, items: Sequence[Item]) -> None:
-        """Append items found while ingesting (archive members, prefix listing)."""
+    def add_items(self, job_id: str, items: Sequence[Item], *, ingest_cursor: int | None = None) -> None:
+        """Append items found while ingesting (archive members, prefix listing), with the ingest position."""
         if not items:
             return
-        try:
-            pipe = self.r.pipeline(transaction=True)
+        with unavailable_on_error():
+            pipe = self._r.pipeline(transaction=True)
             self._add_items(pipe, job_id, items)
-            pipe.hincrby(self._job(job_id), "total", len(items))
+            pipe.hincrby(self.keys.job(job_id), "total", len(items))
+            if ingest_cursor is not None:
+                pipe.hset(self.keys.job(job_id), "ingest_cursor", ingest_cursor)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+
+    def ingest_progress(self, job_id: str) -> tuple[int, int]:
+        """(source entries consumed, items enqueued) of a job's ingest, for a redelivered ingest to resume."""
+        with unavailable_on_error():
+            cursor, enqueued = self._r.hmget(self.keys.job(job_id), "ingest_cursor", "enqueued")
+        return int(cursor or 0), int(enqueued or 0)
+
+    def set_enqueued(self, job_id: str, enqueued: int) -> None:
+        with unavailable_on_error():
+            self._r.hset(self.keys.job(job_id), "enqueued", enqueued)
 
     def mark_ingested(self, job_id: str) -> bool:
         """All items are known. Returns True when every item is already finished."""
-        try:
-            self.r.hset(self._job(job_id), "ingested", "1")
-            job = self.get_job(job_id)
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            self._r.hset(self.keys.job(job_id), "ingested", "1")
+        job = self.get_job(job_id)
         return job.finished_items >= job.total
 
     def get_job(self, job_id: str, tenant: str | None = None) -> Job:
         """Load a job; with `tenant`, another tenant's job is reported as not found."""
-        try:
-            h = self.r.hgetall(self._job(job_id))
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            h = self._r.hgetall(self.keys.job(job_id))
         if not h or (tenant is not None and h.get("tenant") != tenant):
             raise RecordNotFound(f"job {job_id} not found")
         return Job(
@@ -261,10 +291,10 @@ class RecordStore:
         """Newest first; `before` is the created_at cursor of the previous page."""
         out: list[Job] = []
         hi: float | str = f"({before}" if before is not None else "+inf"
-        try:
+        index = self.keys.tenant_jobs(tenant)
+        with unavailable_on_error():
             while len(out) < limit:
-                ids = self.r.zrevrangebyscore(f"{self.p}:jobs:{tenant}", hi, "-inf", start=0, num=limit * 2,
-                                              withscores=True)
+                ids = self._r.zrevrangebyscore(index, hi, "-inf", start=0, num=limit * 2, withscores=True)
                 if not ids:
                     break
                 for job_id, score in ids:
@@ -272,57 +302,60 @@ class RecordStore:
                     try:
                         job = self.get_job(job_id, tenant)
                     except RecordNotFound:
-                        self.r.zrem(f"{self.p}:jobs:{tenant}", job_id)  # expired record
+                        self._r.zrem(index, job_id)  # expired record
                         continue
                     if (state and job.state != state) or (kind and job.kind != kind):
                         continue
                     out.append(job)
                     if len(out) >= limit:
                         break
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
         return out
 
     def mark_running(self, job_id: str) -> bool:
-        try:
-            return bool(self._mark_running(keys=[self._job(job_id)], args=[now()]))
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            return bool(self._mark_running(keys=[self.keys.job(job_id)], args=[now()]))
 
     def request_cancel(self, job_id: str) -> None:
-        try:
-            self.r.hset(self._job(job_id), "cancel_requested", "1")
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            self._r.hset(self.keys.job(job_id), "cancel_requested", "1")
 
     def cancel_requested(self, job_id: str) -> bool:
-        try:
-            return self.r.hget(self._job(job_id), "cancel_requested") == "1"
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            return self._r.hget(self.keys.job(job_id), "cancel_requested") == "1"
+
+    def cancel_pending_items(self, job_id: str, reason: str = "job cancelled", page: int = 1000) -> int:
+        """Cancel every item nobody has started (in pages, so Redis is never blocked long); returns how many."""
+        total = self.get_job(job_id).total
+        count = 0
+        for lo in range(0, total, page):
+            item_keys = [self.keys.item(job_id, i) for i in range(lo, min(lo + page, total))]
+            with unavailable_on_error():
+                count += int(self._cancel_pending(keys=[self.keys.job(job_id), *item_keys], args=[reason, now()]))
+        return count
 
     def set_job_fields(self, job_id: str, **fields: Any) -> None:
         enc = {k: (json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v)))
                for k, v in fields.items()}
-        try:
-            self.r.hset(self._job(job_id), mapping=enc)
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            self._r.hset(self.keys.job(job_id), mapping=enc)
 
-    def finish_job(self, job_id: str, state: JobState, error: str | None = None,
-                   extra: dict[str, Any] | None = None) -> None:
-        self.set_job_fields(job_id, state=str(state), finished_at=now(), error=error, extra=extra or {})
+    def complete_job(self, job_id: str, state: JobState, error: str | None = None,
+                     extra: dict[str, Any] | None = None) -> bool:
+        """The job's terminal transition; True for the one caller that made it, False if it had finished."""
+        if state not in FINISHED_STATES:
+            raise ValueError(f"{state} is not a terminal job state")
+        with unavailable_on_error():
+            return bool(self._complete_job(keys=[self.keys.job(job_id), self.keys.live_jobs()],
+                                           args=[str(state), now(), error or "", json.dumps(extra or {})]))
 
     # -- items -----------------------------------------------------------------------------
     def get_items(self, job_id: str, indices: Iterable[int]) -> list[Item]:
         idx = list(indices)
-        try:
-            pipe = self.r.pipeline(transaction=False)
+        with unavailable_on_error():
+            pipe = self._r.pipeline(transaction=False)
             for i in idx:
-                pipe.hgetall(self._item(job_id, i))
+                pipe.hgetall(self.keys.item(job_id, i))
             rows = pipe.execute()
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
         return [self._to_item(h) for h in rows if h]
 
     def iter_items(self, job_id: str, start: int = 0, page: int = 500) -> Iterator[Item]:
@@ -340,87 +373,72 @@ class RecordStore:
 
     def claim_attempt(self, job_id: str, index: int) -> int:
         """Count one more delivery of an item; returns the attempt number."""
-        try:
-            key = self._item(job_id, index)
-            pipe = self.r.pipeline(transaction=True)
+        key = self.keys.item(job_id, index)
+        with unavailable_on_error():
+            pipe = self._r.pipeline(transaction=True)
             pipe.hincrby(key, "attempts", 1)
             pipe.hset(key, "state", str(ItemState.RUNNING))
             return int(pipe.execute()[0])
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
 
     def release_attempt(self, job_id: str, index: int) -> None:
         """Undo a claim when the attempt ended for a reason that is not the item's fault."""
-        try:
-            self.r.hincrby(self._item(job_id, index), "attempts", -1)
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            self._r.hincrby(self.keys.item(job_id, index), "attempts", -1)
 
     def finish_item(self, job_id: str, index: int, state: ItemState, *, error: str | None = None,
                     outputs: Sequence[str] = (), info: dict[str, Any] | None = None) -> int:
         """Record an item's terminal state once. Returns 0 (already final), 1, or 2 (job complete)."""
         if state not in TERMINAL_ITEM_STATES:
             raise ValueError(f"{state} is not a terminal item state")
-        try:
+        with unavailable_on_error():
             return int(self._finish_item(
-                keys=[self._item(job_id, index), self._job(job_id)],
+                keys=[self.keys.item(job_id, index), self.keys.job(job_id)],
                 args=[str(state), error or "", json.dumps(list(outputs)), json.dumps(info or {}), now()],
             ))
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
 
     # -- progress in units finer than items (frames of a video segment) ------------------
     def set_progress(self, job_id: str, index: int, done: int, total: int) -> None:
         """How far item `index` is, in its own units (a rewrite, so a redelivered item never counts twice)."""
-        key = f"{self.p}:progress:{job_id}"
-        try:
-            pipe = self.r.pipeline(transaction=False)
+        key = self.keys.progress(job_id)
+        with unavailable_on_error():
+            pipe = self._r.pipeline(transaction=False)
             pipe.hset(key, str(index), f"{done}/{total}")
             pipe.expire(key, self.ttl)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+
+    def item_progress(self, job_id: str) -> dict[int, tuple[int, int]]:
+        """(done, total) per item that reports progress."""
+        with unavailable_on_error():
+            raw = self._r.hgetall(self.keys.progress(job_id))
+        out = {}
+        for index, value in raw.items():
+            d, _, t = str(value).partition("/")
+            out[int(index)] = (int(d), int(t or 0))
+        return out
 
     def progress(self, job_id: str) -> dict[str, int] | None:
         """Units done and planned over the job's items that report progress (None when none do)."""
-        try:
-            values = self.r.hvals(f"{self.p}:progress:{job_id}")
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
-        if not values:
+        per_item = self.item_progress(job_id)
+        if not per_item:
             return None
-        done = total = 0
-        for value in values:
-            d, _, t = str(value).partition("/")
-            done, total = done + int(d), total + int(t or 0)
-        return {"done": done, "total": total}
-
-    # -- content-hash index (incremental face indexing) -----------------------------------
-    def seen_hash(self, tenant: str, model: str, sha: str) -> str | None:
-        try:
-            return self.r.hget(f"{self.p}:hashes:{tenant}:{model}", sha)
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
-
-    def remember_hash(self, tenant: str, model: str, sha: str, where: str) -> None:
-        try:
-            self.r.hsetnx(f"{self.p}:hashes:{tenant}:{model}", sha, where)
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        return {"done": sum(d for d, _ in per_item.values()), "total": sum(t for _, t in per_item.values())}
 
     # -- idempotency -------------------------------------------------------------------------
-    def claim_idempotency(self, tenant: str, key: str, job_id: str) -> str:
-        """Bind an Idempotency-Key to a job id; returns the id it is bound to (maybe an earlier one)."""
-        k = f"{self.p}:idem:{tenant}:{key}"
-        try:
-            if self.r.set(k, job_id, nx=True, ex=86400):
-                return job_id
-            return str(self.r.get(k) or job_id)
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+    def claim_idempotency(self, tenant: str, key: str, job_id: str, fingerprint: str) -> tuple[str, str]:
+        """Bind an Idempotency-Key to a job id and the request's fingerprint.
+
+        Returns (job id, fingerprint) of the binding: this call's, or the one an earlier request made.
+        """
+        k = self.keys.idempotency(tenant, key)
+        with unavailable_on_error():
+            if self._r.set(k, json.dumps([job_id, fingerprint]), nx=True, ex=86400):
+                return job_id, fingerprint
+            raw = self._r.get(k)
+        if not raw:
+            return job_id, fingerprint
+        bound_id, bound_fp = json.loads(raw)
+        return str(bound_id), str(bound_fp)
 
     def release_idempotency(self, tenant: str, key: str) -> None:
-        try:
-            self.r.delete(f"{self.p}:idem:{tenant}:{key}")
-        except redis.RedisError as exc:
-            raise self._wrap(exc) from exc
+        with unavailable_on_error():
+            self._r.delete(self.keys.idempotency(tenant, key))

@@ -14,12 +14,11 @@ import pytest
 from PIL import Image
 
 from api.client import Client
-from api.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
-from storage.apikeys import ApiKeys
+from api.devstack.servers import ServerProcess, free_port, start_redis, start_s3
+from api.devstack.stack import ApiServer, WorkerProcess, local_redis_url, start_worker, wait_worker_ready
 from storage.config import ApiSettings, Settings, WorkerSettings
 from storage.objects import ObjectStore
 from storage.records import RecordStore
-from storage.servers import ServerProcess, free_port, start_redis, start_s3
 
 
 @dataclass
@@ -46,10 +45,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("stack")
-    redis = start_redis(root / "redis")
+    password = secrets.token_urlsafe(16)  # as the embedded stack runs it: no anonymous access
+    redis = start_redis(root / "redis", password=password)
     s3, s3_settings = start_s3(root / "s3")
     settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0", s3=s3_settings, data_dir=root, key_prefix="nst",
+        redis_url=local_redis_url(redis.ports["redis"], password), s3=s3_settings, data_dir=root, key_prefix="nst",
         worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3,
                               vgg19_weights=root / "vgg19-random.pth"),  # written by the Gatys test
         api=ApiSettings(rate_limit_per_minute=100_000),
@@ -81,7 +81,7 @@ def api_server(services: Services) -> Iterator[ApiServer]:
 
 def new_tenant_key(services: Services, tenant: str | None = None) -> tuple[str, str]:
     tenant = tenant or "t" + secrets.token_hex(4)
-    return tenant, ApiKeys(services.records.r, services.settings.key_prefix).create(tenant)
+    return tenant, services.records.apikeys.create(tenant)
 
 
 @pytest.fixture

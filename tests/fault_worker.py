@@ -29,7 +29,7 @@ _original = style_handler.StyleHandler.process_batch
 def _faulty(self: style_handler.StyleHandler, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
     # The counting rides on the product's own Redis client (with its retries): during a Redis restart
     # the harness must fail like the product does (an outage, retried), not as an item error.
-    r = RecordStore(get_settings()).r
+    r = RecordStore(get_settings()).client
     try:
         for item in batch:
             r.hincrby("fault:calls", item.name, 1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from api.cli import main
-from api.stack import ApiServer
-from storage.servers import free_port
+from api.devstack.servers import free_port
+from api.devstack.stack import ApiServer
 from tests.conftest import photo
 
 pytestmark = [pytest.mark.integration]

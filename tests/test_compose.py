@@ -40,17 +40,24 @@ def test_env_points_at_internal_services_and_public_endpoint_for_presigning() ->
     services = load()["services"]
     for name in ("api", "worker-style", "worker-faces"):
         env = services[name]["environment"]
-        assert env["NIGHTSHIFT_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["NIGHTSHIFT_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
+        assert env["NIGHTSHIFT_REDIS_URL"].endswith("@redis:6379/0")
         assert env["NIGHTSHIFT_S3__ENDPOINT"] == "minio:9000"
         assert "NIGHTSHIFT_S3__PUBLIC_ENDPOINT" in env
         assert env["NIGHTSHIFT_S3__SECRET_KEY"].startswith("${")  # never a literal secret
+        assert "MINIO_ROOT" not in env["NIGHTSHIFT_S3__ACCESS_KEY"] + env["NIGHTSHIFT_S3__SECRET_KEY"]
 
 
 def test_api_runs_under_gunicorn_and_bucket_is_initialised() -> None:
     services = load()["services"]
-    assert services["api"]["command"][0] == "gunicorn"
-    assert "api.wsgi:app" in services["api"]["command"]
-    assert "mc mb" in " ".join(services["minio-init"]["command"])
+    cmd = services["api"]["command"]
+    assert cmd[0] == "gunicorn" and "api.wsgi:app" in cmd
+    assert cmd[cmd.index("-c") + 1] == "python:api.gunicorn_conf"
+    from api import gunicorn_conf
+
+    assert gunicorn_conf.worker_class == "gevent"  # slow clients cost greenlets, not workers
+    init = " ".join(services["minio-init"]["command"])
+    assert "mc mb" in init and "mc admin user add" in init and "arn:aws:s3:::nightshift/*" in init
     assert services["api"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
 
 
@@ -80,3 +87,12 @@ def test_env_names_match_settings() -> None:
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def test_operator_ports_are_local_and_guarded() -> None:
+    services = load()["services"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert any(a.startswith("--basic-auth=") for a in services["flower"]["command"])
+    assert "127.0.0.1:9001:9001" in services["minio"]["ports"]
+    assert "--requirepass" in services["redis"]["command"]
+    assert "ports" not in services["redis"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from api.stack import ApiServer
+from api.devstack.stack import ApiServer
 from tests.conftest import Services, new_tenant_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

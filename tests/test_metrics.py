@@ -16,32 +16,60 @@ pytestmark = [pytest.mark.integration]
 
 
 def _value(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    """The sum of a metric's samples with these labels; 0 when the metric has none yet."""
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name + ("{" if labels else "")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
-    assert total or want, f"{name}{{{want}}} not found"
     return total
 
 
-def test_worker_and_api_metrics_after_a_job(workers, client: Client, tmp_path, services: Services) -> None:
-    path = tmp_path / "m.jpg"
+def _scrape(url: str) -> str:
+    return requests.get(url + "/metrics", timeout=10).text
+
+
+def test_worker_and_api_metrics_count_a_job(workers, client: Client, tmp_path, services: Services) -> None:
+    """Counters are process-wide and other tests' jobs move them too: compare before and after."""
     from tests.conftest import photo
 
-    path.write_bytes(photo(3, (64, 48)))
-    job = client.wait(client.submit("style", files=[path], params={"method": "builtin", "builtin": [2]})["id"],
+    worker_url = f"http://127.0.0.1:{workers['style'].metrics_port}"
+    counters = [("nightshift_items_total", {"state": "done"}), ("nightshift_stage_seconds_count", {"stage": "model"}),
+                ("nightshift_stage_seconds_count", {"stage": "upload"}),
+                ("nightshift_jobs_finished_total", {"kind": "style", "state": "succeeded"})]
+    before = _scrape(worker_url)
+    api_before = _value(_scrape(client.url), "nightshift_jobs_submitted_total", kind="style")
+    paths = []
+    for n in range(3):
+        path = tmp_path / f"m{n}.jpg"
+        path.write_bytes(photo(30 + n, (64, 48)))
+        paths.append(path)
+    job = client.wait(client.submit("style", files=paths, params={"method": "builtin", "builtin": [2]})["id"],
                       timeout=120)
     assert job["state"] == "succeeded"
-    port = workers["style"].metrics_port
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    assert _value(text, "nightshift_items_total", state="done") >= 1
-    assert _value(text, "nightshift_stage_seconds_count", stage="model") >= 1
-    assert _value(text, "nightshift_stage_seconds_count", stage="upload") >= 1
-    assert _value(text, "nightshift_jobs_finished_total", kind="style", state="succeeded") >= 1
-    api_text = requests.get(client.url + "/metrics", timeout=10).text
-    assert _value(api_text, "nightshift_jobs_submitted_total", kind="style") >= 1
+    after = _scrape(worker_url)
+    deltas = {f"{name}{labels}": _value(after, name, **labels) - _value(before, name, **labels)
+              for name, labels in counters}
+    assert deltas["nightshift_items_total{'state': 'done'}"] >= 3
+    assert deltas["nightshift_stage_seconds_count{'stage': 'model'}"] >= 1
+    assert deltas["nightshift_stage_seconds_count{'stage': 'upload'}"] >= 3
+    assert deltas["nightshift_jobs_finished_total{'kind': 'style', 'state': 'succeeded'}"] >= 1
+    api_text = _scrape(client.url)
+    assert _value(api_text, "nightshift_jobs_submitted_total", kind="style") - api_before >= 1
     assert 'nightshift_queue_depth{queue="faces"}' in api_text
+
+
+def test_api_metrics_need_the_token_or_a_local_scraper(services: Services) -> None:
+    from api import create_app
+
+    settings = services.settings.model_copy(update={"api": services.settings.api.model_copy(
+        update={"metrics_token": "s3cret"})})
+    app = create_app(settings).test_client()
+    assert app.get("/metrics", environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 403
+    assert app.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert app.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    open_app = create_app(services.settings).test_client()
+    assert open_app.get("/metrics", environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 403
+    assert open_app.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
 
 
 def test_logs_are_json_with_job_ids() -> None:

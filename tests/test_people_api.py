@@ -1,10 +1,8 @@
-"""Faces become people through the API: verify, search, galleries, identify, cluster, labels."""
+"""Real faces through the API: verify, search, galleries, identify, and the library of people."""
 
 from __future__ import annotations
 
-import io
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -75,13 +73,14 @@ def test_verify_on_lfw_pairs(indexed) -> None:
     assert client.verify(img(diff[0], diff[1]), img(diff[2], diff[3]))["same_person"] is False
 
 
-def test_search_finds_the_same_face_first(indexed) -> None:
+def test_search_finds_the_same_face_first_with_its_person(indexed) -> None:
     client, job_id, folder = indexed
     res = client.search(folder / "a-small.jpg", k=3)
     assert res["searched"] >= 7 and len(res["matches"]) == 3
     top = res["matches"][0]
     assert top["distance"] < 0.1 and top["photo"].endswith("a-small.jpg") and top["job"] == job_id
-    assert top["thumbnail_url"].startswith("http")
+    assert top["thumbnail_url"].startswith("http") and top["photo_url"].startswith("http")
+    assert top["person"] and top["name"] is None  # in the library, not named yet
     assert [m["distance"] for m in res["matches"]] == sorted(m["distance"] for m in res["matches"])
 
 
@@ -97,59 +96,49 @@ def test_gallery_enrol_and_identify(indexed) -> None:
     assert job["state"] == "succeeded", [it["error"] for it in client.results(job["id"])]
     assert job["summary"]["faces"] == 7 and job["summary"]["unknown"] == 0
     assert job["summary"]["photos_per_person"] == {"Eileen": 5}
-
-
-def test_cluster_respects_photos_keeps_names_and_ignores_order(indexed) -> None:
-    client, job_id, _ = indexed
-    first = client.wait(client.submit("cluster", params={"index_jobs": [job_id]})["id"], timeout=120)
-    assert first["state"] == "succeeded", first
-    people = client.request("GET", f"/v1/jobs/{first['id']}/people")["people"]
-    # the three faces of the group photo never share a person
-    for person in people:
-        items = [f["id"].split(":")[1] for f in person["faces"]]
-        assert len(items) == len(set(items)), person
-    assert sum(p["face_count"] for p in people) == 7
-    assert len(people) >= 3  # one person, but the group photo's three faces cannot share one
-    biggest = people[0]
-    named = client.request("PUT", f"/v1/people/{biggest['id']}", json={"name": "Eileen Collins"})
-    assert named["name"] == "Eileen Collins"
-    again = client.wait(client.submit("cluster", params={"index_jobs": [job_id]})["id"], timeout=120)
-    people2 = client.request("GET", f"/v1/jobs/{again['id']}/people")["people"]
-    by_name = {p["name"]: p for p in people2}
-    assert {f["id"] for f in by_name["Eileen Collins"]["faces"]} == {f["id"] for f in biggest["faces"]}
-    assert sorted(p["id"] for p in people2) == sorted(p["id"] for p in people)
-    sheet = Image.open(io.BytesIO(__import__("requests").get(by_name["Eileen Collins"]["sheet_url"],
-                                                             timeout=10).content))
-    assert sheet.width > 112
-
-
-def test_merge_and_move_out(indexed) -> None:
-    client, job_id, _ = indexed
-    job = client.wait(client.submit("cluster", params={"index_jobs": [job_id]})["id"], timeout=120)
-    people = client.request("GET", f"/v1/jobs/{job['id']}/people")["people"]
-    assert len(people) >= 2
-    a, b = people[0], people[-1]
-    face = random.choice(a["faces"])["id"]
-    client.request("POST", f"/v1/people/{a['id']}/remove", json={"face": face})
-    after = {p["id"]: p for p in client.request("GET", f"/v1/jobs/{job['id']}/people")["people"]}
-    assert face not in {f["id"] for f in after[a["id"]]["faces"]}
-    client.request("POST", "/v1/people/merge", json={"into": a["id"], "from": b["id"]})
-    merged = {p["id"]: p for p in client.request("GET", f"/v1/jobs/{job['id']}/people")["people"]}
-    assert b["id"] not in merged and merged[a["id"]]["face_count"] == a["face_count"] - 1 + b["face_count"]
     with pytest.raises(ApiError) as err:
-        client.request("PUT", "/v1/people/nobody", json={"name": "x"})
+        client.submit("identify", params={"gallery": "gnope"})
+    assert err.value.status == 422 and "not found" in err.value.message
+
+
+def test_real_faces_become_one_person_and_decisions_survive_a_recluster(indexed) -> None:
+    """Seven faces of one astronaut: five in one person; the group photo's other two faces cannot share that
+    person (one photo never shows a person twice), so they wait as unassigned."""
+    client, job_id, _ = indexed
+    people = client.request("GET", "/v1/people")["people"]
+    assert len(people) == 1 and people[0]["faces"] == 5 and people[0]["photos"] == 5
+    person = people[0]["id"]
+    waiting = client.request("GET", "/v1/faces", params={"unassigned": "true"})
+    assert waiting["total"] == 2 and all(f["photo_key"].endswith("group.jpg") for f in waiting["faces"])
+    named = client.request("PATCH", f"/v1/people/{person}", json={"name": "Eileen Collins"})["person"]
+    assert named["name"] == "Eileen Collins" and named["cover"]["thumbnail_url"].startswith("http")
+    shown = client.request("GET", f"/v1/people/{person}")
+    assert shown["total_photos"] == 5 and all(p["url"].startswith("http") for p in shown["photos"])
+    out = next(f["face"] for p in shown["photos"] for f in p["faces"] if p["key"].endswith("a-crop.jpg"))
+    client.request("POST", f"/v1/faces/{out}/person", json={"person": None})
+    assert client.request("GET", "/v1/faces")["total"] == 3
+    with pytest.raises(ApiError) as err:  # the group's faces: the person already has a face in that photo
+        client.request("POST", f"/v1/faces/{waiting['faces'][0]['face']}/person", json={"person": person})
+    assert err.value.status == 409 and "that photo" in err.value.message
+    job = client.request("POST", "/v1/people/recluster")
+    assert client.wait(job["id"], timeout=180)["state"] == "succeeded"
+    after = client.request("GET", "/v1/people")["people"]
+    assert [(p["id"], p["name"], p["faces"]) for p in after] == [(person, "Eileen Collins", 4)]
+    assert out in {f["face"] for f in client.request("GET", "/v1/faces")["faces"]}  # still moved out
+    client.request("POST", f"/v1/faces/{out}/person", json={"person": person})
+    assert client.request("GET", f"/v1/people/{person}")["person"]["faces"] == 5
+    with pytest.raises(ApiError) as err:
+        client.request("PATCH", "/v1/people/nobody", json={"name": "x"})
     assert err.value.status == 404
 
 
 def test_people_page_in_a_real_browser(indexed, api_server, page) -> None:  # noqa: F811 - fixture
-    """The web page's People view of a real cluster job: cards with face thumbnails (screenshot)."""
-    client, job_id, _ = indexed
-    job = client.wait(client.submit("cluster", params={"index_jobs": [job_id]})["id"], timeout=120)
+    """The web page's People view of the library: a card with the person's cover (screenshot)."""
+    client, _, _ = indexed
     key = client.session.headers["Authorization"].split(" ", 1)[1]
     page.goto(f"{api_server.url}/ui#key={key}")
-    page.goto(f"{api_server.url}/ui#/people/{job['id']}")
+    page.goto(f"{api_server.url}/ui#/people")
     page.wait_for_selector(".person")
-    cards = page.locator(".person").count()
-    assert cards == len(client.request("GET", f"/v1/jobs/{job['id']}/people")["people"])
-    assert images_loaded(page, ".person img") >= 7
+    assert page.locator(".person").count() == len(client.request("GET", "/v1/people")["people"])
+    assert images_loaded(page, ".person img") >= 1
     shot(page, "web-people.png")

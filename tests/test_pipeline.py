@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from api.client import Client
+from api.client import Client, InvalidRequest
 from storage import keys
 from tests.conftest import Services, photo
 from tests.corpus import CASES
@@ -50,8 +50,10 @@ def test_style_job_end_to_end_over_http(workers, client: Client, services: Servi
     assert img.size == (160, 120)
     # objects are where the key layout says, under the tenant
     tenant = tenant_key[0]
-    assert services.store.exists(keys.item_output(tenant, job["id"], 0, out["name"])) or \
-        services.store.exists(f"t/{tenant}/{out['key']}")
+    first_item = next(it for it in items if it["index"] == 0)
+    for output in first_item["outputs"]:
+        assert output["key"].startswith(f"jobs/{job['id']}/items/0000000/")
+        assert services.store.exists(keys.tenant_key(tenant, output["key"]))
     manifest = services.store.get_json(keys.manifest(tenant, job["id"]))
     assert manifest["state"] == "succeeded" and manifest["counts"]["done"] == 3
     lines = services.store.get_bytes(keys.job_artifact(tenant, job["id"], "items.jsonl")).splitlines()
@@ -123,10 +125,9 @@ def test_prefix_job_streams_the_listing(workers, client: Client, services: Servi
     assert job["state"] == "succeeded" and job["counts"]["done"] == 9
 
 
-def test_empty_prefix_fails_with_reason(workers, client: Client) -> None:
-    job = client.submit("style", params=BUILTIN, inputs={"prefix": "nothing-here/"})
-    job = client.wait(job["id"], timeout=60)
-    assert job["state"] == "failed" and "no input photos" in job["error"]
+def test_empty_prefix_is_refused_at_submit(client: Client) -> None:
+    with pytest.raises(InvalidRequest, match="no objects under 'nothing-here/'"):
+        client.submit("style", params=BUILTIN, inputs={"prefix": "nothing-here/"})
 
 
 def test_retried_submission_with_idempotency_key_runs_once(workers, client: Client, services: Services,

@@ -14,6 +14,7 @@ from storage.errors import ObjectNotFound, RecordNotFound, StoreUnavailable
 from storage.names import ItemState, JobKind, JobState
 from storage.objects import ObjectStore
 from storage.records import Item, Job, RecordStore, new_id
+from storage.redisdb import RedisKeys
 from tests.conftest import Services
 
 
@@ -45,8 +46,8 @@ def test_stream_multipart_upload_and_download(services: Services, tmp_path) -> N
 def test_presigned_urls_work_and_expire(services: Services) -> None:
     store = services.store
     key = f"test/{new_id()}/p.txt"
-    put = store.presigned_put(key)
-    assert requests.put(put, data=b"presigned", timeout=10).status_code == 200
+    url, fields = store.presigned_post(key, max_bytes=100)
+    assert requests.post(url, data=fields, files={"file": ("p.txt", b"presigned")}, timeout=10).ok
     assert requests.get(store.presigned_get(key), timeout=10).content == b"presigned"
     short = store.presigned_get(key, expires_s=1)
     time.sleep(2.2)
@@ -79,7 +80,7 @@ def test_key_layout_rejects_traversal_and_namespaces_tenants() -> None:
     long = keys.safe_name("é" * 300 + ".jpeg")
     assert len(long) <= keys.MAX_NAME and long.endswith(".jpeg")
     # deterministic: a retried item writes the same keys
-    assert keys.item_output("a", "j1", 7, "x.png") == keys.item_output("a", "j1", 7, "x.png")
+    assert keys.item_output("a", "j1", 7, "x.png") == "t/a/jobs/j1/items/0000007/x.png"
 
 
 def _job(records: RecordStore, n: int, tenant: str = "acme") -> Job:
@@ -129,6 +130,55 @@ def test_redis_outage_raises_store_unavailable() -> None:
     from storage.config import Settings
 
     records = RecordStore(Settings(redis_url="redis://127.0.0.1:1/0"),)
-    records.r.connection_pool.connection_kwargs["retry"] = None
+    records.client.connection_pool.connection_kwargs["retry"] = None
     with pytest.raises(StoreUnavailable):
         records.get_job("x")
+
+
+def test_a_finalize_longer_than_its_lock_ttl_runs_once(services: Services) -> None:
+    """The lock's TTL is 1 s and the finalize takes 3 s: the holder keeps extending it, so a second finalizer
+    arriving meanwhile finds it held (the old SET NX EX lock expired and let the second one in)."""
+    import threading
+
+    from storage.coordination import LockBusy
+    from storage.jobs import finalize_job, plain_summary
+
+    records = services.records
+    job = _job(records, 1)
+    records.mark_ingested(job.id)
+    records.finish_item(job.id, 0, ItemState.DONE)
+    calls: list[float] = []
+
+    def slow(job_: Job, items: list[Item]):
+        calls.append(time.monotonic())
+        time.sleep(3)
+        return plain_summary(job_, items)
+
+    results: list[object] = []
+
+    def finalize() -> None:
+        try:
+            results.append(finalize_job(records, services.store, job.id, slow, lock_ttl=1.0))
+        except LockBusy as exc:
+            results.append(exc)
+
+    first = threading.Thread(target=finalize)
+    first.start()
+    time.sleep(1.8)  # past the TTL of the first holder's lock
+    finalize()
+    first.join()
+    assert len(calls) == 1
+    assert sorted(map(type, results), key=str) == sorted([bool, LockBusy], key=str)
+    assert records.get_job(job.id).state == "succeeded"
+
+
+def test_a_lock_whose_extension_fails_says_so_and_frees_the_name(services: Services) -> None:
+    records = services.records
+    with records.hold_lock("held-then-lost", ttl=0.6) as held:
+        time.sleep(1.0)
+        assert held.still_held()  # extended past its TTL
+        records.client.delete(RedisKeys(services.settings.key_prefix).lock("held-then-lost"))  # taken away
+        time.sleep(0.5)
+        assert held.lost and not held.still_held()
+        with records.hold_lock("held-then-lost", ttl=5, wait=0):
+            pass  # another holder may take it now

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from api.client import Client
-from api.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
+from api.devstack.servers import ServerProcess, start_redis, start_s3
+from api.devstack.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
 from storage import keys
-from storage.apikeys import ApiKeys
 from storage.config import Settings, WorkerSettings
 from storage.objects import ObjectStore
 from storage.records import RecordStore
-from storage.servers import ServerProcess, start_redis, start_s3
 from workers.video.clips import pan, write_clip
+from workers.video.source import upload_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUILTIN = {"method": "builtin", "builtin": [7]}
@@ -53,7 +53,7 @@ class Stack:
         return w
 
     def put(self, rel: str, path: Path) -> str:
-        self.store.put_file(keys.tenant_key(TENANT, rel), path, "video/mp4")
+        upload_file(self.store, keys.tenant_key(TENANT, rel), path, "video/mp4")
         return rel
 
 
@@ -64,7 +64,7 @@ def _stack(root: Path) -> Stack:
                         data_dir=root, worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3,
                                                              video_segment_seconds=1.0, video_context_frames=6))
     api = ApiServer(settings).start()
-    key = ApiKeys(RecordStore(settings).r, "vid").create(TENANT)
+    key = RecordStore(settings).apikeys.create(TENANT)
     return Stack(root, settings, r, s3, api, Client(api.url, key), key)
 
 
@@ -196,10 +196,10 @@ def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(stack: Stack, 
                 items = records.get_items(job["id"], range(records.get_job(job["id"]).total))
             except Exception:
                 return False
-            progress = records.r.hgetall(f"vid:progress:{job['id']}")
+            progress = records.item_progress(job["id"])
             for it in items:
-                done, _, total = progress.get(str(it.index), "0/0").partition("/")
-                if it.state == "running" and 0 < int(done) < int(total):
+                done, total = progress.get(it.index, (0, 0))
+                if it.state == "running" and 0 < done < total:
                     return True
             return False
 

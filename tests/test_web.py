@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from api import create_app
-from api.stack import ApiServer
+from api.devstack.stack import ApiServer
 from storage.config import Settings
 from tests.browser import launch_chromium
 from tests.conftest import photo
@@ -173,89 +173,3 @@ def drive_the_page(page: Any, url: str, key: str, photos: list[str]) -> None:
     found = page.wait_for_selector(".person, [data-unavailable], .error")
     assert found.inner_text().strip()
     shot(page, "web-people-wrong-kind.png")
-
-
-class PeopleStub:
-    """Stands in for the people endpoints (GET people, rename, merge, face search) at the browser's network edge."""
-
-    def __init__(self) -> None:
-        def faces(pid: str, n: int) -> list[dict[str, str]]:
-            return [{"id": f"{pid}f{i}", "thumbnail_url": f"http://faces.test/{pid}f{i}.jpg"} for i in range(n)]
-
-        self.people: list[dict[str, Any]] = [
-            {"id": "p1", "name": "Ada", "faces": faces("p1", 3), "photo_count": 3},
-            {"id": "p2", "name": None, "faces": faces("p2", 2), "photo_count": 2},
-            {"id": "p3", "name": "Grace", "faces": faces("p3", 1), "photo_count": 1},
-        ]
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def install(self, pg: Any) -> None:
-        pg.route("**/v1/jobs/jc1/people", lambda route: route.fulfill(json={"people": self.people}))
-        pg.route("**/v1/people/**", self._person)
-        pg.route("**/v1/faces/search", self._search)
-        pg.route("http://faces.test/**", lambda route: route.fulfill(body=photo(7, (64, 64)),
-                                                                     content_type="image/jpeg"))
-
-    def _person(self, route: Any) -> None:
-        req = route.request
-        body = req.post_data_json
-        self.calls.append((req.method, req.url.split("/v1/", 1)[1], body))
-        if req.url.endswith("/merge"):
-            into = next(p for p in self.people if p["id"] == body["into"])
-            gone = next(p for p in self.people if p["id"] == body["from"])
-            into["faces"] += gone["faces"]
-            into["photo_count"] += gone["photo_count"]
-            self.people.remove(gone)
-            route.fulfill(json=into)
-        else:
-            person = next(p for p in self.people if req.url.endswith("/" + p["id"]))
-            person["name"] = body["name"]
-            route.fulfill(json=person)
-
-    def _search(self, route: Any) -> None:
-        form = route.request.post_data_buffer or b""
-        self.calls.append(("POST", "faces/search", form))
-        route.fulfill(json={"matches": [{"distance": 0.31 + i / 10, "photo": f"album/p{i}.jpg", "face": f"f{i}",
-                                         "thumbnail_url": f"http://faces.test/m{i}.jpg", "job": "jf1"}
-                                        for i in range(3)]})
-
-
-@pytest.mark.integration
-def test_people_page_renames_merges_and_searches(api_server: ApiServer, tenant_key, page: Any,
-                                                 tmp_path: Path) -> None:
-    stub = PeopleStub()
-    stub.install(page)
-    query = tmp_path / "query.jpg"
-    query.write_bytes(photo(3, (80, 80)))
-    with failure_screenshot(page, "web-people-failure.png"):
-        page.goto(f"{api_server.url}/ui#key={tenant_key[1]}")
-        page.wait_for_selector("table.jobs, .empty")
-        page.goto(f"{api_server.url}/ui#/people/jc1")
-        page.wait_for_selector(".person")
-        assert page.locator(".person").count() == 3
-        assert images_loaded(page, ".person img") == 6
-
-        unnamed = page.locator(".person[data-person-id=p2]")
-        unnamed.locator("input[name=name]").fill("Alan")
-        unnamed.locator("button", has_text="Rename").click()
-        page.wait_for_selector(".person[data-person-id=p2] header >> text=Alan")
-
-        grace = page.locator(".person[data-person-id=p3]")
-        grace.locator("select[name=into]").select_option("p1")
-        grace.locator("button", has_text="Merge").click()
-        page.wait_for_function("() => document.querySelectorAll('.person').length === 2")
-        assert "4 photos" in page.locator(".person[data-person-id=p1]").inner_text()
-
-        page.set_input_files("#face-search input[name=photo]", str(query))
-        page.fill("#face-search input[name=k]", "3")
-        page.click("#face-search button[type=submit]")
-        page.wait_for_selector("#search-results .match")
-        assert images_loaded(page, "#search-results img") == 3
-        assert "distance 0.310" in page.locator("#search-results").inner_text()
-        shot(page, "web-people-cards.png")
-
-    assert stub.calls[0] == ("PUT", "people/p2", {"name": "Alan"})
-    assert stub.calls[1] == ("POST", "people/merge", {"into": "p1", "from": "p3"})
-    method, path, form = stub.calls[2]
-    assert (method, path) == ("POST", "faces/search")
-    assert b'name="photo"; filename="query.jpg"' in form and b'name="k"\r\n\r\n3' in form

@@ -1,10 +1,12 @@
-"""What a worker process needs to do its work: settings, records, object store, Celery app."""
+"""What a process needs to do its work — settings, job records, the object store, the Celery app — as one
+typed bundle, built once per process: the API's request handlers and the workers use the same one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from storage.apikeys import ApiKeys
 from storage.config import Settings
 from storage.objects import ObjectStore
 from storage.records import RecordStore
@@ -20,3 +22,7 @@ class WorkerContext:
     @classmethod
     def from_settings(cls, settings: Settings, celery: Any = None) -> WorkerContext:
         return cls(settings, RecordStore(settings), ObjectStore(settings.s3), celery)
+
+    @property
+    def apikeys(self) -> ApiKeys:
+        return self.records.apikeys

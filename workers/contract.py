@@ -6,6 +6,7 @@ the job record. Importing this module imports neither Flask nor torch.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,12 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from storage.names import JobKind
 
 MAX_OUTPUT_SIDE = 16384
+MAX_VARIANTS = 64  # renders per photo: styles or blends x the grid
 WEBP_MAX_SIDE = 16383
 NUM_BUILTIN_STYLES = 26
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never valid parameters: they render black images and make invalid JSON
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
@@ -27,7 +30,7 @@ def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
     Raises ValueError with a message that says what to fix.
     """
     weights: dict[int, float] = {}
-    if isinstance(spec, bool):
+    if isinstance(spec, bool) or (isinstance(spec, dict) and any(isinstance(w, bool) for w in spec.values())):
         raise ValueError("a built-in style is an index 0-25 or a blend like '3:0.5,12:0.5'")
     if isinstance(spec, int):
         pairs: list[tuple[Any, Any]] = [(spec, 1.0)]
@@ -45,6 +48,8 @@ def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
             raise ValueError(f"bad built-in style {spec!r}: use an index 0-25 or '3:0.5,12:0.5'") from None
         if not 0 <= i < NUM_BUILTIN_STYLES:
             raise ValueError(f"built-in style index must be 0-{NUM_BUILTIN_STYLES - 1}, got {i}")
+        if not math.isfinite(w):
+            raise ValueError(f"built-in style weights must be finite numbers, got {wt!r}")
         if w < 0:
             raise ValueError(f"built-in style weights must be >= 0, got {w}")
         weights[i] = weights.get(i, 0.0) + w
@@ -143,6 +148,14 @@ class StyleParams(_Strict):
     gatys: GatysParams = Field(default_factory=GatysParams)
     video: VideoStyleParams = Field(default_factory=VideoStyleParams)
 
+    @field_validator("builtin", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # pydantic would read `true` as style 1
+        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError("a built-in style is an index 0-25 or a blend like '3:0.5,12:0.5', not true/false")
+        return value
+
     @field_validator("builtin")
     @classmethod
     def _check_blends(cls, value: list[str | int | dict[str, float]]) -> list[str | int | dict[str, float]]:
@@ -158,6 +171,12 @@ class StyleParams(_Strict):
             raise ValueError(f"method '{self.method}' needs `styles`: at least one style image")
         if self.tile_overlap * 2 >= self.tile_size:
             raise ValueError("tile_overlap must be less than half of tile_size")
+        sources = len(self.builtin) if self.method == "builtin" else len(self.styles)
+        grid = self.grid or StyleGrid()
+        variants = sources * len(grid.strength or [0]) * len(grid.preserve_colors or [0]) * len(grid.style_scale or [0])
+        if variants > MAX_VARIANTS:
+            raise ValueError(f"{variants} renders per photo ({sources} styles x the grid); at most {MAX_VARIANTS}: "
+                             "split the job or shrink the grid")
         if self.format == "webp" and self.size is not None and self.size > WEBP_MAX_SIDE:
             raise ValueError(f"webp holds at most {WEBP_MAX_SIDE} px per side: use png or jpeg for size {self.size}")
         sources = len(self.builtin) if self.method == "builtin" else len(self.styles)
@@ -190,23 +209,33 @@ class FacesParams(_Strict):
 
 
 class IdentifyParams(_Strict):
-    """Parameters of an `identify` job: match indexed faces against an enrolled gallery."""
+    """Parameters of an `identify` job: match the library's faces against an enrolled gallery."""
 
     gallery: str
-    index_jobs: list[str] = Field(min_length=1, max_length=100)
+    index_jobs: list[str] = Field(default_factory=list, max_length=100,
+                                  description="only faces these faces jobs brought (default: the whole library)")
     threshold: float | None = Field(None, gt=0, le=2)
 
 
 class ClusterParams(_Strict):
-    """Parameters of a `cluster` job: group indexed faces into people."""
+    """Parameters of a `cluster` job: re-cluster the whole library of people.
 
-    index_jobs: list[str] = Field(min_length=1, max_length=100)
+    Names, merges, faces moved out or assigned, hidden people and covers are kept; people keep their ids.
+    """
+
     algorithm: Literal["average", "complete", "chinese_whispers"] = Field(
         "average", description="average/complete linkage or Chinese whispers, all with cannot-link constraints")
-    threshold: float | None = Field(None, gt=0, le=2, description="distance under which faces join; default "
-                                    "calibrated on LFW")
-    min_faces: int = Field(1, ge=1, le=1000, description="smaller clusters are left out (unless named)")
-    sheets: bool = Field(True, description="write a contact sheet per person")
+    threshold: float | None = Field(None, gt=0, le=2, description="distance under which faces join; default: "
+                                    "calibrated for the library's embedding space")
+    sheets: bool = Field(True, description="write a contact sheet of the people")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, value: Any) -> Any:
+        if isinstance(value, dict) and ("index_jobs" in value or "min_faces" in value):
+            raise ValueError("cluster jobs now re-cluster your whole library (people are no longer per job): "
+                             "drop index_jobs and min_faces (a setting: library.min_faces)")
+        return value
 
 
 PARAMS_MODELS: dict[JobKind, type[_Strict]] = {

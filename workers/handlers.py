@@ -7,6 +7,7 @@ result per item and never raises for a single bad item.
 from __future__ import annotations
 
 import importlib
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,11 @@ from typing import Any
 from storage.names import ItemState, JobKind
 from storage.records import Item, Job
 from workers.context import WorkerContext
+
+
+class JobCancelled(Exception):
+    """Raised by a handler between renders when the job was cancelled: the batch's unfinished items end
+    `cancelled` (the pipeline records them)."""
 
 
 @dataclass
@@ -43,10 +49,20 @@ class JobHandler(ABC):
     def __init__(self, job: Job, ctx: WorkerContext) -> None:
         self.job = job
         self.ctx = ctx
+        self._cancel_checked = float("-inf")
 
     @property
     def batch_size(self) -> int:
         return self.ctx.settings.worker.batch_size
+
+    def check_cancel(self) -> None:
+        """Raise JobCancelled if the job was cancelled (asks Redis at most about once a second)."""
+        now = time.monotonic()
+        if now - self._cancel_checked < 1.0:
+            return
+        self._cancel_checked = now
+        if self.ctx.records.cancel_requested(self.job.id):
+            raise JobCancelled(self.job.id)
 
     @abstractmethod
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -117,3 +118,26 @@ def to_rgb(img: Image.Image) -> Image.Image:
         # Adobe-style inverted CMYK JPEGs are handled by PIL's decoder; convert keeps it consistent
         return img.convert("RGB")
     return img.convert("RGB")
+
+
+_EXIF_IFD = 0x8769
+_DATE_TIME_ORIGINAL = 36867
+_DATE_TIME = 306
+
+
+def date_taken(data: bytes) -> float | None:
+    """When the photo was taken, from EXIF (DateTimeOriginal, else DateTime), as epoch seconds read as UTC
+    (cameras record local time without a zone); None when the photo does not say."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            exif = img.getexif()
+            raw = exif.get_ifd(_EXIF_IFD).get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
+    except Exception:  # a photo we can decode but whose metadata is broken: no date, not an error
+        return None
+    if not isinstance(raw, str):
+        return None
+    try:
+        when = datetime.strptime(raw.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC).timestamp()

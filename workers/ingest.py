@@ -18,10 +18,13 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
 from storage import keys
+from storage.coordination import LockBusy
+from storage.errors import ObjectNotFound, StoreUnavailable
 from storage.records import Item, Job
 from workers.context import WorkerContext
 from workers.contract import Inputs
 from workers.dispatch import enqueue_chunks
+from workers.imaging import ImageDecodeError, probe
 
 if TYPE_CHECKING:
     from workers.video.intake import VideoIntake
@@ -132,7 +135,11 @@ def _unsafe(name: str) -> Entry:
 
 
 def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[Entry]:
-    """Every entry of a job's prefix and archives, in a deterministic order."""
+    """Every entry of a job's prefix and archives, in a deterministic order.
+
+    Every key is resolved inside `tenant` (a name that looks like another tenant's key is just a name in
+    this tenant's namespace). A missing or oversized archive is one failed entry, not the end of the job.
+    """
     if inputs.prefix:
         root = keys.tenant_root(tenant)
         for obj in ctx.store.list(keys.tenant_key(tenant, inputs.prefix)):
@@ -142,13 +149,44 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
     for rel in inputs.videos:
         yield Entry(_video_name(rel), key=keys.tenant_key(tenant, rel))
     for rel in inputs.archives:
-        key = keys.tenant_key(tenant, rel) if not rel.startswith("t/") else rel
+        name = PurePosixPath(rel).name
+        key = keys.tenant_key(tenant, rel)
+        try:
+            size = ctx.store.stat(key).size
+        except ObjectNotFound:
+            yield Entry(name, error=f"archive {rel!r} not found in your storage")
+            continue
+        if size > ctx.settings.worker.max_archive_bytes:
+            limit = ctx.settings.worker.max_archive_bytes
+            yield Entry(name, error=f"archive {name} is {size} bytes; the limit is {limit}")
+            continue
         with tempfile.NamedTemporaryFile(suffix=".archive") as tmp:
             ctx.store.download(key, Path(tmp.name))
+            members = 0
             try:
-                yield from iter_archive(tmp.name, PurePosixPath(rel).name, ctx)
+                for entry in iter_archive(tmp.name, name, ctx):
+                    members += 1
+                    yield entry
             except ArchiveError as exc:
-                yield Entry(PurePosixPath(rel).name, error=str(exc))
+                yield Entry(name, error=str(exc))
+                continue
+            if not members:
+                yield Entry(name, error=f"archive {name} holds no files (only folders or desktop metadata)")
+
+
+def checked_member(entry: Entry, max_pixels: int) -> Entry:
+    """An archive member is stored only if its header is a photo within the pixel limit (a zip of huge
+    blank images or of non-images must not fill the store); otherwise it becomes a failed entry."""
+    if entry.data is None:
+        return entry
+    try:
+        _, width, height = probe(entry.data)
+    except ImageDecodeError as exc:
+        return Entry(entry.name, error=str(exc))
+    if width * height > max_pixels:
+        return Entry(entry.name, error=f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds "
+                                       f"the {max_pixels / 1e6:.0f} MP limit")
+    return entry
 
 
 def _video_name(rel: str) -> str:
@@ -160,20 +198,48 @@ def _video_name(rel: str) -> str:
 
 
 def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
-    """Turn the job's sources into items and enqueue them in chunks (resumable)."""
-    from workers.handlers import ItemResult
-    from workers.pipeline import commit, maybe_finalize  # local: pipeline imports handlers lazily too
+    """Turn the job's sources into items and enqueue them in chunks (resumable).
+
+    A failure that is not an outage (StoreUnavailable: the task retries) ends ingestion: the job keeps
+    the items found so far and fails with the reason if none of them succeeds.
+    """
+    from workers.pipeline import (
+        holder_id,
+        maybe_finalize,  # local: pipeline imports handlers lazily too
+    )
 
     job = ctx.records.get_job(job_id)
     if job.ingested or job.state.finished:
         return {"items": job.total}
-    h = ctx.records.r.hmget(f"{ctx.records.p}:job:{job_id}", "ingest_cursor", "enqueued")
-    cursor, enqueued = int(h[0] or 0), int(h[1] or 0)
+    try:
+        # one ingest per job at a time (a redelivery or the watchdog's repeat while the first still runs)
+        with ctx.records.hold_lock(f"ingest:{job_id}", ttl=60, wait=0), \
+                ctx.records.lease(job_id, f"{holder_id()}:ingest", ttl=ctx.settings.worker.lease_s):
+            total = _ingest(ctx, ctx.records.get_job(job_id))
+    except LockBusy:
+        return {"items": job.total, "busy": 1}
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        log.exception("ingest of %s failed", job_id)
+        ctx.records.set_job_fields(job_id, error=f"reading the inputs failed: {type(exc).__name__}: {exc}")
+        total = ctx.records.get_job(job_id).total
+    ctx.records.mark_ingested(job_id)
+    maybe_finalize(ctx, job_id)
+    return {"items": total}
+
+
+def _ingest(ctx: WorkerContext, job: Job) -> int:
+    from workers.handlers import ItemResult
+    from workers.pipeline import commit
+
+    job_id = job.id
+    cursor, enqueued = ctx.records.ingest_progress(job_id)
     chunk = ctx.settings.worker.chunk_size
     total = job.total
     if enqueued < total:  # a previous delivery added items but died before enqueueing them
         enqueue_chunks(ctx.celery, job_id, job.kind, range(enqueued, total), chunk, first_chunk=enqueued)
-        ctx.records.set_job_fields(job_id, enqueued=total)
+        ctx.records.set_enqueued(job_id, total)
     pending: list[Item] = []
     errors: list[tuple[int, str]] = []
     alone: set[int] = set()  # video items: each runs as a chunk of its own
@@ -184,9 +250,8 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
         if not pending:
             return
         first = total
-        ctx.records.add_items(job_id, pending)
+        ctx.records.add_items(job_id, pending, ingest_cursor=position)
         total += len(pending)
-        ctx.records.set_job_fields(job_id, ingest_cursor=position)
         for index, reason in errors:
             commit(ctx, job_id, ItemResult.failed(index, reason))
         bad = {i for i, _ in errors}
@@ -195,19 +260,23 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
             enqueue_chunks(ctx.celery, job_id, job.kind, good, chunk, first_chunk=first)
         for index in sorted(alone - bad):
             enqueue_chunks(ctx.celery, job_id, job.kind, [index], 1, first_chunk=index)
-        ctx.records.set_job_fields(job_id, enqueued=total)
+        ctx.records.set_enqueued(job_id, total)
         pending, errors = [], []
         alone.clear()
 
+    max_pixels = ctx.settings.worker.max_pixels
     for entry in iter_sources(ctx, job.tenant, Inputs.model_validate(job.inputs)):
         position += 1
         if position <= cursor:
             continue
+        video = not entry.error and _is_video(entry)
+        if not video:
+            entry = checked_member(entry, max_pixels)
         index = total + len(pending)
         if entry.error:
             pending.append(Item(index, entry.name, ""))
             errors.append((index, entry.error))
-        elif _is_video(entry):
+        elif video:
             taken = _take_video(ctx, job, entry, index)
             pending.extend(taken.items)
             if taken.error:
@@ -221,10 +290,11 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
             pending.append(Item(index, entry.name, entry.key or ""))
         if len(pending) >= chunk:
             flush()
+            if ctx.records.cancel_requested(job_id):
+                log.info("ingest of %s stopped: the job was cancelled", job_id)
+                return total
     flush()
-    ctx.records.mark_ingested(job_id)
-    maybe_finalize(ctx, job_id)
-    return {"items": total}
+    return total
 
 
 def _is_video(entry: Entry) -> bool:

@@ -6,27 +6,32 @@ batches; every item ends in exactly one terminal state (done/failed/skipped/canc
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
-import time
+import os
+import socket
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import Any
 
-from storage import keys
+from storage.coordination import LockBusy
 from storage.errors import ObjectNotFound, RecordNotFound, StoreUnavailable
+from storage.jobs import FinalizeLost, final_state, finalize_job, job_error
 from storage.names import ItemState, JobState
 from storage.records import Item, Job
 from workers import metrics
 from workers.context import WorkerContext
-from workers.handlers import ItemInput, ItemResult, JobHandler, handler_for
+from workers.handlers import ItemInput, ItemResult, JobCancelled, JobHandler, handler_for
 
 log = logging.getLogger("nightshift.pipeline")
 
 
 class FinalizeBusy(Exception):
     """Another worker is finalizing this job right now; try again shortly."""
+
+
+def holder_id() -> str:
+    """Who holds a lease: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def batched(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
@@ -48,6 +53,12 @@ def plan_batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
 
 
 def commit(ctx: WorkerContext, job_id: str, result: ItemResult) -> int:
+    """Record an item's terminal state once; a result whose outputs share a key fails instead of losing one."""
+    if len(set(result.outputs)) != len(result.outputs):
+        dupes = sorted({k for k in result.outputs if result.outputs.count(k) > 1})
+        log.error("item %s/%s wrote two outputs to one key: %s", job_id, result.index, dupes)
+        result = ItemResult.failed(result.index, f"internal error: two outputs would share the key {dupes[0]!r}; "
+                                                 "nothing was overwritten silently, please report this")
     outcome = ctx.records.finish_item(job_id, result.index, result.state, error=result.error,
                                       outputs=result.outputs, info=result.info)
     if outcome:
@@ -83,6 +94,8 @@ def _run_batch(handler: JobHandler, inputs: list[ItemInput], chunk_index: int) -
     """Run a batch; if the handler fails as a whole, retry item by item so only the bad one fails."""
     try:
         results = handler.process_batch(inputs, chunk_index)
+    except JobCancelled:
+        return [ItemResult(one.index, ItemState.CANCELLED, error="job cancelled") for one in inputs]
     except StoreUnavailable:
         raise
     except Exception as exc:
@@ -105,6 +118,15 @@ def process_chunk(ctx: WorkerContext, job_id: str, chunk_index: int, indices: Se
     if job.state.finished:
         return {"finished": True}
     ctx.records.mark_running(job_id)
+    with ctx.records.lease(job_id, f"{holder_id()}:{chunk_index}", ttl=ctx.settings.worker.lease_s):
+        counts = _process_items(ctx, job, chunk_index, indices)
+    metrics.record_gpu_memory()
+    maybe_finalize(ctx, job_id)
+    return counts
+
+
+def _process_items(ctx: WorkerContext, job: Job, chunk_index: int, indices: Sequence[int]) -> dict[str, int]:
+    job_id = job.id
     pending = [it for it in ctx.records.get_items(job_id, indices) if not it.terminal]
     handler: JobHandler | None = None
     counts = {"processed": 0, "cancelled": 0}
@@ -132,41 +154,18 @@ def process_chunk(ctx: WorkerContext, job_id: str, chunk_index: int, indices: Se
             commit(ctx, job_id, result)
             counts["processed"] += 1
         handler.after_commit(results)
-    metrics.record_gpu_memory()
-    maybe_finalize(ctx, job_id)
     return counts
 
 
-def final_state(job: Job) -> JobState:
-    if job.cancel_requested and job.cancelled:
-        return JobState.CANCELLED
-    if job.total == 0 or (job.done + job.skipped == 0 and job.failed > 0):
-        return JobState.FAILED
-    if job.failed:
-        return JobState.PARTIAL
-    return JobState.SUCCEEDED
-
-
 def maybe_finalize(ctx: WorkerContext, job_id: str) -> bool:
-    """Finish the job if every item is final: handler outputs, manifest, state. Idempotent.
+    """Finish the job if every item is final: handler outputs, manifest, state. Idempotent; True if this
+    call ended it. Raises FinalizeBusy when another worker is finalizing it (the task retries)."""
 
-    Raises FinalizeBusy when another worker holds the finalize lock.
-    """
-    job = ctx.records.get_job(job_id)
-    if job.state.finished or not job.ingested or job.finished_items < job.total:
-        return False
-    lock = f"{ctx.records.p}:finalize:{job_id}"
-    if not ctx.records.r.set(lock, "1", nx=True, ex=120):
-        raise FinalizeBusy(job_id)
-    try:
-        job = ctx.records.get_job(job_id)
-        if job.state.finished:
-            return False
-        items = list(ctx.records.iter_items(job_id))
+    def summarize(job: Job, items: list[Item]) -> tuple[JobState, dict[str, Any], str | None]:
         state = final_state(job)
+        error = job_error(job, items)
         summary: dict[str, Any] = {}
-        error = None if job.total else "no input photos found: check the uploaded files, keys or prefix"
-        if state in (JobState.SUCCEEDED, JobState.PARTIAL):
+        if state in (JobState.SUCCEEDED, JobState.PARTIAL) or (state == JobState.CANCELLED and job.done):
             try:
                 summary = handler_for(job, ctx).finalize(job, items)
             except StoreUnavailable:
@@ -174,34 +173,14 @@ def maybe_finalize(ctx: WorkerContext, job_id: str) -> bool:
             except Exception as exc:  # job-level extras must not lose the items' results
                 log.exception("finalize of %s failed", job_id)
                 summary = {"finalize_error": f"{type(exc).__name__}: {exc}"}
-        write_manifest(ctx, job, state, items, summary, error)
-        ctx.records.finish_job(job_id, state, error=error, extra=summary)
-        metrics.JOBS_FINISHED.labels(kind=str(job.kind), state=str(state)).inc()
-        log.info("job %s finished: %s", job_id, state, extra={"job_id": job_id})
-        return True
-    finally:
-        ctx.records.r.delete(lock)
+        return state, summary, error
 
-
-def item_record(item: Item) -> dict[str, Any]:
-    return {"index": item.index, "name": item.name, "state": str(item.state), "error": item.error,
-            "attempts": item.attempts, "outputs": item.outputs, "info": item.info}
-
-
-def write_manifest(ctx: WorkerContext, job: Job, state: JobState, items: list[Item], summary: dict[str, Any],
-                   error: str | None) -> None:
-    """The job's record in the store (outlives Redis): manifest.json plus items.jsonl."""
-    items_key = keys.job_artifact(job.tenant, job.id, "items.jsonl")
-    with tempfile.TemporaryFile() as fh:
-        for item in items:
-            fh.write(json.dumps(item_record(item), default=str).encode() + b"\n")
-        size = fh.tell()
-        fh.seek(0)
-        ctx.store.put_stream(items_key, fh, size, "application/x-ndjson")
-    public = job.to_public()
-    public.update(state=str(state), error=error, summary=summary, finished_at=time.time())
-    public["counts"] = {"total": job.total, "done": job.done, "failed": job.failed, "skipped": job.skipped,
-                        "cancelled": job.cancelled, "pending": 0}
-    public["items_key"] = keys.strip_tenant(job.tenant, items_key)
-    public["tenant"] = job.tenant
-    ctx.store.put_json(keys.manifest(job.tenant, job.id), public)
+    try:
+        ended = finalize_job(ctx.records, ctx.store, job_id, summarize)
+    except (LockBusy, FinalizeLost) as exc:
+        raise FinalizeBusy(job_id) from exc
+    if ended:
+        job = ctx.records.get_job(job_id)
+        metrics.JOBS_FINISHED.labels(kind=str(job.kind), state=str(job.state)).inc()
+        log.info("job %s finished: %s", job_id, job.state, extra={"job_id": job_id})
+    return ended

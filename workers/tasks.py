@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from storage.config import get_settings
 from storage.errors import StoreUnavailable
-from storage.names import JobKind, TaskName
-from workers import metrics, pipeline
-from workers.celery_app import QUEUE_OF_KIND, create_celery
+from storage.names import Queue, TaskName
+from workers import metrics, pipeline, watchdog
+from workers.celery_app import create_celery
 from workers.context import WorkerContext
+from workers.dispatch import enqueue_chunks
 from workers.ingest import ingest
 
 log = logging.getLogger("nightshift.tasks")
@@ -43,24 +46,50 @@ def _reset_after_fork(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _serve_metrics(**_: Any) -> None:
+def _start_background(sender: Any = None, **_: Any) -> None:
     port = get_settings().worker.metrics_port
     if port:
         metrics.serve(port)
+    node = getattr(sender, "hostname", None) or f"worker@{os.getpid()}"
+    queues = sorted(getattr(getattr(app.amqp, "queues", None), "consume_from", None) or [q.value for q in Queue])
+    threading.Thread(target=_housekeeping, args=(node, queues), daemon=True, name="housekeeping").start()
 
 
-def _backoff(task: Task) -> int:
-    return int(min(2 ** task.request.retries, get_settings().worker.retry_backoff_max_s))
+@worker_shutdown.connect
+def _say_goodbye(sender: Any = None, **_: Any) -> None:
+    try:
+        context().records.worker_gone(getattr(sender, "hostname", "") or f"worker@{os.getpid()}")
+    except StoreUnavailable:
+        pass
 
 
-@app.task(name=TaskName.PROCESS_CHUNK.value, bind=True, max_retries=None)
+def _housekeeping(node: str, queues: list[str]) -> None:
+    """In the worker's main process: say it is alive (readiness counts workers per queue) and sweep for
+    orphaned work, at start and then periodically."""
+    ctx = WorkerContext.from_settings(get_settings(), celery=app)  # its own connections, not the pool's
+    w = ctx.settings.worker
+    last_sweep = float("-inf")
+    while True:
+        try:
+            ctx.records.worker_heartbeat(node, queues, watchdog.worker_info(queues), ttl=w.heartbeat_s * 3)
+            if time.monotonic() - last_sweep >= w.watchdog_interval_s:
+                last_sweep = time.monotonic()
+                watchdog.sweep(ctx, grace_s=w.watchdog_grace_s)
+        except Exception:  # an outage or a bug must not end the thread: try again next beat
+            log.exception("housekeeping failed; retrying")
+        time.sleep(w.heartbeat_s)
+
+
+# Store outages are retried with Celery's own exponential backoff; a busy finalize lock a few seconds later.
+_RETRY = {"autoretry_for": (StoreUnavailable,), "retry_backoff": True, "retry_backoff_max": 60,
+          "retry_jitter": True, "max_retries": 50}
+
+
+@app.task(name=TaskName.PROCESS_CHUNK.value, bind=True, **_RETRY)
 def process_chunk(self: Task, job_id: str, chunk_index: int, indices: list[int]) -> dict[str, Any]:
     ctx = context()
     try:
         return pipeline.process_chunk(ctx, job_id, chunk_index, indices)
-    except StoreUnavailable as exc:
-        log.warning("chunk %s/%s: store unavailable (%s); retrying", job_id, chunk_index, exc)
-        raise self.retry(countdown=_backoff(self), max_retries=50) from exc
     except pipeline.FinalizeBusy as exc:
         raise self.retry(countdown=5, max_retries=100) from exc
     except SoftTimeLimitExceeded:
@@ -69,19 +98,33 @@ def process_chunk(self: Task, job_id: str, chunk_index: int, indices: list[int])
         job = ctx.records.get_job(job_id)
         rest = [it.index for it in ctx.records.get_items(job_id, indices) if not it.terminal]
         if rest:
-            app.send_task(TaskName.PROCESS_CHUNK.value, args=[job_id, chunk_index, rest],
-                          queue=QUEUE_OF_KIND[JobKind(job.kind)].value)
+            enqueue_chunks(app, job_id, job.kind, rest, len(rest), first_chunk=chunk_index)
         return {"timed_out": True, "requeued": len(rest)}
 
 
-@app.task(name=TaskName.INGEST.value, bind=True, max_retries=None)
+@app.task(name=TaskName.INGEST.value, bind=True, **_RETRY)
 def ingest_task(self: Task, job_id: str) -> dict[str, Any]:
     try:
         return ingest(context(), job_id)
-    except StoreUnavailable as exc:
-        raise self.retry(countdown=_backoff(self), max_retries=50) from exc
     except pipeline.FinalizeBusy as exc:
         raise self.retry(countdown=5, max_retries=100) from exc
+
+
+@app.task(name=TaskName.FINALIZE.value, bind=True, **_RETRY)
+def finalize_task(self: Task, job_id: str) -> bool:
+    """End a job whose items are all final (sent by the watchdog when nobody else did)."""
+    try:
+        return pipeline.maybe_finalize(context(), job_id)
+    except pipeline.FinalizeBusy as exc:
+        raise self.retry(countdown=5, max_retries=100) from exc
+
+
+@app.task(name=TaskName.LIBRARY_FOLD.value, bind=True, **_RETRY)
+def library_fold_task(self: Task, tenant: str) -> dict[str, Any]:
+    """Fold every offered segment into a tenant's library (on demand; faces jobs do it when they end)."""
+    from workers.library.intake import fold_waiting
+
+    return fold_waiting(context(), tenant, wait=120)
 
 
 # Synchronous questions: the API waits for these with a timeout (small inputs only).
@@ -104,3 +147,10 @@ def enroll_task(tenant: str, photo_keys: list[str]) -> dict[str, Any]:
     from workers.people import service
 
     return service.enroll(context(), tenant, photo_keys)
+
+
+@app.task(name=TaskName.IDENTIFY_PHOTO.value)
+def identify_photo_task(tenant: str, photo: dict[str, str]) -> dict[str, Any]:
+    from workers.people import service
+
+    return service.identify_photo(context(), tenant, photo)

@@ -138,9 +138,8 @@ function jobSummary(job, onCancel) {
     actions.append(h("button", { type: "button", class: "danger", disabled: job.cancel_requested, onclick: onCancel,
       text: job.cancel_requested ? "Cancelling…" : "Cancel job" }));
   }
-  if (job.kind === "faces" && finished) actions.append(clusterButton(job));
-  if (job.kind === "cluster") {
-    actions.append(h("a", { class: "button primary", href: `#/people/${encodeURIComponent(job.id)}`, text: "People" }));
+  if ((job.kind === "faces" || job.kind === "cluster") && finished) {
+    actions.append(h("a", { class: "button primary", href: "#/people", text: "People" }));
   }
   return h("section", { class: "panel", id: "job-summary", dataset: { state: job.state } },
     h("div", { class: "summary-head" },
@@ -157,22 +156,6 @@ function jobSummary(job, onCancel) {
     job.inputs_complete === false ? h("p", { class: "muted", text: "Still listing the inputs (archive or prefix)…" }) : null,
     job.error ? h("div", { class: "error", role: "alert" }, h("strong", { text: "Job error" }), h("p", { text: job.error })) : null,
     h("details", {}, h("summary", { text: "Parameters" }), h("pre", { text: JSON.stringify(job.params, null, 2) })));
-}
-
-function clusterButton(job) {
-  const box = h("span");
-  const button = h("button", { type: "button", text: "Group faces into people" });
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    try {
-      const created = await api("POST", "/v1/jobs", { json: { kind: "cluster", params: { index_jobs: [job.id] } } });
-      window.location.hash = jobLink(created.id);
-    } catch (err) {
-      button.disabled = false;
-      replace(box, errorPanel(err, "Starting a cluster job"));
-    }
-  });
-  return h("span", {}, button, box);
 }
 
 async function loadFailed(job, box) {

@@ -25,7 +25,8 @@ from workers.faces.engine import FaceEngine
 from workers.faces.index import PhotoRecord, chunk_outputs, content_hash, face_thumbnail
 from workers.faces.types import PhotoFaces
 from workers.handlers import ItemInput, ItemResult, JobHandler
-from workers.imaging import ImageDecodeError, decode_image
+from workers.imaging import ImageDecodeError, date_taken, decode_image
+from workers.library.intake import fold_waiting, known_photos, offer_job
 
 log = logging.getLogger("nightshift.faces")
 INDEX_NAME = "faces-index.json"
@@ -54,12 +55,12 @@ class FacesHandler(JobHandler):
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}
         todo: list[tuple[ItemInput, str, Image.Image]] = []
+        seen = None if self.params.force else known_photos(self.ctx, self.job.tenant, self.model_id)
         for item in batch:
             sha = content_hash(item.data)
-            seen = None if self.params.force else self.ctx.records.seen_hash(self.job.tenant, self.model_id, sha)
-            if seen:
+            if seen is not None and seen.has(sha):
                 results[item.index] = ItemResult(item.index, ItemState.SKIPPED, info={
-                    "outcome": "skipped", "duplicate_of": seen, "sha256": sha})
+                    "outcome": "skipped", "duplicate_of": "library", "sha256": sha})
                 continue
             try:
                 with metrics.STAGE.labels(stage="decode").time():
@@ -89,9 +90,13 @@ class FacesHandler(JobHandler):
                 for (item, sha, image), faces in zip(todo, found, strict=True):
                     thumbs = self._thumbnails(item, image, faces.faces)
                     n = len(faces.faces)
-                    results[item.index] = ItemResult(item.index, ItemState.DONE, thumbs, info={
+                    info: dict[str, Any] = {
                         "outcome": f"faces: {n}" if n else "no_face", "faces": n, "part": part_id, "sha256": sha,
-                        "rotations": sorted({f.rotation for f in faces.faces if f.rotation})})
+                        "rotations": sorted({f.rotation for f in faces.faces if f.rotation})}
+                    taken = date_taken(item.data)
+                    if taken is not None:
+                        info["taken"] = taken
+                    results[item.index] = ItemResult(item.index, ItemState.DONE, thumbs, info=info)
         return [results[item.index] for item in batch]
 
     def _thumbnails(self, item: ItemInput, image: Image.Image, faces: list[Any]) -> list[str]:
@@ -103,14 +108,6 @@ class FacesHandler(JobHandler):
             self.ctx.store.put_bytes(key, face_thumbnail(image, face), "image/jpeg")
             out.append(key)
         return out
-
-    def after_commit(self, results: list[ItemResult]) -> None:
-        # Only now is the photo's index durable: remembering it earlier could skip a photo whose
-        # delivery died before its results were recorded.
-        for r in results:
-            if r.state == ItemState.DONE and "sha256" in r.info:
-                self.ctx.records.remember_hash(self.job.tenant, self.model_id, r.info["sha256"],
-                                               f"{self.job.id}/{r.index}")
 
     def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:
         """Drop orphan parts and write the index of this job's face tables and embeddings."""
@@ -135,5 +132,7 @@ class FacesHandler(JobHandler):
         }
         key = keys.job_artifact(job.tenant, job.id, INDEX_NAME)
         self.ctx.store.put_json(key, index)
+        offer_job(self.ctx, job, items, self.model_id, self.engine.embedder.dim, self.params.thumbnails)
         return {"artifacts": [keys.strip_tenant(job.tenant, key)], "faces": faces, "model": self.model_id,
-                "no_face": no_face}
+                "photos": index["photos"]["indexed"], "no_face": no_face,
+                "library": fold_waiting(self.ctx, job.tenant)}

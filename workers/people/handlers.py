@@ -1,6 +1,7 @@
-"""The `identify` and `cluster` job kinds: questions over the faces of earlier index jobs.
+"""The `identify` and `cluster` job kinds: questions over the tenant's face library.
 
 Each such job has one item (the whole computation); its outputs are JSON documents and contact sheets.
+`cluster` re-clusters the library (`workers.library.recluster`); `identify` names faces from a gallery.
 """
 
 from __future__ import annotations
@@ -14,34 +15,20 @@ from PIL import Image
 
 from storage import keys
 from storage.errors import ObjectNotFound
+from storage.galleries import Galleries
+from storage.library import LibraryStore
+from storage.library.documents import Person
 from storage.names import ItemState
 from storage.records import Item, Job
-from workers.context import WorkerContext
 from workers.contract import ClusterParams, IdentifyParams
+from workers.faces.spaces import space_of
 from workers.handlers import ItemInput, ItemResult, JobHandler
-from workers.people.calibration import CLUSTER_THRESHOLD, IDENTIFY_THRESHOLD
-from workers.people.faceset import FaceSet, NoIndex, load_jobs
+from workers.library.faces import LibraryFaces
+from workers.library.intake import recluster_library
 from workers.people.identify import Gallery, identify
-from workers.people.labels import Labels, Person, cluster_people
-from workers.people.sheet import people_overview, person_sheet
+from workers.people.sheet import people_overview
 
-PEOPLE_NAME = "people.json"
-SHEET_FACES = 32
-
-
-def latest_gallery(ctx: WorkerContext, tenant: str, gallery_id: str) -> dict[str, Any]:
-    """The newest version of an enrolled gallery; raises ObjectNotFound."""
-    versions = [o.key for o in ctx.store.list(keys.gallery_prefix(tenant, gallery_id)) if o.key.endswith(".json")]
-    if not versions:
-        raise ObjectNotFound(f"gallery {gallery_id}")
-    return dict(ctx.store.get_json(max(versions)))
-
-
-def load_labels(ctx: WorkerContext, tenant: str) -> Labels:
-    try:
-        return Labels.from_json(ctx.store.get_bytes(keys.labels(tenant)))
-    except ObjectNotFound:
-        return Labels()
+OVERVIEW_PEOPLE = 40
 
 
 def _jpeg(img: Image.Image) -> bytes:
@@ -50,11 +37,12 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-class _FacesQuestion(JobHandler):
-    """One item; loads the faces of the index jobs it asks about."""
+class _LibraryQuestion(JobHandler):
+    """One item computed over the tenant's library."""
 
-    def faces(self, index_jobs: list[str]) -> FaceSet:
-        return load_jobs(self.ctx, self.job.tenant, index_jobs)
+    @property
+    def library(self) -> LibraryStore:
+        return LibraryStore(self.ctx.store, self.ctx.records, self.job.tenant)
 
     def put_json(self, name: str, value: Any) -> str:
         key = keys.job_artifact(self.job.tenant, self.job.id, name)
@@ -65,7 +53,7 @@ class _FacesQuestion(JobHandler):
         item = batch[0]
         try:
             outputs, info = self.run()
-        except (NoIndex, ObjectNotFound, ValueError) as exc:
+        except (ObjectNotFound, ValueError) as exc:
             return [ItemResult.failed(item.index, str(exc))]
         return [ItemResult(item.index, ItemState.DONE, outputs, info=info)]
 
@@ -79,136 +67,68 @@ class _FacesQuestion(JobHandler):
         return {"artifacts": [keys.strip_tenant(job.tenant, k) for k in done[0].outputs], **done[0].info}
 
 
-class IdentifyHandler(_FacesQuestion):
-    """Every face of the index jobs against an enrolled gallery: best match or `unknown`."""
+class IdentifyHandler(_LibraryQuestion):
+    """Every face of the library (or of some faces jobs) against an enrolled gallery: best match or `unknown`."""
 
     def run(self) -> tuple[list[str], dict[str, Any]]:
         params = IdentifyParams.model_validate(self.job.params)
-        gallery_doc = latest_gallery(self.ctx, self.job.tenant, params.gallery)
-        enrolled = {
-            name: np.asarray(p["embeddings"], np.float32)
-            for name, p in gallery_doc["people"].items()
-            if p["embeddings"]
-        }
+        gallery_doc = Galleries(self.ctx.store, self.job.tenant).latest(params.gallery)
+        enrolled = {name: np.asarray(p.embeddings, np.float32) for name, p in gallery_doc.people.items()
+                    if p.embeddings}
         if not enrolled:
             raise ValueError(f"gallery {params.gallery} has nobody enrolled yet")
-        faces = self.faces(params.index_jobs)
-        if gallery_doc.get("model") and faces.model and gallery_doc["model"] != faces.model:
-            raise ValueError(f"the gallery was enrolled with {gallery_doc['model']} but the index uses {faces.model}")
-        threshold = params.threshold or IDENTIFY_THRESHOLD
-        matches = identify(faces.embeddings, Gallery.enrol(enrolled), threshold) if len(faces) else []
+        library = LibraryFaces.open(self.library)
+        if library is None:
+            raise ValueError("the library has no faces yet: index some photos first")
+        model = gallery_doc.model
+        if model and library.space and space_of(model).id != library.space:
+            raise ValueError(f"the gallery was enrolled with {model} but the library holds {library.space} vectors")
+        faces, vectors = library.all(set(params.index_jobs) if params.index_jobs else None)
+        space = space_of(model) if model else None
+        threshold = params.threshold or (space.thresholds.identify if space else 0.5)
+        margin = space.thresholds.identify_margin if space else 0.03
+        matches = identify(vectors, Gallery.enrol(enrolled), threshold, min_margin=margin) if faces else []
         rows: list[dict[str, Any]] = []
         photos: dict[str, set[str]] = {}
-        for fid, row, m in zip(faces.ids, faces.rows, matches, strict=True):
+        for face, m in zip(faces, matches, strict=True):
             person = m.person or "unknown"
-            rows.append(
-                {
-                    "face": fid,
-                    "photo": row["photo_key"],
-                    "box": row["box"],
-                    "person": person,
-                    "distance": round(m.distance, 4),
-                    "nearest": m.nearest,
-                    "runner_up": m.runner_up,
-                    "margin": round(m.margin, 4) if np.isfinite(m.margin) else None,
-                }
-            )
-            photos.setdefault(person, set()).add(row["photo_key"])
-        table = self.put_json(
-            "identify.json",
-            {"gallery": params.gallery, "version": gallery_doc.get("version"), "threshold": threshold, "faces": rows},
-        )
+            rows.append({"face": face.face, "photo": face.photo_key, "box": list(face.box), "person": person,
+                         "distance": round(m.distance, 4), "nearest": m.nearest, "runner_up": m.runner_up,
+                         "margin": round(m.margin, 4) if np.isfinite(m.margin) else None})
+            photos.setdefault(person, set()).add(face.photo_key)
+        table = self.put_json("identify.json", {"gallery": params.gallery, "version": gallery_doc.version,
+                                                "threshold": threshold, "faces": rows})
         per_person = self.put_json("people-photos.json", {p: sorted(v) for p, v in sorted(photos.items())})
-        counts = {p: len(v) for p, v in photos.items()}
         return [table, per_person], {
-            "faces": len(rows),
-            "unknown": sum(r["person"] == "unknown" for r in rows),
-            "photos_per_person": counts,
-            "threshold": threshold,
+            "faces": len(rows), "unknown": sum(r["person"] == "unknown" for r in rows),
+            "photos_per_person": {p: len(v) for p, v in photos.items()}, "threshold": threshold,
         }
 
 
-class ClusterHandler(_FacesQuestion):
-    """Group the faces of the index jobs into people, keeping human labels."""
+class ClusterHandler(_LibraryQuestion):
+    """Re-cluster the tenant's library, keeping every decision users made."""
 
     def run(self) -> tuple[list[str], dict[str, Any]]:
         params = ClusterParams.model_validate(self.job.params)
-        faces = self.faces(params.index_jobs)
-        labels = load_labels(self.ctx, self.job.tenant)
-        old = self._previous_people()
-        people = (
-            cluster_people(
-                faces.embeddings,
-                faces.ids,
-                faces.photos,
-                labels,
-                threshold=params.threshold or CLUSTER_THRESHOLD,
-                old_people=old,
-                algorithm=params.algorithm,
-                min_faces=params.min_faces,
-            )
-            if len(faces)
-            else []
-        )
-        photo_of = dict(zip(faces.ids, (r["photo_key"] for r in faces.rows), strict=True))
-        doc = [
-            {
-                "id": p.id,
-                "name": p.name,
-                "faces": list(p.face_ids),
-                "representative": p.representative,
-                "photo_count": p.photo_count,
-                "photos": sorted({photo_of[f] for f in p.face_ids}),
-            }
-            for p in people
-        ]
-        outputs = [
-            self.put_json(
-                PEOPLE_NAME, {"index_jobs": params.index_jobs, "labels_version": labels.version, "people": doc}
-            )
-        ]
-        if params.sheets and people:
-            outputs += self._sheets(people)
-        r = self.ctx.records.r
-        pipe = r.pipeline()
-        for p in people:
-            pipe.hset(f"{self.ctx.records.p}:people:{self.job.tenant}", p.id, self.job.id)
-        pipe.set(f"{self.ctx.records.p}:lastcluster:{self.job.tenant}", self.job.id)
-        pipe.execute()
-        return outputs, {"people": len(people), "faces": len(faces), "named": sum(1 for p in people if p.name)}
+        summary = recluster_library(self.ctx, self.job.tenant, algorithm=params.algorithm,
+                                    threshold=params.threshold)
+        outputs = []
+        if params.sheets:
+            head = self.library.head()
+            people = [p for p in self.library.people(head).people if not p.hidden][:OVERVIEW_PEOPLE]
+            if people:
+                key = keys.job_artifact(self.job.tenant, self.job.id, "people-overview.jpg")
+                tiles = [(p.name or p.id, self._faces(p)) for p in people]
+                self.ctx.store.put_bytes(key, _jpeg(people_overview(tiles)), "image/jpeg")
+                outputs.append(key)
+        return outputs, summary
 
-    def _previous_people(self) -> list[Person]:
-        last = self.ctx.records.r.get(f"{self.ctx.records.p}:lastcluster:{self.job.tenant}")
-        if not last or last == self.job.id:
-            return []
-        try:
-            doc = self.ctx.store.get_json(keys.job_artifact(self.job.tenant, last, PEOPLE_NAME))
-        except ObjectNotFound:
-            return []
-        return [
-            Person(p["id"], p.get("name"), tuple(p["faces"]), p["representative"], p["photo_count"])
-            for p in doc["people"]
-        ]
-
-    def _thumb(self, fid: str) -> Image.Image:
-        try:
-            data = self.ctx.store.get_bytes(keys.face_thumbnail_of(self.job.tenant, fid))
-            return Image.open(io.BytesIO(data)).convert("RGB")
-        except (ObjectNotFound, OSError):
-            return Image.new("RGB", (112, 112), (60, 60, 60))
-
-    def _sheets(self, people: list[Person]) -> list[str]:
+    def _faces(self, person: Person, shown: int = 8) -> list[Image.Image]:
         out = []
-        overview: list[tuple[str, list[Image.Image]]] = []
-        for p in people:
-            faces = [p.representative] + [f for f in p.face_ids if f != p.representative][: SHEET_FACES - 1]
-            thumbs = [self._thumb(f) for f in faces]
-            title = f"{p.name or p.id} - {p.size} faces, {p.photo_count} photos"
-            key = keys.job_artifact(self.job.tenant, self.job.id, f"person-{p.id}.jpg")
-            self.ctx.store.put_bytes(key, _jpeg(person_sheet(thumbs, title)), "image/jpeg")
-            out.append(key)
-            if len(overview) < 40:
-                overview.append((p.name or p.id, thumbs[:8]))
-        key = keys.job_artifact(self.job.tenant, self.job.id, "people-overview.jpg")
-        self.ctx.store.put_bytes(key, _jpeg(people_overview(overview)), "image/jpeg")
-        return [key, *out]
+        for member in self.library.members(person.members).faces[:shown]:
+            try:
+                data = self.ctx.store.get_bytes(keys.tenant_key(self.job.tenant, member.thumb or ""))
+                out.append(Image.open(io.BytesIO(data)).convert("RGB"))
+            except (ObjectNotFound, OSError, keys.BadKey):
+                out.append(Image.new("RGB", (112, 112), (60, 60, 60)))
+        return out

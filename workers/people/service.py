@@ -9,13 +9,13 @@ import numpy as np
 
 from storage import keys
 from storage.errors import ObjectNotFound
+from storage.library import LibraryStore
 from workers.context import WorkerContext
 from workers.contract import FacesParams
 from workers.faces.handler import engine_for
+from workers.faces.spaces import comparable, space_of
 from workers.imaging import ImageDecodeError, decode_image
-from workers.people.calibration import VERIFY_THRESHOLD
-from workers.people.faceset import NoIndex, load_job, load_jobs, parse_face_id, tenant_index_jobs
-from workers.people.search import ExactIndex
+from workers.library.faces import LibraryFaces, NotInLibrary, fits_library
 
 
 class FaceQueryError(ValueError):
@@ -26,20 +26,36 @@ class FaceQueryError(ValueError):
         self.code = code
 
 
-def _engine(ctx: WorkerContext) -> Any:
-    return engine_for(FacesParams(try_rotations=True), ctx.settings.worker.device)
+def params_for(model: str | None) -> FacesParams:
+    """Index parameters whose embedder makes vectors of `model` (``<embedder>@<version>``), so a query photo is
+    embedded in the library's own space; the defaults when the library is empty."""
+    if not model:
+        return FacesParams(try_rotations=True)
+    name, _, version = model.partition("@")
+    try:
+        return FacesParams(try_rotations=True, embedder=name, mirror=version.endswith("+mirror"))  # type: ignore[arg-type]
+    except ValueError:
+        return FacesParams(try_rotations=True)
 
 
-def embed_photo(ctx: WorkerContext, key: str, label: str) -> tuple[list[dict[str, Any]], np.ndarray, str]:
-    """Every face of a stored photo: (faces with boxes, embeddings, model id)."""
+def _engine(ctx: WorkerContext, model: str | None = None) -> Any:
+    return engine_for(params_for(model), ctx.settings.worker.device)
+
+
+def _library(ctx: WorkerContext, tenant: str) -> LibraryFaces | None:
+    return LibraryFaces.open(LibraryStore(ctx.store, ctx.records, tenant))
+
+
+def embed_photo(ctx: WorkerContext, key: str, label: str, model: str | None = None
+                ) -> tuple[list[dict[str, Any]], np.ndarray, str]:
+    """Every face of a stored photo, embedded with `model`'s embedder: (faces with boxes, embeddings, model id)."""
     try:
         image = decode_image(ctx.store.get_bytes(key), max_pixels=ctx.settings.worker.max_pixels)
     except ObjectNotFound:
         raise FaceQueryError("not_found", f"photo {label} not found") from None
     except ImageDecodeError as exc:
         raise FaceQueryError("bad_image", f"photo {label}: {exc}") from None
-    engine = _engine(ctx)
-    found = engine.index_photo(image)
+    found = _engine(ctx, model).index_photo(image)
     faces = [
         {"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 4), "rotation": f.rotation}
         for f in found.faces
@@ -48,20 +64,22 @@ def embed_photo(ctx: WorkerContext, key: str, label: str) -> tuple[list[dict[str
 
 
 def one_face(
-    ctx: WorkerContext, tenant: str, ref: dict[str, str], label: str
+    ctx: WorkerContext, tenant: str, ref: dict[str, str], label: str, model: str | None = None
 ) -> tuple[np.ndarray, dict[str, Any], str]:
-    """The single face a reference names: {"key": photo} (must hold exactly one face) or {"face": id}."""
+    """The single face a reference names: {"key": photo} (must hold exactly one face) or {"face": id} (a face of
+    the library)."""
     if "face" in ref:
+        faces = _library(ctx, tenant)
+        if faces is None:
+            raise FaceQueryError("not_found", f"face {ref['face']!r} not found: the library is empty")
         try:
-            job, _, _ = parse_face_id(ref["face"])
-            faces = load_job(ctx, tenant, job)
-        except (ValueError, NoIndex):
+            vector, row, person = faces.face(ref["face"])
+        except NotInLibrary:
             raise FaceQueryError("not_found", f"face {ref['face']!r} not found") from None
-        if ref["face"] not in faces.ids:
-            raise FaceQueryError("not_found", f"face {ref['face']!r} not found")
-        row = faces.ids.index(ref["face"])
-        return faces.embeddings[row], {"face": ref["face"], **faces.rows[row]}, faces.model
-    found, vectors, model = embed_photo(ctx, keys.tenant_key(tenant, ref["key"]), label)
+        seg = faces.head.segments[0]
+        return vector, {"face": row.face, "photo": row.photo_key, "box": list(row.box), "person": person}, \
+            next((r.model for r in faces.head.segments if r.job == row.job), seg.model)
+    found, vectors, used = embed_photo(ctx, keys.tenant_key(tenant, ref["key"]), label, model)
     if not found:
         raise FaceQueryError(
             "no_face", f"no face found in photo {label}: use a photo where the face is visible and at least 20 px wide"
@@ -71,7 +89,7 @@ def one_face(
             "several_faces",
             f"photo {label} has {len(found)} faces: crop it to one face, or pass a face id from an index instead",
         )
-    return vectors[0], found[0], model
+    return vectors[0], found[0], used
 
 
 def verify(
@@ -80,12 +98,12 @@ def verify(
     """Are two faces the same person? Distance, decision, the threshold used and the model."""
     try:
         va, fa, ma = one_face(ctx, tenant, a, "a")
-        vb, fb, mb = one_face(ctx, tenant, b, "b")
+        vb, fb, mb = one_face(ctx, tenant, b, "b", model=ma if "face" in a else None)
     except FaceQueryError as exc:
         return {"error": {"code": exc.code, "message": str(exc)}}
-    if ma != mb:
+    if not comparable(ma, mb):
         return {"error": {"code": "model_mismatch", "message": f"faces come from different models ({ma}, {mb})"}}
-    t = VERIFY_THRESHOLD if threshold is None else threshold
+    t = space_of(ma).thresholds.verify if threshold is None else threshold
     distance = float(np.linalg.norm(va - vb))
     return {"distance": round(distance, 4), "same_person": distance < t, "threshold": t, "model": ma, "a": fa, "b": fb}
 
@@ -93,49 +111,38 @@ def verify(
 def search(
     ctx: WorkerContext, tenant: str, query: dict[str, str], k: int = 10, job_ids: list[str] | None = None
 ) -> dict[str, Any]:
-    """The k nearest faces to a query face across the tenant's indexes (exact search)."""
+    """The k nearest faces to a query face across the tenant's library (exact), with their people."""
+    faces = _library(ctx, tenant)
+    model = next((r.model for r in faces.head.segments), None) if faces else None
     try:
-        vector, face, model = one_face(ctx, tenant, query, "query") if "face" in query else _largest(ctx, tenant, query)
+        if "face" in query:
+            vector, face, used = one_face(ctx, tenant, query, "query")
+        else:
+            vector, face, used = _largest(ctx, tenant, query, model)
     except FaceQueryError as exc:
         return {"error": {"code": exc.code, "message": str(exc)}}
-    try:
-        faces = load_jobs(ctx, tenant, job_ids if job_ids is not None else tenant_index_jobs(ctx, tenant))
-    except (NoIndex, ValueError) as exc:
-        return {"error": {"code": "bad_index", "message": str(exc)}}
-    if not len(faces):
-        return {"query": face, "model": model, "searched": 0, "matches": []}
-    if faces.model != model:
-        return {"error": {"code": "model_mismatch", "message": f"the query was embedded with {model} but the "
-                          f"indexes use {faces.model}: search indexes made with the same settings"}}
-    index = ExactIndex(dim=faces.embeddings.shape[1])
-    index.add(faces.embeddings, faces.ids)
-    hits = index.search(vector[None, :], min(k, len(faces)))[0]
-    position = {fid: n for n, fid in enumerate(faces.ids)}
-    matches = []
-    for fid, distance in hits:
-        row = faces.rows[position[fid]]
-        matches.append(
-            {
-                "face": fid,
-                "distance": round(float(distance), 4),
-                "job": row["job"],
-                "item": row["item"],
-                "photo": row["photo_key"],
-                "box": row["box"],
-                "same_person": distance < VERIFY_THRESHOLD,
-            }
-        )
-    return {"query": face, "model": model, "searched": len(faces), "threshold": VERIFY_THRESHOLD, "matches": matches}
+    if faces is None:
+        return {"query": face, "model": used, "searched": 0, "matches": []}
+    if not fits_library(used, faces.space):
+        return {"error": {"code": "model_mismatch", "message": f"the query was embedded with {used} but the "
+                          f"library holds {faces.space} vectors"}}
+    threshold = space_of(used).thresholds.verify
+    matches = faces.search(vector, k, set(job_ids) if job_ids else None)
+    for m in matches:
+        m["same_person"] = m["distance"] < threshold
+    return {"query": face, "model": used, "searched": faces.head.stats.get("faces", 0), "threshold": threshold,
+            "matches": matches}
 
 
-def _largest(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> tuple[np.ndarray, dict[str, Any], str]:
+def _largest(ctx: WorkerContext, tenant: str, query: dict[str, str], model: str | None
+             ) -> tuple[np.ndarray, dict[str, Any], str]:
     """The largest face of a query photo (a search photo may show several people)."""
-    found, vectors, model = embed_photo(ctx, keys.tenant_key(tenant, query["key"]), "query")
+    found, vectors, used = embed_photo(ctx, keys.tenant_key(tenant, query["key"]), "query", model)
     if not found:
         raise FaceQueryError("no_face", "no face found in the query photo")
     sizes = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in found]
     best = int(np.argmax(sizes))
-    return vectors[best], {**found[best], "faces_in_photo": len(found)}, model
+    return vectors[best], {**found[best], "faces_in_photo": len(found)}, used
 
 
 def enroll(ctx: WorkerContext, tenant: str, photo_keys: list[str]) -> dict[str, Any]:
@@ -148,3 +155,33 @@ def enroll(ctx: WorkerContext, tenant: str, photo_keys: list[str]) -> dict[str, 
         except FaceQueryError as exc:
             errors.append({"photo": rel, "code": exc.code, "message": str(exc)})
     return {"embeddings": vectors, "errors": errors, "model": model}
+
+
+def identify_photo(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> dict[str, Any]:
+    """Who is in a photo: each face with the library person it clearly is (the nightly rule: nearest exemplars
+    under the space's `assign` threshold, with a margin over the runner-up), or nobody."""
+    from storage.library.state import LibraryState
+    from workers.library.fold import PersonIndex, choose
+
+    lib = LibraryStore(ctx.store, ctx.records, tenant)
+    head = lib.head()
+    model = next((r.model for r in head.segments), None) if head else None
+    try:
+        faces, vectors, used = embed_photo(ctx, keys.tenant_key(tenant, query["key"]), "photo", model)
+    except FaceQueryError as exc:
+        return {"error": {"code": exc.code, "message": str(exc)}}
+    if head is None or not faces:
+        return {"model": used, "faces": [{**f, "person": None, "name": None} for f in faces]}
+    if not fits_library(used, head.space):
+        return {"error": {"code": "model_mismatch", "message": f"the photo was embedded with {used} but the "
+                          f"library holds {head.space} vectors"}}
+    index = PersonIndex.of(LibraryState(lib, head))
+    scores = index.scores(vectors)
+    picks = choose(scores, index.people, [set()] * len(faces), space_of(used).thresholds)
+    names = {p.id: p.name for p in lib.people(head).people}
+    out = []
+    for n, (face, pid) in enumerate(zip(faces, picks, strict=True)):
+        best = float(scores[n].min()) if len(index.people) else None
+        out.append({**face, "person": pid, "name": names.get(pid) if pid else None,
+                    "distance": round(best, 4) if best is not None else None})
+    return {"model": used, "faces": out}

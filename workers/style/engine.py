@@ -58,6 +58,8 @@ class StyleVariant:
     tile_overlap: int = 128
     gatys: GatysParams | None = field(default=None, hash=False)  # holds a dict: equal, but not hashable
     label: str = ""
+    # set when two variants of one job would otherwise share a slug (grid values that round alike)
+    ordinal: int = 0
     style_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
     style_image: Image.Image | None = field(default=None, compare=False, repr=False)
 
@@ -66,7 +68,8 @@ class StyleVariant:
         """Short stable name for output keys, e.g. ``arbitrary-starry-s0.8-lum-x1.0``."""
         label = self.label or _default_label(self)
         colors = {"none": "none", "luminance": "lum", "histogram": "hist"}[self.preserve_colors]
-        return f"{self.method}-{label}-s{_num(self.strength)}-{colors}-x{_num(self.style_scale)}"
+        slug = f"{self.method}-{label}-s{_num(self.strength)}-{colors}-x{_num(self.style_scale)}"
+        return f"{slug}-{self.ordinal}" if self.ordinal else slug
 
     def blend_vector(self) -> np.ndarray:
         """The 26 built-in style weights of a `builtin` variant."""
@@ -111,8 +114,9 @@ def expand_variants(
     """Every render a job asks for: (styles or built-in blends) x strength x preserve_colors x style_scale.
 
     `style_images` maps the job's style keys to decoded images (needed for gatys, and for arbitrary
-    unless `style_vectors` has the key). Raises ValueError naming a missing style. Duplicate grid
-    values collapse (one variant per slug), in the order the job lists them.
+    unless `style_vectors` has the key). Raises ValueError naming a missing style. Exact duplicates
+    collapse, in the order the job lists them; variants whose values only round alike keep distinct
+    slugs (a numbered suffix), so every render has its own output.
     """
     images, vectors = style_images or {}, style_vectors or {}
     grid = params.grid or StyleGrid()
@@ -144,11 +148,23 @@ def expand_variants(
                     base, style_key=key, label=labels[key], style_image=images.get(key), style_vector=vectors.get(key)
                 )
             )
-    variants: dict[str, StyleVariant] = {}
+    variants: dict[tuple[Any, ...], StyleVariant] = {}
     for source, (strength, colors, scale) in itertools.product(sources, knobs):
         variant = replace(source, strength=strength, preserve_colors=colors, style_scale=scale)
-        variants.setdefault(variant.slug, variant)
-    return list(variants.values())
+        identity = (variant.style_key, variant.builtin, strength, colors, scale)
+        variants.setdefault(identity, variant)
+    return _numbered(list(variants.values()))
+
+
+def _numbered(variants: list[StyleVariant]) -> list[StyleVariant]:
+    """The same variants, those whose slugs collide numbered 2, 3, ... after the first."""
+    seen: dict[str, int] = {}
+    out = []
+    for variant in variants:
+        count = seen.get(variant.slug, 0) + 1
+        seen[variant.slug] = count
+        out.append(replace(variant, ordinal=count) if count > 1 else variant)
+    return out
 
 
 def output_size(size: tuple[int, int], long_side: int | None) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from workers.contract import StyleParams
 from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.imaging import ImageDecodeError, decode_image
 from workers.models.registry import WeightsNotAvailable
-from workers.style.engine import StyleEngine, StyleVariant, encode_image
+from workers.style.engine import StyleEngine, StyleVariant, encode_image, output_size
 from workers.style.onnx_models import DeviceNotAvailable
 
 log = logging.getLogger("nightshift.style")
@@ -80,12 +80,21 @@ class StyleHandler(JobHandler):
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}
         photos: list[tuple[ItemInput, Image.Image]] = []
+        max_pixels = self.ctx.settings.worker.max_pixels
         for item in batch:
             try:
                 with metrics.STAGE.labels(stage="decode").time():
-                    photos.append((item, decode_image(item.data, max_pixels=self.ctx.settings.worker.max_pixels)))
+                    img = decode_image(item.data, max_pixels=max_pixels)
             except ImageDecodeError as exc:
                 results[item.index] = ItemResult.failed(item.index, str(exc))
+                continue
+            width, height = output_size(img.size, self.params.size)
+            if width * height > max_pixels:
+                results[item.index] = ItemResult.failed(
+                    item.index, f"output of {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+                                f"{max_pixels / 1e6:.0f} MP limit: ask for a smaller `size`")
+                continue
+            photos.append((item, img))
         if photos:
             try:
                 variants = self.variants()
@@ -95,6 +104,7 @@ class StyleHandler(JobHandler):
             costs: dict[int, list[Any]] = {item.index: [] for item, _ in photos}
             try:
                 for variant in variants:
+                    self.check_cancel()
                     for chunk in _renderable(photos, variant):
                         with metrics.STAGE.labels(stage="model").time():
                             rendered = engine(self.ctx).render_batch([img for _, img in chunk], variant)
@@ -114,7 +124,7 @@ class StyleHandler(JobHandler):
     def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image) -> str:
         data, ctype, ext = encode_image(img, self.params.format, self.params.quality)
         stem = PurePosixPath(item.name).stem or f"item{item.index}"
-        key = keys.item_output(self.job.tenant, self.job.id, item.index, f"{stem}__{variant.slug}.{ext}")
+        key = keys.variant_output(self.job.tenant, self.job.id, item.index, stem, variant.slug, ext)
         with metrics.STAGE.labels(stage="upload").time():
             self.ctx.store.put_bytes(key, data, ctype)
         return key

@@ -4,9 +4,11 @@ A track with a clear match joins that person; every other track waits as unassig
 seed new people: a track's embedding comes from a few frames of a moving video, often small or
 blurred, so forming people stays the library's job, from photos and from the user's decisions.
 
-The library (per tenant, in object storage) is being built in `workers/library/`. Until it lands,
-`attach_tracks` leaves every track unassigned; `match_tracks` is the rule it will apply, so the
-benchmark can already grade it against enrolled people.
+`attach_tracks` reads the library's current version (never writes it): it scores each track against
+every person's exemplars and applies the fold's own rule (`workers.library.fold.choose`: nearest person
+under the space's `assign` threshold, the runner-up farther by `assign_margin`). The match is recorded
+in the video's tracks table; the library itself does not hold video tracks yet (see docs/video.md).
+`match_tracks` is the same rule on plain vectors, for benchmarks with enrolled people.
 """
 
 from __future__ import annotations
@@ -61,10 +63,32 @@ def match_tracks(tracks: Sequence[np.ndarray], people: np.ndarray, person_ids: S
 
 def attach_tracks(ctx: WorkerContext, tenant: str, model_id: str,
                   tracks: Sequence[TrackVector]) -> list[Attachment | None]:
-    """Attach tracks to the tenant's people (None: the track waits as unassigned).
+    """Attach tracks to the tenant's people (None: the track waits as unassigned). Tracks of another
+    embedding space than the library's, or a tenant without a library yet, stay unassigned."""
+    if not tracks:
+        return []
+    from storage.library.state import LibraryState
+    from workers.faces.spaces import space_of
+    from workers.library.fold import PersonIndex, choose
+    from workers.library.intake import library
 
-    Not wired yet: the library package is not on this branch, so every track is unassigned. When it is,
-    this loads the tenant's people in `model_id`'s embedding space, applies `match_tracks` with the space's
-    `assign` / `assign_margin` thresholds (workers.faces.spaces), and records the matches in the library.
-    """
-    return [None] * len(tracks)
+    lib = library(ctx, tenant)
+    head = lib.head()
+    space = space_of(model_id)
+    if head is None or head.space != space.id:
+        return [None] * len(tracks)
+    state = LibraryState(lib, head)
+    people = PersonIndex.of(state)
+    if not people.people:
+        return [None] * len(tracks)
+    vectors = np.stack([np.asarray(t.embedding, dtype=np.float32) for t in tracks])
+    scores = people.scores(vectors)
+    picks = choose(scores, people.people, [set() for _ in tracks], space.thresholds)
+    column = {p: n for n, p in enumerate(people.people)}
+    out: list[Attachment | None] = []
+    for row, pick in zip(scores, picks, strict=True):
+        if pick is None or state.people[pick].hidden:
+            out.append(None)
+        else:
+            out.append(Attachment(pick, state.people[pick].name, float(row[column[pick]])))
+    return out

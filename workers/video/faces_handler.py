@@ -169,6 +169,7 @@ class FacesMediaHandler(FacesHandler):
 
         def progress(done: int) -> None:
             self.ctx.records.set_progress(self.job.id, item.index, done, max(done, spec.frames_estimate))
+            self.check_cancel()
 
         try:
             with open_video(self.ctx.store, spec.source_key, self.ctx.settings.worker, spec.info.size_bytes) as c:

@@ -99,7 +99,7 @@ def join_video(ctx: WorkerContext, job: Job, video: int, *, items: list[Item] | 
 def _join_outputs(ctx: WorkerContext, job: Job, plan: VideoPlan, segs: list[Item]) -> list[VideoOutput]:
     from workers.style.handler import StyleHandler
     from workers.video.frames import join_segments, output_container
-    from workers.video.source import open_video
+    from workers.video.source import open_video, upload_file
 
     params = StyleHandler(job, ctx).params.video
     by_variant: dict[str, list[str]] = {}
@@ -126,7 +126,7 @@ def _join_outputs(ctx: WorkerContext, job: Job, plan: VideoPlan, segs: list[Item
             else:
                 stats = join_segments(parts, None, out)
             key = keys.video_output(job.tenant, job.id, plan.first_item, f"{stem}__{variant}.{ext}")
-            ctx.store.put_file(key, out, "video/mp4" if ext == "mp4" else "video/x-matroska")
+            upload_file(ctx.store, key, out, "video/mp4" if ext == "mp4" else "video/x-matroska")
             outputs.append(VideoOutput(variant=variant, key=keys.strip_tenant(job.tenant, key), **stats))
             for path in [*parts, out]:
                 path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import io
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from storage.config import WorkerSettings
@@ -87,6 +88,12 @@ class RangeReader(io.RawIOBase):
             done += len(data)
             self._pos += len(data)
         return done
+
+
+def upload_file(store: ObjectStore, key: str, path: Path, content_type: str) -> None:
+    """Stream a local file (a rendered segment, a joined video) into the store."""
+    with open(path, "rb") as fh:
+        store.put_stream(key, fh, path.stat().st_size, content_type)
 
 
 @contextmanager

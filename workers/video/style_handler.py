@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -19,21 +18,15 @@ from storage.errors import StoreUnavailable
 from storage.names import ItemState
 from storage.records import Item, Job
 from workers import metrics
-from workers.context import WorkerContext
 from workers.handlers import ItemInput, ItemResult
 from workers.models.registry import WeightsNotAvailable
 from workers.style.handler import StyleHandler, StyleInputError, engine
 from workers.style.onnx_models import DeviceNotAvailable
 from workers.video.join import VideoResult, existing_result, join_video
 from workers.video.plan import SegmentSpec
-from workers.video.source import VideoError, open_video
+from workers.video.source import VideoError, open_video, upload_file
 
 log = logging.getLogger("nightshift.video")
-CANCEL_POLL_S = 2.0
-
-
-class JobCancelled(Exception):
-    """The job was cancelled while a segment was rendering."""
 
 
 class StyleMediaHandler(StyleHandler):
@@ -60,7 +53,7 @@ class StyleMediaHandler(StyleHandler):
         temporal = [self.params.temporal_for(self._source_of(v)) for v in variants]
         stem = PurePosixPath(spec.name).stem or f"video{spec.video}"
         w = self.ctx.settings.worker
-        watch = _ProgressWatch(self.ctx, self.job.id, item.index, spec.frames_estimate)
+        watch = _ProgressWatch(self, item.index, spec.frames_estimate)
         with tempfile.TemporaryDirectory(prefix="nightshift-segment-") as tmp:
             paths = [Path(tmp) / f"{n}.mp4" for n in range(len(variants))]
             try:
@@ -71,8 +64,6 @@ class StyleMediaHandler(StyleHandler):
                         done = render_segment(container, spec, variants, engine(self.ctx), self.params.video,
                                               temporal, paths, size=self.params.size, threads=w.threads,
                                               progress=watch)
-            except JobCancelled:
-                return ItemResult(item.index, ItemState.CANCELLED, error="job cancelled")
             except (VideoError, ValueError) as exc:
                 return ItemResult.failed(item.index, str(exc))
             outputs = []
@@ -80,7 +71,7 @@ class StyleMediaHandler(StyleHandler):
                 key = keys.item_output(self.job.tenant, self.job.id, item.index,
                                        f"{stem}__{variant.slug}.seg{spec.segment:05d}.mp4")
                 with metrics.STAGE.labels(stage="upload").time():
-                    self.ctx.store.put_file(key, path, "video/mp4")
+                    upload_file(self.ctx.store, key, path, "video/mp4")
                 outputs.append(key)
         self.ctx.records.set_progress(self.job.id, item.index, done.frames, done.frames)
         info: dict[str, Any] = {"video": spec.video, "segment": spec.segment, "segments": spec.segments,
@@ -140,15 +131,12 @@ class StyleMediaHandler(StyleHandler):
 
 
 class _ProgressWatch:
-    """The segment's progress callback: frames into the job's progress record, and the cancel check."""
+    """The segment's progress callback: frames into the job's progress record, and the cancel check
+    (`check_cancel` raises JobCancelled: the pipeline records the segment `cancelled`)."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str, index: int, total: int) -> None:
-        self.ctx, self.job_id, self.index, self.total = ctx, job_id, index, total
-        self._polled = time.monotonic()
+    def __init__(self, handler: StyleMediaHandler, index: int, total: int) -> None:
+        self.handler, self.index, self.total = handler, index, total
 
     def __call__(self, done: int) -> None:
-        self.ctx.records.set_progress(self.job_id, self.index, done, max(done, self.total))
-        if time.monotonic() - self._polled >= CANCEL_POLL_S:
-            self._polled = time.monotonic()
-            if self.ctx.records.cancel_requested(self.job_id):
-                raise JobCancelled(self.job_id)
+        self.handler.ctx.records.set_progress(self.handler.job.id, self.index, done, max(done, self.total))
+        self.handler.check_cancel()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now. Servers set SO_REUSEADDR, so a port whose old
+    connections linger in TIME_WAIT after a restart is free for them, and must count as free here too
+    (otherwise every restart moves the stack to new ports and breaks URLs issued before)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
@@ -126,16 +131,44 @@ def weed_binary() -> str:
     return found
 
 
-def start_redis(data_dir: Path, port: int | None = None, *, aof: bool = True, timeout: float = 15.0) -> ServerProcess:
-    """Start a Redis-compatible server on loopback with AOF (everysec) in `data_dir`."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+def private_dir(path: Path) -> Path:
+    """Create `path` readable by its owner only (it holds credentials and every tenant's data)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def secret_file(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in `path` (mode 0600): read it, or generate it with `make` on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    private_dir(path.parent)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def redis_password(data_dir: Path) -> str:
+    """The local Redis password, generated on first start and kept in the data folder."""
+    return secret_file(data_dir / "redis-password", lambda: secrets.token_urlsafe(24))
+
+
+def start_redis(data_dir: Path, port: int | None = None, *, aof: bool = True, password: str | None = None,
+                timeout: float = 15.0) -> ServerProcess:
+    """Start a Redis-compatible server on loopback with AOF (everysec) in `data_dir`, requiring `password`
+    when one is given (the embedded stack always gives one)."""
+    private_dir(data_dir)
     port = port or free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve()),
             "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec", "--save", "",
             "--maxmemory-policy", "noeviction", "--protected-mode", "yes"]
+    if password:
+        argv += ["--requirepass", password]
     proc = _spawn("redis", argv, data_dir / "redis.log", data_dir)
     server = ServerProcess("redis", proc, data_dir / "redis.log", {"redis": port})
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    client = redis.Redis(port=port, password=password, socket_connect_timeout=0.5)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -153,16 +186,30 @@ def start_redis(data_dir: Path, port: int | None = None, *, aof: bool = True, ti
 
 def s3_credentials(data_dir: Path) -> tuple[str, str]:
     """The local S3 credentials, generated on first start and kept in the data folder."""
-    path = data_dir / "s3-credentials.json"
-    if path.exists():
-        cred = json.loads(path.read_text())
-        return cred["access_key"], cred["secret_key"]
-    data_dir.mkdir(parents=True, exist_ok=True)
-    access, secret = "NS" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"access_key": access, "secret_key": secret}, fh)
-    return access, secret
+    raw = secret_file(data_dir / "s3-credentials.json", lambda: json.dumps(
+        {"access_key": "NS" + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30)}))
+    cred = json.loads(raw)
+    return cred["access_key"], cred["secret_key"]
+
+
+def _write_weed_security(data_dir: Path) -> None:
+    """SeaweedFS's security.toml (read from its working directory): the filer's and volume servers' HTTP
+    ports refuse reads and writes without a JWT signed with keys that only the S3 gateway knows, so the
+    objects are reachable through S3 with credentials alone (gRPC between the parts stays on loopback)."""
+    keys = json.loads(secret_file(data_dir / "s3-jwt-keys.json", lambda: json.dumps(
+        {name: secrets.token_hex(24) for name in ("volume", "volume_read", "filer", "filer_read")})))
+    sections = {"jwt.signing": "volume", "jwt.signing.read": "volume_read", "jwt.filer_signing": "filer",
+                "jwt.filer_signing.read": "filer_read"}
+    text = "".join(f'[{section}]\nkey = "{keys[name]}"\nexpires_after_seconds = 10\n\n'
+                   for section, name in sections.items())
+    path = data_dir / "security.toml"
+    path.write_text(text + "[access]\nui = false\n")
+    path.chmod(0o600)
+
+
+WEED_PORTS = ("master", "volume", "filer", "s3", "iceberg", "lance", "admin",
+              "master.grpc", "volume.grpc", "filer.grpc", "s3.grpc", "admin.grpc")
+S3_PORT_OFFSET = WEED_PORTS.index("s3")
 
 
 def start_s3(data_dir: Path, base_port: int | None = None, *, bucket: str = "nightshift",
@@ -170,17 +217,16 @@ def start_s3(data_dir: Path, base_port: int | None = None, *, bucket: str = "nig
     """Start `weed mini` on loopback and wait until it accepts writes; returns the server and settings."""
     from storage.objects import ObjectStore  # local import: servers is usable without the SDK loaded
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     access, secret = s3_credentials(data_dir)
+    _write_weed_security(data_dir)
     config = data_dir / "s3-identities.json"
     config.write_text(json.dumps({"identities": [{
         "name": "nightshift", "credentials": [{"accessKey": access, "secretKey": secret}],
         "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
     config.chmod(0o600)
     b = base_port or free_port_block(12)
-    names = ["master", "volume", "filer", "s3", "iceberg", "lance", "admin",
-             "master.grpc", "volume.grpc", "filer.grpc", "s3.grpc", "admin.grpc"]
-    ports = {name: b + i for i, name in enumerate(names)}
+    ports = {name: b + i for i, name in enumerate(WEED_PORTS)}
     argv = [weed_binary(), "mini", f"-dir={(data_dir / 'weed').resolve()}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
             f"-s3.port={ports['s3']}", f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",

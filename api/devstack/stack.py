@@ -19,14 +19,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.apikeys import ApiKeys
-from storage.config import Settings, settings_env
+from api.devstack.servers import (
+    S3_PORT_OFFSET,
+    ServerProcess,
+    free_port,
+    free_port_block,
+    port_is_free,
+    private_dir,
+    redis_password,
+    s3_credentials,
+    start_redis,
+    start_s3,
+)
+from storage.config import S3Settings, Settings, WorkerSettings, settings_env
 from storage.names import Queue
 from storage.records import RecordStore
-from storage.servers import ServerProcess, free_port, free_port_block, port_is_free, start_redis, start_s3
 
 log = logging.getLogger("nightshift.stack")
 LOCAL_TENANT = "local"
+RESTART_BACKOFF_S = 5.0  # a worker that keeps dying is restarted at most this often
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # workers import `workers.tasks` from here
+
+
+def local_redis_url(port: int, password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def stack_settings(data_dir: Path) -> Settings:
+    """Settings that reach a local stack started from `data_dir` (its ports and credentials); raises
+    FileNotFoundError when no stack was ever started there."""
+    state = json.loads((data_dir / "stack.json").read_text())
+    access, secret = s3_credentials(data_dir / "s3")
+    s3 = S3Settings(endpoint=f"127.0.0.1:{state['s3_base_port'] + S3_PORT_OFFSET}", access_key=access,
+                    secret_key=secret)
+    return Settings(redis_url=local_redis_url(state["redis_port"], redis_password(data_dir)), s3=s3,
+                    data_dir=data_dir)
 
 
 @dataclass
@@ -35,6 +62,7 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     metrics_port: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -81,7 +109,7 @@ def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_di
     log_path = log_dir / f"worker-{node}.log"
     with open(log_path, "ab") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                cwd=str(Path(__file__).resolve().parent.parent))
+                                cwd=str(PROJECT_ROOT))
     return WorkerProcess(queue, proc, log_path, metrics_port)
 
 
@@ -100,14 +128,19 @@ class ApiServer:
     """The Flask app under werkzeug's threaded server, in a background thread."""
 
     def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None) -> None:
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
         from api import create_app
+
+        class Handler(WSGIRequestHandler):
+            # the Server header names no software versions (an attacker's first lookup)
+            server_version = "nightshift"
+            sys_version = ""
 
         self.port = port or free_port()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns the logs
         self.app = create_app(settings)
-        self._server = make_server(host, self.port, self.app, threaded=True)
+        self._server = make_server(host, self.port, self.app, threaded=True, request_handler=Handler)
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -130,13 +163,14 @@ class LocalStack:
     api: ApiServer | None = None
     settings: Settings | None = None
     api_key: str = ""
+    worker_settings: WorkerSettings = field(default_factory=WorkerSettings)
 
     def _state(self) -> dict[str, Any]:
         path = self.data_dir / "stack.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     def start(self, *, with_api: bool = True) -> LocalStack:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         state = self._state()
         redis_port = state.get("redis_port")
         if not redis_port or not port_is_free(redis_port):
@@ -144,12 +178,13 @@ class LocalStack:
         s3_base = state.get("s3_base_port")
         if not s3_base or not all(port_is_free(s3_base + i) for i in range(12)):
             s3_base = free_port_block(12)
+        password = redis_password(self.data_dir)
         try:
-            self.servers.append(start_redis(self.data_dir / "redis", redis_port))
+            self.servers.append(start_redis(self.data_dir / "redis", redis_port, password=password))
             s3, s3_settings = start_s3(self.data_dir / "s3", s3_base)
             self.servers.append(s3)
-            self.settings = Settings(redis_url=f"redis://127.0.0.1:{redis_port}/0", s3=s3_settings,
-                                     data_dir=self.data_dir)
+            self.settings = Settings(redis_url=local_redis_url(redis_port, password), s3=s3_settings,
+                                     data_dir=self.data_dir, worker=self.worker_settings)
             (self.data_dir / "stack.json").write_text(json.dumps({"redis_port": redis_port, "s3_base_port": s3_base,
                                                                   "api_port": self.api_port}))
             self.api_key = self._local_key()
@@ -169,7 +204,7 @@ class LocalStack:
         """The local stack's API key (tenant `local`), generated once and kept in the data folder."""
         assert self.settings is not None
         path = self.data_dir / "api-key"
-        keys = ApiKeys(RecordStore(self.settings).r, self.settings.key_prefix)
+        keys = RecordStore(self.settings).apikeys
         if path.exists():
             key = path.read_text().strip()
         else:
@@ -179,6 +214,20 @@ class LocalStack:
                 fh.write(key)
         keys.add(key, LOCAL_TENANT, "local stack")
         return key
+
+    def supervise(self) -> list[str]:
+        """Restart workers that died (a kill, an out-of-memory); returns the queues restarted. Their
+        unfinished work comes back through the watchdog of the workers' main processes."""
+        assert self.settings is not None
+        restarted = []
+        for n, worker in enumerate(self.workers):
+            if worker.alive() or time.monotonic() - worker.started < RESTART_BACKOFF_S:
+                continue
+            log.warning("worker for %s exited (code %s); restarting it", worker.queue, worker.proc.returncode)
+            self.workers[n] = start_worker(self.settings, worker.queue, concurrency=self.concurrency,
+                                           log_dir=self.data_dir / "logs")
+            restarted.append(worker.queue)
+        return restarted
 
     def stop(self) -> None:
         if self.api:

@@ -1,0 +1,179 @@
+"""`nightshift people ...`, `verify`, `identify`, `faces --unassigned`: the library of people from the command
+line (built on api.client; `api.cli` adds these commands to its parser)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from api.client import Client
+
+Out = Callable[[argparse.Namespace, str, Any], None]
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d") if ts else "date unknown"
+
+
+def person_line(p: dict[str, Any]) -> str:
+    name = p.get("name") or "(unnamed)"
+    hidden = "  [hidden]" if p.get("hidden") else ""
+    return f"{p['id']}  {name:<28} {p['faces']:>5} faces in {p['photos']:>5} photos, latest {_when(p.get('latest'))}" \
+        + hidden
+
+
+def faces_summary(job: dict[str, Any]) -> str | None:
+    """The last line of `nightshift faces --wait`: "N faces in M photos; P people (K new, J grew), U unassigned"."""
+    summary = job.get("summary") or {}
+    lib = summary.get("library")
+    faces = summary.get("faces")
+    if faces is None:
+        return None
+    line = f"{faces} faces in {summary.get('photos', 0)} photos"
+    if not lib:
+        return line
+    if lib.get("pending"):
+        return f"{line}; the library is busy: they join it shortly (nightshift people refresh)"
+    refused = "".join(f"\n  not added: {r}" for r in lib.get("refused", []))
+    return (f"{line}; {lib.get('people', 0)} people ({lib.get('new_people', 0)} new, {lib.get('grew', 0)} grew), "
+            f"{lib.get('unassigned', 0)} unassigned" + refused)
+
+
+def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
+    action = args.action or "list"
+    if action == "list":
+        people = list(client.people("all" if args.all else "visible"))
+        lib = client.library()
+        stats = lib.get("stats", {})
+        header = (f"{stats.get('people', 0)} people ({stats.get('named', 0)} named), {stats.get('faces', 0)} faces, "
+                  f"{stats.get('unassigned', 0)} unassigned")
+        out(args, "\n".join([header, *(person_line(p) for p in people)]), {"library": lib, "people": people})
+        return 0
+    if action == "show":
+        return _show(args, client, out)
+    if action == "name":
+        person = client.update_person(args.person, name=" ".join(args.name))
+        out(args, f"{person['person']['id']} is now {person['person']['name'] or '(unnamed)'}", person)
+        return 0
+    if action in ("hide", "unhide"):
+        person = client.update_person(args.person, hidden=action == "hide")
+        out(args, f"{person['person']['id']} {'hidden' if action == 'hide' else 'shown again'}", person)
+        return 0
+    if action == "merge":
+        merged = client.merge(args.person, args.other)
+        p = merged["person"]
+        out(args, f"merged {args.other} into {p['id']} ({p['name'] or 'unnamed'}): {p['faces']} faces", merged)
+        return 0
+    if action == "recluster":
+        job = client.recluster()
+        out(args, f"re-clustering the library: job {job['id']} (names, merges and moves are kept); "
+                  f"follow with: nightshift wait {job['id']}", job)
+        return 0
+    if action == "refresh":
+        res = client.request("POST", "/v1/people/refresh")
+        out(args, f"folding {res['waiting_jobs']} waiting job(s) into the library", res)
+        return 0
+    raise SystemExit(f"nightshift people: unknown action {action!r}")
+
+
+def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
+    page = client.person(args.person, limit=1000)
+    p = page["person"]
+    lines = [person_line(p)]
+    photos = list(client.person_photos(p["id"]))
+    for photo in photos:
+        lines.append(f"  {_when(photo.get('taken'))}  {photo['key']}  ({len(photo['faces'])} face)")
+    if args.download:
+        folder = Path(args.download) / (p["name"] or p["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        bar = None if args.json else tqdm(total=len(photos), unit="photo", desc="download", dynamic_ncols=True)
+        written = 0
+        for photo in photos:
+            target = folder / Path(photo["key"]).name
+            if target.exists():
+                target = folder / f"{photo['photo'][:8]}-{Path(photo['key']).name}"
+            if not target.exists():
+                client.download(photo["url"], target)
+                written += 1
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        lines.append(f"{written} photos in {folder}")
+    out(args, "\n".join(lines), {**page, "photos": photos})
+    return 0
+
+
+def cmd_unassigned(args: argparse.Namespace, client: Client, out: Out) -> int:
+    faces = list(client.unassigned())
+    lines = [f"{len(faces)} faces belong to nobody yet (assign one: nightshift people assign FACE PERSON)"]
+    lines += [f"  {f['face']}  {f['photo_key']}" + (f"  (not {', '.join(f['not'])})" if f.get("not") else "")
+              for f in faces]
+    out(args, "\n".join(lines), faces)
+    return 0
+
+
+def cmd_assign(args: argparse.Namespace, client: Client, out: Out) -> int:
+    person = None if args.person in ("none", "nobody", "-") else args.person
+    res = client.set_face_person(args.face, person)
+    out(args, f"face {args.face} -> {person or 'nobody (moved out)'}", res)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, client: Client, out: Out) -> int:
+    res = client.verify(args.a, args.b)
+    verdict = "the same person" if res["same_person"] else "different people"
+    out(args, f"{verdict} (distance {res['distance']:.3f}, threshold {res['threshold']:.3f}, {res['model']})", res)
+    return 0 if res["same_person"] else 1
+
+
+def cmd_identify(args: argparse.Namespace, client: Client, out: Out) -> int:
+    res = client.identify(args.photo)
+    lines = [f"{len(res['faces'])} face(s) in {args.photo}"]
+    for n, f in enumerate(res["faces"], 1):
+        who = f["name"] or (f"{f['person']} (unnamed)" if f["person"] else "unknown")
+        lines.append(f"  face {n} at {[round(v) for v in f['box']]}: {who}")
+    out(args, "\n".join(lines), res)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """The library's commands, on `nightshift`'s subparsers (each sets `func_library`)."""
+    pe = sub.add_parser("people", help="the library's people: list, show, name, merge, hide, recluster")
+    pe.add_argument("action", nargs="?", choices=["list", "show", "name", "merge", "hide", "unhide", "recluster",
+                                                  "refresh"], help="default: list")
+    pe.add_argument("person", nargs="?", help="a person id (show, name, merge, hide)")
+    pe.add_argument("rest", nargs="*", help="name: the name; merge: the person to merge into PERSON")
+    pe.add_argument("--all", action="store_true", help="list hidden people too")
+    pe.add_argument("--download", metavar="DIR", help="show: download the person's photos into DIR/<name>")
+    pe.set_defaults(func_library=_people_args)
+    asg = sub.add_parser("assign", help="say who a face is: nightshift assign FACE PERSON (or none)")
+    asg.add_argument("face")
+    asg.add_argument("person")
+    asg.set_defaults(func_library=cmd_assign)
+    ve = sub.add_parser("verify", help="are two photos the same person?")
+    ve.add_argument("a")
+    ve.add_argument("b")
+    ve.set_defaults(func_library=cmd_verify)
+    ide = sub.add_parser("identify", help="who is in a photo, by the library's people")
+    ide.add_argument("photo")
+    ide.set_defaults(func_library=cmd_identify)
+
+
+def _people_args(args: argparse.Namespace, client: Client, out: Out) -> int:
+    if args.action in ("show", "name", "merge", "hide", "unhide") and not args.person:
+        raise SystemExit(f"nightshift people {args.action}: give a person id (see nightshift people)")
+    if args.action == "name":
+        if not args.rest:
+            raise SystemExit("nightshift people name PERSON NAME...: give the name")
+        args.name = args.rest
+    if args.action == "merge":
+        if len(args.rest) != 1:
+            raise SystemExit("nightshift people merge INTO OTHER: two person ids")
+        args.other = args.rest[0]
+    return cmd_people(args, client, out)

@@ -1,0 +1,81 @@
+"""Galleries: one-shot enrolment of named people from a few photos each, versioned in the store; `identify`
+jobs name the library's faces from a gallery."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import tenant
+from api.context import svc
+from api.errors import ApiError
+from api.faces import ask, json_body
+from storage import keys
+from storage.errors import ObjectNotFound
+from storage.galleries import Galleries, GalleryDoc, ModelMismatch
+from storage.names import TaskName
+from storage.records import new_id
+
+bp = Blueprint("galleries", __name__, url_prefix="/v1")
+
+
+class GalleryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+def galleries() -> Galleries:
+    return Galleries(svc().store, tenant())
+
+
+def _gallery(gallery_id: str) -> GalleryDoc:
+    try:
+        return galleries().latest(gallery_id)
+    except ObjectNotFound:
+        raise ApiError(404, "not_found", f"gallery {gallery_id} not found") from None
+
+
+@bp.post("/galleries")
+def create_gallery() -> tuple[Response, int]:
+    req = json_body(GalleryRequest)
+    return jsonify(galleries().create(new_id("g"), req.name).public()), 201
+
+
+@bp.get("/galleries")
+def list_galleries() -> Response:
+    return jsonify({"galleries": [g.public() for g in galleries().all()]})
+
+
+@bp.get("/galleries/<gallery_id>")
+def get_gallery(gallery_id: str) -> Response:
+    return jsonify(_gallery(gallery_id).public())
+
+
+@bp.post("/galleries/<gallery_id>/people")
+def enroll_person(gallery_id: str) -> tuple[Response, int]:
+    """Enrol a named person from one or more photos (multipart: `name`, `photos`); a new gallery version."""
+    t = tenant()
+    _gallery(gallery_id)
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data with 'name' and 'photos'")
+    name = (request.form.get("name") or "").strip()
+    if not name or len(name) > 200:
+        raise ApiError(422, "invalid_request", "name: give the person's name (1-200 characters)")
+    files = [f for f in request.files.getlist("photos") if f.filename]
+    if not 1 <= len(files) <= 20:
+        raise ApiError(422, "invalid_request", "photos: give 1 to 20 photos of this person, one face each")
+    stored = []
+    for f in files:
+        key = keys.gallery_input(t, gallery_id, new_id("p"), f.filename or "photo")
+        svc().store.put_stream(key, f.stream, -1, f.mimetype or "application/octet-stream")
+        stored.append(keys.strip_tenant(t, key))
+    answer = ask(TaskName.ENROLL, t, stored)
+    if not answer["embeddings"]:
+        raise ApiError(422, "no_usable_photo", "none of the photos shows exactly one face", answer["errors"])
+    failed = {e["photo"] for e in answer["errors"]}
+    try:
+        doc = galleries().enrol(gallery_id, name, answer["embeddings"], [k for k in stored if k not in failed],
+                                answer["model"])
+    except ModelMismatch as exc:
+        raise ApiError(409, "model_mismatch", str(exc)) from None
+    return jsonify({**doc.public(), "errors": answer["errors"]}), 201

@@ -1,0 +1,172 @@
+"""The library's documents: one pydantic model per stored JSON document, shared by every writer and reader."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT = "nightshift.library.v1"
+
+
+class SegmentFace(BaseModel):
+    """One face of a segment, as stored in its faces.json.gz (row n has embedding row n)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    face: str  # <job>:<item>:<face>
+    job: str
+    item: int
+    photo: str  # sha256 of the photo's bytes
+    photo_key: str  # the photo's key, relative to the tenant
+    thumb: str | None = None  # the face thumbnail's key, relative to the tenant
+    box: tuple[float, float, float, float]
+    score: float
+    taken: float | None = None  # EXIF date taken, epoch seconds
+    width: int = 0
+    height: int = 0
+
+
+class SegmentDoc(BaseModel):
+    """faces.json.gz of a segment: its faces in embedding-row order, and every photo the job saw."""
+
+    segment: str
+    job: str
+    model: str  # <embedder>@<version>
+    dim: int
+    faces: list[SegmentFace]
+    photos: dict[str, str] = Field(default_factory=dict)  # sha256 -> photo key (photos without faces too)
+
+
+class SegmentRef(BaseModel):
+    """A segment as a head lists it, with the object that says who its faces are in this version."""
+
+    id: str
+    job: str
+    model: str
+    dim: int
+    faces: int
+    photos: int
+    assign: str | None = None  # key of its AssignDoc in this version
+    unassigned: int = 0  # faces no person holds (duplicates of photos already in the library excluded)
+    skipped: int = 0  # faces of photos the library already had from another segment
+
+
+class AssignDoc(BaseModel):
+    """Who each face of one segment is: ``person[row]`` (None: unassigned), which rows a user confirmed,
+    and the people a face was moved out of (it never joins them again)."""
+
+    person: list[str | None]
+    confirmed: list[int] = Field(default_factory=list)
+    rejected: dict[str, list[str]] = Field(default_factory=dict)  # str(row) -> person ids
+    skip: list[int] = Field(default_factory=list)  # faces of photos the library already had (left out)
+
+    def unassigned(self) -> int:
+        skipped = set(self.skip)
+        return sum(1 for n, p in enumerate(self.person) if p is None and n not in skipped)
+
+
+class Member(BaseModel):
+    """A face as a person's page (or the unassigned list) shows it."""
+
+    face: str
+    segment: str
+    row: int
+    photo: str
+    photo_key: str
+    thumb: str | None = None
+    box: tuple[float, float, float, float]
+    score: float
+    taken: float | None = None
+    confirmed: bool = False
+
+    @classmethod
+    def of(cls, segment: str, row: int, face: SegmentFace, confirmed: bool = False) -> Member:
+        return cls(face=face.face, segment=segment, row=row, photo=face.photo, photo_key=face.photo_key,
+                   thumb=face.thumb, box=face.box, score=face.score, taken=face.taken, confirmed=confirmed)
+
+
+class MembersDoc(BaseModel):
+    faces: list[Member]
+
+
+class Person(BaseModel):
+    """One person of the library."""
+
+    id: str
+    name: str | None = None
+    hidden: bool = False
+    cover: str | None = None  # the face a user chose for the cover
+    auto_cover: str | None = None  # else this one: the best face (score and size)
+    faces: int = 0
+    photos: int = 0
+    latest: float | None = None  # date taken of the newest photo
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    members: str | None = None  # key of the MembersDoc
+
+    @property
+    def cover_face(self) -> str | None:
+        return self.cover or self.auto_cover
+
+
+class PeopleDoc(BaseModel):
+    people: list[Person] = Field(default_factory=list)
+    merged: dict[str, str] = Field(default_factory=dict)  # merged-away id -> the id it went into
+    exemplars: dict[str, str] = Field(default_factory=dict)  # shard -> key of its packed vectors
+
+
+def resolve_merged(merged: dict[str, str], person_id: str) -> str:
+    """The id a person has now, following merges (`merged`: merged-away id -> the id it went into)."""
+    seen = set()
+    while person_id in merged and person_id not in seen:
+        seen.add(person_id)
+        person_id = merged[person_id]
+    return person_id
+
+
+class Suggestion(BaseModel):
+    a: str
+    b: str
+    distance: float
+
+
+class Head(BaseModel):
+    """One version of a tenant's library: everything a reader needs, by key."""
+
+    format: str = FORMAT
+    version: int
+    created_at: float = Field(default_factory=time.time)
+    writer: str = ""
+    space: str | None = None  # the embedding space every face of this library shares
+    segments: list[SegmentRef] = Field(default_factory=list)
+    people: str | None = None  # key of the PeopleDoc
+    suggestions: list[Suggestion] = Field(default_factory=list)
+    decisions_applied: list[str] = Field(default_factory=list)  # recent decision ids (newest last)
+    stats: dict[str, int] = Field(default_factory=dict)
+
+
+DecisionKind = Literal["name", "hide", "cover", "merge", "move_out", "assign", "confirm"]
+
+
+def decision_id() -> str:
+    """Time-ordered, unique: milliseconds then randomness (the log lists in the order decisions were made)."""
+    return f"{int(time.time() * 1000):013d}-{secrets.token_hex(4)}"
+
+
+class Decision(BaseModel):
+    """One thing a user said about people. Written to the log before anything changes, never rewritten."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=decision_id)
+    at: float = Field(default_factory=time.time)
+    kind: DecisionKind
+    person: str | None = None
+    other: str | None = None  # merge: the person merged into `person`
+    face: str | None = None
+    faces: list[str] = Field(default_factory=list)
+    name: str | None = None
+    hidden: bool | None = None

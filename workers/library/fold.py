@@ -1,0 +1,317 @@
+"""Folding new faces into a library version: the nightly path, incremental and bounded.
+
+1. New segments join; faces of photos the library already had are left out (duplicates).
+2. Each new face is compared with every person's exemplars. Its distance to a person is the mean of its two
+   nearest exemplars of that person (the nearest alone when the person has one). It joins the nearest
+   person when that distance is under the space's `assign` threshold AND the runner-up person is farther
+   by `assign_margin` — a face between two people waits. Two faces of one photo never join one person.
+3. Faces that joined nobody wait in the unassigned pool. The pool around the new faces is clustered
+   (average linkage at the `cluster` threshold, faces of one photo kept apart); a group of at least
+   `min_faces` that holds a new face becomes a new person.
+4. Waiting faces near the people who changed are compared again, under the same rule.
+
+Memory is bounded by the people (at most MAX_EXEMPLARS vectors each), the pool and the new faces — never by
+the whole library. Merge suggestions are refreshed for the people who changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from storage.library.documents import SegmentRef, Suggestion
+from storage.library.state import LibraryState
+from storage.library.store import photo_ids
+from workers.faces.spaces import Thresholds, space_of
+from workers.people.cluster import cluster_faces
+
+log = logging.getLogger("nightshift.library")
+BLOCK = 2048  # query rows per distance block: bounded memory for large nights
+SUGGESTIONS = 50
+
+
+@dataclass
+class FoldReport:
+    """What a fold did, for the job summary and the CLI's last line."""
+
+    segments: int = 0
+    faces: int = 0
+    photos: int = 0
+    duplicates: int = 0
+    assigned: int = 0
+    new_people: list[str] = field(default_factory=list)
+    grew: set[str] = field(default_factory=set)
+    refused: list[str] = field(default_factory=list)
+    unassigned: int = 0
+    people: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"faces": self.faces, "photos": self.photos, "duplicates": self.duplicates,
+                "assigned": self.assigned, "new_people": len(self.new_people), "grew": len(self.grew),
+                "people": self.people, "unassigned": self.unassigned, "refused": self.refused}
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances (len(a), len(b)), float32, never negative."""
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(sq, 0.0, dtype=np.float32), dtype=np.float32)
+
+
+@dataclass
+class PersonIndex:
+    """Every person's exemplars grouped by person, to score faces against people."""
+
+    people: list[str]
+    starts: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, state: LibraryState, only: set[str] | None = None) -> PersonIndex:
+        owners, matrix = state.all_exemplars()
+        keep = [n for n, o in enumerate(owners) if only is None or o in only]
+        owners = [owners[n] for n in keep]
+        matrix = matrix[keep]
+        people: list[str] = []
+        starts: list[int] = []
+        for n, owner in enumerate(owners):
+            if not people or people[-1] != owner:
+                people.append(owner)
+                starts.append(n)
+        return cls(people, np.array(starts, np.int64), matrix)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """(queries, people): mean of the two nearest exemplars of each person (the nearest if only one)."""
+        if not self.people:
+            return np.zeros((len(queries), 0), np.float32)
+        out = np.empty((len(queries), len(self.people)), np.float32)
+        for lo in range(0, len(queries), BLOCK):
+            d = distances(queries[lo : lo + BLOCK], self.vectors)
+            first = np.minimum.reduceat(d, self.starts, axis=1)
+            masked = np.where(d <= np.repeat(first, np.diff(np.append(self.starts, d.shape[1])), axis=1), np.inf, d)
+            second = np.minimum.reduceat(masked, self.starts, axis=1)
+            out[lo : lo + BLOCK] = np.where(np.isfinite(second), (first + second) / 2, first)
+        return out
+
+
+def choose(scores: np.ndarray, people: list[str], forbidden: list[set[str]], t: Thresholds) -> list[str | None]:
+    """Per face: the person it clearly is (nearest under `assign`, runner-up `assign_margin` farther), or None."""
+    out: list[str | None] = []
+    index = {p: n for n, p in enumerate(people)}
+    for row, banned in zip(scores, forbidden, strict=True):
+        if not len(row):
+            out.append(None)
+            continue
+        row = row.copy()
+        for p in banned:
+            if p in index:
+                row[index[p]] = np.inf
+        order = np.argsort(row)[:2]
+        best = float(row[order[0]])
+        runner = float(row[order[1]]) if len(order) > 1 else np.inf
+        out.append(people[order[0]] if best < t.assign and runner - best >= t.assign_margin else None)
+    return out
+
+
+def fold(state: LibraryState, new: list[SegmentRef], *, min_faces: int = 3,
+         thresholds: Thresholds | None = None) -> FoldReport:
+    """Fold segments into `state` (see the module docstring); `thresholds` default to the space's."""
+    report = FoldReport()
+    accepted = _admit(state, new, report)
+    if state.space is None:
+        return report
+    thresholds = thresholds or space_of_state(state).thresholds
+    known = PersonIndex.of(state)
+    rows: list[tuple[str, int]] = []
+    vectors = []
+    for ref in accepted:
+        doc = state.assignments(ref.id)
+        skip = set(doc.skip)
+        take = [r for r in range(ref.faces) if r not in skip]
+        rows += [(ref.id, r) for r in take]
+        vectors.append(state.lib.embeddings(ref)[take])
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, state.dim), np.float32)
+    report.faces = len(rows)
+    placed = _assign(state, rows, matrix, known, thresholds, report)
+    waiting = [(rows[n], matrix[n]) for n in range(len(rows)) if not placed[n]]
+    touched = _new_people(state, waiting, thresholds, min_faces, report)
+    state.refresh_exemplars(touched | report.grew)
+    _recheck_pool(state, touched | report.grew, thresholds, report)
+    state.refresh_exemplars(report.grew)
+    _suggest(state, touched | report.grew, thresholds)
+    report.people = len(state.people)
+    report.unassigned = state.stats()["unassigned"]
+    return report
+
+
+def space_of_state(state: LibraryState) -> Any:
+    from workers.faces.spaces import SPACES
+
+    return SPACES[state.space or ""]
+
+
+def _admit(state: LibraryState, new: list[SegmentRef], report: FoldReport) -> list[SegmentRef]:
+    """Add the segments whose model fits the library's space; mark faces of photos seen before as skipped."""
+    known = [state.lib.photo_index(ref) for ref in state.segments.values()]
+    seen = np.unique(np.concatenate(known)) if known else np.zeros(0, np.uint64)
+    accepted = []
+    for ref in new:
+        if ref.id in state.segments:
+            continue
+        space = space_of(ref.model).id
+        if state.space not in (None, space):
+            report.refused.append(f"{ref.job}: made with {ref.model} ({space}); the library uses {state.space}: "
+                                  "re-embed the library or index with the same model")
+            continue
+        state.space = space
+        state.segments[ref.id] = ref.model_copy(update={"assign": None, "unassigned": ref.faces, "skipped": 0})
+        doc = state.assignments(ref.id)
+        faces = state.segment_faces(ref.id)
+        ids = photo_ids([f.photo for f in faces]) if faces else np.zeros(0, np.uint64)
+        old = set(ids[np.isin(ids, seen)].tolist())
+        first_item: dict[str, int] = {}
+        for f in faces:
+            first_item.setdefault(f.photo, f.item)
+        # a photo the library had, or a second copy of a photo within this job, adds no faces
+        doc.skip = [n for n, f in enumerate(faces) if int(f.photo[:16], 16) in old or first_item[f.photo] != f.item]
+        seen = np.union1d(seen, state.lib.photo_index(ref))
+        state._dirty_segments.add(ref.id)
+        report.segments += 1
+        report.duplicates += len(doc.skip)
+        report.photos += len({f.photo for n, f in enumerate(faces) if n not in set(doc.skip)})
+        accepted.append(ref)
+    return accepted
+
+
+def _assign(state: LibraryState, rows: list[tuple[str, int]], matrix: np.ndarray, known: PersonIndex,
+            t: Thresholds, report: FoldReport) -> list[bool]:
+    if not rows or not known.people:
+        return [False] * len(rows)
+    forbidden = [set(state.rejected(s, r)) for s, r in rows]
+    scores = known.scores(matrix)
+    picks = choose(scores, known.people, forbidden, t)
+    # faces of one photo never share a person: the closest keeps it, the others wait
+    best: dict[tuple[str, str], int] = {}
+    index = {p: n for n, p in enumerate(known.people)}
+    for n, pid in enumerate(picks):
+        if pid is None:
+            continue
+        photo = state.segment_faces(rows[n][0])[rows[n][1]].photo
+        key = (photo, pid)
+        if key not in best or scores[n, index[pid]] < scores[best[key], index[pid]]:
+            best[key] = n
+    winners = set(best.values())
+    placed = [False] * len(rows)
+    for n, pid in enumerate(picks):
+        if pid is not None and n in winners:
+            segment, row = rows[n]
+            state.place(segment, row, pid, vector=matrix[n])
+            placed[n] = True
+            report.assigned += 1
+            report.grew.add(pid)
+    return placed
+
+
+def _pool(state: LibraryState) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """Every unassigned face of the library (not skipped), with its vector."""
+    rows: list[tuple[str, int]] = []
+    parts = []
+    for ref in state.segments.values():
+        doc = state.assignments(ref.id)
+        skip = set(doc.skip)
+        take = [r for r, p in enumerate(doc.person) if p is None and r not in skip]
+        if take:
+            rows += [(ref.id, r) for r in take]
+            parts.append(state.vectors(ref.id, take))
+    return rows, np.concatenate(parts) if parts else np.zeros((0, state.dim), np.float32)
+
+
+def _new_people(state: LibraryState, waiting: list[tuple[tuple[str, int], np.ndarray]], t: Thresholds,
+                min_faces: int, report: FoldReport) -> set[str]:
+    if not waiting:
+        return set()
+    pool_rows, pool = _pool(state)
+    new_rows = {rc for rc, _ in waiting}
+    near = _neighbourhood(pool_rows, pool, new_rows, t.cluster)
+    ids = [state.segment_faces(s)[r].face for s, r in (pool_rows[n] for n in near)]
+    photos = [state.segment_faces(s)[r].photo for s, r in (pool_rows[n] for n in near)]
+    clusters = cluster_faces(pool[near], ids, photos, threshold=t.cluster, min_faces=min_faces)
+    position = {fid: near[n] for n, fid in enumerate(ids)}
+    made: set[str] = set()
+    for cluster in clusters:
+        members = [position[f] for f in cluster.face_ids]
+        if not new_rows.intersection(pool_rows[m] for m in members):
+            continue  # it could have formed before: nothing new joined it
+        pid = state.new_person([pool_rows[m] for m in members], pool[members])
+        made.add(pid)
+        report.new_people.append(pid)
+    return made
+
+
+def _neighbourhood(rows: list[tuple[str, int]], vectors: np.ndarray, new: set[tuple[str, int]],
+                   radius: float) -> list[int]:
+    """Indices of the new faces and of pool faces within two hops (`radius`) of them: every group the new
+    faces could complete, without clustering the whole pool every night."""
+    chosen = np.array([rc in new for rc in rows])
+    frontier = chosen.copy()
+    for _ in range(2):
+        if not frontier.any():
+            break
+        reach = np.zeros(len(rows), bool)
+        sources = vectors[frontier]
+        for lo in range(0, len(rows), BLOCK):
+            d = distances(vectors[lo : lo + BLOCK], sources)
+            reach[lo : lo + BLOCK] = (d < radius).any(axis=1)
+        frontier = reach & ~chosen
+        chosen |= reach
+    return [int(i) for i in np.flatnonzero(chosen)]
+
+
+def _recheck_pool(state: LibraryState, changed: set[str], t: Thresholds, report: FoldReport) -> None:
+    """Waiting faces near people who changed may now be clear: same rule, against everyone."""
+    if not changed:
+        return
+    pool_rows, pool = _pool(state)
+    if not pool_rows:
+        return
+    local = PersonIndex.of(state, only=changed)
+    near = np.flatnonzero(local.scores(pool).min(axis=1) < t.assign) if local.people else np.array([], int)
+    if not len(near):
+        return
+    everyone = PersonIndex.of(state)
+    candidates = [pool_rows[n] for n in near]
+    forbidden = [set(state.rejected(s, r)) for s, r in candidates]
+    picks = choose(everyone.scores(pool[near]), everyone.people, forbidden, t)
+    for n, pid in zip(near, picks, strict=True):
+        if pid is None:
+            continue
+        segment, row = pool_rows[n]
+        photo = state.segment_faces(segment)[row].photo
+        if any(m.photo == photo for m in state.members(pid)):
+            continue
+        state.place(segment, row, pid, vector=pool[n])
+        report.assigned += 1
+        report.grew.add(pid)
+
+
+def _suggest(state: LibraryState, changed: set[str], t: Thresholds) -> None:
+    """Pairs of people whose nearest faces are close, best first: likely one person split in two."""
+    everyone = PersonIndex.of(state)
+    found = {(s.a, s.b): s for s in state.suggestions if s.a in state.people and s.b in state.people}
+    for pid in sorted(changed):
+        if pid not in state.people:
+            continue
+        faces, mine = state.exemplars(pid)
+        if not len(mine):
+            continue
+        scores = everyone.scores(mine).min(axis=0)
+        for other, d in zip(everyone.people, scores, strict=True):
+            if other == pid or d >= t.cluster * 1.3:
+                continue
+            a, b = sorted((pid, other))
+            named = state.people[a].name and state.people[b].name
+            if not named:
+                found[(a, b)] = Suggestion(a=a, b=b, distance=round(float(d), 4))
+    state.suggestions = sorted(found.values(), key=lambda s: (s.distance, s.a, s.b))[:SUGGESTIONS]
