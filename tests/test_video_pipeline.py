@@ -240,31 +240,45 @@ def face_clip(path: Path) -> Path:
     return write_clip(path, frames, FPS)
 
 
-def test_faces_in_a_video_become_one_track_with_its_time_range_and_subtitles(stack: Stack, tmp_path: Path) -> None:
+def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: Stack, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
+    from PIL import Image
+    from skimage import data
 
     worker = start_worker(stack.settings, "faces", log_dir=stack.root / "logs")
     try:
         wait_worker_ready(worker)
+        # three photos of her make a person in the tenant's library (three agreeing faces form one)
+        face = Image.fromarray(data.astronaut())
+        photos = {"a.jpg": face, "b.jpg": face.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                  "c.jpg": face.crop((60, 0, 460, 400)).resize((300, 300))}
+        for name, img in photos.items():
+            img.save(tmp_path / name, quality=92)
+        first = stack.client.submit("faces", files=[tmp_path / n for n in photos])
+        assert stack.client.wait(first["id"], timeout=240)["state"] == "succeeded"
+        [person] = list(stack.client.people())
+        stack.client.update_person(person["id"], name="Eileen")
+
         rel = stack.put("faces/walk.mp4", face_clip(tmp_path / "walk.mp4"))
         job = stack.client.submit("faces", inputs={"keys": [rel]})
         final = stack.client.wait(job["id"], timeout=240)
         assert final["state"] == "succeeded", final
         [item] = list(stack.client.results(job["id"]))
         info = item["info"]
-        assert info["tracks"] == 1 and info["frames"] == 75
+        assert info["tracks"] == 1 and info["frames"] == 75 and info["attached"] == 1
         assert 1 <= info["embedded_frames"] <= 3  # only the best crops of the track were embedded
         outs = {o["name"]: o["url"] for o in item["outputs"]}
         assert set(outs) == {"tracks.parquet", "tracks.npy", "tracks.vtt", "track-000.jpg"}
         table = pq.read_table(stack.client.download(outs["tracks.parquet"], tmp_path / "t.parquet")).to_pylist()
         [track] = table
         assert 0.2 <= track["start_s"] <= 0.6 and 2.0 <= track["end_s"] <= 2.7, track
-        assert track["person_id"] is None  # no library person to attach to: it waits as unassigned
+        assert (track["person_id"], track["person_name"]) == (person["id"], "Eileen")
         vtt = stack.client.download(outs["tracks.vtt"], tmp_path / "t.vtt").read_text()
-        assert vtt.startswith("WEBVTT") and "Person 1" in vtt
+        assert vtt.startswith("WEBVTT") and "Eileen" in vtt
         vectors = np.load(stack.client.download(outs["tracks.npy"], tmp_path / "t.npy"))
         assert vectors.shape == (1, 128) and np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
         assert final["summary"]["videos"][0]["tracks"] == 1
+        assert [p["id"] for p in stack.client.people()] == [person["id"]]  # a track never seeds a person
     finally:
         worker.stop()
 
