@@ -240,3 +240,12 @@ def is_video_segment(key: str) -> bool:
 def video_output(tenant: str, job_id: str, video: int, name: str) -> str:
     """A job-level output of one video (the joined, stylized video; a tracks table)."""
     return video_root(tenant, job_id, video) + safe_name(name)
+
+
+def library_person_videos(tenant: str, person_id: str) -> str:
+    """The videos a person appears in (one `PersonVideo` document each)."""
+    return f"{library_root(tenant)}videos/{safe_name(person_id)}/"
+
+
+def library_person_video(tenant: str, person_id: str, job_id: str, item: int) -> str:
+    return f"{library_person_videos(tenant, person_id)}{safe_name(job_id)}-{item:07d}.json"

@@ -279,8 +279,38 @@ def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: St
         assert vectors.shape == (1, 128) and np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
         assert final["summary"]["videos"][0]["tracks"] == 1
         assert [p["id"] for p in stack.client.people()] == [person["id"]]  # a track never seeds a person
+        [video] = stack.client.person(person["id"])["videos"]  # her page lists the video, and when she is on
+        assert video["name"] == "faces/walk.mp4" and video["video_key"] == rel
+        [(start, end)] = video["ranges"]
+        assert 0.2 <= start <= 0.6 and 2.0 <= end <= 2.7
+        _person_page_shows_the_video(stack, person["id"])
     finally:
         worker.stop()
+
+
+def _person_page_shows_the_video(stack: Stack, person_id: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    from tests.browser import launch_chromium
+
+    with sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.goto(f"{stack.api.url}/ui#key={stack.key}")
+            page.goto(f"{stack.api.url}/ui#/people/{person_id}")
+            page.wait_for_selector("#person-videos video")
+            page.wait_for_function("() => document.querySelector('#person-videos video').readyState >= 1",
+                                   timeout=20_000)
+            page.click("#person-videos button")  # her first time on screen: the video jumps there
+            page.wait_for_function("() => document.querySelector('#person-videos video').currentTime > 0.2",
+                                   timeout=10_000)
+            Path("test-artifacts").mkdir(exist_ok=True)
+            page.screenshot(path="test-artifacts/web-person-videos.png", full_page=True)
+            assert not problems, problems
+        finally:
+            browser.close()
 
 
 def test_the_job_page_plays_the_stylized_video_beside_its_original(stack: Stack, style_worker: WorkerProcess,

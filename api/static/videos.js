@@ -59,3 +59,25 @@ export function videoSection(job, artifacts) {
   return h("section", { class: "panel", id: "videos" }, h("h2", { text: "Videos" }),
     h("div", { class: "gallery" }, videos.map((v) => videoCard(v, urls))));
 }
+
+// A person's videos: each with its best frame and the times they are on screen; a time opens the video there.
+const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+
+function personVideoCard(v) {
+  const player = h("video", { src: v.url, controls: true, preload: "metadata", playsinline: true });
+  const times = v.ranges.map(([start, end], i) => {
+    const jump = h("button", { type: "button", class: "small", text: `${clock(start)}–${clock(end)}` });
+    jump.addEventListener("click", () => { player.currentTime = start; player.play().catch(() => {}); });
+    return [i ? " " : "", jump];
+  });
+  return h("article", { class: "pair video-pair", dataset: { job: v.job, item: v.item } },
+    h("header", {}, h("span", { class: "mono", text: v.name }),
+      v.thumbnail_url ? h("img", { class: "chip", src: v.thumbnail_url, alt: "their face in it", loading: "lazy" }) : null),
+    player, h("p", { class: "small" }, "On screen: ", times));
+}
+
+export function personVideos(videos) {
+  if (!videos || !videos.length) return null;
+  return h("section", { class: "panel", id: "person-videos" },
+    h("h2", { text: `Videos (${videos.length})` }), h("div", { class: "gallery" }, videos.map(personVideoCard)));
+}

@@ -8,6 +8,8 @@ blurred, so forming people stays the library's job, from photos and from the use
 every person's exemplars and applies the fold's own rule (`workers.library.fold.choose`: nearest person
 under the space's `assign` threshold, the runner-up farther by `assign_margin`). The match is recorded
 in the video's tracks table; the library itself does not hold video tracks yet (see docs/video.md).
+`record_appearances` then writes, per person found, a `PersonVideo` document (the video, when they are
+on screen) under the library's `videos/<person>/` prefix, which the person's page lists.
 `match_tracks` is the same rule on plain vectors, for benchmarks with enrolled people.
 """
 
@@ -92,3 +94,35 @@ def attach_tracks(ctx: WorkerContext, tenant: str, model_id: str,
         else:
             out.append(Attachment(pick, state.people[pick].name, float(row[column[pick]])))
     return out
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """One track of a video as the person's page shows it."""
+
+    track: int
+    ranges: list[tuple[float, float]]
+    thumb: str | None  # relative to the tenant
+
+
+def record_appearances(ctx: WorkerContext, tenant: str, job_id: str, item: int, name: str, video_key: str,
+                       duration_s: float, tracks: Sequence[Appearance],
+                       attached: Sequence[Attachment | None]) -> list[str]:
+    """One `PersonVideo` per person the video's tracks joined (deterministic keys: a redone item rewrites
+    them). Returns the people."""
+    from storage import keys
+    from storage.library.documents import PersonVideo
+
+    by_person: dict[str, list[tuple[Appearance, Attachment]]] = {}
+    for track, person in zip(tracks, attached, strict=True):
+        if person is not None:
+            by_person.setdefault(person.person_id, []).append((track, person))
+    for person_id, found in by_person.items():
+        spans = sorted(r for t, _ in found for r in t.ranges)
+        closest = min(found, key=lambda f: f[1].distance)
+        doc = PersonVideo(job=job_id, item=item, name=name, video_key=video_key, ranges=spans,
+                          tracks=[t.track for t, _ in found], thumb=closest[0].thumb, duration_s=duration_s,
+                          distance=closest[1].distance)
+        ctx.store.put_bytes(keys.library_person_video(tenant, person_id, job_id, item),
+                            doc.model_dump_json().encode(), "application/json")
+    return sorted(by_person)

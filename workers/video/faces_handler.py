@@ -32,7 +32,7 @@ from workers.faces.handler import FacesHandler
 from workers.faces.index import face_thumbnail
 from workers.faces.spaces import space_of
 from workers.handlers import ItemInput, ItemResult
-from workers.video.attach import Attachment, TrackVector, attach_tracks
+from workers.video.attach import Appearance, Attachment, TrackVector, attach_tracks, record_appearances
 from workers.video.frames import upright
 from workers.video.plan import SegmentSpec, VideoInfo
 from workers.video.scenes import CutDetector
@@ -185,12 +185,20 @@ class FacesMediaHandler(FacesHandler):
         attached = attach_tracks(self.ctx, self.job.tenant, self.model_id,
                                  [TrackVector(f"{item.index}:{n}", t.embedding, t.embedded, t.best.quality)
                                   for n, t in enumerate(tracks)])
-        outputs = self._write(item, spec, tracks, attached, 0.5 / params.sample_fps, scan.duration)
+        pad = 0.5 / params.sample_fps
+        outputs = self._write(item, spec, tracks, attached, pad, scan.duration)
+        thumbs = {n: keys.strip_tenant(self.job.tenant, k) for n, k in enumerate(
+            k for k in outputs if PurePosixPath(k).name.startswith("track-"))}
+        people = record_appearances(
+            self.ctx, self.job.tenant, self.job.id, item.index, spec.name,
+            keys.strip_tenant(self.job.tenant, spec.source_key), scan.duration,
+            [Appearance(n, t.ranges(pad, scan.duration), thumbs.get(n)) for n, t in enumerate(tracks)], attached)
         self.ctx.records.set_progress(self.job.id, item.index, scan.frames, scan.frames)
         info = {"video": spec.video, "outcome": f"tracks: {len(tracks)}" if tracks else "no_face",
                 "tracks": len(tracks), "frames": scan.frames, "sampled": scan.sampled,
                 "embedded_frames": embedded_frames, "embedded_crops": int(sum(counts)),
-                "attached": sum(a is not None for a in attached), "duration_s": round(scan.duration, 3),
+                "attached": sum(a is not None for a in attached), "people": people,
+                "duration_s": round(scan.duration, 3),
                 "seconds": round(time.perf_counter() - started, 3)}
         return ItemResult(item.index, ItemState.DONE, outputs, info=info)
 
