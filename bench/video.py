@@ -230,7 +230,7 @@ def compare(clip: str, motion: str, style: int, pts: list[Point]) -> dict[str, A
 
 # --- speed --------------------------------------------------------------------------------------------
 
-def _render_one(path: str, spec_json: str, style: int, out: str, side: int) -> dict[str, Any]:
+def _render_one(path: str, spec_json: str, style: int, out: str, side: int, device: str) -> dict[str, Any]:
     os.environ["OMP_NUM_THREADS"] = "1"
     import av
 
@@ -240,7 +240,7 @@ def _render_one(path: str, spec_json: str, style: int, out: str, side: int) -> d
     from workers.video.render import render_segment
 
     spec = SegmentSpec.model_validate_json(spec_json)
-    engine = StyleEngine(device="cpu", threads=1)
+    engine = StyleEngine(device=device, threads=1)
     engine.load("builtin")
     variant = StyleVariant(method="builtin", builtin=((style, 1.0),))
     t0 = time.perf_counter()
@@ -269,10 +269,11 @@ def speed_section(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     outs = [cache / f"speed-seg{n}.mp4" for n in range(len(plan.segments))]
     with ProcessPoolExecutor(max_workers=2) as pool:
         # the models load before the clock that matters starts: a worker keeps them between segments
-        list(pool.map(_warm, [style] * 2))
+        list(pool.map(_warm, [args.device] * 2))
         t1 = time.perf_counter()
         parts = list(pool.map(_render_one, [str(clip)] * len(outs), [s.model_dump_json() for s in plan.segments],
-                              [style] * len(outs), [str(o) for o in outs], [args.side] * len(outs)))
+                              [style] * len(outs), [str(o) for o in outs], [args.side] * len(outs),
+                              [args.device] * len(outs)))
     t2 = time.perf_counter()
     joined = cache / "speed-joined.mp4"
     with av.open(str(clip)) as source:
@@ -290,11 +291,11 @@ def speed_section(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
             "fps_1_core": frames / sum(stages.values()), "reference_fps": ref_fps, "size": args.side}
 
 
-def _warm(style: int) -> bool:
+def _warm(device: str) -> bool:
     os.environ["OMP_NUM_THREADS"] = "1"
     from workers.style.engine import StyleEngine
 
-    StyleEngine(device="cpu", threads=1).load("builtin")
+    StyleEngine(device=device, threads=1).load("builtin")
     return True
 
 
@@ -528,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--lfw", type=Path, default=None)
     parser.add_argument("--people", type=int, default=12)
+    parser.add_argument("--device", default="cpu", help="style models' device for the speed section (cpu, cuda)")
     args = parser.parse_args(argv)
     args.styles = [int(s) for s in args.styles.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -552,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_speed:
         speed = speed_section(args, cache)
         report["speed"] = speed
-        print(f"\n## Speed at {args.side} px, CPU (bigbuckbunny 720p with audio, {speed['frames']} frames)\n")
+        print(f"\n## Speed at {args.side} px, models on {args.device} (bigbuckbunny 720p with audio, "
+              f"{speed['frames']} frames; load average {os.getloadavg()[0]:.1f})\n")
         rows = [[f"stage: {k}", "1", v, ""] for k, v in speed["stage_fps_1_core"].items()]
         rows += [["ours, whole segment (sum of stages)", "1", speed["fps_1_core"], ""],
                  ["ours, end to end: 2 segments at once + join, audio copied", "2", speed["fps_2_cores"],
