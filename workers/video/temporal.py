@@ -74,7 +74,8 @@ class Motion:
 
     `back[t]` is the flow t -> t-1 and `conf_prev[t]` the confidence of frame t-1's point at frame t;
     `fwd[t]` is the flow t -> t+1 and `conf_next[t]` its confidence (None across a cut or at the ends).
-    Flows are float16 at the flow estimator's resolution; confidences float16 at full size.
+    Flows (float16) and confidences (float32) are kept at the flow estimator's resolution and resized when
+    used, so a window of 1080p frames holds about as much motion data as one of 384 px frames.
     """
 
     size: tuple[int, int]  # (width, height) of the frames
@@ -123,8 +124,8 @@ class MotionAnalyser:
         conf_t = ok_t * _photometric(small, prev_at_t)
         conf_p = ok_prev * _photometric(prev, cur_at_prev)
         m.back[t], m.fwd[t - 1] = back.astype(np.float16), fwd.astype(np.float16)
-        m.conf_prev[t] = _upsample(conf_t, self.size)
-        m.conf_next[t - 1] = _upsample(conf_p, self.size)
+        m.conf_prev[t] = conf_t.astype(np.float32)
+        m.conf_next[t - 1] = conf_p.astype(np.float32)
         m.input_flicker.append(_masked_sq_error(small, prev_at_t, ok_t))
 
 
@@ -140,11 +141,12 @@ def _masked_sq_error(a: np.ndarray, b: np.ndarray, mask: np.ndarray, step: int =
 
 
 def _upsample(conf: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A confidence plane at `size` = (width, height)."""
     import cv2
 
     if conf.shape[::-1] != size:
-        conf = cv2.resize(conf.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-    return conf.astype(np.float16)
+        return np.asarray(cv2.resize(conf, size, interpolation=cv2.INTER_LINEAR))
+    return conf
 
 
 def flicker(stylized: Sequence[np.ndarray], motion: Motion, limit: int = 12) -> float:
@@ -157,7 +159,7 @@ def flicker(stylized: Sequence[np.ndarray], motion: Motion, limit: int = 12) -> 
         if conf is None or back is None:
             continue
         # the consistency check's pixels (the photometric factor is never that small)
-        mask = conf > 0.01
+        mask = _upsample(conf, motion.size) > 0.01
         prev = warp(stylized[t - 1], resize_flow(back.astype(np.float32), motion.size))
         out_err.append(_masked_sq_error(np.asarray(stylized[t]), prev, mask))
         in_err.append(motion.input_flicker[t - 1] if t - 1 < len(motion.input_flicker) else 0.0)
@@ -221,4 +223,4 @@ def _step(frame: np.ndarray, acc: np.ndarray | None, flow: np.ndarray | None, co
     if acc is None or flow is None or conf is None:
         return fresh
     carried = warp(acc, resize_flow(flow.astype(np.float32), size))
-    return fresh + (a * conf.astype(np.float32))[..., None] * carried
+    return fresh + (a * _upsample(conf, size))[..., None] * carried
