@@ -93,6 +93,6 @@ def test_a_track_joins_a_person_only_on_a_clear_match() -> None:
     got = match_tracks(tracks, people, ids, assign=0.45, margin=0.1)
     assert got[0] is not None and got[0][0] == "ann"
     assert got[1] is None  # between the two: not clear
-    assert got[2] is not None and got[2][0] == "bo"  # two photos of Bo: the nearer counts
+    assert got[2] is not None and got[2][0] == "bo"  # two photos of Bo: the mean of the two nearest counts
     assert got[3] is None  # nobody near: waits as unassigned
     assert match_tracks([], people, ids, assign=0.45, margin=0.1) == []

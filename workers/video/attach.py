@@ -44,16 +44,17 @@ def match_tracks(tracks: Sequence[np.ndarray], people: np.ndarray, person_ids: S
                  assign: float, margin: float) -> list[tuple[str, float] | None]:
     """For each track, (person id, distance) when its nearest person is closer than `assign` and closer than
     every other person by `margin`; None when no match is clear. `people` holds one or more vectors per
-    person (rows aligned with `person_ids`); a person's distance is to its nearest vector."""
+    person (rows aligned with `person_ids`); a track's distance to a person is the mean of its two nearest
+    vectors of that person (the nearest alone when there is one), as the library's fold scores faces."""
     if not len(tracks) or not len(people):
         return [None] * len(tracks)
     x = np.asarray(tracks, dtype=np.float32)
     d = np.linalg.norm(x[:, None, :] - np.asarray(people, dtype=np.float32)[None], axis=-1)
     names = sorted(set(person_ids))
-    column = {p: i for i, p in enumerate(names)}
-    per_person = np.full((len(x), len(names)), np.inf)
-    for j, p in enumerate(person_ids):
-        per_person[:, column[p]] = np.minimum(per_person[:, column[p]], d[:, j])
+    per_person = np.empty((len(x), len(names)))
+    for j, p in enumerate(names):
+        near = np.sort(d[:, [k for k, q in enumerate(person_ids) if q == p]], axis=1)[:, :2]
+        per_person[:, j] = near.mean(axis=1)
     out: list[tuple[str, float] | None] = []
     for row in per_person:
         order = np.argsort(row)

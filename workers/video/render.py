@@ -59,6 +59,9 @@ def render_segment(container: Any, spec: SegmentSpec, variants: Sequence[StyleVa
                    *, size: int | None = None, threads: int = 1, progress: Progress | None = None,
                    spill_budget: int = 512 << 20) -> SegmentResult:
     """Render `spec`'s frames in every variant into `outputs` (one file per variant, video only)."""
+    import cv2
+
+    cv2.setNumThreads(threads)  # one process per core: OpenCV's own pool would fight the other workers
     info = spec.info
     stored_size = output_size((info.width, info.height), size)
     up_size = (stored_size[1], stored_size[0]) if info.rotation % 180 else stored_size
