@@ -519,7 +519,11 @@ def run_faces(lfw: Path, known: int, cache: Path, strangers: int = 4, seconds: f
          "rate": scan.frames / taken, "goal": ""},
     ]
     missed = [f"{apps[n].person} {apps[n].start:.1f}-{apps[n].end:.1f} s" for n in long_apps if n not in found]
-    return {"table": rows, "model": model, "missed": missed}
+    wrongs = [f"{t} as {m[0]} at {m[1]:.3f} ({tr.embedded} crops, quality {tr.best.quality:.2f})"
+              for m, t, tr in zip(matches, truths, tracks, strict=True) if m and m[0] != t]
+    rights = [m[1] for m, t in zip(matches, truths, strict=True) if m and m[0] == t]
+    return {"table": rows, "model": model, "missed": missed, "wrong": wrongs,
+            "right_distances": [round(d, 3) for d in sorted(rights)]}
 
 
 # --- main ---------------------------------------------------------------------------------------------
@@ -582,6 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table(list(faces["table"][0].keys()), [list(r.values()) for r in faces["table"]]))
         if faces["missed"]:
             print("\nMissed: " + "; ".join(faces["missed"]))
+        if faces["wrong"]:
+            print("\nAttached to the wrong person: " + "; ".join(faces["wrong"])
+                  + f" (right attachments at distances {faces['right_distances']})")
     write_json(args.json or str(args.out / "video.json"), report)
     return 0
 
