@@ -61,8 +61,11 @@ export async function renderGallery(box, job) {
   const grid = h("div", { class: "gallery", id: "gallery" });
   const note = h("div");
   const more = h("div", { class: "more" });
-  replace(box, videoSection(job, first.artifacts),
-    h("section", { class: "panel" }, h("h2", { text: "Before / after" }), downloads(first.artifacts), note, grid, more),
+  const videos = videoSection(job, first.artifacts);
+  const photos = first.items.some((it) => !isVideoPart(it)) || first.next_offset;
+  replace(box, videos,
+    photos || !videos ? h("section", { class: "panel" }, h("h2", { text: "Before / after" }), downloads(first.artifacts),
+      note, grid, more) : h("section", { class: "panel" }, downloads(first.artifacts)),
     sheet ? h("section", { class: "panel", id: "contact-sheet" }, h("h2", { text: "Contact sheet" }),
       figure(sheet.url, sheet.name, "sheet")) : null);
 
