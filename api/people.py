@@ -17,9 +17,10 @@ from api.auth import tenant
 from api.context import svc
 from api.errors import ApiError
 from storage import keys
+from storage.errors import ObjectNotFound
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
 from storage.library.decisions import check_decision
-from storage.library.documents import Member, resolve_merged
+from storage.library.documents import Member, PersonVideo, resolve_merged
 from storage.names import JobKind, Queue, TaskName
 
 bp = Blueprint("people", __name__, url_prefix="/v1")
@@ -189,7 +190,25 @@ def get_person(person_id: str) -> Response:
     end = offset + len(page)
     return jsonify({"person": person_view(person), "photos": page, "total_photos": len(photos), "offset": offset,
                     "limit": limit, "next_offset": end if end < len(photos) else None,
+                    "videos": _videos(pid, merged) if offset == 0 else [],
                     **({"merged_into": pid} if pid != person_id else {})})
+
+
+def _videos(pid: str, merged: dict[str, str]) -> list[dict[str, Any]]:
+    """The videos a person appears in (theirs and those of the people merged into them), with when."""
+    t = tenant()
+    store = svc().store
+    out = []
+    for owner in [pid] + sorted(x for x in merged if _resolve(x, merged) == pid):
+        for obj in store.list(keys.library_person_videos(t, owner)):
+            try:
+                doc = PersonVideo.model_validate_json(store.get_bytes(obj.key))
+            except ObjectNotFound:
+                continue
+            out.append({**doc.model_dump(mode="json"),
+                        "url": store.presigned_get(keys.tenant_key(t, doc.video_key)),
+                        "thumbnail_url": store.presigned_get(keys.tenant_key(t, doc.thumb)) if doc.thumb else None})
+    return sorted(out, key=lambda v: (v["job"], v["item"]))
 
 
 @bp.get("/people/suggestions")

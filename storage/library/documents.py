@@ -217,3 +217,20 @@ class Decision(BaseModel):
     faces: list[str] = Field(default_factory=list)
     name: str | None = None
     hidden: bool | None = None
+
+
+class PersonVideo(BaseModel):
+    """A video a person appears in, with when (written by a faces job when a track of the video joins
+    the person; read by the person's page). One document per person and video item."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job: str
+    item: int
+    name: str  # the video's name in its job
+    video_key: str  # the original, relative to the tenant
+    ranges: list[tuple[float, float]]  # seconds on screen
+    tracks: list[int]  # rows of the video's tracks table
+    thumb: str | None = None  # the best track's thumbnail, relative to the tenant
+    duration_s: float = 0.0
+    distance: float = 0.0  # of the closest track to the person
