@@ -26,7 +26,6 @@ from storage.records import RecordStore
 from storage.redisdb import RedisKeys
 from tests.library_worker import identity_photo
 from tests.test_web import browser, failure_screenshot, images_loaded, page, shot  # noqa: F401 - fixtures
-from workers.library.intake import KNOWN_TTL_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TENANT = "family"
@@ -223,7 +222,6 @@ def test_the_library_outlives_expired_job_records(env: LibEnv, tmp_path: Path) -
         client.delete(key)
     for key in client.scan_iter(match=keys_.item("*", 0).rsplit(":", 2)[0] + ":*"):
         client.delete(key)
-    time.sleep(KNOWN_TTL_S)  # the worker's view of the library's photos is at most this old
     again = night(env, tmp_path / "again", {"kept-0.png": [(46, 40)]})
     assert again["counts"]["skipped"] == 1  # the same photo bytes are known to the library, not to Redis
     query = tmp_path / "q.png"

@@ -208,6 +208,10 @@ class LibraryStore:
         body = json.dumps({"job": job_id, "segments": [r.model_dump() for r in refs]}).encode()
         self.store.put_bytes(keys.library_intake(self.tenant, job_id), body, "application/json")
 
+    def waiting_keys(self) -> list[str]:
+        """The intake keys of offered jobs (one listing, no reads)."""
+        return [obj.key for obj in self.store.list(keys.library_intake_prefix(self.tenant))]
+
     def waiting(self) -> list[tuple[str, list[SegmentRef]]]:
         """(intake key, segments) of every offered job, oldest first."""
         out = []

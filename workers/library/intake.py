@@ -9,7 +9,6 @@ was busy with a re-cluster) stays offered and joins with the next fold.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,24 +46,28 @@ class KnownPhotos:
         return at < len(self.ids) and self.ids[at] == key
 
 
-_known: dict[tuple[str, str], tuple[float, KnownPhotos]] = {}
-KNOWN_TTL_S = 10.0  # a batch checks the library at most this often (its photos change once a night)
+_known: dict[tuple[str, str], tuple[tuple[int, tuple[str, ...]], KnownPhotos]] = {}
 
 
 def known_photos(ctx: WorkerContext, tenant: str, model: str) -> KnownPhotos:
-    """Photos already indexed with `model`'s space: in the library, or offered to it and not folded yet."""
-    now = time.monotonic()
-    cached = _known.get((tenant, model))
-    if cached and now - cached[0] < KNOWN_TTL_S:
-        return cached[1]
+    """Photos already indexed with `model`'s space: in the library, or offered to it and not folded yet.
+
+    Cached per process for one library version and set of waiting offers (two small listings tell whether
+    either moved), so a job that starts right after another sees the photos that one brought.
+    """
     lib = library(ctx, tenant)
-    space = space_of(model).id
     head = lib.head()
+    version = (head.version if head else 0, tuple(sorted(lib.waiting_keys())))
+    cached = _known.get((tenant, model))
+    if cached and cached[0] == version:
+        return cached[1]
+    waiting = lib.waiting()
+    space = space_of(model).id
     refs = [r for r in head.segments if space_of(r.model).id == space] if head else []
-    refs += [r for _, offered in lib.waiting() for r in offered if space_of(r.model).id == space]
+    refs += [r for _, offered in waiting for r in offered if space_of(r.model).id == space]
     parts = [lib.photo_index(r) for r in refs]
     known = KnownPhotos(np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64))
-    _known[(tenant, model)] = (now, known)
+    _known[(tenant, model)] = (version, known)
     return known
 
 
