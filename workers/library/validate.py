@@ -6,9 +6,10 @@ Two questions, each asked of the comparison in use now ("before") and of the can
   impostor pairs over it (`Figures.verification`), and does the nightly rule put each held-out face into its
   own person, with people built from the training faces and every other person of the library as
   distractors (`right`, `wrong`, `waiting`)?
-- On people nobody named or confirmed: would any of their faces go to a different person (each face scored
-  against every person's exemplars, its own vector left out)? Those people carry no labels to check the head
-  against, so a head that moves them is refused however well it does on the named.
+- On people nobody named or confirmed: would any of their faces stop being clearly theirs, or go to a different
+  person (each face scored by the nightly rule against every person's exemplars, its own vector left out)?
+  Those people carry no labels to check the head against, so a head that moves them is refused however well it
+  does on the named.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class Structure:
 
 def structure(state: LibraryState, labelled_people: set[str], before: Transform, after: Transform,
               t: Thresholds, seed: int) -> Structure:
-    """How many of the people nobody labelled would see a face go to a different person under `after`."""
+    """How many of the people nobody labelled would lose a face, or see one go to someone else, under `after`."""
     everyone = Exemplars.build([(pid, f, v) for pid in sorted(state.people)
                                 for f, v in zip(*state.exemplars(pid), strict=True)], state.dim)
     unlabelled = sorted((pid for pid in state.people if pid not in labelled_people),
@@ -180,7 +181,9 @@ def structure(state: LibraryState, labelled_people: set[str], before: Transform,
     forbidden = [set(state.rejected(s, r)) for s, r in places]
     was = choose(everyone.scores(before, vectors, faces), everyone.people, forbidden, t)
     now = choose(everyone.scores(after, vectors, faces), everyone.people, forbidden, t)
-    changed = {own for own, a, b in zip(owners, was, now, strict=True) if a != b and {a, b} - {own, None}}
+    # a face that was clearly its person's and no longer is, or that would now go to someone else
+    changed = {own for own, a, b in zip(owners, was, now, strict=True)
+               if (a == own and b != own) or (b not in (own, None, a))}
     people = len(set(owners))
     return Structure(people, len(places), len(changed), max(1, math.floor(CHANGED_SHARE * people)))
 
