@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import machine
 
-NAMES = ["pipeline", "style", "faces", "lfw", "embed", "cluster", "search", "scaling", "throughput"]
+NAMES = ["pipeline", "style", "faces", "lfw", "embed", "cluster", "search", "scaling", "throughput", "adapt"]
 
 
 def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[tuple[str, list[str], int]]:

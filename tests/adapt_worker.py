@@ -16,7 +16,7 @@ import tests.library_worker as synthetic
 from tests.library_worker import DIM, app, identity_photo
 
 __all__ = ["app", "identity_photo", "face_vector", "GLASSES_FROM"]
-SHIFT = 1.2
+SHIFT = 1.0
 GLASSES_FROM = 50  # looks from here on wear glasses
 _GLASSES = np.random.default_rng(99).normal(size=DIM)
 _GLASSES /= np.linalg.norm(_GLASSES)

@@ -97,12 +97,22 @@ def test_training_starts_at_the_identity_is_deterministic_and_learns_what_names_
     assert a.loss_last < a.loss_first
 
 
-def test_keep_spread_keeps_the_mean_squared_distance() -> None:
-    sample = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
-    scaled = keep_spread(np.eye(8, dtype=np.float32) * 3, sample)
-    moved = sample @ scaled
-    spread = lambda v: ((v - v.mean(0)) ** 2).sum(1).mean()  # noqa: E731
-    assert spread(moved) == pytest.approx(spread(sample), rel=1e-4)
+def test_keep_spread_keeps_impostor_distances_and_leaves_genuine_pulls() -> None:
+    rng = np.random.default_rng(0)
+    people = rng.normal(size=(30, 8)).astype(np.float32)
+    sample = np.repeat(people, 4, axis=0) + 0.05 * rng.normal(size=(120, 8)).astype(np.float32)
+    owners: list[str | None] = [f"p{n // 4}" for n in range(120)]
+    stretch = np.diag(np.linspace(1.0, 4.0, 8)).astype(np.float32)  # a head that also grows every distance
+    scaled = keep_spread(stretch, sample, owners)
+
+    def near_impostor(v: np.ndarray) -> float:
+        d = np.linalg.norm(v[:, None] - v[None], axis=2)
+        different = np.array(owners)[:, None] != np.array(owners)[None, :]
+        return float(np.quantile(d[np.triu(different, 1)], 20 / np.triu(different, 1).sum()))
+
+    assert near_impostor(sample @ scaled) == pytest.approx(near_impostor(sample), rel=1e-4)
+    assert near_impostor(sample @ stretch) > 1.5 * near_impostor(sample)
+    assert keep_spread(stretch, sample[:4], owners[:4]) is stretch  # one person: nothing to keep it by
 
 
 # -- on a library (real Redis and S3) ---------------------------------------------------------------------

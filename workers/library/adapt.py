@@ -4,8 +4,9 @@
    given the same name are one group); a face moved out of someone is a negative for them.
 2. In every group of at least three faces a share (`holdout`) is held out, chosen by a hash of the face id
    and the seed, so the same faces are held out at every training.
-3. A head is trained on the rest (`triplets.train_head`), then scaled so the library's faces keep their
-   spread (mean squared distance to their mean): the space's thresholds keep their meaning.
+3. A head is trained on the rest (`triplets.train_head`), then scaled so that pairs of faces of two different
+   people keep their 0.1 % quantile of distances (`keep_spread`): as many impostor pairs as before fall under
+   a distance near the thresholds, so the space's thresholds keep their meaning.
 4. It is judged (`validate`) against the comparison in use now, and accepted only when, on the held-out
    faces, verification and assignment are both at least as good and one of them better, and at most
    `CHANGED_SHARE` of the unlabelled people (at least one) would see a face go to someone else.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -26,6 +28,7 @@ from storage.library.adapters import Adapters
 from storage.library.documents import AdapterDoc, Figures, Head, Validation
 from workers.contract import AdaptParams
 from workers.faces.spaces import SPACES
+from workers.library.fold import distances
 from workers.library.recluster import recluster
 from workers.library.transform import Transform, transform_for
 from workers.library.triplets import FaceLabels, TrainConfig, TrainResult, train_head
@@ -33,7 +36,8 @@ from workers.library.validate import Exemplars, Labelled, Structure, figures, st
 
 log = logging.getLogger("nightshift.library")
 MIN_GROUP = 3  # faces a group needs to lend some to the held-out part
-SPREAD_SAMPLE = 4000  # faces the spread is measured on
+SPREAD_SAMPLE = 3000  # faces the distance scale is kept on
+NEAR_SHARE = 1e-3  # the quantile of their pair distances kept (the FAR the thresholds are read at)
 
 
 class NotEnoughLabels(ValueError):
@@ -114,14 +118,24 @@ def others(state: LibraryState, covered: set[str]) -> Exemplars:
                             for f, v in zip(*state.exemplars(pid), strict=True)], state.dim)
 
 
-def keep_spread(matrix: np.ndarray, sample: np.ndarray) -> np.ndarray:
-    """`matrix` scaled so that `sample` keeps its mean squared distance to its mean through it."""
-    if len(sample) < 2:
+def keep_spread(matrix: np.ndarray, sample: np.ndarray, owners: list[str | None],
+                share: float = NEAR_SHARE) -> np.ndarray:
+    """`matrix` scaled so that pairs of `sample` faces that belong to two different people keep their `share`
+    quantile of distances through it (at least the 20th nearest such pair): as many impostor pairs as before
+    fall under a distance near the thresholds, so the thresholds keep their meaning. Genuine pairs are left
+    out: what the head learnt to pull together stays pulled together."""
+    known = np.array([o is not None for o in owners])
+    ids = np.array([o or "" for o in owners])
+    rows = np.flatnonzero(known)
+    i, j = np.triu_indices(len(rows), 1)
+    impostor = ids[rows][i] != ids[rows][j]
+    if impostor.sum() < 20:
         return matrix
-    moved = sample @ matrix
-    before = float(((sample - sample.mean(0)) ** 2).sum(1).mean())
-    after = float(((moved - moved.mean(0)) ** 2).sum(1).mean())
-    return (matrix * np.sqrt(before / after)).astype(np.float32) if after > 0 else matrix
+    q = max(share, 20 / impostor.sum())
+    before = float(np.quantile(distances(sample[rows], sample[rows])[i, j][impostor], q))
+    moved = sample[rows] @ matrix
+    after = float(np.quantile(distances(moved, moved)[i, j][impostor], q))
+    return (matrix * (before / after)).astype(np.float32) if after > 0 else matrix
 
 
 def judge(before: Figures, after: Figures, moved: Structure) -> tuple[bool, str]:
@@ -149,11 +163,13 @@ def config_of(params: AdaptParams) -> TrainConfig:
                        seed=params.seed)
 
 
-def learn(lib: LibraryStore, head: Head, params: AdaptParams, *, device: str = "cpu") -> tuple[AdapterDoc, Figures]:
-    """Train, judge and store an adapter for the library version `head` (nothing is adopted here).
-    Returns (the stored document, the figures of the comparison in use). Raises NotEnoughLabels."""
-    if head.space is None or head.space not in SPACES:
+def learn(lib: LibraryStore, head: Head, params: AdaptParams, *, device: str = "cpu") -> AdapterDoc:
+    """Train, judge and store an adapter for the library version `head` (nothing is adopted here); returns
+    the stored document. Raises NotEnoughLabels."""
+    if head.space is None:
         raise NotEnoughLabels("the library has no faces yet: index some photos first")
+    if head.space not in SPACES:
+        raise NotEnoughLabels(f"the library's embedding space {head.space} is not registered on this worker")
     t = SPACES[head.space].thresholds
     state = LibraryState(lib, head)
     data = labelled(state, params.holdout, params.seed)
@@ -163,20 +179,19 @@ def learn(lib: LibraryStore, head: Head, params: AdaptParams, *, device: str = "
                         device=device)
     current = transform_for(lib, head.adapter)
     covered = set().union(*data.people)
-    sample = _spread_sample(state, data, params.seed)
-    candidate = Transform("candidate", keep_spread(result.matrix, sample))
+    matrix = keep_spread(result.matrix, *_library_sample(state, params.seed))
+    candidate = Transform("candidate", matrix)
     distractors = others(state, covered)
     before, after = figures(data, distractors, current, t), figures(data, distractors, candidate, t)
     moved = structure(state, covered, current, candidate, t, params.seed)
     accepted, reason = judge(before, after, moved)
-    assert candidate.matrix is not None
     doc = AdapterDoc(version=0, space=head.space, dim=state.dim, weights="", library_version=head.version,
                      previous=head.adapter, accepted=accepted, reason=reason, params=params.model_dump(),
                      training=_training(result, data), validation=Validation(
                          held_out=int(data.held.sum()), people=len({int(g) for g in data.labels.group[data.held]}),
                          before=before, after=after, unlabelled_people=moved.people, unlabelled_faces=moved.faces,
                          changed_people=moved.changed, changed_limit=moved.limit))
-    return Adapters(lib).put(doc, candidate.matrix), before
+    return Adapters(lib).put(doc, matrix)
 
 
 def _check(data: Labelled) -> None:
@@ -187,15 +202,18 @@ def _check(data: Labelled) -> None:
                               f"faces or more (now {len(named)} named, {len(big)} labelled with {MIN_GROUP}+ faces)")
 
 
-def _spread_sample(state: LibraryState, data: Labelled, seed: int) -> np.ndarray:
-    """Library faces the spread is kept on: a hashed sample over every segment, and the labelled faces."""
+def _library_sample(state: LibraryState, seed: int) -> tuple[np.ndarray, list[str | None]]:
+    """Raw vectors of a seeded sample of the library's faces (each segment in proportion to its faces), and
+    the person each belongs to now."""
+    rng = np.random.default_rng(seed)
+    total = max(1, sum(ref.faces for ref in state.segments.values()))
     places = []
     for ref in state.segments.values():
         skip = set(state.assignments(ref.id).skip)
         rows = [r for r in range(ref.faces) if r not in skip]
-        places += [(ref.id, r) for r in rows]
-    places = sorted(places, key=lambda p: stable_unit(seed, f"{p[0]}:{p[1]}"))[:SPREAD_SAMPLE]
-    return np.concatenate([_read(state, places), data.vectors])
+        take = min(len(rows), math.ceil(SPREAD_SAMPLE * ref.faces / total))
+        places += [(ref.id, int(r)) for r in sorted(rng.choice(rows, take, replace=False))] if take else []
+    return _read(state, places), [state.person_of(s, r) for s, r in places]
 
 
 def _training(result: TrainResult, data: Labelled) -> dict[str, float]:
@@ -232,7 +250,7 @@ def adapt_library(lib: LibraryStore, params: AdaptParams, *, device: str = "cpu"
     head = lib.head()
     if head is None or not head.segments:
         raise NotEnoughLabels("the library has no faces yet: index some photos first")
-    doc, _ = learn(lib, head, params, device=device)
+    doc = learn(lib, head, params, device=device)
     adopted = adopt(lib, doc, recluster_after=params.recluster, min_faces=min_faces) if doc.accepted else False
     v = doc.validation
     log.info("adapter v%d for %s: %s", doc.version, lib.tenant, doc.reason)

@@ -5,9 +5,10 @@ from the space as it is, and a penalty on ``|A B|²`` keeps it near the identity
 labels say nothing about stay as they were, so people never named keep their distances and thresholds.
 
 Loss (FaceNet, eq. 1), on squared distances in units of the space's verification threshold:
-``max(|f(a) - f(p)|² - |f(a) - f(n)|² + alpha, 0)``. Triplets are chosen per batch (FaceNet, section 3.2):
-for every anchor-positive pair, the semi-hard negative — the nearest negative farther than the positive —
-or, when every negative is nearer than the positive, the hardest one.
+``max(|f(a) - f(p)|² - |f(a) - f(n)|² + alpha, 0)``, with each batch brought back to its raw spread (FaceNet's
+embedding lives on a hypersphere: growing every distance must not meet the margin). Triplets are chosen per
+batch (FaceNet, section 3.2): for every anchor-positive pair, the semi-hard negative — the nearest negative
+farther than the positive — or, when every negative is nearer than the positive, the hardest one.
 """
 
 from __future__ import annotations
@@ -55,21 +56,28 @@ class FaceLabels:
         return FaceLabels(self.group[rows], self.named, [self.rejected[int(r)] for r in rows])
 
     def masks(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(positive, negative) boolean matrices over `rows` (default: all)."""
+        """(positive, negative) boolean matrices over `rows` (default: all); a row is never its own positive."""
         rows = np.arange(len(self.group)) if rows is None else rows
-        g = self.group[rows]
-        known = g >= 0
-        same = (g[:, None] == g[None, :]) & known[:, None] & known[None, :]
-        positive = same & ~np.eye(len(rows), dtype=bool)
-        named = np.zeros(len(rows), bool)
-        named[known] = self.named[g[known]]
-        negative = known[:, None] & known[None, :] & ~same & (named[:, None] | named[None, :])
-        for n, r in enumerate(rows):
+        positive, negative = self.pair_masks(rows, rows)
+        return positive & ~np.eye(len(rows), dtype=bool), negative
+
+    def pair_masks(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(same person, known different people) between rows `left` and rows `right`."""
+        a, b = self.group[left], self.group[right]
+        known = (a >= 0)[:, None] & (b >= 0)[None, :]
+        same = (a[:, None] == b[None, :]) & known
+        named_a = np.zeros(len(left), bool)
+        named_a[a >= 0] = self.named[a[a >= 0]]
+        named_b = np.zeros(len(right), bool)
+        named_b[b >= 0] = self.named[b[b >= 0]]
+        negative = known & ~same & (named_a[:, None] | named_b[None, :])
+        for n, r in enumerate(left):
             for other in self.rejected[r]:
-                hit = g == other
-                negative[n, hit] = True
-                negative[hit, n] = True
-        return positive, negative
+                negative[n, b == other] = True
+        for n, r in enumerate(right):
+            for other in self.rejected[r]:
+                negative[a == other, n] = True
+        return same, negative
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -77,6 +85,10 @@ def resolve_device(device: str = "auto") -> str:
     if device != "auto":
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _spread(x: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(((x - x.mean(0)) ** 2).sum(1).mean()).clamp(min=1e-6)
 
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +211,11 @@ def train_head(vectors: np.ndarray, labels: FaceLabels, scale: float, config: Tr
             pos, neg = labels.masks(batch)
             masks = {key: (torch.as_tensor(pos, device=device), torch.as_tensor(neg, device=device))}
         pos_t, neg_t = masks[key]
-        x = head(x_all[torch.as_tensor(batch, device=device)])
+        raw = x_all[torch.as_tensor(batch, device=device)]
+        x = head(raw)
+        # FaceNet keeps its embedding on a hypersphere, so the loss cannot be met by growing every distance;
+        # here the batch keeps its spread (the head's scale is set afterwards, see `adapt.keep_spread`)
+        x = x * (_spread(raw) / _spread(x))
         sq = squared_distances(x)
         with torch.no_grad():
             triplets = mine_triplets(sq.detach().cpu(), pos_t.cpu(), neg_t.cpu()).to(device)
