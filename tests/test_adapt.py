@@ -28,6 +28,7 @@ from storage.records import RecordStore
 from tests.adapt_worker import GLASSES_FROM, face_vector
 from tests.conftest import Services
 from tests.library_worker import DIM, SYNTHETIC, identity_photo
+from tests.test_web import browser, failure_screenshot, page, shot  # noqa: F401 - fixtures
 from workers.contract import AdaptParams
 from workers.library.adapt import adapt_library, judge, keep_spread, labelled, others
 from workers.library.fold import fold
@@ -327,3 +328,24 @@ def test_learning_from_names_through_the_api_and_the_cli(stack, tmp_path: Path, 
     assert cli.main([*base, "people", "rollback"]) == 2  # nothing in use: a clear error, no traceback
     said = capsys.readouterr()
     assert "nothing to roll back" in said.err + said.out and "Traceback" not in said.err
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_learn_button_in_a_real_browser(stack, page) -> None:  # noqa: F811 - fixture
+    """"Learn from names" on the People page starts an adapt job; its page shows the verdict (after the test
+    above, so the library has named people)."""
+    client, url = stack
+    key = client.session.headers["Authorization"].split(" ", 1)[1]
+    before = {job["id"] for job in client.jobs(kind="adapt")}
+    with failure_screenshot(page, "web-learn-failure.png"):
+        page.goto(f"{url}/ui#key={key}")
+        page.goto(f"{url}/ui#/people")
+        page.click("#learn")
+        page.click("[role=status] .notice a")
+        page.wait_for_selector("#adapt-verdict", timeout=120_000)
+        verdict = page.locator("#adapt-verdict").inner_text()
+        shot(page, "web-learn-verdict.png")
+    (job_id,) = {job["id"] for job in client.jobs(kind="adapt")} - before
+    summary = client.job(job_id)["summary"]
+    assert verdict == f"{'In use now' if summary['adopted'] else 'Not used'}: {summary['reason']}"
