@@ -30,7 +30,7 @@ from tests.conftest import Services
 from tests.library_worker import DIM, SYNTHETIC, identity_photo
 from tests.test_web import browser, failure_screenshot, page, shot  # noqa: F401 - fixtures
 from workers.contract import AdaptParams
-from workers.library.adapt import adapt_library, judge, keep_spread, labelled, others
+from workers.library.adapt import adapt_library, adopt, judge, keep_spread, labelled, others
 from workers.library.fold import fold
 from workers.library.recluster import recluster
 from workers.library.transform import Transform, transform_for
@@ -195,6 +195,8 @@ def test_learning_is_stored_refused_or_adopted_and_adapter_versions_never_collid
     adapters = Adapters(lib)
     assert lib.head().adapter == adapters.key(2) and [d.version for d in adapters.all()] == [2, 1]
     assert adapters.get(adapters.key(2)).previous is None and not adapters.get(adapters.key(1)).accepted
+    # v1 was judged against the raw vectors; v2 is in use now, so v1 may not replace it (the adoption is fenced)
+    assert not adopt(lib, adapters.get(adapters.key(1))) and lib.head().adapter == adapters.key(2)
     stored: list[int] = []
     doc = adapters.get(adapters.key(1))
 
