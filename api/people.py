@@ -55,7 +55,7 @@ class ReclusterRequest(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     recluster: bool = Field(False, description="then re-cluster the library (a job) with what is in use again")
 
 
@@ -63,11 +63,15 @@ def library() -> LibraryStore:
     return LibraryStore(svc().store, svc().records, tenant())
 
 
-def _body(model: type[BaseModel]) -> Any:
+def _object() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
-    return model.model_validate(body)
+    return body
+
+
+def _body(model: type[BaseModel]) -> Any:
+    return model.model_validate(_object())
 
 
 def _page() -> tuple[int, int]:
@@ -346,7 +350,8 @@ def learn() -> tuple[Response, int]:
     on labelled faces held out of training and leaves unlabelled people as they were."""
     from api.jobs import submit_internal
 
-    req = _body(AdaptParams) if request.content_length else AdaptParams()
+    # strict: a job that trains for minutes starts only from exactly what was asked ("false" is not false)
+    req = AdaptParams.model_validate(_object(), strict=True) if request.content_length else AdaptParams()
     return submit_internal(JobKind.ADAPT, req.model_dump(), label="learn from your names")
 
 
