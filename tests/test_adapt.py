@@ -41,6 +41,15 @@ MODEL = SYNTHETIC.models[0]
 T = SYNTHETIC.thresholds
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """What a worker does (`worker.threads`): small matrices on many threads of a busy machine crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- the loss and the mining ----------------------------------------------------------------------------
 
 def _line(points: list[float]) -> torch.Tensor:
