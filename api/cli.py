@@ -22,6 +22,7 @@ from tqdm import tqdm
 from api.cli_people import add_parsers as add_library_parsers
 from api.cli_people import cmd_unassigned, faces_summary
 from api.client import ApiError, Client
+from workers.contract import is_video_name
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz")
@@ -62,13 +63,14 @@ def _print(args: argparse.Namespace, human: str, data: Any) -> None:
 
 
 def _expand(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
-    """Photos and archives from files and folders (recursively)."""
+    """Photos (and videos) and archives from files and folders (recursively)."""
     photos: list[Path] = []
     archives: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            photos.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            photos.extend(sorted(f for f in p.rglob("*") if f.is_file()
+                                 and (f.suffix.lower() in IMAGE_SUFFIXES or is_video_name(f.name))))
         elif p.name.lower().endswith(ARCHIVE_SUFFIXES):
             archives.append(p)
         elif p.is_file():

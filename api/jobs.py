@@ -23,13 +23,14 @@ from storage.jobs import finalize_job
 from storage.manifest import iter_manifest_items, read_manifest
 from storage.names import FINISHED_STATES, ItemState, JobKind, JobState
 from storage.records import Item, Job, new_id, now
-from workers.contract import PHOTO_KINDS, Inputs, JobRequest, parse_params
+from workers.contract import PHOTO_KINDS, Inputs, JobRequest, is_video_name, parse_params
 from workers.dispatch import enqueue_chunks, enqueue_ingest
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 ARCHIVE_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-tar", "application/gzip",
                  "application/x-gtar", "application/x-gzip")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
+VIDEO_UPLOAD_BASE = 800_000  # uploaded videos' input keys (photos count from 0, archives from 900,000)
 
 
 
@@ -97,6 +98,9 @@ def _store_upload(key: str, f: FileStorage) -> None:
 
 def _job_response(job: Job, status: int = 200) -> tuple[Response, int]:
     body = job.to_public()
+    frames = svc().records.progress(job.id)
+    if frames:
+        body["frames"] = frames  # video work counts frames: items (segments) are coarse
     body["links"] = {"self": url_for("jobs.get_job", job_id=job.id),
                      "results": url_for("jobs.job_results", job_id=job.id),
                      "cancel": url_for("jobs.cancel_job", job_id=job.id)}
@@ -107,7 +111,7 @@ def _check_inputs(t: str, inputs: Inputs) -> None:
     """Every key a request names is resolved inside the caller's tenant (`keys.tenant_key`, the one resolver
     workers use too), so another tenant's key is just a missing name here. Named archives and the prefix
     must exist now: the answer is a 422 at submit, never a job that cannot end."""
-    for rel in inputs.keys:
+    for rel in inputs.keys + inputs.videos:
         keys.relative(rel)
     store = svc().store
     missing = [rel for rel in inputs.archives if not store.exists(keys.tenant_key(t, rel))]
@@ -210,8 +214,16 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
     _check_inputs(t, inputs)
     items: list[Item] = []
     if req.kind in PHOTO_KINDS:
-        items = [Item(i, rel, keys.tenant_key(t, rel)) for i, rel in enumerate(inputs.keys)]
+        # videos are probed and planned by ingest (a worker): one may become several items
+        photo_keys = [rel for rel in inputs.keys if not is_video_name(rel)]
+        videos = list(inputs.videos) + [rel for rel in inputs.keys if is_video_name(rel)]
+        items = [Item(i, rel, keys.tenant_key(t, rel)) for i, rel in enumerate(photo_keys)]
         for f in files:
+            if is_video_name(f.filename or ""):
+                key = keys.job_input(t, job_id, VIDEO_UPLOAD_BASE + len(videos), f.filename or "video.mp4")
+                _store_upload(key, f)
+                videos.append(keys.strip_tenant(t, key))
+                continue
             index = len(items)
             name = f.filename or f"file-{index}"
             key = keys.job_input(t, job_id, index, name)
@@ -222,13 +234,13 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
             key = keys.job_input(t, job_id, 900_000 + n, f.filename or "archive.zip")
             _store_upload(key, f)
             archive_keys.append(keys.strip_tenant(t, key))
-        inputs = Inputs(keys=inputs.keys, prefix=inputs.prefix, archives=archive_keys)
+        inputs = Inputs(keys=photo_keys, prefix=inputs.prefix, archives=archive_keys, videos=videos)
         if inputs.empty and not items:
             raise ApiError(422, "invalid_request", "inputs: no photos: upload 'files', an 'archive', or give "
                            "inputs.keys / inputs.prefix / inputs.archives")
     else:
         items = [Item(0, str(req.kind), "")]
-    needs_ingest = bool(inputs.prefix or inputs.archives)
+    needs_ingest = bool(inputs.prefix or inputs.archives or inputs.videos)
     # the record keeps what ingest needs; named keys are already items (a 100,000-key body stays out of it)
     job = Job(id=job_id, kind=req.kind, tenant=t, state=JobState.QUEUED,
               params=params.model_dump(mode="json"), inputs=inputs.model_dump(mode="json", exclude={"keys"}),

@@ -21,7 +21,7 @@ from storage.errors import ObjectNotFound
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
 from storage.library.adapters import Adapters
 from storage.library.decisions import check_decision
-from storage.library.documents import AdapterDoc, Member
+from storage.library.documents import AdapterDoc, Member, PersonVideo, resolve_merged
 from storage.names import JobKind, Queue, TaskName
 from workers.contract import AdaptParams
 
@@ -114,11 +114,7 @@ def _people(head: Head | None) -> tuple[dict[str, Person], dict[str, str]]:
 
 
 def _resolve(person_id: str, merged: dict[str, str]) -> str:
-    seen = set()
-    while person_id in merged and person_id not in seen:
-        seen.add(person_id)
-        person_id = merged[person_id]
-    return person_id
+    return resolve_merged(merged, person_id)
 
 
 def decide(*decisions: Decision) -> tuple[Head | None, int]:
@@ -204,7 +200,25 @@ def get_person(person_id: str) -> Response:
     end = offset + len(page)
     return jsonify({"person": person_view(person), "photos": page, "total_photos": len(photos), "offset": offset,
                     "limit": limit, "next_offset": end if end < len(photos) else None,
+                    "videos": _videos(pid, merged) if offset == 0 else [],
                     **({"merged_into": pid} if pid != person_id else {})})
+
+
+def _videos(pid: str, merged: dict[str, str]) -> list[dict[str, Any]]:
+    """The videos a person appears in (theirs and those of the people merged into them), with when."""
+    t = tenant()
+    store = svc().store
+    out = []
+    for owner in [pid] + sorted(x for x in merged if _resolve(x, merged) == pid):
+        for obj in store.list(keys.library_person_videos(t, owner)):
+            try:
+                doc = PersonVideo.model_validate_json(store.get_bytes(obj.key))
+            except ObjectNotFound:
+                continue
+            out.append({**doc.model_dump(mode="json"),
+                        "url": store.presigned_get(keys.tenant_key(t, doc.video_key)),
+                        "thumbnail_url": store.presigned_get(keys.tenant_key(t, doc.thumb)) if doc.thumb else None})
+    return sorted(out, key=lambda v: (v["job"], v["item"]))
 
 
 @bp.get("/people/suggestions")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from bench.common import machine
 
-NAMES = ["pipeline", "style", "faces", "lfw", "embed", "cluster", "search", "scaling", "throughput", "adapt"]
+NAMES = ["pipeline", "style", "faces", "lfw", "embed", "cluster", "search", "scaling", "throughput", "video",
+         "adapt"]
 
 
 def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[tuple[str, list[str], int]]:
@@ -43,6 +44,8 @@ def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[t
         ("scaling", ["--out", str(out), "--faces", "100,1000,10000" if full else "100,400",
                      "--style-mp", "1,4,16,64" if full else "1,4,16"], 1800 if full else 420),
         ("throughput", ["--photos", "2000" if full else "400"], 1200 if full else 300),
+        ("video", (["--lfw", str(lfw)] if lfw else []) + ["--out", str(out)]
+         + ([] if full else ["--frames", "32", "--styles", "3,21"]), 2400 if full else 1200),
     ]
     return p
 

@@ -98,7 +98,7 @@ def build_library(lib: Any, vectors: np.ndarray, names: np.ndarray, files: np.nd
     job = "j" + "a" * 16
     faces = [SegmentFace(face=f"{job}:{n}:0", job=job, item=n, photo=hashlib.sha256(str(files[r]).encode()).hexdigest(),
                          photo_key=str(files[r]), box=(0.0, 0.0, 100.0, 100.0), score=0.99) for n, r in enumerate(rows)]
-    ref = lib.put_segment(SegmentDoc(segment=f"{job}-000", job=job, model=model, dim=vectors.shape[1], faces=faces),
+    ref = lib.put_segment(SegmentDoc.of(f"{job}-000", job, model, vectors.shape[1], faces),
                           vectors[rows].astype(np.float32))
     lib.commit(lambda state: fold(state, [ref]), lock_ttl=600)
     row_of = {f.face: r for f, r in zip(faces, rows, strict=True)}

@@ -7,7 +7,8 @@
 #      fp16 deviation from fp32;
 #   2. MTCNN detection batches on CUDA vs CPU;
 #   3. style transfer batch throughput on CUDA (onnxruntime CUDA provider) vs CPU;
-#   4. end-to-end face indexing on the GPU worker code path (engine, detect_size 1024).
+#   4. end-to-end face indexing on the GPU worker code path (engine, detect_size 1024);
+#   5. video stylization per stage with the style models on CUDA (bench/video.py's speed section).
 set -euo pipefail
 OUT=${1:?usage: bench/gpu.sh OUT_DIR [VENV]}
 VENV=${2:-.venv}
@@ -74,4 +75,5 @@ for device, batch in (("cpu", 1), ("cuda", 1), ("cuda", 8)):
         print(f"| {device} | {batch} | failed: {type(exc).__name__}: {exc} |")
 PYEOF
 run faces 180 "$PY" -m bench.faces --limit 64 --batch 32
+run video 240 "$PY" -m bench video --skip-quality --device cuda --out "$OUT"
 echo "report: $REPORT"

@@ -63,8 +63,7 @@ def _segment(lib: Any, job: str, model: str, faces: list[tuple[str, np.ndarray]]
     rows = [SegmentFace(face=f"{job}:{n}:0", job=job, item=n, photo=hashlib.sha256(name.encode()).hexdigest(),
                         photo_key=name, box=(0.0, 0.0, 100.0, 100.0), score=0.99) for n, (name, _) in enumerate(faces)]
     matrix = np.stack([v for _, v in faces]).astype(np.float32)
-    return lib.put_segment(SegmentDoc(segment=f"{job}-000", job=job, model=model, dim=matrix.shape[1], faces=rows),
-                           matrix)
+    return lib.put_segment(SegmentDoc.of(f"{job}-000", job, model, matrix.shape[1], rows), matrix)
 
 
 # -- the two-night scenario ---------------------------------------------------------------------------------

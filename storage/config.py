@@ -56,6 +56,18 @@ class WorkerSettings(BaseModel):
                                     "queued for this long gets its work re-queued")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of the worker (0: off); "
                               "set PROMETHEUS_MULTIPROC_DIR so pool children's metrics are collected")
+    # Videos (docs/video.md). A video outside these limits fails as one item, with the limit in its reason.
+    video_max_bytes: int = Field(20 * 1024**3, ge=1, description="largest video file accepted")
+    video_max_pixels: int = Field(8192 * 4320, ge=1, description="largest frame (width x height; 8K)")
+    video_max_seconds: float = Field(4 * 3600.0, gt=0, description="longest video accepted")
+    video_max_fps: float = Field(240.0, gt=0, description="highest average frame rate accepted")
+    video_segment_seconds: float = Field(10.0, ge=1.0, description="length of one stylization segment: each "
+                                         "segment is one item and runs as its own chunk")
+    video_context_frames: int = Field(16, ge=0, le=256, description="frames decoded before and after a segment "
+                                      "so its temporal filter starts warm and its join is seamless")
+    video_read_block_bytes: int = Field(1024**2, ge=64 * 1024, description="size of one range read from the "
+                                        "object store when streaming a video")
+    video_read_cache_blocks: int = Field(16, ge=1, le=1024, description="range-read blocks kept per open video")
 
 
 class LibrarySettings(BaseModel):

@@ -4,6 +4,7 @@
     t/<tenant>/jobs/<job>/inputs/<item>-<name>       a job's own inputs (multipart, archive members)
     t/<tenant>/jobs/<job>/items/<item>/<output>      outputs of one item (a retry overwrites them)
     t/<tenant>/jobs/<job>/parts/<part>.<ext>         batch-level outputs (face tables, embeddings)
+    t/<tenant>/jobs/<job>/videos/<video>/<name>      one video's plan, segment specs and joined outputs
     t/<tenant>/jobs/<job>/manifest.json              the finished job's record
     t/<tenant>/jobs/<job>/<name>                     job-level artefacts (contact sheet, people)
     t/<tenant>/galleries/<gallery>/v<version>.json   an enrolled gallery, versioned
@@ -241,3 +242,37 @@ def library_adapter_weights(tenant: str, digest: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise BadKey(f"not a sha256 digest: {digest!r}")
     return f"{library_root(tenant)}adapters/weights/{digest}.bin"
+
+
+def video_root(tenant: str, job_id: str, video: int) -> str:
+    """Everything about one video of a job; `video` is the index of the video's first item."""
+    return f"{job_root(tenant, job_id)}videos/{video:07d}/"
+
+
+def video_plan(tenant: str, job_id: str, video: int) -> str:
+    """The video's probe and segment plan, written once at ingest."""
+    return video_root(tenant, job_id, video) + "plan.json"
+
+
+def video_segment(tenant: str, job_id: str, video: int, segment: int) -> str:
+    """The spec of one segment item (its input object: a small JSON document, never the video)."""
+    return video_root(tenant, job_id, video) + f"segment-{segment:05d}.json"
+
+
+def is_video_segment(key: str) -> bool:
+    """True for the input key of a segment item (see `video_segment`)."""
+    return "/videos/" in key and key.rsplit("/", 1)[-1].startswith("segment-") and key.endswith(".json")
+
+
+def video_output(tenant: str, job_id: str, video: int, name: str) -> str:
+    """A job-level output of one video (the joined, stylized video; a tracks table)."""
+    return video_root(tenant, job_id, video) + safe_name(name)
+
+
+def library_person_videos(tenant: str, person_id: str) -> str:
+    """The videos a person appears in (one `PersonVideo` document each)."""
+    return f"{library_root(tenant)}videos/{safe_name(person_id)}/"
+
+
+def library_person_video(tenant: str, person_id: str, job_id: str, item: int) -> str:
+    return f"{library_person_videos(tenant, person_id)}{safe_name(job_id)}-{item:07d}.json"

@@ -160,19 +160,6 @@ class ObjectStore:
 
         self._call("put_if_absent", put, key=key)
 
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        """`length` bytes of an object from `offset` (one ranged GET)."""
-
-        def get() -> bytes:
-            resp = self._client.get_object(self.bucket, key, offset=offset, length=length)
-            try:
-                return resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-
-        return self._call("get_range", get, key=key)
-
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, indent=1, default=str).encode(), "application/json")
 
@@ -201,17 +188,19 @@ class ObjectStore:
         else:
             self._call("put", put, key=key)
 
-    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
-        with open(path, "rb") as fh:
-            self.put_stream(key, fh, path.stat().st_size, content_type)
-
     # -- reads -------------------------------------------------------------------------------
 
     def get_bytes(self, key: str) -> bytes:
         """Read a whole (small) object."""
+        return self._read(key)
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of an object from `offset` (one ranged GET)."""
+        return self._read(key, offset, length)
+
+    def _read(self, key: str, offset: int = 0, length: int = 0) -> bytes:
         def get() -> bytes:
-            resp = self._client.get_object(self.bucket, key)
+            resp = self._client.get_object(self.bucket, key, offset=offset, length=length)
             try:
                 return resp.read()
             finally:

@@ -396,6 +396,33 @@ class RecordStore(Coordination):
                 args=[str(state), error or "", json.dumps(list(outputs)), json.dumps(info or {}), now()],
             ))
 
+    # -- progress in units finer than items (frames of a video segment) ------------------
+    def set_progress(self, job_id: str, index: int, done: int, total: int) -> None:
+        """How far item `index` is, in its own units (a rewrite, so a redelivered item never counts twice)."""
+        key = self.keys.progress(job_id)
+        with unavailable_on_error():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hset(key, str(index), f"{done}/{total}")
+            pipe.expire(key, self.ttl)
+            pipe.execute()
+
+    def item_progress(self, job_id: str) -> dict[int, tuple[int, int]]:
+        """(done, total) per item that reports progress."""
+        with unavailable_on_error():
+            raw = self._r.hgetall(self.keys.progress(job_id))
+        out = {}
+        for index, value in raw.items():
+            d, _, t = str(value).partition("/")
+            out[int(index)] = (int(d), int(t or 0))
+        return out
+
+    def progress(self, job_id: str) -> dict[str, int] | None:
+        """Units done and planned over the job's items that report progress (None when none do)."""
+        per_item = self.item_progress(job_id)
+        if not per_item:
+            return None
+        return {"done": sum(d for d, _ in per_item.values()), "total": sum(t for _, t in per_item.values())}
+
     # -- idempotency -------------------------------------------------------------------------
     def claim_idempotency(self, tenant: str, key: str, job_id: str, fingerprint: str) -> tuple[str, str]:
         """Bind an Idempotency-Key to a job id and the request's fingerprint.

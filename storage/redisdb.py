@@ -89,6 +89,10 @@ class RedisKeys:
     def cache(self, name: str) -> str:
         return f"{self.prefix}:cache:{name}"
 
+    def progress(self, job_id: str) -> str:
+        """Hash: item index -> "done/total" in the item's own units (frames of a video segment)."""
+        return f"{self.prefix}:progress:{job_id}"
+
     @staticmethod
     def celery_queue(queue: str) -> str:
         """The list Celery's Redis transport keeps a queue's waiting messages in (kombu names it after the queue)."""

@@ -2,7 +2,8 @@
 
 No face photos of many different people ship with any package, and tests may not need the LFW data, so
 the library's behaviour over nights of photos is tested with synthetic people: a test photo is a PNG of
-80 x 80 squares on black, one per face, coloured (8 * person + 4, 4 * look + 2, 250). This engine
+80 x 80 squares on black, one per face, coloured (8 * (person % 32) + 4, 4 * look + 2, 250 - 20 * (person // 32))
+for people 0-95. This engine
 "detects" each square and embeds it as that person's identity vector plus a small look-dependent
 deviation, like a real embedder: the same person lands within ~0.3, different people ~1.4 apart. Every
 other part (storage, Celery, the pipeline, the library, the API) is the real one.
@@ -25,7 +26,7 @@ from workers.faces.types import Face, PhotoFaces
 from workers.tasks import app
 
 __all__ = ["app", "identity_photo", "SYNTHETIC"]
-SIDE = 80  # one face square; people 0-31 (the red channel holds 8 * person + 4)
+SIDE = 80  # one face square
 DIM = 128
 SYNTHETIC = register_space(EmbeddingSpace(
     id="synthetic-v1", dim=DIM, models=("synthetic@v1",), calibration="tests/library_worker.py",
@@ -38,7 +39,10 @@ def identity_photo(faces: list[tuple[int, int]], width_blocks: int | None = None
     blocks = width_blocks or max(len(faces), 1)
     img = Image.new("RGB", (SIDE * blocks + 20, SIDE + 20), (0, 0, 0))
     for n, (person, look) in enumerate(faces):
-        img.paste((8 * person + 4, (4 * look + 2) % 256, 250), (10 + n * SIDE, 10, 10 + (n + 1) * SIDE - 8, SIDE + 2))
+        if not 0 <= person < 96:
+            raise ValueError(f"synthetic people are 0-95, got {person}")
+        colour = (8 * (person % 32) + 4, (4 * look + 2) % 256, 250 - 20 * (person // 32))
+        img.paste(colour, (10 + n * SIDE, 10, 10 + (n + 1) * SIDE - 8, SIDE + 2))
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
@@ -70,7 +74,7 @@ class SyntheticEngine:
             faces = []
             for x in range(10, a.shape[1] - SIDE // 2, SIDE):
                 r, g, b = (int(v) for v in a[SIDE // 2, x + SIDE // 2])
-                if b > 200:
+                if b > 195:
                     faces.append(Face(box=(float(x), 10.0, float(x + SIDE - 8), float(SIDE + 2)), score=0.99))
             out.append(faces)
         return out
@@ -81,8 +85,9 @@ class SyntheticEngine:
             vecs = []
             for f in fs:
                 cx, cy = int((f.box[0] + f.box[2]) / 2), int((f.box[1] + f.box[3]) / 2)
-                r, g, _ = (int(v) for v in image[cy, cx])
-                vecs.append(identity_vector(round((r - 4) / 8), round((g - 2) / 4)))
+                r, g, b = (int(v) for v in image[cy, cx])
+                person = round((r - 4) / 8) + 32 * round((250 - b) / 20)
+                vecs.append(identity_vector(person, round((g - 2) / 4)))
             out.append(np.array(vecs, np.float32).reshape(-1, DIM))
         return out
 

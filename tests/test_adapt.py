@@ -137,7 +137,7 @@ def _segment(lib: LibraryStore, faces: list[tuple[int, int]], night: int = 1
     job = f"j{night:016x}"  # fixed: which faces are held out follows from their ids
     rows = [SegmentFace(face=f"{job}:{n}:0", job=job, item=n, photo=hashlib.sha256(f"{job}{n}".encode()).hexdigest(),
                         photo_key=f"{job}/{n}.png", box=(0.0, 0.0, 80.0, 80.0), score=0.99) for n in range(len(faces))]
-    ref = lib.put_segment(SegmentDoc(segment=f"{job}-000", job=job, model=MODEL, dim=DIM, faces=rows),
+    ref = lib.put_segment(SegmentDoc.of(f"{job}-000", job, MODEL, DIM, rows),
                           np.stack([face_vector(*f) for f in faces]))
     return ref, {r.face: f for r, f in zip(rows, faces, strict=True)}
 

@@ -89,6 +89,41 @@ class StyleGrid(_Strict):
     style_scale: list[Annotated[float, Field(gt=0, le=4)]] | None = Field(None, min_length=1, max_length=8)
 
 
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".3gp", ".3g2",
+                  ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".y4m")
+
+
+def is_video_name(name: str) -> bool:
+    """A file name that says "video" (how the API and ingest route inputs; the probe has the last word)."""
+    return name.lower().endswith(VIDEO_SUFFIXES)
+
+
+TemporalStrength = Annotated[float, Field(ge=0, le=0.95)] | Literal["auto"]
+
+
+class VideoStyleParams(_Strict):
+    """How a `style` job renders videos (photos ignore these)."""
+
+    codec: Literal["h264", "h265"] = Field("h264", description="h265 is written with the `hvc1` tag")
+    crf: int = Field(20, ge=0, le=51, description="x264/x265 constant rate factor: lower is better and larger")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = "medium"
+    temporal: TemporalStrength | list[TemporalStrength] = Field(
+        "auto", description="temporal filter strength 0-0.95 (0: every frame alone), 'auto' (from how much the "
+        "style flickers on each shot), or one value per style, in the order of `styles` or `builtin`")
+    audio: bool = Field(True, description="copy the audio stream as it is (no re-encoding)")
+
+
+class VideoFacesParams(_Strict):
+    """How a `faces` job reads videos (photos ignore these)."""
+
+    sample_fps: float = Field(2.0, gt=0, le=30, description="frames per second looked at (plus the first frame "
+                              "of every shot)")
+    crops_per_track: int = Field(3, ge=1, le=3, description="best crops embedded per track (score, size, "
+                                 "sharpness, frontalness)")
+    link_iou: float = Field(0.3, gt=0, lt=1, description="box overlap that continues a track between samples")
+    max_gap_s: float = Field(1.5, ge=0, le=30, description="a face may be missed this long and keep its track")
+
+
 class StyleParams(_Strict):
     """Parameters of a `style` job."""
 
@@ -111,6 +146,7 @@ class StyleParams(_Strict):
     quality: int = Field(92, ge=1, le=100)
     grid: StyleGrid | None = None
     gatys: GatysParams = Field(default_factory=GatysParams)
+    video: VideoStyleParams = Field(default_factory=VideoStyleParams)
 
     @field_validator("builtin", mode="before")
     @classmethod
@@ -143,7 +179,16 @@ class StyleParams(_Strict):
                              "split the job or shrink the grid")
         if self.format == "webp" and self.size is not None and self.size > WEBP_MAX_SIDE:
             raise ValueError(f"webp holds at most {WEBP_MAX_SIDE} px per side: use png or jpeg for size {self.size}")
+        sources = len(self.builtin) if self.method == "builtin" else len(self.styles)
+        if isinstance(self.video.temporal, list) and len(self.video.temporal) != sources:
+            raise ValueError(f"video.temporal lists {len(self.video.temporal)} strengths for {sources} styles: "
+                             "give one per style, or one value for all")
         return self
+
+    def temporal_for(self, source: int) -> float | Literal["auto"]:
+        """The temporal filter strength of the `source`-th style (in the order of `styles` or `builtin`)."""
+        value = self.video.temporal
+        return value[source] if isinstance(value, list) else value
 
 
 class FacesParams(_Strict):
@@ -160,6 +205,7 @@ class FacesParams(_Strict):
                          "twice the embedding work; a different model id: not comparable with mirror=false)")
     thumbnails: bool = True
     force: bool = False
+    video: VideoFacesParams = Field(default_factory=VideoFacesParams)
 
 
 class IdentifyParams(_Strict):
@@ -224,10 +270,12 @@ class Inputs(_Strict):
     keys: list[str] = Field(default_factory=list, max_length=100_000)
     prefix: str | None = Field(None, min_length=1, max_length=1024)
     archives: list[str] = Field(default_factory=list, max_length=100)
+    videos: list[str] = Field(default_factory=list, max_length=10_000, description="videos (probed and planned "
+                              "by ingest; the API moves keys and uploads with a video suffix here)")
 
     @property
     def empty(self) -> bool:
-        return not (self.keys or self.prefix or self.archives)
+        return not (self.keys or self.prefix or self.archives or self.videos)
 
 
 class JobRequest(_Strict):

@@ -77,8 +77,8 @@ class JobHandler(ABC):
 
 
 _HANDLERS: dict[JobKind, str] = {
-    JobKind.STYLE: "workers.style.handler:StyleHandler",
-    JobKind.FACES: "workers.faces.handler:FacesHandler",
+    JobKind.STYLE: "workers.video.style_handler:StyleMediaHandler",  # photos, and videos (workers/video)
+    JobKind.FACES: "workers.video.faces_handler:FacesMediaHandler",
     JobKind.IDENTIFY: "workers.people.handlers:IdentifyHandler",
     JobKind.CLUSTER: "workers.people.handlers:ClusterHandler",
     JobKind.ADAPT: "workers.people.handlers:AdaptHandler",

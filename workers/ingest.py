@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from storage import keys
 from storage.coordination import LockBusy
@@ -25,6 +25,9 @@ from workers.context import WorkerContext
 from workers.contract import Inputs
 from workers.dispatch import enqueue_chunks
 from workers.imaging import ImageDecodeError, probe
+
+if TYPE_CHECKING:
+    from workers.video.intake import VideoIntake
 
 log = logging.getLogger("nightshift.ingest")
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -143,6 +146,8 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
             if obj.key.endswith("/.keep") or obj.size == 0 and obj.key.endswith("/"):
                 continue
             yield Entry(obj.key[len(root):], key=obj.key)
+    for rel in inputs.videos:
+        yield Entry(_video_name(rel), key=keys.tenant_key(tenant, rel))
     for rel in inputs.archives:
         name = PurePosixPath(rel).name
         key = keys.tenant_key(tenant, rel)
@@ -182,6 +187,14 @@ def checked_member(entry: Entry, max_pixels: int) -> Entry:
         return Entry(entry.name, error=f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds "
                                        f"the {max_pixels / 1e6:.0f} MP limit")
     return entry
+
+
+def _video_name(rel: str) -> str:
+    """A video's item name: its key, or for an upload (``jobs/<job>/inputs/<n>-<name>``) the file's name."""
+    parts = rel.split("/")
+    if len(parts) == 4 and parts[0] == "jobs" and parts[2] == "inputs":
+        return parts[3].split("-", 1)[-1]
+    return rel
 
 
 def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
@@ -229,6 +242,7 @@ def _ingest(ctx: WorkerContext, job: Job) -> int:
         ctx.records.set_enqueued(job_id, total)
     pending: list[Item] = []
     errors: list[tuple[int, str]] = []
+    alone: set[int] = set()  # video items: each runs as a chunk of its own
     position = 0
 
     def flush() -> None:
@@ -241,22 +255,33 @@ def _ingest(ctx: WorkerContext, job: Job) -> int:
         for index, reason in errors:
             commit(ctx, job_id, ItemResult.failed(index, reason))
         bad = {i for i, _ in errors}
-        good = [it.index for it in pending if it.index not in bad]
+        good = [it.index for it in pending if it.index not in bad and it.index not in alone]
         if good:
             enqueue_chunks(ctx.celery, job_id, job.kind, good, chunk, first_chunk=first)
+        for index in sorted(alone - bad):
+            enqueue_chunks(ctx.celery, job_id, job.kind, [index], 1, first_chunk=index)
         ctx.records.set_enqueued(job_id, total)
         pending, errors = [], []
+        alone.clear()
 
     max_pixels = ctx.settings.worker.max_pixels
     for entry in iter_sources(ctx, job.tenant, Inputs.model_validate(job.inputs)):
         position += 1
         if position <= cursor:
             continue
-        entry = checked_member(entry, max_pixels)
+        video = not entry.error and _is_video(entry)
+        if not video:
+            entry = checked_member(entry, max_pixels)
         index = total + len(pending)
         if entry.error:
             pending.append(Item(index, entry.name, ""))
             errors.append((index, entry.error))
+        elif video:
+            taken = _take_video(ctx, job, entry, index)
+            pending.extend(taken.items)
+            if taken.error:
+                errors.append((index, taken.error))
+            alone.update(it.index for it in taken.items)
         elif entry.data is not None:
             key = keys.job_input(job.tenant, job_id, index, entry.name)
             ctx.store.put_bytes(key, entry.data)
@@ -270,3 +295,20 @@ def _ingest(ctx: WorkerContext, job: Job) -> int:
                 return total
     flush()
     return total
+
+
+def _is_video(entry: Entry) -> bool:
+    from workers.video.intake import looks_like_video
+
+    return looks_like_video(entry.name, entry.data[:16] if entry.data is not None else None)
+
+
+def _take_video(ctx: WorkerContext, job: Job, entry: Entry, index: int) -> VideoIntake:
+    """Probe and plan a video entry (an archive member is stored first: videos are read in ranges)."""
+    from workers.video.intake import take_video
+
+    key = entry.key or ""
+    if entry.data is not None:
+        key = keys.job_input(job.tenant, job.id, index, entry.name)
+        ctx.store.put_bytes(key, entry.data)
+    return take_video(ctx, job, entry.name, key, index)

@@ -1,6 +1,7 @@
 // Results of a finished job: the before/after gallery of a style job, plain output lists otherwise.
 import { api, errorPanel } from "./api.js";
 import { externalLink, h, replace } from "./dom.js";
+import { isVideoPart, videoSection } from "./videos.js";
 
 const PAGE = 12;
 const CONTACT_SHEET = "contact-sheet.jpg";
@@ -60,13 +61,16 @@ export async function renderGallery(box, job) {
   const grid = h("div", { class: "gallery", id: "gallery" });
   const note = h("div");
   const more = h("div", { class: "more" });
-  replace(box,
-    h("section", { class: "panel" }, h("h2", { text: "Before / after" }), downloads(first.artifacts), note, grid, more),
+  const videos = videoSection(job, first.artifacts);
+  const photos = first.items.some((it) => !isVideoPart(it)) || first.next_offset;
+  replace(box, videos,
+    photos || !videos ? h("section", { class: "panel" }, h("h2", { text: "Before / after" }), downloads(first.artifacts),
+      note, grid, more) : h("section", { class: "panel" }, downloads(first.artifacts)),
     sheet ? h("section", { class: "panel", id: "contact-sheet" }, h("h2", { text: "Contact sheet" }),
       figure(sheet.url, sheet.name, "sheet")) : null);
 
   const show = (page) => {
-    const done = page.items.filter((it) => it.outputs.length);
+    const done = page.items.filter((it) => it.outputs.length && !isVideoPart(it));
     grid.append(...done.map((it) => itemCard(job.id, it)));
     if (!note.childElementCount && done.some((it) => !originalUrl(job.id, it))) {
       note.append(h("p", { class: "muted small", text: "Originals are shown for photos submitted from this tab; "
@@ -85,7 +89,7 @@ export async function renderGallery(box, job) {
         }
       });
       more.append(button);
-    } else if (!grid.childElementCount) {
+    } else if (!grid.childElementCount && !(job.summary && job.summary.videos)) {
       more.append(h("p", { class: "muted", text: "No item produced an output." }));
     }
   };

@@ -151,6 +151,7 @@ function jobSummary(job, onCancel) {
       stat("total", c.total), stat("done", c.done, "ok"), stat("failed", c.failed, c.failed ? "bad" : ""),
       stat("skipped", c.skipped), stat("cancelled", c.cancelled), stat("pending", c.pending),
       stat("throughput", rate, "", rateUnit),
+      job.frames ? stat("video frames", `${job.frames.done} / ${job.frames.total}`) : null,
       stat(finished ? "took" : "ETA", finished ? fmtDuration(elapsed) : fmtDuration(job.eta_s))),
     job.inputs_complete === false ? h("p", { class: "muted", text: "Still listing the inputs (archive or prefix)…" }) : null,
     job.error ? h("div", { class: "error", role: "alert" }, h("strong", { text: "Job error" }), h("p", { text: job.error })) : null,

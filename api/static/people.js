@@ -4,6 +4,7 @@
 // names" starts an adapt job: a head learnt from the names, used only when it helps on held-out faces.
 import { api, errorPanel } from "./api.js";
 import { externalLink, h, replace } from "./dom.js";
+import { personVideos } from "./videos.js";
 
 const PAGE = 60;
 const FILTERS = [["visible", "Everyone"], ["named", "Named"], ["unnamed", "Unnamed"], ["hidden", "Hidden"]];
@@ -177,13 +178,17 @@ function renderPerson(view, personId) {
   const head = h("div", { class: "person-head" });
   const status = h("div", { role: "status" });
   const photos = h("div", { class: "photo-grid", id: "person-photos" });
+  const videos = h("div");
   const more = h("button", { type: "button", text: "More photos", hidden: true });
   let offset = 0;
   const loadPage = async (reset) => {
     if (reset) { offset = 0; replace(photos); }
     try {
       const page = await api("GET", `/v1/people/${encodeURIComponent(personId)}?offset=${offset}&limit=${PAGE}`);
-      if (reset) renderHead(head, page.person, status, () => loadPage(true));
+      if (reset) {
+        renderHead(head, page.person, status, () => loadPage(true));
+        replace(videos, personVideos(page.videos));
+      }
       photos.append(...page.photos.map((p) => photoCard(p, page.person, status, () => loadPage(true))));
       offset = page.next_offset ?? offset;
       more.hidden = page.next_offset === null || page.next_offset === undefined;
@@ -193,7 +198,7 @@ function renderPerson(view, personId) {
   };
   more.addEventListener("click", () => loadPage(false));
   view.append(h("div", { class: "page-head" }, h("a", { href: "#/people", class: "back", text: "← People" })),
-    head, status, photos, more);
+    head, status, videos, photos, more);
   loadPage(true);
   return null;
 }

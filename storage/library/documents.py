@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,15 +30,61 @@ class SegmentFace(BaseModel):
     height: int = 0
 
 
+_COLUMNS = ("face", "item", "photo", "photo_key", "thumb", "box", "score", "taken", "width", "height")
+
+
+class FaceRows(Sequence[SegmentFace]):
+    """A segment's faces as a sequence, made row by row from columns (a million faces are a few lists, not a
+    million objects)."""
+
+    def __init__(self, job: str, columns: dict[str, list[Any]]) -> None:
+        self.job = job
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns["face"])
+
+    @overload
+    def __getitem__(self, row: int) -> SegmentFace: ...
+
+    @overload
+    def __getitem__(self, row: slice) -> list[SegmentFace]: ...
+
+    def __getitem__(self, row: int | slice) -> SegmentFace | list[SegmentFace]:
+        if isinstance(row, slice):
+            return [self[r] for r in range(*row.indices(len(self)))]
+        c = self.columns
+        return SegmentFace.model_construct(
+            face=c["face"][row], job=self.job, item=c["item"][row], photo=c["photo"][row],
+            photo_key=c["photo_key"][row], thumb=c["thumb"][row], box=tuple(c["box"][row]), score=c["score"][row],
+            taken=c["taken"][row], width=c["width"][row], height=c["height"][row])
+
+    def column(self, name: str) -> list[Any]:
+        """One field of every face, in row order (e.g. "photo")."""
+        return self.columns[name]
+
+
 class SegmentDoc(BaseModel):
-    """faces.json.gz of a segment: its faces in embedding-row order, and every photo the job saw."""
+    """faces.json.gz of a segment: its faces in embedding-row order (stored as columns), and every photo the
+    job saw."""
 
     segment: str
     job: str
     model: str  # <embedder>@<version>
     dim: int
-    faces: list[SegmentFace]
+    columns: dict[str, list[Any]] = Field(default_factory=lambda: {c: [] for c in _COLUMNS})
     photos: dict[str, str] = Field(default_factory=dict)  # sha256 -> photo key (photos without faces too)
+
+    @classmethod
+    def of(cls, segment: str, job: str, model: str, dim: int, faces: Sequence[SegmentFace],
+           photos: dict[str, str] | None = None) -> SegmentDoc:
+        columns = {c: [getattr(f, c) for f in faces] for c in _COLUMNS}
+        columns["box"] = [list(b) for b in columns["box"]]
+        return cls(segment=segment, job=job, model=model, dim=dim, columns=columns, photos=photos or {})
+
+    @property
+    def faces(self) -> FaceRows:
+        return FaceRows(self.job, self.columns)
 
 
 class SegmentRef(BaseModel):
@@ -116,6 +163,15 @@ class PeopleDoc(BaseModel):
     people: list[Person] = Field(default_factory=list)
     merged: dict[str, str] = Field(default_factory=dict)  # merged-away id -> the id it went into
     exemplars: dict[str, str] = Field(default_factory=dict)  # shard -> key of its packed vectors
+
+
+def resolve_merged(merged: dict[str, str], person_id: str) -> str:
+    """The id a person has now, following merges (`merged`: merged-away id -> the id it went into)."""
+    seen = set()
+    while person_id in merged and person_id not in seen:
+        seen.add(person_id)
+        person_id = merged[person_id]
+    return person_id
 
 
 class Suggestion(BaseModel):
@@ -208,3 +264,20 @@ class AdapterDoc(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, float] = Field(default_factory=dict)
     validation: Validation = Field(default_factory=Validation)
+
+
+class PersonVideo(BaseModel):
+    """A video a person appears in, with when (written by a faces job when a track of the video joins
+    the person; read by the person's page). One document per person and video item."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job: str
+    item: int
+    name: str  # the video's name in its job
+    video_key: str  # the original, relative to the tenant
+    ranges: list[tuple[float, float]]  # seconds on screen
+    tracks: list[int]  # rows of the video's tracks table
+    thumb: str | None = None  # the best track's thumbnail, relative to the tenant
+    duration_s: float = 0.0
+    distance: float = 0.0  # of the closest track to the person

@@ -17,14 +17,15 @@ import numpy as np
 from storage import keys
 from storage.library.documents import (
     AssignDoc,
+    FaceRows,
     Head,
     Member,
     MembersDoc,
     PeopleDoc,
     Person,
-    SegmentFace,
     SegmentRef,
     Suggestion,
+    resolve_merged,
 )
 from storage.library.vectors import MAX_EXEMPLARS, choose_exemplars, pack
 
@@ -85,14 +86,11 @@ class LibraryState:
         self._loaded_shards: set[str] = set()
         self._dirty_shards: set[str] = set()
         self._rows: dict[str, dict[str, int]] = {}
+        self._faces: dict[str, FaceRows] = {}
 
     # -- looking up --------------------------------------------------------------------------------
     def resolve(self, person_id: str) -> str:
-        seen = set()
-        while person_id in self.merged and person_id not in seen:
-            seen.add(person_id)
-            person_id = self.merged[person_id]
-        return person_id
+        return resolve_merged(self.merged, person_id)
 
     def person(self, person_id: str) -> Person:
         pid = self.resolve(person_id)
@@ -105,8 +103,12 @@ class LibraryState:
             self._assign[segment] = self.lib.assignments(self.segments[segment]).model_copy(deep=True)
         return self._assign[segment]
 
-    def segment_faces(self, segment: str) -> list[SegmentFace]:
-        return self.lib.segment(self.segments[segment]).faces
+    def segment_faces(self, segment: str) -> FaceRows:
+        """A segment's faces; held for the life of this change (not looked up in the process cache per face)."""
+        rows = self._faces.get(segment)
+        if rows is None:
+            rows = self._faces[segment] = self.lib.segment(self.segments[segment]).faces
+        return rows
 
     def locate(self, face_id: str) -> tuple[str, int]:
         """(segment, row) of a face id; raises DecisionInvalid."""
@@ -115,7 +117,7 @@ class LibraryState:
             if ref.job != job:
                 continue
             if ref.id not in self._rows:
-                self._rows[ref.id] = {f.face: n for n, f in enumerate(self.segment_faces(ref.id))}
+                self._rows[ref.id] = {f: n for n, f in enumerate(self.segment_faces(ref.id).column("face"))}
             row = self._rows[ref.id].get(face_id)
             if row is not None:
                 return ref.id, row

@@ -75,7 +75,7 @@ class _Cache:
         return value
 
 
-_documents = _Cache(budget=20_000)  # entries weigh their face count (or 1)
+_documents = _Cache(budget=100_000)  # entries weigh a tenth of their face count (or 1): about 1M faces
 _vectors = _Cache(budget=512 * 1024 * 1024)  # bytes of embedding matrices
 
 
@@ -195,7 +195,7 @@ class LibraryStore:
         if matrix.shape != (len(doc.faces), doc.dim):
             raise ValueError(f"{len(doc.faces)} faces but vectors {matrix.shape}")
         self.store.put_bytes(keys.library_segment(self.tenant, doc.segment, "embeddings.f32"), rows_bytes(matrix))
-        shas = set(doc.photos) | {f.photo for f in doc.faces}
+        shas = set(doc.photos) | set(doc.faces.column("photo"))
         self.store.put_bytes(keys.library_segment(self.tenant, doc.segment, "photos.u64"),
                              photo_ids(shas).tobytes())
         self.put_doc(keys.library_segment(self.tenant, doc.segment, "faces.json.gz"), doc)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from storage.library import Head, LibraryStore
-from storage.library.documents import SegmentFace, SegmentRef
+from storage.library.documents import SegmentFace, SegmentRef, resolve_merged
 from workers.faces.spaces import space_of
 from workers.library.transform import Transform, transform_for
 
@@ -87,8 +87,7 @@ class LibraryFaces:
             ref = refs[segment]
             face = self.lib.segment(ref).faces[row]
             person = self.lib.assignments(ref).person[row]
-            while person in merged:
-                person = merged[person]
+            person = resolve_merged(merged, person) if person else None
             out.append({"face": face.face, "distance": round(-neg, 4), "job": face.job, "item": face.item,
                         "photo": face.photo_key, "box": list(face.box), "thumb": face.thumb,
                         "person": person, "name": names.get(person) if person else None})

@@ -174,18 +174,21 @@ def _admit(state: LibraryState, new: list[SegmentRef], report: FoldReport) -> li
         state.segments[ref.id] = ref.model_copy(update={"assign": None, "unassigned": ref.faces, "skipped": 0})
         doc = state.assignments(ref.id)
         faces = state.segment_faces(ref.id)
-        ids = photo_ids([f.photo for f in faces]) if faces else np.zeros(0, np.uint64)
+        photos, items = faces.column("photo"), faces.column("item")
+        ids = photo_ids(photos) if photos else np.zeros(0, np.uint64)
         old = set(ids[np.isin(ids, seen)].tolist())
         first_item: dict[str, int] = {}
-        for f in faces:
-            first_item.setdefault(f.photo, f.item)
+        for photo, item in zip(photos, items, strict=True):
+            first_item.setdefault(photo, item)
         # a photo the library had, or a second copy of a photo within this job, adds no faces
-        doc.skip = [n for n, f in enumerate(faces) if int(f.photo[:16], 16) in old or first_item[f.photo] != f.item]
+        doc.skip = [n for n, (photo, item) in enumerate(zip(photos, items, strict=True))
+                    if int(photo[:16], 16) in old or first_item[photo] != item]
         seen = np.union1d(seen, state.lib.photo_index(ref))
         state._dirty_segments.add(ref.id)
         report.segments += 1
         report.duplicates += len(doc.skip)
-        report.photos += len({f.photo for n, f in enumerate(faces) if n not in set(doc.skip)})
+        skipped = set(doc.skip)
+        report.photos += len({p for n, p in enumerate(photos) if n not in skipped})
         accepted.append(ref)
     return accepted
 
@@ -241,8 +244,8 @@ def _new_people(state: LibraryState, waiting: list[tuple[tuple[str, int], np.nda
     compared = transform_for(state.lib, state.adapter)(pool)  # groups form as the library compares faces
     new_rows = {rc for rc, _ in waiting}
     near = _neighbourhood(pool_rows, compared, new_rows, t.cluster)
-    ids = [state.segment_faces(s)[r].face for s, r in (pool_rows[n] for n in near)]
-    photos = [state.segment_faces(s)[r].photo for s, r in (pool_rows[n] for n in near)]
+    ids = [state.segment_faces(s).column("face")[r] for s, r in (pool_rows[n] for n in near)]
+    photos = [state.segment_faces(s).column("photo")[r] for s, r in (pool_rows[n] for n in near)]
     clusters = cluster_faces(compared[near], ids, photos, threshold=t.cluster, min_faces=min_faces)
     position = {fid: near[n] for n, fid in enumerate(ids)}
     made: set[str] = set()

@@ -102,8 +102,8 @@ def job_segments(ctx: WorkerContext, job: Job, items: Iterable[Item], model: str
         chunk = faces[lo : lo + SEGMENT_FACES]
         if not chunk and n:
             break
-        out.append((SegmentDoc(segment=f"{job.id}-{n:03d}", job=job.id, model=model, dim=dim, faces=chunk,
-                               photos=photos if n == 0 else {}), stacked[lo : lo + SEGMENT_FACES]))
+        out.append((SegmentDoc.of(f"{job.id}-{n:03d}", job.id, model, dim, chunk, photos if n == 0 else {}),
+                    stacked[lo : lo + SEGMENT_FACES]))
     return out
 
 

@@ -65,14 +65,14 @@ def recluster(state: LibraryState, *, algorithm: str = "average", threshold: flo
         doc = state.assignments(ref.id)
         skip = set(doc.skip)
         take = [r for r in range(ref.faces) if r not in skip]
-        faces = state.segment_faces(ref.id)
+        face_ids, face_photos = state.segment_faces(ref.id).column("face"), state.segment_faces(ref.id).column("photo")
         rows += [(ref.id, r) for r in take]
-        ids += [faces[r].face for r in take]
-        photos += [faces[r].photo for r in take]
+        ids += [face_ids[r] for r in take]
+        photos += [face_photos[r] for r in take]
         parts.append(state.lib.embeddings(ref)[take])
         for row, pids in doc.rejected.items():
             for pid in pids:
-                rejected.setdefault(state.resolve(pid), set()).add(faces[int(row)].face)
+                rejected.setdefault(state.resolve(pid), set()).add(face_ids[int(row)])
     vectors = np.concatenate(parts) if parts else np.zeros((0, state.dim), np.float32)
     compared = transform_for(state.lib, state.adapter)(vectors)  # as the library compares faces; stored raw
     report.faces = len(ids)

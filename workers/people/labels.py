@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from storage.library.documents import resolve_merged
 from workers.people.cluster import Algorithm, Cluster, cluster_faces
 
 _FORMAT = "nightshift.labels.v1"
@@ -64,11 +65,7 @@ class Labels:
 
     def resolve(self, person_id: str) -> str:
         """The current id of `person_id`, following merges."""
-        seen = set()
-        while person_id in self.merged and person_id not in seen:
-            seen.add(person_id)
-            person_id = self.merged[person_id]
-        return person_id
+        return resolve_merged(dict(self.merged), person_id)
 
     def label(self, person_id: str) -> PersonLabel:
         """The label of a person (empty when nothing is known about it)."""

@@ -1,0 +1,83 @@
+// Videos of a style job: each stylized video plays beside its original, the two players kept in step.
+import { externalLink, h } from "./dom.js";
+
+// A segment item's outputs are parts of a video (joined in the job's summary.videos), not pictures.
+export const isVideoPart = (item) => item.outputs.length > 0 && item.outputs.every((o) => /\.seg\d+\.mp4$/.test(o.name));
+
+function player(url, caption, cls) {
+  const video = h("video", { src: url, controls: true, preload: "metadata", playsinline: true, class: cls });
+  return [video, h("figure", { class: cls }, video, h("figcaption", {}, caption, " · ", externalLink(url, "download")))];
+}
+
+// Play, pause and seek one player and the others follow (an event we caused ourselves is not echoed back).
+function inStep(players) {
+  let leading = null;
+  const follow = (source, act) => {
+    if (leading && leading !== source) return;
+    leading = source;
+    for (const other of players) if (other !== source) act(other);
+    setTimeout(() => { leading = null; }, 0);
+  };
+  for (const v of players) {
+    v.addEventListener("play", () => follow(v, (o) => { o.currentTime = v.currentTime; o.play().catch(() => {}); }));
+    v.addEventListener("pause", () => follow(v, (o) => o.pause()));
+    v.addEventListener("seeked", () => follow(v, (o) => {
+      if (Math.abs(o.currentTime - v.currentTime) > 0.05) o.currentTime = v.currentTime;
+    }));
+  }
+}
+
+function videoCard(video, urls) {
+  const head = h("header", {}, h("span", { class: "mono", text: video.name }),
+    h("span", { class: "muted small", text: `${video.frames} frames · ${video.segments} segment${video.segments === 1 ? "" : "s"}`
+      + (video.audio ? ` · audio ${video.audio} kept` : " · no audio") }));
+  if (video.error) return h("article", { class: "pair video-pair" }, head, h("p", { class: "bad", text: video.error }));
+  const players = [];
+  const figures = [];
+  const original = urls.get(video.source);
+  if (original) {
+    const [v, fig] = player(original, "original", "original");
+    players.push(v);
+    figures.push(fig);
+  }
+  for (const out of video.outputs) {
+    const url = urls.get(out.key);
+    if (!url) continue;
+    const [v, fig] = player(url, out.variant, "output");
+    v.muted = true; // one soundtrack: the original's
+    players.push(v);
+    figures.push(fig);
+  }
+  inStep(players);
+  return h("article", { class: "pair video-pair", dataset: { video: video.video } }, head, h("div", { class: "pair-row" }, figures));
+}
+
+export function videoSection(job, artifacts) {
+  const videos = (job.summary && job.summary.videos) || [];
+  if (!videos.length) return null;
+  const urls = new Map(artifacts.map((a) => [a.key, a.url]));
+  return h("section", { class: "panel", id: "videos" }, h("h2", { text: "Videos" }),
+    h("div", { class: "gallery" }, videos.map((v) => videoCard(v, urls))));
+}
+
+// A person's videos: each with its best frame and the times they are on screen; a time opens the video there.
+const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+
+function personVideoCard(v) {
+  const player = h("video", { src: v.url, controls: true, preload: "metadata", playsinline: true });
+  const times = v.ranges.map(([start, end], i) => {
+    const jump = h("button", { type: "button", class: "small", text: `${clock(start)}–${clock(end)}` });
+    jump.addEventListener("click", () => { player.currentTime = start; player.play().catch(() => {}); });
+    return [i ? " " : "", jump];
+  });
+  return h("article", { class: "pair video-pair", dataset: { job: v.job, item: v.item } },
+    h("header", {}, h("span", { class: "mono", text: v.name }),
+      v.thumbnail_url ? h("img", { class: "chip", src: v.thumbnail_url, alt: "their face in it", loading: "lazy" }) : null),
+    player, h("p", { class: "small" }, "On screen: ", times));
+}
+
+export function personVideos(videos) {
+  if (!videos || !videos.length) return null;
+  return h("section", { class: "panel", id: "person-videos" },
+    h("h2", { text: `Videos (${videos.length})` }), h("div", { class: "gallery" }, videos.map(personVideoCard)));
+}

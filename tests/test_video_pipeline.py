@@ -1,0 +1,346 @@
+"""Videos through the whole pipeline: real S3, Redis and Celery workers; segments joined, audio kept.
+
+The stack is this module's own: its settings cut videos into 1-second segments, so a 3-second clip
+runs as three chunks and is joined, and the kill test can kill a worker in the middle of one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from api.client import Client
+from api.devstack.servers import ServerProcess, start_redis, start_s3
+from api.devstack.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
+from storage import keys
+from storage.config import Settings, WorkerSettings
+from storage.objects import ObjectStore
+from storage.records import RecordStore
+from workers.video.clips import pan, write_clip
+from workers.video.source import upload_file
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BUILTIN = {"method": "builtin", "builtin": [7]}
+TENANT = "vid"
+FPS = 25
+
+
+@dataclass
+class Stack:
+    root: Path
+    settings: Settings
+    redis: ServerProcess
+    s3: ServerProcess
+    api: ApiServer
+    client: Client
+    key: str
+
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.settings.s3)
+
+    def worker(self, app: str = "workers.tasks", concurrency: int = 1) -> WorkerProcess:
+        w = start_worker(self.settings, "style", concurrency=concurrency, log_dir=self.root / "logs", app=app)
+        wait_worker_ready(w)
+        return w
+
+    def put(self, rel: str, path: Path) -> str:
+        upload_file(self.store, keys.tenant_key(TENANT, rel), path, "video/mp4")
+        return rel
+
+
+def _stack(root: Path) -> Stack:
+    r = start_redis(root / "redis")
+    s3, s3_settings = start_s3(root / "s3")
+    settings = Settings(redis_url=f"redis://127.0.0.1:{r.ports['redis']}/0", s3=s3_settings, key_prefix="vid",
+                        data_dir=root, worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3,
+                                                             video_segment_seconds=1.0, video_context_frames=6))
+    api = ApiServer(settings).start()
+    key = RecordStore(settings).apikeys.create(TENANT)
+    return Stack(root, settings, r, s3, api, Client(api.url, key), key)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = _stack(tmp_path_factory.mktemp("vstack"))
+    yield s
+    s.api.stop()
+    s.s3.stop()
+    s.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def style_worker(stack: Stack) -> Iterator[WorkerProcess]:
+    w = stack.worker()
+    yield w
+    w.stop()
+
+
+def clip(path: Path, seconds: float = 3.0, size: tuple[int, int] = (160, 96), **kw: object) -> Path:
+    return write_clip(path, pan(round(seconds * FPS), 2.5, size), FPS, **kw)  # type: ignore[arg-type]
+
+
+def faststart_truncated(path: Path, tmp: Path) -> Path:
+    """An MP4 whose index sits at the front (as phones and web servers write them), cut at 60 %."""
+    full = tmp / "full-faststart.mp4"
+    frames = pan(50, 2.0, (160, 96))
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as out:
+        s = out.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
+        for i, rgb in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    data = full.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    return path
+
+
+def audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as out:
+        s = out.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        for start in range(0, 16000, 1024):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 16000, start
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    return path
+
+
+def decoded(path: Path) -> tuple[list[int], list[np.ndarray], int]:
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+        return [f.pts for f in frames], [f.to_ndarray(format="rgb24") for f in frames], int(frames[0].rotation or 0)
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def test_video_is_stylized_in_segments_joined_with_its_audio_and_bad_videos_fail_alone(
+        stack: Stack, style_worker: WorkerProcess, tmp_path: Path) -> None:
+    good = clip(tmp_path / "holiday.mp4", audio_seconds=3.0, rotation=90)
+    rels = [stack.put("v/holiday.mp4", good),
+            stack.put("v/truncated.mp4", faststart_truncated(tmp_path / "truncated.mp4", tmp_path)),
+            stack.put("v/voice.mp4", audio_only(tmp_path / "voice.mp4")),
+            stack.put("v/one-frame.mp4", write_clip(tmp_path / "one.mp4", pan(1, 0.0, (160, 96)), FPS))]
+    job = stack.client.submit("style", params=BUILTIN, inputs={"keys": rels})
+    final = stack.client.wait(job["id"], timeout=240)
+    items = {it["name"]: it for it in stack.client.results(job["id"])}
+    assert final["state"] == "partial", (final, {n: it["error"] for n, it in items.items()})
+    assert "truncated" in items["v/truncated.mp4"]["error"]
+    assert "no video stream" in items["v/voice.mp4"]["error"]
+    assert "single frame" in items["v/one-frame.mp4"]["error"]
+    segments = [it for name, it in items.items() if name.startswith("v/holiday.mp4 [")]
+    assert len(segments) == 3 and all(it["state"] == "done" for it in segments)
+    assert sum(it["info"]["frames"] for it in segments) == 75
+    assert final["frames"] == {"done": 75, "total": 75}
+
+    [video] = final["summary"]["videos"]
+    assert video["frames"] == 75 and video["segments"] == 3 and video["error"] is None
+    urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+    out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
+    assert video["source"] in urls  # the web page plays the original beside it
+    pts, frames, rotation = decoded(out)
+    src_pts, src_frames, src_rotation = decoded(good)
+    assert pts == src_pts  # every frame once, at its own time: no segment lost or doubled
+    assert rotation == src_rotation == 90
+    assert frames[0].shape == src_frames[0].shape
+    assert audio_packets(out) == audio_packets(good)  # copied, not re-encoded
+    diff = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, src_frames, strict=True)])
+    assert diff > 10  # stylized, not passed through
+
+
+def test_h265_output_is_tagged_hvc1(stack: Stack, style_worker: WorkerProcess, tmp_path: Path) -> None:
+    rel = stack.put("h265/clip.mp4", clip(tmp_path / "clip.mp4", seconds=1.2))
+    job = stack.client.submit("style", params={**BUILTIN, "video": {"codec": "h265", "temporal": 0.5}},
+                              inputs={"keys": [rel]})
+    final = stack.client.wait(job["id"], timeout=180)
+    assert final["state"] == "succeeded", final
+    [video] = final["summary"]["videos"]
+    urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+    out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "hevc"
+        assert s.codec_tag == "hvc1"
+        assert len(list(c.decode(s))) == 30
+
+
+def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(stack: Stack, style_worker: WorkerProcess,
+                                                                   tmp_path: Path) -> None:
+    worker = style_worker
+    if True:
+        rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192),
+                                              audio_seconds=3.0))
+        job = stack.client.submit("style", params={**BUILTIN, "size": 512}, inputs={"keys": [rel]})
+        records = RecordStore(stack.settings)
+
+        def mid_segment() -> bool:
+            try:
+                items = records.get_items(job["id"], range(records.get_job(job["id"]).total))
+            except Exception:
+                return False
+            progress = records.item_progress(job["id"])
+            for it in items:
+                done, total = progress.get(it.index, (0, 0))
+                if it.state == "running" and 0 < done < total:
+                    return True
+            return False
+
+        deadline = time.monotonic() + 120
+        while not mid_segment():
+            assert time.monotonic() < deadline, "no segment was seen half done"
+            time.sleep(0.05)
+        children = worker.children()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        final = stack.client.wait(job["id"], timeout=300)
+        assert final["state"] == "succeeded", final
+        items = list(stack.client.results(job["id"]))
+        assert len(items) == 3 and sorted(it["info"]["segment"] for it in items) == list(range(3))
+        assert max(it["attempts"] for it in items) == 2  # the killed segment ran again, once
+        outs = [o["key"] for it in items for o in it["outputs"]]
+        assert len(outs) == len(set(outs)) == 3
+        [video] = final["summary"]["videos"]
+        urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+        out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
+        pts, _, _ = decoded(out)
+        assert pts == decoded(tmp_path / "long.mp4")[0]
+        assert worker.alive() and worker.children() and worker.children() != children
+
+
+def face_clip(path: Path) -> Path:
+    """3 s at 25 frames/s: the astronaut's face crosses the frame from 0.5 s to 2.5 s, then a cut to an empty shot."""
+    from PIL import Image
+    from skimage import data
+
+    face = np.asarray(Image.fromarray(data.astronaut()).crop((130, 0, 330, 230)).resize((100, 115)))
+    frames = []
+    for i in range(75):
+        img = np.full((240, 320, 3), (40, 90, 140), np.uint8) if i >= 65 else np.full((240, 320, 3), 120, np.uint8)
+        if 12 <= i < 62:
+            img[60:175, 40 + i:140 + i] = face
+        frames.append(img)
+    return write_clip(path, frames, FPS)
+
+
+def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: Stack, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from PIL import Image
+    from skimage import data
+
+    worker = start_worker(stack.settings, "faces", log_dir=stack.root / "logs")
+    try:
+        wait_worker_ready(worker)
+        # three photos of her make a person in the tenant's library (three agreeing faces form one)
+        face = Image.fromarray(data.astronaut())
+        photos = {"a.jpg": face, "b.jpg": face.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                  "c.jpg": face.crop((60, 0, 460, 400)).resize((300, 300))}
+        for name, img in photos.items():
+            img.save(tmp_path / name, quality=92)
+        first = stack.client.submit("faces", files=[tmp_path / n for n in photos])
+        assert stack.client.wait(first["id"], timeout=240)["state"] == "succeeded"
+        [person] = list(stack.client.people())
+        stack.client.update_person(person["id"], name="Eileen")
+
+        rel = stack.put("faces/walk.mp4", face_clip(tmp_path / "walk.mp4"))
+        job = stack.client.submit("faces", inputs={"keys": [rel]})
+        final = stack.client.wait(job["id"], timeout=240)
+        assert final["state"] == "succeeded", final
+        [item] = list(stack.client.results(job["id"]))
+        info = item["info"]
+        assert info["tracks"] == 1 and info["frames"] == 75 and info["attached"] == 1
+        assert 1 <= info["embedded_frames"] <= 3  # only the best crops of the track were embedded
+        outs = {o["name"]: o["url"] for o in item["outputs"]}
+        assert set(outs) == {"tracks.parquet", "tracks.npy", "tracks.vtt", "track-000.jpg"}
+        table = pq.read_table(stack.client.download(outs["tracks.parquet"], tmp_path / "t.parquet")).to_pylist()
+        [track] = table
+        assert 0.2 <= track["start_s"] <= 0.6 and 2.0 <= track["end_s"] <= 2.7, track
+        assert (track["person_id"], track["person_name"]) == (person["id"], "Eileen")
+        vtt = stack.client.download(outs["tracks.vtt"], tmp_path / "t.vtt").read_text()
+        assert vtt.startswith("WEBVTT") and "Eileen" in vtt
+        vectors = np.load(stack.client.download(outs["tracks.npy"], tmp_path / "t.npy"))
+        assert vectors.shape == (1, 128) and np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
+        assert final["summary"]["videos"][0]["tracks"] == 1
+        assert [p["id"] for p in stack.client.people()] == [person["id"]]  # a track never seeds a person
+        [video] = stack.client.person(person["id"])["videos"]  # her page lists the video, and when she is on
+        assert video["name"] == "faces/walk.mp4" and video["video_key"] == rel
+        [(start, end)] = video["ranges"]
+        assert 0.2 <= start <= 0.6 and 2.0 <= end <= 2.7
+        _person_page_shows_the_video(stack, person["id"])
+    finally:
+        worker.stop()
+
+
+def _person_page_shows_the_video(stack: Stack, person_id: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    from tests.browser import launch_chromium
+
+    with sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.goto(f"{stack.api.url}/ui#key={stack.key}")
+            page.goto(f"{stack.api.url}/ui#/people/{person_id}")
+            page.wait_for_selector("#person-videos video")
+            page.wait_for_function("() => document.querySelector('#person-videos video').readyState >= 1",
+                                   timeout=20_000)
+            page.click("#person-videos button")  # her first time on screen: the video jumps there
+            page.wait_for_function("() => document.querySelector('#person-videos video').currentTime > 0.2",
+                                   timeout=10_000)
+            Path("test-artifacts").mkdir(exist_ok=True)
+            page.screenshot(path="test-artifacts/web-person-videos.png", full_page=True)
+            assert not problems, problems
+        finally:
+            browser.close()
+
+
+def test_the_job_page_plays_the_stylized_video_beside_its_original(stack: Stack, style_worker: WorkerProcess,
+                                                                  tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    from tests.browser import launch_chromium
+
+    upload = clip(tmp_path / "beach.mp4", seconds=2.0, size=(320, 192), audio_seconds=2.0)
+    job = stack.client.submit("style", files=[upload], params=BUILTIN)  # an upload takes the video route too
+    final = stack.client.wait(job["id"], timeout=180)
+    assert final["state"] == "succeeded" and final["summary"]["videos"][0]["name"] == "beach.mp4", final
+    with sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(f"{stack.api.url}/ui#key={stack.key}")
+            page.goto(f"{stack.api.url}/ui#/jobs/{job['id']}")
+            page.wait_for_selector("#videos video.output")
+            assert page.locator("#videos video").count() == 2
+            assert page.locator("#gallery .pair").count() == 0  # segment files are not shown as pictures
+            page.wait_for_function("() => [...document.querySelectorAll('#videos video')].every(v => "
+                                   "v.readyState >= 1 && v.videoWidth > 0)", timeout=20_000)
+            page.evaluate("() => { document.querySelector('#videos video.original').currentTime = 1.0; }")
+            page.wait_for_function("() => Math.abs(document.querySelector('#videos video.output').currentTime - 1.0)"
+                                   " < 0.1", timeout=10_000)
+            Path("test-artifacts").mkdir(exist_ok=True)
+            page.screenshot(path="test-artifacts/web-video.png", full_page=True)
+            assert not problems, problems
+        finally:
+            browser.close()

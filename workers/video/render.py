@@ -1,0 +1,174 @@
+"""Stylize one segment of a video: decode, find cuts, stylize every frame, filter over time, encode.
+
+No storage and no Celery: the caller opens the video, gives the engine and the job's variants, and
+gets one video-only file per variant (the join adds the audio). The segment's window is decoded
+with `context_frames` on each side so its filter starts warm and ends with look-ahead, which is what
+makes segments rendered apart join without a visible seam.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from workers.contract import VideoStyleParams
+from workers.style.engine import StyleEngine, StyleVariant, _pixel_mix
+from workers.video.flow import FlowEstimator
+from workers.video.frames import SegmentWriter, even_size, iter_window
+from workers.video.plan import SegmentSpec
+from workers.video.scenes import CutDetector
+from workers.video.temporal import MotionAnalyser, Spill, auto_strength, flicker, smooth
+
+Progress = Callable[[int], None]  # frames of the segment done so far; may raise to stop the work
+
+
+class SegmentStopped(Exception):
+    """The progress callback asked to stop (the job was cancelled)."""
+
+
+@dataclass
+class SegmentResult:
+    frames: int
+    first_pts: int | None
+    last_pts: int | None
+    cuts: list[int] = field(default_factory=list)  # pts of the frames that start a new shot
+    strengths: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # time per stage
+
+
+@dataclass
+class _Window:
+    pts: list[int] = field(default_factory=list)
+    own: list[bool] = field(default_factory=list)
+    shot: list[int] = field(default_factory=list)
+
+
+def output_size(info_size: tuple[int, int], long_side: int | None) -> tuple[int, int]:
+    """The stored (unrotated) size of the output frames for the job's `size` (long side)."""
+    return even_size(info_size[0], info_size[1], long_side)
+
+
+def render_segment(container: Any, spec: SegmentSpec, variants: Sequence[StyleVariant], engine: StyleEngine,
+                   video: VideoStyleParams, temporal: Sequence[float | Literal["auto"]], outputs: Sequence[Path],
+                   *, size: int | None = None, threads: int = 1, progress: Progress | None = None,
+                   spill_budget: int = 512 << 20) -> SegmentResult:
+    """Render `spec`'s frames in every variant into `outputs` (one file per variant, video only)."""
+    import cv2
+
+    cv2.setNumThreads(threads)  # one process per core: OpenCV's own pool would fight the other workers
+    info = spec.info
+    stored_size = output_size((info.width, info.height), size)
+    up_size = (stored_size[1], stored_size[0]) if info.rotation % 180 else stored_size
+    clock: dict[str, float] = {"decode": 0.0, "cuts+flow": 0.0, "stylize": 0.0, "filter": 0.0, "encode": 0.0}
+    motion = MotionAnalyser(up_size, FlowEstimator())
+    cuts = CutDetector()
+    window = _Window()
+    styled = [Spill(budget=spill_budget // (2 * max(1, len(variants)))) for _ in variants]
+    shot_variants = [_ShotVariant(replace(v, size=None)) for v in variants]
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        frames = iter_window(container, info, start_pts=spec.start_pts, end_pts=spec.end_pts,
+                             before=spec.context_frames, after=spec.context_frames, size=stored_size, threads=threads)
+        for frame in frames:
+            t1 = time.perf_counter()
+            clock["decode"] += t1 - t0
+            cut = cuts.feed(frame.rgb)
+            motion.add(frame.rgb, cut)
+            new_shot = cut or not window.pts
+            window.shot.append((window.shot[-1] + 1 if cut else window.shot[-1]) if window.shot else 0)
+            window.pts.append(frame.pts)
+            window.own.append(frame.own)
+            t2 = time.perf_counter()
+            clock["cuts+flow"] += t2 - t1
+            if new_shot:
+                shot_variants = [_for_shot(engine, v, frame.rgb) for v in variants]
+            image = Image.fromarray(frame.rgb)
+            for shot, store in zip(shot_variants, styled, strict=True):
+                store.append(_stylize(engine, image, shot))
+            t0 = time.perf_counter()
+            clock["stylize"] += t0 - t2
+            if frame.own:
+                done += 1
+                if progress is not None and done % 8 == 0:
+                    progress(done)
+        if not any(window.own):
+            raise ValueError("no frame of the video falls in this segment")
+        result = SegmentResult(frames=done, first_pts=_first(window), last_pts=_last(window),
+                               cuts=[p for p, s0, s1 in zip(window.pts[1:], window.shot[:-1], window.shot[1:],
+                                                            strict=True) if s1 != s0 and spec.contains(p)])
+        for variant, store, strength, path in zip(variants, styled, temporal, outputs, strict=True):
+            a = auto_strength(flicker(store, motion.motion)) if strength == "auto" else float(strength)
+            result.strengths[variant.slug] = round(a, 3)
+            _encode(store, motion, a, window, path, info, up_size, video, threads, clock)
+        result.seconds = {k: round(v, 3) for k, v in clock.items()}
+        if progress is not None:
+            progress(done)
+        return result
+    finally:
+        for store in styled:
+            store.close()
+
+
+def _first(window: _Window) -> int | None:
+    return next((p for p, o in zip(window.pts, window.own, strict=True) if o), None)
+
+
+def _last(window: _Window) -> int | None:
+    return next((p for p, o in zip(reversed(window.pts), reversed(window.own), strict=True) if o), None)
+
+
+@dataclass(frozen=True)
+class _ShotVariant:
+    """A variant as rendered for one shot, and how much of it to keep over the frame (the photo path's
+    pixel fade for arbitrary styles below half strength)."""
+
+    variant: StyleVariant
+    alpha: float = 1.0
+
+
+def _for_shot(engine: StyleEngine, variant: StyleVariant, first_frame: np.ndarray) -> _ShotVariant:
+    """An arbitrary style below full strength moves toward the shot's own style vector, computed once on
+    the shot's first frame (the photo path computes it for every photo; per frame, it would flicker)."""
+    variant = replace(variant, size=None)
+    if variant.method != "arbitrary" or variant.strength >= 1.0 or variant.style_vector is None:
+        return _ShotVariant(variant)
+    own = engine.style_vector(Image.fromarray(first_frame))
+    style = np.asarray(variant.style_vector, dtype=np.float32).reshape(-1)
+    mixed = variant.strength * style + (1.0 - variant.strength) * own
+    return _ShotVariant(replace(variant, style_vector=mixed, strength=1.0), _pixel_mix(variant))
+
+
+def _stylize(engine: StyleEngine, image: Image.Image, shot: _ShotVariant) -> np.ndarray:
+    out = engine.render_batch([image], shot.variant)[0].convert("RGB")
+    if shot.alpha < 1.0:
+        out = Image.blend(image.convert("RGB"), out, shot.alpha)
+    return np.asarray(out)
+
+
+def _encode(store: Spill, motion: MotionAnalyser, strength: float, window: _Window, path: Path, info: Any,
+            size: tuple[int, int], video: VideoStyleParams, threads: int, clock: dict[str, float]) -> None:
+    writer = SegmentWriter(path, info, _stored(size, info.rotation), codec=video.codec, crf=video.crf,
+                           preset=video.preset, threads=threads)
+    try:
+        t0 = time.perf_counter()
+        filtered = smooth([store[i] for i in range(len(store))], motion.motion, strength)
+        for out, pts, own in zip(filtered, window.pts, window.own, strict=True):
+            t1 = time.perf_counter()
+            clock["filter"] += t1 - t0
+            if own:
+                writer.write(out, pts)
+            t0 = time.perf_counter()
+            clock["encode"] += t0 - t1
+    finally:
+        writer.close()
+
+
+def _stored(up_size: tuple[int, int], rotation: int) -> tuple[int, int]:
+    return (up_size[1], up_size[0]) if rotation % 180 else up_size
