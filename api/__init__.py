@@ -25,7 +25,7 @@ class PersonId(BaseConverter):
     """A person id; never a word of the people routes (`merge`, `suggestions`, ...), so those URLs are only
     ever their own endpoints (and a 405's Allow header lists only their methods)."""
 
-    regex = r"(?!(?:merge|suggestions|recluster|refresh)$)[A-Za-z0-9_.\-]{1,64}"
+    regex = r"(?!(?:merge|suggestions|recluster|refresh|learn)$)[A-Za-z0-9_.\-]{1,64}"
 
 
 class FaceId(BaseConverter):

@@ -78,7 +78,50 @@ def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
         res = client.request("POST", "/v1/people/refresh")
         out(args, f"folding {res['waiting_jobs']} waiting job(s) into the library", res)
         return 0
+    if action in ("learn", "learned", "rollback"):
+        return _learning(action, args, client, out)
     raise SystemExit(f"nightshift people: unknown action {action!r}")
+
+
+def adapter_line(a: dict[str, Any]) -> str:
+    before, after = a["before"], a["after"]
+    mark = "in use" if a["in_use"] else ("accepted" if a["accepted"] else "refused")
+    return (f"v{a['version']}  {_when(a['created_at'])}  {mark:<8}  held-out faces right {before['right']} -> "
+            f"{after['right']}, wrong {before['wrong']} -> {after['wrong']}; verification "
+            f"{before['verification']:.3f} -> {after['verification']:.3f}; {a['changed_people']} of "
+            f"{a['unlabelled_people']} unnamed people would change")
+
+
+def _learning(action: str, args: argparse.Namespace, client: Client, out: Out) -> int:
+    if action == "learned":
+        res = client.learned()
+        head = f"in use: v{res['in_use']}" if res["in_use"] else "in use: nothing learnt (the raw face vectors)"
+        out(args, "\n".join([head, *(adapter_line(a) for a in res["adapters"])]), res)
+        return 0
+    if action == "rollback":
+        res = client.rollback_learning(recluster=args.recluster)
+        back = f"v{res['in_use']}" if res["in_use"] else "the raw face vectors"
+        line = f"stopped using v{res['rolled_back']}; faces are compared with {back} again"
+        if res.get("pending"):
+            line += " (the library is busy: it applies when that ends)"
+        if res.get("job"):
+            line += f"; re-clustering: job {res['job']['id']}"
+        out(args, line, res)
+        return 0
+    job = client.learn(**({"recluster": True} if args.recluster else {}))
+    if not args.wait:
+        out(args, f"learning from your names: job {job['id']}; follow with: nightshift wait {job['id']}, then "
+                  "nightshift people learned", job)
+        return 0
+    done = client.wait(job["id"])
+    summary = done.get("summary") or {}
+    if done["state"] != "succeeded":
+        errors = [r.get("error") for r in client.results(job["id"]) if r.get("error")]
+        out(args, f"learning failed: {errors[0] if errors else done.get('error') or done['state']}", done)
+        return 1
+    verdict = "now in use" if summary.get("adopted") else "not used"
+    out(args, f"learnt head v{summary.get('adapter')}: {verdict}. {summary.get('reason', '')}", done)
+    return 0
 
 
 def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
@@ -144,13 +187,17 @@ def cmd_identify(args: argparse.Namespace, client: Client, out: Out) -> int:
 
 def add_parsers(sub: Any) -> None:
     """The library's commands, on `nightshift`'s subparsers (each sets `func_library`)."""
-    pe = sub.add_parser("people", help="the library's people: list, show, name, merge, hide, recluster")
+    pe = sub.add_parser("people", help="the library's people: list, show, name, merge, hide, recluster, learn")
     pe.add_argument("action", nargs="?", choices=["list", "show", "name", "merge", "hide", "unhide", "recluster",
-                                                  "refresh"], help="default: list")
+                                                  "refresh", "learn", "learned", "rollback"],
+                    help="default: list. learn: learn from your names (a head used only when it helps); "
+                         "learned: what was learnt; rollback: stop using the head in use")
     pe.add_argument("person", nargs="?", help="a person id (show, name, merge, hide)")
     pe.add_argument("rest", nargs="*", help="name: the name; merge: the person to merge into PERSON")
     pe.add_argument("--all", action="store_true", help="list hidden people too")
     pe.add_argument("--download", metavar="DIR", help="show: download the person's photos into DIR/<name>")
+    pe.add_argument("--wait", action="store_true", help="learn: wait for the verdict")
+    pe.add_argument("--recluster", action="store_true", help="learn, rollback: then re-cluster the library")
     pe.set_defaults(func_library=_people_args)
     asg = sub.add_parser("assign", help="say who a face is: nightshift assign FACE PERSON (or none)")
     asg.add_argument("face")

@@ -250,6 +250,17 @@ class Client:
     def recluster(self) -> dict[str, Any]:
         return self.request("POST", "/v1/people/recluster", json={})  # type: ignore[no-any-return]
 
+    def learn(self, **params: Any) -> dict[str, Any]:
+        """Start learning a head from the library's names (an `adapt` job)."""
+        return self.request("POST", "/v1/people/learn", json=params)  # type: ignore[no-any-return]
+
+    def learned(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/people/learn")  # type: ignore[no-any-return]
+
+    def rollback_learning(self, recluster: bool = False) -> dict[str, Any]:
+        return self.request("POST", "/v1/people/learn/rollback",  # type: ignore[no-any-return]
+                            json={"recluster": recluster})
+
     def search(self, photo: str | Path, k: int = 10) -> dict[str, Any]:
         with open(photo, "rb") as fh:
             return self.request("POST", "/v1/faces/search", data={"k": str(k)},  # type: ignore[no-any-return]

@@ -120,11 +120,18 @@ def _page_params() -> list[dict[str, Any]]:
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}]
 
 
+def _also(operation: dict[str, Any], code: str, description: str) -> dict[str, Any]:
+    """`operation` with a second success answer."""
+    operation["responses"][code] = _json({"type": "object"}, description)
+    return operation
+
+
 def people_paths() -> dict[str, Any]:
     """Faces, galleries and the library's people."""
     from api.faces import SearchRequest, VerifyRequest
     from api.galleries import GalleryRequest
-    from api.people import FILTERS, FacePerson, MergeRequest, PersonPatch, ReclusterRequest
+    from api.people import FILTERS, FacePerson, MergeRequest, PersonPatch, ReclusterRequest, RollbackRequest
+    from workers.contract import AdaptParams
 
     obj = {"type": "object"}
     person = {"name": "person_id", "in": "path", "required": True,
@@ -180,6 +187,16 @@ def people_paths() -> dict[str, Any]:
                                             requestBody={"required": False, "content": {"application/json": {
                                                 "schema": _schema(ReclusterRequest)}}})},
         "/v1/people/refresh": {"post": op("Fold waiting faces into the library now", "202", (401, 429))},
+        "/v1/people/learn": {
+            "post": op("Learn a head from your names and decisions (a job); used only when it measurably helps",
+                       "202", (400, 401, 422, 429), requestBody={"required": False, "content": {
+                           "application/json": {"schema": _schema(AdaptParams)}}}),
+            "get": op("What was learnt: each head with its figures and verdict, and the one in use",
+                      codes=(401, 429))},
+        "/v1/people/learn/rollback": {"post": _also(op(
+            "Use the head before the one in use (or none) again", codes=(400, 401, 409, 422, 429),
+            requestBody={"required": False, "content": {"application/json": {"schema": _schema(RollbackRequest)}}}),
+            "202", "saved: the library is busy and the rollback applies when that ends")},
     }
 
 

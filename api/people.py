@@ -19,9 +19,11 @@ from api.errors import ApiError
 from storage import keys
 from storage.errors import ObjectNotFound
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
+from storage.library.adapters import Adapters
 from storage.library.decisions import check_decision
-from storage.library.documents import Member, PersonVideo, resolve_merged
+from storage.library.documents import AdapterDoc, Member, PersonVideo, resolve_merged
 from storage.names import JobKind, Queue, TaskName
+from workers.contract import AdaptParams
 
 bp = Blueprint("people", __name__, url_prefix="/v1")
 FILTERS = ("visible", "all", "named", "unnamed", "hidden")
@@ -52,16 +54,24 @@ class ReclusterRequest(BaseModel):
     threshold: float | None = Field(None, gt=0, le=2)
 
 
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    recluster: bool = Field(False, description="then re-cluster the library (a job) with what is in use again")
+
 
 def library() -> LibraryStore:
     return LibraryStore(svc().store, svc().records, tenant())
 
 
-def _body(model: type[BaseModel]) -> Any:
+def _object() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
-    return model.model_validate(body)
+    return body
+
+
+def _body(model: type[BaseModel]) -> Any:
+    return model.model_validate(_object())
 
 
 def _page() -> tuple[int, int]:
@@ -335,3 +345,61 @@ def refresh() -> tuple[Response, int]:
     faces job ends; this is for a library that was busy then)."""
     svc().celery.send_task(TaskName.LIBRARY_FOLD.value, args=[tenant()], queue=Queue.FACES.value)
     return jsonify({"queued": True, "waiting_jobs": len(library().waiting())}), 202
+
+
+# -- learning from decisions ----------------------------------------------------------------------------
+
+def adapter_view(doc: AdapterDoc, in_use: int | None) -> dict[str, Any]:
+    v = doc.validation
+    return {"version": doc.version, "created_at": doc.created_at, "accepted": doc.accepted,
+            "in_use": in_use == doc.version, "reason": doc.reason, "space": doc.space,
+            "library_version": doc.library_version, "held_out": v.held_out, "before": v.before.model_dump(),
+            "after": v.after.model_dump(), "unlabelled_people": v.unlabelled_people,
+            "changed_people": v.changed_people, "training": doc.training}
+
+
+@bp.post("/people/learn")
+def learn() -> tuple[Response, int]:
+    """Learn a head for the library from its names and decisions (a job); it is used only when it does better
+    on labelled faces held out of training and leaves unlabelled people as they were."""
+    from api.jobs import submit_internal
+
+    # strict: a job that trains for minutes starts only from exactly what was asked ("false" is not false)
+    req = AdaptParams.model_validate(_object(), strict=True) if request.content_length else AdaptParams()
+    return submit_internal(JobKind.ADAPT, req.model_dump(), label="learn from your names")
+
+
+@bp.get("/people/learn")
+def learned() -> Response:
+    """What was learnt: every head (newest first) with its figures and verdict, and which one is in use."""
+    adapters = Adapters(library())
+    head = adapters.lib.head()
+    in_use = adapters.version(head.adapter if head else None)
+    docs = adapters.all()
+    current = next((d for d in docs if d.version == in_use), None)
+    return jsonify({"in_use": in_use, "rollback_to": adapters.version(current.previous) if current else None,
+                    "can_roll_back": current is not None, "adapters": [adapter_view(d, in_use) for d in docs]})
+
+
+@bp.post("/people/learn/rollback")
+def rollback() -> tuple[Response, int]:
+    """Stop using the head in use and return to the one before it (or to the raw vectors). Nothing stored is
+    rewritten: faces are compared as they were before it was adopted."""
+    req = _body(RollbackRequest) if request.content_length else RollbackRequest()
+    adapters = Adapters(library())
+    try:
+        current, target = adapters.rollback_target(adapters.lib.head())
+    except LookupError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except ObjectNotFound:
+        raise ApiError(409, "conflict", "the head in use is missing from the store") from None
+    head, _ = decide(Decision(kind="adapter", adapter=target))
+    answer: dict[str, Any] = {"rolled_back": current.version, "in_use": adapters.version(target)}
+    if req.recluster:
+        from api.jobs import submit_internal
+
+        job, _ = submit_internal(JobKind.CLUSTER, {}, label="re-cluster after a rollback")
+        answer["job"] = job.get_json()
+    if head is None:
+        return jsonify({**answer, "pending": True}), 202
+    return jsonify({**answer, "version": head.version}), 200

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from bench.common import machine
 
-NAMES = ["pipeline", "style", "faces", "lfw", "embed", "cluster", "search", "scaling", "throughput", "video"]
+NAMES = ["pipeline", "style", "faces", "lfw", "embed", "cluster", "search", "scaling", "throughput", "video",
+         "adapt"]
 
 
 def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[tuple[str, list[str], int]]:

@@ -15,6 +15,8 @@
         intake/<job>.json              a finished job's segments, waiting to join
         objects/<version>/<name>       the state a version wrote (assignments, people, members, exemplars)
         decisions/<id>.json            one user decision each (names, merges, moves), never rewritten
+        adapters/v<version>.json       a head learnt from those decisions, its training and validation
+        adapters/weights/<sha256>.bin  that head's matrix (content-addressed, immutable)
 """
 
 from __future__ import annotations
@@ -215,6 +217,31 @@ def library_decision(tenant: str, decision_id: str) -> str:
 
 def library_decisions(tenant: str) -> str:
     return f"{library_root(tenant)}decisions/"
+
+
+def library_adapter(tenant: str, version: int) -> str:
+    """An adapter's document: its figures, whether it was adopted, and the adapter it would replace."""
+    return f"{library_root(tenant)}adapters/v{version:06d}.json"
+
+
+def library_adapters(tenant: str) -> str:
+    return f"{library_root(tenant)}adapters/v"
+
+
+def library_adapter_version(tenant: str, key: str) -> int:
+    """The version of an adapter document's key; raises BadKey for any other key."""
+    prefix = library_adapters(tenant)
+    number = key[len(prefix) : -len(".json")] if key.startswith(prefix) and key.endswith(".json") else ""
+    if not number.isdigit():
+        raise BadKey(f"not an adapter of this library: {key!r}")
+    return int(number)
+
+
+def library_adapter_weights(tenant: str, digest: str) -> str:
+    """An adapter's matrix, named by the sha256 of its bytes (two writers of one name wrote the same bytes)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise BadKey(f"not a sha256 digest: {digest!r}")
+    return f"{library_root(tenant)}adapters/weights/{digest}.bin"
 
 
 def video_root(tenant: str, job_id: str, video: int) -> str:

@@ -10,6 +10,7 @@ class JobKind(StrEnum):
     FACES = "faces"
     IDENTIFY = "identify"
     CLUSTER = "cluster"
+    ADAPT = "adapt"
 
 
 class JobState(StrEnum):

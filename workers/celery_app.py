@@ -17,6 +17,7 @@ QUEUE_OF_KIND: dict[JobKind, Queue] = {
     JobKind.FACES: Queue.FACES,
     JobKind.IDENTIFY: Queue.FACES,
     JobKind.CLUSTER: Queue.FACES,
+    JobKind.ADAPT: Queue.FACES,
 }
 
 

@@ -238,11 +238,26 @@ class ClusterParams(_Strict):
         return value
 
 
+class AdaptParams(_Strict):
+    """Parameters of an `adapt` job: learn a head for the library from its names and decisions (triplet loss),
+    adopted only when it does better on held-out labelled faces and leaves unlabelled people as they were."""
+
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="the same seed and library give the same head")
+    steps: int = Field(200, ge=1, le=5000)
+    holdout: float = Field(0.25, ge=0.1, le=0.5, description="share of each person's labelled faces held out")
+    rank: int = Field(32, ge=1, le=512, description="rank of the head's change to the identity")
+    margin: float = Field(1.0, gt=0, le=10, description="the triplet margin alpha, in units of the space's "
+                          "verify threshold squared")
+    weight: float = Field(0.1, ge=0, le=100, description="how strongly the head is held near the identity")
+    recluster: bool = Field(False, description="once adopted, re-cluster the library through the head")
+
+
 PARAMS_MODELS: dict[JobKind, type[_Strict]] = {
     JobKind.STYLE: StyleParams,
     JobKind.FACES: FacesParams,
     JobKind.IDENTIFY: IdentifyParams,
     JobKind.CLUSTER: ClusterParams,
+    JobKind.ADAPT: AdaptParams,
 }
 
 # Kinds whose items are photos (they take inputs); the others read earlier jobs' outputs.

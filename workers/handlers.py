@@ -81,6 +81,7 @@ _HANDLERS: dict[JobKind, str] = {
     JobKind.FACES: "workers.video.faces_handler:FacesMediaHandler",
     JobKind.IDENTIFY: "workers.people.handlers:IdentifyHandler",
     JobKind.CLUSTER: "workers.people.handlers:ClusterHandler",
+    JobKind.ADAPT: "workers.people.handlers:AdaptHandler",
 }
 
 

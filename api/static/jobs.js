@@ -6,7 +6,7 @@ import { renderGallery, renderOutputs } from "./gallery.js";
 const POLL_MS = 2000;
 const FINISHED = new Set(["succeeded", "failed", "cancelled", "partial"]);
 const STATES = ["queued", "running", "succeeded", "partial", "failed", "cancelled"];
-const KINDS = ["style", "faces", "identify", "cluster"];
+const KINDS = ["style", "faces", "identify", "cluster", "adapt"];
 
 const jobLink = (id) => `#/jobs/${encodeURIComponent(id)}`;
 const finishedCount = (c) => c.done + c.failed + c.skipped + c.cancelled;
@@ -138,7 +138,7 @@ function jobSummary(job, onCancel) {
     actions.append(h("button", { type: "button", class: "danger", disabled: job.cancel_requested, onclick: onCancel,
       text: job.cancel_requested ? "Cancelling…" : "Cancel job" }));
   }
-  if ((job.kind === "faces" || job.kind === "cluster") && finished) {
+  if ((job.kind === "faces" || job.kind === "cluster" || job.kind === "adapt") && finished) {
     actions.append(h("a", { class: "button primary", href: "#/people", text: "People" }));
   }
   return h("section", { class: "panel", id: "job-summary", dataset: { state: job.state } },
@@ -155,6 +155,9 @@ function jobSummary(job, onCancel) {
       stat(finished ? "took" : "ETA", finished ? fmtDuration(elapsed) : fmtDuration(job.eta_s))),
     job.inputs_complete === false ? h("p", { class: "muted", text: "Still listing the inputs (archive or prefix)…" }) : null,
     job.error ? h("div", { class: "error", role: "alert" }, h("strong", { text: "Job error" }), h("p", { text: job.error })) : null,
+    job.kind === "adapt" && job.summary && job.summary.reason
+      ? h("p", { class: "notice", id: "adapt-verdict",
+        text: `${job.summary.adopted ? "In use now" : "Not used"}: ${job.summary.reason}` }) : null,
     h("details", {}, h("summary", { text: "Parameters" }), h("pre", { text: JSON.stringify(job.params, null, 2) })));
 }
 

@@ -1,6 +1,7 @@
 // People: the library of people every faces job feeds. A grid of covers (named first), faces that belong to
 // nobody yet (with "who is this?"), people who may be one person, and a page per person (their photos,
-// newest first; rename, hide, cover, "not this person", merge with someone chosen by their face).
+// newest first; rename, hide, cover, "not this person", merge with someone chosen by their face). "Learn from
+// names" starts an adapt job: a head learnt from the names, used only when it helps on held-out faces.
 import { api, errorPanel } from "./api.js";
 import { externalLink, h, replace } from "./dom.js";
 import { personVideos } from "./videos.js";
@@ -25,6 +26,15 @@ export function renderPeople(view, personId) {
         h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, text: "follow the job" })));
     }, "Re-clustering", false);
   });
+  const learn = h("button", { type: "button", text: "Learn from names", id: "learn",
+    title: "Learn how your named people look; used only when it measurably helps on faces held out" });
+  learn.addEventListener("click", async () => {
+    await act(status, async () => {
+      const job = await api("POST", "/v1/people/learn", { json: {} });
+      replace(status, h("p", { class: "notice" }, "Learning from your names (used only if it helps): ",
+        h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, text: "follow the job" })));
+    }, "Learning", false);
+  });
   let filter = "visible";
   const load = async () => {
     replace(filterBar, FILTERS.map(([value, label]) => {
@@ -37,7 +47,7 @@ export function renderPeople(view, personId) {
       loadSuggestions(suggestions, status, load)]);
   };
   view.append(
-    h("div", { class: "page-head" }, h("h1", { text: "People" }), stats, recluster),
+    h("div", { class: "page-head" }, h("h1", { text: "People" }), stats, recluster, learn),
     status, filterBar, grid, suggestions, unassigned, searchSection());
   load();
   return null;

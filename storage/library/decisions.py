@@ -46,3 +46,5 @@ def check_decision(state: LibraryState, d: Decision) -> None:
         state.assign_face(d.face or "", person)
     elif d.kind == "confirm":
         state.confirm(person, d.faces)
+    elif d.kind == "adapter":
+        state.adopt(d.adapter)

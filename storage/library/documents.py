@@ -193,9 +193,10 @@ class Head(BaseModel):
     suggestions: list[Suggestion] = Field(default_factory=list)
     decisions_applied: list[str] = Field(default_factory=list)  # recent decision ids (newest last)
     stats: dict[str, int] = Field(default_factory=dict)
+    adapter: str | None = None  # key of the adopted AdapterDoc: faces are compared through its head
 
 
-DecisionKind = Literal["name", "hide", "cover", "merge", "move_out", "assign", "confirm"]
+DecisionKind = Literal["name", "hide", "cover", "merge", "move_out", "assign", "confirm", "adapter"]
 
 
 def decision_id() -> str:
@@ -217,6 +218,52 @@ class Decision(BaseModel):
     faces: list[str] = Field(default_factory=list)
     name: str | None = None
     hidden: bool | None = None
+    adapter: str | None = None  # kind "adapter": the adapter to use from now on (None: none, raw vectors)
+
+
+class Figures(BaseModel):
+    """How one way of comparing faces does on the held-out labelled faces (at the space's thresholds)."""
+
+    genuine_pairs: int = 0
+    impostor_pairs: int = 0
+    tar: float = 0.0  # genuine pairs under `verify`
+    far: float = 0.0  # impostor pairs under `verify`
+    verification: float = 0.0  # balanced accuracy: (tar + 1 - far) / 2
+    faces: int = 0  # held-out faces assigned by the nightly rule
+    right: int = 0
+    wrong: int = 0  # to another person, or to someone the face was moved out of
+    waiting: int = 0
+
+
+class Validation(BaseModel):
+    """The evidence an adapter was judged on: before (the comparison in use) and after (with it)."""
+
+    held_out: int = 0
+    people: int = 0  # labelled people with held-out faces
+    before: Figures = Field(default_factory=Figures)
+    after: Figures = Field(default_factory=Figures)
+    unlabelled_people: int = 0  # people nobody named or confirmed, whose faces were scored both ways
+    unlabelled_faces: int = 0
+    changed_people: int = 0  # of them, people with a face that would go to a different person
+    changed_limit: int = 0
+
+
+class AdapterDoc(BaseModel):
+    """One learnt head (``adapters/v<n>.json``): how it was trained, the validation and its verdict. Written
+    once, before the library adopts it (or not)."""
+
+    version: int
+    space: str
+    dim: int
+    weights: str  # key of the packed (dim, dim) matrix M: a face is compared as x @ M
+    created_at: float = Field(default_factory=time.time)
+    library_version: int = 0  # the library version it learnt from
+    previous: str | None = None  # the adapter in use when it was trained (a rollback returns to it)
+    accepted: bool = False  # the validation's verdict; whether it is in use is the head's `adapter`
+    reason: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, float] = Field(default_factory=dict)
+    validation: Validation = Field(default_factory=Validation)
 
 
 class PersonVideo(BaseModel):

@@ -67,6 +67,7 @@ class LibraryState:
         self.base = base
         self.version = (base.version if base else 0) + 1
         self.space = base.space if base else None
+        self.adapter = base.adapter if base else None  # the adopted head's AdapterDoc key (None: raw vectors)
         self.segments: dict[str, SegmentRef] = {r.id: r.model_copy() for r in base.segments} if base else {}
         doc = lib.people(base)
         self.people: dict[str, Person] = {p.id: p.model_copy() for p in doc.people}
@@ -309,6 +310,13 @@ class LibraryState:
         self.reviewed(pid)
         self.place(segment, row, pid, confirmed=True)
 
+    def adopt(self, adapter: str | None) -> None:
+        """Compare faces through this adapter from now on (None: the raw vectors). Nothing stored changes: vectors
+        stay raw and the adapter applies when faces are compared."""
+        if adapter is not None and not adapter.startswith(keys.library_adapters(self.lib.tenant)):
+            raise DecisionInvalid(f"{adapter} is not one of this library's adapters", "not_found")
+        self.adapter = adapter
+
     def reassign(self, target: dict[tuple[str, int], str | None], vectors: dict[str, np.ndarray]) -> set[str]:
         """Set who every listed face is at once (a re-cluster's result); returns the people that changed.
 
@@ -390,7 +398,7 @@ class LibraryState:
         suggestions = [s for s in self.suggestions if s.a in live and s.b in live]
         return Head(version=self.version, writer=writer, space=self.space, segments=list(self.segments.values()),
                     people=doc_key, suggestions=suggestions, decisions_applied=self.applied[-RECENT_DECISIONS:],
-                    stats=self.stats())
+                    stats=self.stats(), adapter=self.adapter)
 
     def stats(self) -> dict[str, int]:
         for segment in self._dirty_segments:

@@ -13,6 +13,7 @@ import numpy as np
 from storage.library import Head, LibraryStore
 from storage.library.documents import SegmentFace, SegmentRef, resolve_merged
 from workers.faces.spaces import space_of
+from workers.library.transform import Transform, transform_for
 
 
 class NotInLibrary(LookupError):
@@ -34,6 +35,11 @@ class LibraryFaces:
     @property
     def space(self) -> str | None:
         return self.head.space
+
+    @property
+    def transform(self) -> Transform:
+        """How this library compares faces (through its adopted head, if any)."""
+        return transform_for(self.lib, self.head.adapter)
 
     def names(self) -> dict[str, str | None]:
         return {p.id: p.name for p in self.lib.people(self.head).people}
@@ -57,12 +63,15 @@ class LibraryFaces:
         raise NotInLibrary(face_id)
 
     def search(self, query: np.ndarray, k: int, jobs: set[str] | None = None) -> list[dict[str, Any]]:
-        """The k nearest faces to `query` (exact; of `jobs` when given), nearest first, with person and name."""
+        """The k nearest faces to a raw `query` vector (exact; of `jobs` when given), nearest first, with person
+        and name. Distances are the library's: through its adopted head, if any."""
         best: list[tuple[float, str, int]] = []  # min-heap of negated distances: the k nearest so far
+        transform = self.transform
+        query = transform(query[None, :])[0]
         for ref, rows in self.segments(jobs):
             if not rows:
                 continue
-            vectors = self.lib.embeddings(ref)[rows]
+            vectors = transform(self.lib.embeddings(ref)[rows])
             d = np.sqrt(np.maximum(((vectors - query[None, :]) ** 2).sum(axis=1), 0.0))
             for n in np.argsort(d)[:k]:
                 item = (-float(d[n]), ref.id, rows[int(n)])

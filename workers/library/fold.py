@@ -26,6 +26,7 @@ from storage.library.documents import SegmentRef, Suggestion
 from storage.library.state import LibraryState
 from storage.library.store import photo_ids
 from workers.faces.spaces import Thresholds, space_of
+from workers.library.transform import IDENTITY, Transform, transform_for
 from workers.people.cluster import cluster_faces
 
 log = logging.getLogger("nightshift.library")
@@ -62,14 +63,17 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PersonIndex:
-    """Every person's exemplars grouped by person, to score faces against people."""
+    """Every person's exemplars grouped by person, to score faces against people. `vectors` are as compared
+    (through the library's head, if it adopted one); `scores` takes raw queries and applies `transform`."""
 
     people: list[str]
     starts: np.ndarray
     vectors: np.ndarray
+    transform: Transform = IDENTITY
 
     @classmethod
     def of(cls, state: LibraryState, only: set[str] | None = None) -> PersonIndex:
+        transform = transform_for(state.lib, state.adapter)
         owners, matrix = state.all_exemplars()
         keep = [n for n, o in enumerate(owners) if only is None or o in only]
         owners = [owners[n] for n in keep]
@@ -80,12 +84,13 @@ class PersonIndex:
             if not people or people[-1] != owner:
                 people.append(owner)
                 starts.append(n)
-        return cls(people, np.array(starts, np.int64), matrix)
+        return cls(people, np.array(starts, np.int64), transform(matrix), transform)
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(queries, people): mean of the two nearest exemplars of each person (the nearest if only one)."""
         if not self.people:
             return np.zeros((len(queries), 0), np.float32)
+        queries = self.transform(queries)
         out = np.empty((len(queries), len(self.people)), np.float32)
         for lo in range(0, len(queries), BLOCK):
             d = distances(queries[lo : lo + BLOCK], self.vectors)
@@ -236,11 +241,12 @@ def _new_people(state: LibraryState, waiting: list[tuple[tuple[str, int], np.nda
     if not waiting:
         return set()
     pool_rows, pool = _pool(state)
+    compared = transform_for(state.lib, state.adapter)(pool)  # groups form as the library compares faces
     new_rows = {rc for rc, _ in waiting}
-    near = _neighbourhood(pool_rows, pool, new_rows, t.cluster)
+    near = _neighbourhood(pool_rows, compared, new_rows, t.cluster)
     ids = [state.segment_faces(s).column("face")[r] for s, r in (pool_rows[n] for n in near)]
     photos = [state.segment_faces(s).column("photo")[r] for s, r in (pool_rows[n] for n in near)]
-    clusters = cluster_faces(pool[near], ids, photos, threshold=t.cluster, min_faces=min_faces)
+    clusters = cluster_faces(compared[near], ids, photos, threshold=t.cluster, min_faces=min_faces)
     position = {fid: near[n] for n, fid in enumerate(ids)}
     made: set[str] = set()
     for cluster in clusters:

@@ -17,6 +17,7 @@ from storage.library.state import LibraryState, person_id_for
 from storage.library.vectors import choose_exemplars
 from workers.faces.spaces import SPACES, Thresholds
 from workers.library.fold import PersonIndex, choose
+from workers.library.transform import transform_for
 from workers.people.labels import Labels, PersonLabel, cluster_people
 from workers.people.labels import Person as LabelledPerson
 
@@ -73,9 +74,10 @@ def recluster(state: LibraryState, *, algorithm: str = "average", threshold: flo
             for pid in pids:
                 rejected.setdefault(state.resolve(pid), set()).add(face_ids[int(row)])
     vectors = np.concatenate(parts) if parts else np.zeros((0, state.dim), np.float32)
+    compared = transform_for(state.lib, state.adapter)(vectors)  # as the library compares faces; stored raw
     report.faces = len(ids)
     labels, old = _labels(state, rejected)
-    people = cluster_people(vectors, ids, photos, labels, threshold=threshold or t.cluster, old_people=old,
+    people = cluster_people(compared, ids, photos, labels, threshold=threshold or t.cluster, old_people=old,
                             algorithm=algorithm, min_faces=1) if ids else []  # type: ignore[arg-type]
     position = {face: n for n, face in enumerate(ids)}
     target: dict[tuple[str, int], str | None] = dict.fromkeys(rows)
@@ -90,7 +92,7 @@ def recluster(state: LibraryState, *, algorithm: str = "average", threshold: flo
             report.new_people += 1
         for face in person.face_ids:
             target[rows[position[face]]] = pid
-    _assign_leftovers(state, target, rows, ids, photos, vectors, rejected, t)
+    _assign_leftovers(state, target, rows, ids, photos, compared, rejected, t)
     by_face = {face: vectors[n] for n, face in enumerate(ids)}
     report.changed_people = len(state.reassign(target, by_face))
     report.people = len({p for p in target.values() if p})

@@ -1,7 +1,8 @@
-"""The `identify` and `cluster` job kinds: questions over the tenant's face library.
+"""The `identify`, `cluster` and `adapt` job kinds: questions over the tenant's face library.
 
 Each such job has one item (the whole computation); its outputs are JSON documents and contact sheets.
-`cluster` re-clusters the library (`workers.library.recluster`); `identify` names faces from a gallery.
+`cluster` re-clusters the library (`workers.library.recluster`); `identify` names faces from a gallery;
+`adapt` learns a head from the library's decisions (`workers.library.adapt`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from storage.library import LibraryStore
 from storage.library.documents import Person
 from storage.names import ItemState
 from storage.records import Item, Job
-from workers.contract import ClusterParams, IdentifyParams
+from workers.contract import AdaptParams, ClusterParams, IdentifyParams
 from workers.faces.spaces import space_of
 from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.library.faces import LibraryFaces
@@ -132,3 +133,19 @@ class ClusterHandler(_LibraryQuestion):
             except (ObjectNotFound, OSError, keys.BadKey):
                 out.append(Image.new("RGB", (112, 112), (60, 60, 60)))
         return out
+
+
+class AdaptHandler(_LibraryQuestion):
+    """Learn a head from the library's names and decisions; the library adopts it only when it helps."""
+
+    def run(self) -> tuple[list[str], dict[str, Any]]:
+        import torch
+
+        from workers.library.adapt import adapt_library
+        from workers.library.triplets import resolve_device
+
+        params = AdaptParams.model_validate(self.job.params)
+        torch.set_num_threads(self.ctx.settings.worker.threads)  # the worker's share of the cores
+        summary = adapt_library(self.library, params, device=resolve_device(self.ctx.settings.worker.device),
+                                min_faces=self.ctx.settings.library.min_faces)
+        return [self.put_json("adapter.json", summary)], summary

@@ -175,7 +175,7 @@ def identify_photo(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> di
     if not fits_library(used, head.space):
         return {"error": {"code": "model_mismatch", "message": f"the photo was embedded with {used} but the "
                           f"library holds {head.space} vectors"}}
-    index = PersonIndex.of(LibraryState(lib, head))
+    index = PersonIndex.of(LibraryState(lib, head))  # compares through the library's adopted head, if any
     scores = index.scores(vectors)
     picks = choose(scores, index.people, [set()] * len(faces), space_of(used).thresholds)
     names = {p.id: p.name for p in lib.people(head).people}
