@@ -6,15 +6,17 @@ Every pipeline runs on the same encoded photos (DIR, recursively, or synthetic o
 scikit-image's bundled photos when no DIR is given), from bytes to embeddings, in its own process so
 its peak RSS is its own. Models load before timing, and one photo warms up untimed.
 
-- ``nightshift``: `workers.imaging.decode_image` -> `FaceEngine` (MTCNN at detect_size, dlib 5-point
-  alignment, dlib ResNet over batched chips).
-- ``nightshift-nomirror``: the same without averaging each embedding with the mirror image's.
-- ``nightshift-hog``: the engine with dlib's HOG detector (mirror averaging on).
+- ``nightshift``: the default pipeline: `workers.imaging.decode_image` -> `FaceEngine` with default
+  `FacesParams` (MTCNN at detect_size, the default embedder ``dlib+sface`` with mirror averaging).
+- ``nightshift-dlib``: the same with the dlib ResNet alone (``dlib-resnet-torch``), the previous default.
+- ``nightshift-nomirror``: the default without combining each embedding with the mirror image's.
+- ``nightshift-hog``: the default with dlib's HOG detector.
 - ``classic``: what ``face_recognition.face_encodings`` does, written with dlib calls: PIL decode,
   HOG detector upsampled once, 5-point shape, ``compute_face_descriptor(image, shape)`` per face.
 
 Parity: faces of each pipeline are matched to the classic pipeline's by box overlap; the table gives
-the faces found by each and the L2 distance between the embeddings of matched faces.
+the faces found by each and, for pipelines in dlib's embedding space, the L2 distance between the
+embeddings of matched faces (same-decision at 0.6, face_recognition's threshold).
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".tif", ".tiff", ".bmp"}
 MATCH_IOU = 0.3  # MTCNN and HOG boxes frame a face differently; 0.3 still pairs one face with itself
 SAME_PERSON = 0.6
-PIPELINES = ("nightshift", "nightshift-nomirror", "nightshift-hog", "classic")
+PIPELINES = ("nightshift", "nightshift-dlib", "nightshift-nomirror", "nightshift-hog", "classic")
 
-FaceResult = tuple[list[tuple[float, float, float, float]], np.ndarray]  # boxes, (n, 128) embeddings
+FaceResult = tuple[list[tuple[float, float, float, float]], np.ndarray]  # boxes, (n, dim) embeddings
 Runner = Callable[[list[bytes]], list[FaceResult]]
 
 
@@ -98,12 +100,12 @@ def folder_photos(root: Path, limit: int) -> list[tuple[str, bytes, int | None]]
 # --- pipelines (each runs in a child process) -----------------------------------------------------
 
 
-def _nightshift(batch: int, detector: str, detect_size: int, mirror: bool) -> Runner:
+def _nightshift(batch: int, detect_size: int, **params: object) -> Runner:
     from workers.contract import FacesParams
     from workers.faces.engine import FaceEngine
     from workers.imaging import decode_image
 
-    engine = FaceEngine(FacesParams(detector=detector, detect_size=detect_size, mirror=mirror), device="cpu")
+    engine = FaceEngine(FacesParams.model_validate({"detect_size": detect_size, **params}), device="cpu")
     engine.load()
 
     def run(chunk: list[bytes]) -> list[FaceResult]:
@@ -138,20 +140,25 @@ def _classic() -> Runner:
     return run
 
 
+# FacesParams of each Nightshift pipeline: the defaults, but for these fields
+VARIANTS: dict[str, dict[str, object]] = {
+    "nightshift": {},
+    "nightshift-dlib": {"embedder": "dlib-resnet-torch"},
+    "nightshift-nomirror": {"mirror": False},
+    "nightshift-hog": {"detector": "hog"},
+}
+
+
 def run_pipeline(
     name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None
 ) -> dict[str, object]:
     """Load, warm up, then time `name` over `photos` (`repeat` times); runs in a fresh process."""
-    if threads and name in ("nightshift", "nightshift-nomirror"):  # only MTCNN needs torch; importing it costs RSS
-        import torch
+    if threads and name != "classic":
+        from workers.models.base import set_cpu_threads
 
-        torch.set_num_threads(threads)
+        set_cpu_threads(threads)  # torch and onnxruntime, as a worker with WorkerSettings.threads does
     start = time.perf_counter()
-    if name == "classic":
-        run = _classic()
-    else:
-        detector = "hog" if name == "nightshift-hog" else "mtcnn"
-        run = _nightshift(batch, detector, detect_size, mirror=name != "nightshift-nomirror")
+    run = _classic() if name == "classic" else _nightshift(batch, detect_size, **VARIANTS[name])
     loaded = time.perf_counter() - start
     run(photos[:1])
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -192,7 +199,8 @@ def parity(ours: list[FaceResult], reference: list[FaceResult]) -> dict[str, flo
                 continue
             used_i.add(i)
             used_j.add(j)
-            distances.append(float(np.linalg.norm(vecs[i] - ref_vecs[j])))
+            if vecs.shape[1] == ref_vecs.shape[1]:  # the same space as dlib's (else only boxes compare)
+                distances.append(float(np.linalg.norm(vecs[i] - ref_vecs[j])))
         matched += len(used_i)
         only_ours += len(boxes) - len(used_i)
         only_ref += len(ref_boxes) - len(used_j)
@@ -230,7 +238,8 @@ def markdown(report: dict) -> str:
     ]
     for name, p in report["parity"].items():
         lines.append(f"| {name} | {p['matched']} | {p['only_this']} | {p['only_classic']} | "
-                     f"{p['distance_mean']:.3f} / {p['distance_max']:.3f} | {100 * p['same_decision']:.1f} % |")
+                     f"{p['distance_mean']:.3f} / {p['distance_max']:.3f} | {100 * p['same_decision']:.1f} % |"
+                     .replace("nan / nan | nan %", "- (another space) | -"))
     return "\n".join(lines)
 
 

@@ -66,7 +66,40 @@ DLIB = EmbeddingSpace(
     calibration="lfw-dev (first five LFW folds), HOG + dlib 5-point alignment; see workers/people/calibration.py",
 )
 
-SPACES: dict[str, EmbeddingSpace] = {s.id: s for s in (DLIB_MIRROR, DLIB)}
+SFACE_MIRROR = EmbeddingSpace(
+    id="sface-2021dec+mirror",
+    dim=128,
+    thresholds=Thresholds(verify=1.10, cluster=0.95, identify=0.95, identify_margin=0.05, assign=0.95,
+                          assign_margin=0.05),
+    models=("sface@2021dec+mirror",),
+    calibration="PLACEHOLDER",
+)
+SFACE = EmbeddingSpace(
+    id="sface-2021dec",
+    dim=128,
+    thresholds=Thresholds(verify=1.10, cluster=0.95, identify=0.95, identify_margin=0.05, assign=0.95,
+                          assign_margin=0.05),
+    models=("sface@2021dec",),
+    calibration="PLACEHOLDER",
+)
+FUSED_MIRROR = EmbeddingSpace(
+    id="dlib+sface-v1+mirror",
+    dim=256,
+    thresholds=Thresholds(verify=0.80, cluster=0.70, identify=0.70, identify_margin=0.04, assign=0.70,
+                          assign_margin=0.04),
+    models=("dlib+sface@v1+mirror",),
+    calibration="PLACEHOLDER",
+)
+FUSED = EmbeddingSpace(
+    id="dlib+sface-v1",
+    dim=256,
+    thresholds=Thresholds(verify=0.80, cluster=0.70, identify=0.70, identify_margin=0.04, assign=0.70,
+                          assign_margin=0.04),
+    models=("dlib+sface@v1",),
+    calibration="PLACEHOLDER",
+)
+
+SPACES: dict[str, EmbeddingSpace] = {s.id: s for s in (DLIB_MIRROR, DLIB, SFACE_MIRROR, SFACE, FUSED_MIRROR, FUSED)}
 _BY_MODEL: dict[str, EmbeddingSpace] = {m: s for s in SPACES.values() for m in s.models}
 
 

@@ -136,6 +136,37 @@ def dequantize(model: onnx.ModelProto) -> int:
     return count
 
 
+def to_float16(model: onnx.ModelProto) -> int:
+    """Cast float32 initializers, constants and the graph's float inputs/outputs to float16 (for a GPU: every
+    tensor between them follows); returns how many tensors were cast. Intermediate shapes are dropped."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    count = 0
+
+    def cast(tensor: onnx.TensorProto) -> None:
+        nonlocal count
+        if tensor.data_type == TensorProto.FLOAT:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+            count += 1
+
+    # Dropout's ratio stays float32 (its type is separate from the data's)
+    ratios = {node.input[1] for node in graph.node if node.op_type == "Dropout" and len(node.input) > 1}
+    for init in graph.initializer:
+        if init.name not in ratios:
+            cast(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] not in ratios:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    cast(attribute.t)
+    for value in [*graph.input, *graph.output]:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del graph.value_info[:]
+    return count
+
+
 def serialize(model: onnx.ModelProto) -> bytes:
     """The model's bytes, for ``onnxruntime.InferenceSession``."""
     return bytes(model.SerializeToString())

@@ -17,6 +17,7 @@ from storage import keys
 from storage.errors import ObjectNotFound
 from workers.context import WorkerContext
 from workers.faces.index import read_embeddings, read_table
+from workers.faces.spaces import comparable
 
 INDEX_NAME = "faces-index.json"
 CACHE_MAX_FACES = 5_000_000
@@ -46,9 +47,10 @@ class FaceSet:
         if not sets:
             return cls()
         models = {s.model for s in sets}
-        if len(models) > 1:
+        first = sets[0].model
+        if any(not comparable(first, m) for m in models):
             raise ValueError(
-                f"these indexes use different embedding models ({sorted(models)}); "
+                f"these indexes use embedding models of different spaces ({sorted(models)}); "
                 "their distances are not comparable: re-index with one model"
             )
         return cls(
@@ -56,7 +58,7 @@ class FaceSet:
             [p for s in sets for p in s.photos],
             [r for s in sets for r in s.rows],
             np.concatenate([s.embeddings for s in sets]),
-            models.pop(),
+            first,
         )
 
 

@@ -18,8 +18,9 @@ from storage.names import ItemState
 from storage.records import Item, Job
 from workers.context import WorkerContext
 from workers.contract import ClusterParams, IdentifyParams
+from workers.faces.spaces import comparable
 from workers.handlers import ItemInput, ItemResult, JobHandler
-from workers.people.calibration import CLUSTER_THRESHOLD, IDENTIFY_THRESHOLD
+from workers.people.calibration import thresholds_for
 from workers.people.faceset import FaceSet, NoIndex, load_jobs
 from workers.people.identify import Gallery, identify
 from workers.people.labels import Labels, Person, cluster_people
@@ -93,10 +94,12 @@ class IdentifyHandler(_FacesQuestion):
         if not enrolled:
             raise ValueError(f"gallery {params.gallery} has nobody enrolled yet")
         faces = self.faces(params.index_jobs)
-        if gallery_doc.get("model") and faces.model and gallery_doc["model"] != faces.model:
+        if gallery_doc.get("model") and faces.model and not comparable(gallery_doc["model"], faces.model):
             raise ValueError(f"the gallery was enrolled with {gallery_doc['model']} but the index uses {faces.model}")
-        threshold = params.threshold or IDENTIFY_THRESHOLD
-        matches = identify(faces.embeddings, Gallery.enrol(enrolled), threshold) if len(faces) else []
+        calibrated = thresholds_for(faces.model or gallery_doc.get("model") or "")
+        threshold = params.threshold or calibrated.identify
+        matches = (identify(faces.embeddings, Gallery.enrol(enrolled), threshold, min_margin=calibrated.identify_margin)
+                   if len(faces) else [])
         rows: list[dict[str, Any]] = []
         photos: dict[str, set[str]] = {}
         for fid, row, m in zip(faces.ids, faces.rows, matches, strict=True):
@@ -142,7 +145,7 @@ class ClusterHandler(_FacesQuestion):
                 faces.ids,
                 faces.photos,
                 labels,
-                threshold=params.threshold or CLUSTER_THRESHOLD,
+                threshold=params.threshold or thresholds_for(faces.model).cluster,
                 old_people=old,
                 algorithm=params.algorithm,
                 min_faces=params.min_faces,

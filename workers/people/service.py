@@ -12,8 +12,9 @@ from storage.errors import ObjectNotFound
 from workers.context import WorkerContext
 from workers.contract import FacesParams
 from workers.faces.handler import engine_for
+from workers.faces.spaces import comparable
 from workers.imaging import ImageDecodeError, decode_image
-from workers.people.calibration import VERIFY_THRESHOLD
+from workers.people.calibration import thresholds_for
 from workers.people.faceset import NoIndex, load_job, load_jobs, parse_face_id, tenant_index_jobs
 from workers.people.search import ExactIndex
 
@@ -83,9 +84,9 @@ def verify(
         vb, fb, mb = one_face(ctx, tenant, b, "b")
     except FaceQueryError as exc:
         return {"error": {"code": exc.code, "message": str(exc)}}
-    if ma != mb:
+    if not comparable(ma, mb):
         return {"error": {"code": "model_mismatch", "message": f"faces come from different models ({ma}, {mb})"}}
-    t = VERIFY_THRESHOLD if threshold is None else threshold
+    t = thresholds_for(ma).verify if threshold is None else threshold
     distance = float(np.linalg.norm(va - vb))
     return {"distance": round(distance, 4), "same_person": distance < t, "threshold": t, "model": ma, "a": fa, "b": fb}
 
@@ -104,9 +105,10 @@ def search(
         return {"error": {"code": "bad_index", "message": str(exc)}}
     if not len(faces):
         return {"query": face, "model": model, "searched": 0, "matches": []}
-    if faces.model != model:
+    if not comparable(faces.model, model):
         return {"error": {"code": "model_mismatch", "message": f"the query was embedded with {model} but the "
                           f"indexes use {faces.model}: search indexes made with the same settings"}}
+    verify = thresholds_for(model).verify
     index = ExactIndex(dim=faces.embeddings.shape[1])
     index.add(faces.embeddings, faces.ids)
     hits = index.search(vector[None, :], min(k, len(faces)))[0]
@@ -122,10 +124,10 @@ def search(
                 "item": row["item"],
                 "photo": row["photo_key"],
                 "box": row["box"],
-                "same_person": distance < VERIFY_THRESHOLD,
+                "same_person": distance < verify,
             }
         )
-    return {"query": face, "model": model, "searched": len(faces), "threshold": VERIFY_THRESHOLD, "matches": matches}
+    return {"query": face, "model": model, "searched": len(faces), "threshold": verify, "matches": matches}
 
 
 def _largest(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> tuple[np.ndarray, dict[str, Any], str]:
