@@ -100,12 +100,12 @@ def folder_photos(root: Path, limit: int) -> list[tuple[str, bytes, int | None]]
 # --- pipelines (each runs in a child process) -----------------------------------------------------
 
 
-def _nightshift(batch: int, detect_size: int, **params: object) -> Runner:
+def _nightshift(batch: int, detect_size: int, device: str, **params: object) -> Runner:
     from workers.contract import FacesParams
     from workers.faces.engine import FaceEngine
     from workers.imaging import decode_image
 
-    engine = FaceEngine(FacesParams.model_validate({"detect_size": detect_size, **params}), device="cpu")
+    engine = FaceEngine(FacesParams.model_validate({"detect_size": detect_size, **params}), device=device)
     engine.load()
 
     def run(chunk: list[bytes]) -> list[FaceResult]:
@@ -150,7 +150,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 
 def run_pipeline(
-    name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None
+    name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None, device: str = "cpu"
 ) -> dict[str, object]:
     """Load, warm up, then time `name` over `photos` (`repeat` times); runs in a fresh process."""
     if threads and name != "classic":
@@ -158,7 +158,7 @@ def run_pipeline(
 
         set_cpu_threads(threads)  # torch and onnxruntime, as a worker with WorkerSettings.threads does
     start = time.perf_counter()
-    run = _classic() if name == "classic" else _nightshift(batch, detect_size, **VARIANTS[name])
+    run = _classic() if name == "classic" else _nightshift(batch, detect_size, device, **VARIANTS[name])
     loaded = time.perf_counter() - start
     run(photos[:1])
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="passes over the photos")
     parser.add_argument("--batch", type=int, default=8, help="photos per engine batch")
     parser.add_argument("--detect-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, help="torch/OpenMP threads in each pipeline process")
+    parser.add_argument("--threads", type=int, help="torch/onnxruntime threads in each pipeline process")
+    parser.add_argument("--device", default="cpu", help="device of the Nightshift pipelines: cpu, cuda, auto")
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help=f"comma-separated, from {PIPELINES}")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         # a fresh process per pipeline: peak RSS and thread pools are its own
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             result = pool.submit(run_pipeline, name, payloads, args.repeat, args.batch, args.detect_size,
-                                 args.threads).result()
+                                 args.threads, args.device).result()
         report["pipelines"][name] = result
         print(f"{name}: {result['images_per_s']:.2f} images/s, {result['faces']} faces", file=sys.stderr)
     reference = report["pipelines"]["classic"]["results"]

@@ -130,8 +130,10 @@ class StyleParams(_Strict):
 class FacesParams(_Strict):
     """Parameters of a `faces` (index) job."""
 
-    detector: Literal["mtcnn", "hog"] = "mtcnn"
-    embedder: Literal["auto", "dlib-resnet", "dlib-resnet-torch"] = "auto"
+    detector: Literal["mtcnn", "hog", "yunet"] = "mtcnn"
+    embedder: Literal["auto", "dlib-resnet", "dlib-resnet-torch", "sface", "dlib+sface"] = Field(
+        "auto", description="face embedding model; auto: dlib+sface (chosen on LFW, docs/benchmarks.md). Vectors of "
+        "different models are not comparable")
     min_face_size: int = Field(20, ge=8, le=2000)
     score_threshold: float = Field(0.9, ge=0, le=1)
     detect_size: int = Field(1024, ge=160, le=4096, description="long side the detector sees")

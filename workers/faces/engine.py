@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from workers.contract import FacesParams
-from workers.faces.detectors import Detector, HOGDetector, MTCNNDetector, detect_with_rotations
+from workers.faces.detectors import Detector, HOGDetector, MTCNNDetector, YuNetDetector, detect_with_rotations
 from workers.faces.embedders import TORCH_EMBEDDERS, Embedder, get_embedder, resolve_device, resolve_embedder
 from workers.faces.types import Face, PhotoFaces
 
@@ -33,11 +33,13 @@ def build_detector(params: FacesParams, device: str = "cpu") -> Detector:
     """The detector `params` ask for.
 
     `min_face_size` is in pixels of the image the detector sees (long side `detect_size`).
-    `score_threshold` is MTCNN's face probability; the HOG detector keeps dlib's own threshold (its
-    score is an SVM margin, not a probability).
+    `score_threshold` is MTCNN's face probability or YuNet's score; the HOG detector keeps dlib's own
+    threshold (its score is an SVM margin, not a probability).
     """
     if params.detector == "hog":
         return HOGDetector(min_face_size=params.min_face_size)
+    if params.detector == "yunet":
+        return YuNetDetector(min_face_size=params.min_face_size, score_threshold=params.score_threshold, device=device)
     return MTCNNDetector(min_face_size=params.min_face_size, score_threshold=params.score_threshold, device=device)
 
 
