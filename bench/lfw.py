@@ -199,6 +199,28 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compose_fused(engine: FaceEngine, stem: Path, cache: Path) -> bool:
+    """Write the ``dlib+sface`` cache from its parts' caches when both exist (the same arithmetic as
+    `FusedEmbedder.embed_many`: [a * dlib, b * sface]); returns whether it did."""
+    from workers.faces.fused import FusedEmbedder
+
+    embedder = engine.embedder
+    if not isinstance(embedder, FusedEmbedder) or cache.exists():
+        return False
+    parts = [stem.with_name(f"{stem.name}-{part.model_id(engine.mirror)}.npz")
+             for part in (embedder.dlib, embedder.sface)]
+    if not all(p.exists() for p in parts):
+        return False
+    with np.load(parts[0], allow_pickle=False) as dlib, np.load(parts[1], allow_pickle=False) as sface:
+        if dlib["files"].tolist() != sface["files"].tolist() or dlib["names"].tolist() != sface["names"].tolist():
+            return False
+        a, b = embedder.weights
+        vectors = np.concatenate([a * dlib["embeddings"], b * sface["embeddings"]], axis=1).astype(np.float32)
+        np.savez(cache, embeddings=vectors, names=dlib["names"], files=dlib["files"], model=np.array(engine.model_id))
+    print(f"  {engine.model_id}: composed from the cached vectors of its parts", file=sys.stderr)
+    return True
+
+
 def fusion_table(pairs: list[Pair], dlib: dict[str, np.ndarray], sface: dict[str, np.ndarray],
                  weights: list[float]) -> list[dict]:
     """The fused vector [dlib, w * sface] for each weight w (dlib's weight 1): what `FusedEmbedder` makes."""
@@ -215,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedders", default="auto", help="comma-separated embedder names (default: auto)")
     parser.add_argument("--limit", type=int, help="use about N pairs, spread over folds and classes")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
+    parser.add_argument("--detector", choices=["mtcnn", "yunet", "hog"], default=FacesParams().detector)
     parser.add_argument("--detect-size", type=int, default=FacesParams().detect_size)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jitter", type=int, default=0)
@@ -223,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="images per detector/embedder batch")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="cache folder")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and onnxruntime")
+    parser.add_argument("--compose", action="store_true", help="build dlib+sface vectors from its parts' caches "
+                        "when they exist (equal to running it: tests/test_embedders.py) instead of embedding again")
     parser.add_argument("--fuse", default="", help="with dlib-resnet-torch and sface among --embedders: fused "
                         "figures at these comma-separated SFace weights (dlib's is 1)")
     args = parser.parse_args(argv)
@@ -233,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = read_pairs(args.dir / "pairs.txt", args.limit)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     root = args.dir / "images"
-    stem = f"{args.dir.name}-{args.detector}-{args.detect_size}"
+    stem = f"{args.dir.name}-{args.detector}-{args.detect_size}" + (f"-{len(names)}" if args.limit else "")
     base = FacesParams(detector=args.detector, detect_size=args.detect_size, jitter=args.jitter,
                        mirror=not args.no_mirror)
     faces = detect_faces(FaceEngine(base, device=args.device), root, names, args.out / f"{stem}.npz", args.batch)
@@ -243,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [n for n in args.embedders.split(",") if n]:
         engine = FaceEngine(base.model_copy(update={"embedder": name}), device=args.device)
         cache = args.out / f"{stem}-{engine.model_id}.npz"
+        if args.compose:
+            compose_fused(engine, args.out / stem, cache)
         vectors, seconds = embed_faces(engine, root, faces, cache, args.batch)
         by_name[engine.embedder.name] = vectors
         rows.append({"model": engine.model_id, "embedder": name, "seconds_per_face": seconds,

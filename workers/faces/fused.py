@@ -25,7 +25,7 @@ from workers.faces.types import Face
 
 # Weights of the two distances, chosen on lfw-dev (bench/lfw.py --fuse): see FUSED spaces in spaces.py.
 DLIB_WEIGHT = 1.0
-SFACE_WEIGHT = 0.5
+SFACE_WEIGHT = 0.7
 
 
 class FusedEmbedder(Embedder):

@@ -118,7 +118,7 @@ class TorchDlibEmbedder(Embedder):
 
     def align(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """The aligned chips of `faces`, (n, 150, 150, 3) uint8 (cut by torch, equal to dlib's)."""
-        return self.chip_tensor(image, faces).permute(0, 2, 3, 1).cpu().numpy()
+        return np.ascontiguousarray(self.chip_tensor(image, faces).permute(0, 2, 3, 1).cpu().numpy())
 
     def embed_many(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0,
                    mirror: bool = False) -> list[np.ndarray]:
