@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--detector", choices=["mtcnn", "yunet", "hog"], default=FacesParams().detector)
     parser.add_argument("--detect-size", type=int, default=FacesParams().detect_size)
+    parser.add_argument("--score-threshold", type=float, help="detector score threshold (default: the detector's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jitter", type=int, default=0)
     parser.add_argument("--no-mirror", action="store_true", help="do not combine with the mirror image's embedding")
@@ -257,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     pairs = read_pairs(args.dir / "pairs.txt", args.limit)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     root = args.dir / "images"
-    stem = f"{args.dir.name}-{args.detector}-{args.detect_size}" + (f"-{len(names)}" if args.limit else "")
+    stem = f"{args.dir.name}-{args.detector}-{args.detect_size}" + (f"-{len(names)}" if args.limit else "") + (
+        f"-score{args.score_threshold:g}" if args.score_threshold is not None else "")
     base = FacesParams(detector=args.detector, detect_size=args.detect_size, jitter=args.jitter,
-                       mirror=not args.no_mirror)
+                       mirror=not args.no_mirror, score_threshold=args.score_threshold)
     faces = detect_faces(FaceEngine(base, device=args.device), root, names, args.out / f"{stem}.npz", args.batch)
     fallbacks = sum(f.score == 0.0 for f in faces.values())
     print(f"{len(pairs)} pairs, {len(names)} images, {fallbacks} without a detected face", file=sys.stderr)

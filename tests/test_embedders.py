@@ -298,10 +298,13 @@ def test_fused_distance_is_the_weighted_sum_of_both_models(sface) -> None:
     faces = [_mtcnn_faces(image), _mtcnn_faces(other)]
     fused = FusedEmbedder(device="cpu")
     u, v = (x[0] for x in fused.embed_many([image, other], faces, mirror=True))
-    d_dlib = np.linalg.norm(np.subtract(*(x[0] for x in fused.dlib.embed_many([image, other], faces, mirror=True))))
-    d_sface = np.linalg.norm(np.subtract(*(x[0] for x in sface.embed_many([image, other], faces, mirror=True))))
+    dlib_u, dlib_v = (x[0] for x in fused.dlib.embed_many([image, other], faces, mirror=True))
+    sface_u, sface_v = (x[0] for x in sface.embed_many([image, other], faces, mirror=True))
     a, b = fused.weights
     assert u.shape == (256,) and fused.model_id(True) == "dlib+sface@v1+mirror"
+    # what bench/lfw.py --compose builds from its parts' caches
+    np.testing.assert_allclose(u, np.concatenate([a * dlib_u, b * sface_u]), atol=1e-5)
+    d_dlib, d_sface = np.linalg.norm(dlib_u - dlib_v), np.linalg.norm(sface_u - sface_v)
     assert np.linalg.norm(u - v) == pytest.approx(np.hypot(a * d_dlib, b * d_sface), rel=1e-4)
 
 

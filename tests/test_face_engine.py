@@ -379,3 +379,29 @@ def test_embedder_registry_and_plug_in(monkeypatch: pytest.MonkeyPatch) -> None:
     custom = embedders.get_embedder("mean-colour", "cpu")
     result = FaceEngine(FacesParams(), device="cpu", embedder=custom).index_photo(astronaut())
     assert result.model == "mean-colour" and result.embeddings.shape == (1, 3)
+
+
+@pytest.mark.slow
+def test_yunet_finds_the_faces_mtcnn_finds_with_landmarks_in_the_same_order(astronaut_faces: PhotoFaces) -> None:
+    from workers.faces.detectors import YuNetDetector, detect_with_rotations
+    from workers.models import WeightsNotAvailable
+
+    detector = YuNetDetector()
+    try:
+        detector.load()
+    except WeightsNotAvailable as exc:
+        pytest.skip(str(exc))
+    face = detector.detect(astronaut())[0]
+    reference = astronaut_faces.faces[0]
+    assert _iou(face.box, reference.box) > 0.7 and face.landmarks is not None
+    eyes = np.linalg.norm(reference.landmarks[1] - reference.landmarks[0])
+    assert np.linalg.norm(face.landmarks - reference.landmarks, axis=1).max() < 0.25 * eyes
+    canvas, regions = group_photo()
+    found = detector.detect(canvas)
+    assert sorted(len([f for f in found if x1 <= f.centre[0] <= x2 and y1 <= f.centre[1] <= y2])
+                  for x1, y1, x2, y2 in regions) == [1, 1, 1, 1]
+    # a face on its side: found as it lies (its landmarks say which way) or on a retry turned upright
+    for transpose, rotation in ((Image.Transpose.ROTATE_90, 270), (Image.Transpose.ROTATE_270, 90)):
+        again = detect_with_rotations(detector, [astronaut().transpose(transpose)])[0]
+        assert len(again) == 1 and again[0].rotation == rotation
+    assert detector.detect(Image.new("RGB", (5, 7))) == [] and detector.detect(Image.new("RGB", (320, 240))) == []

@@ -135,7 +135,8 @@ class FacesParams(_Strict):
         "auto", description="face embedding model; auto: dlib+sface (chosen on LFW, docs/benchmarks.md). Vectors of "
         "different models are not comparable")
     min_face_size: int = Field(20, ge=8, le=2000)
-    score_threshold: float = Field(0.9, ge=0, le=1)
+    score_threshold: float | None = Field(None, ge=0, le=1, description="score a detection needs; default: the "
+                                          "detector's own (MTCNN probability 0.9, YuNet score 0.8)")
     detect_size: int = Field(1024, ge=160, le=4096, description="long side the detector sees")
     try_rotations: bool = False
     jitter: int = Field(0, ge=0, le=100, description="dlib num_jitters")

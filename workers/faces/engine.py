@@ -33,14 +33,14 @@ def build_detector(params: FacesParams, device: str = "cpu") -> Detector:
     """The detector `params` ask for.
 
     `min_face_size` is in pixels of the image the detector sees (long side `detect_size`).
-    `score_threshold` is MTCNN's face probability or YuNet's score; the HOG detector keeps dlib's own
-    threshold (its score is an SVM margin, not a probability).
+    `score_threshold` is MTCNN's face probability or YuNet's score (None: the detector's default); the HOG
+    detector keeps dlib's own threshold (its score is an SVM margin, not a probability).
     """
     if params.detector == "hog":
         return HOGDetector(min_face_size=params.min_face_size)
-    if params.detector == "yunet":
-        return YuNetDetector(min_face_size=params.min_face_size, score_threshold=params.score_threshold, device=device)
-    return MTCNNDetector(min_face_size=params.min_face_size, score_threshold=params.score_threshold, device=device)
+    cls: type[MTCNNDetector] | type[YuNetDetector] = YuNetDetector if params.detector == "yunet" else MTCNNDetector
+    threshold = cls.default_score_threshold if params.score_threshold is None else params.score_threshold
+    return cls(min_face_size=params.min_face_size, score_threshold=threshold, device=device)
 
 
 class FaceEngine:
