@@ -168,7 +168,9 @@ def _submit(client: Client, args: argparse.Namespace, kind: str, photos: list[Pa
 
 def cmd_faces(args: argparse.Namespace) -> int:
     client = _client(args)
-    params = {"detector": args.detector, "try_rotations": args.try_rotations, "force": args.force}
+    params = {"try_rotations": args.try_rotations, "force": args.force}
+    if args.detector:
+        params["detector"] = args.detector
     if args.source.startswith("s3://") or args.source.startswith("store:"):
         prefix = args.source.split("://", 1)[-1].split(":", 1)[-1]
         job = client.submit("faces", params=params, inputs={"prefix": prefix})
@@ -362,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fc = sub.add_parser("faces", help="index every face in a folder, archive or store prefix (s3://prefix)")
     fc.add_argument("source")
-    fc.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
+    fc.add_argument("--detector", choices=["yunet", "mtcnn", "hog"], help="default: the server's (yunet)")
     fc.add_argument("--try-rotations", action="store_true")
     fc.add_argument("--force", action="store_true", help="re-index photos already indexed")
     job_opts(fc)

@@ -7,8 +7,8 @@ scikit-image's bundled photos when no DIR is given), from bytes to embeddings, i
 its peak RSS is its own. Models load before timing, and one photo warms up untimed.
 
 - ``nightshift``: the default pipeline: `workers.imaging.decode_image` -> `FaceEngine` with default
-  `FacesParams` (MTCNN at detect_size, the default embedder ``dlib+sface`` with mirror averaging).
-- ``nightshift-mtcnn``, ``nightshift-yunet``: the default with that detector.
+  `FacesParams` (YuNet at detect_size with MTCNN's landmarks, the embedder ``dlib+sface``, mirror averaging).
+- ``nightshift-mtcnn``: the default with MTCNN alone as the detector (the previous default).
 - ``nightshift-dlib``: the default with the dlib ResNet alone (``dlib-resnet-torch``), the previous embedder.
 - ``nightshift-nomirror``: the default without combining each embedding with the mirror image's.
 - ``nightshift-hog``: the default with dlib's HOG detector.
@@ -42,8 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".tif", ".tiff", ".bmp"}
 MATCH_IOU = 0.3  # MTCNN and HOG boxes frame a face differently; 0.3 still pairs one face with itself
 SAME_PERSON = 0.6
-PIPELINES = ("nightshift", "nightshift-mtcnn", "nightshift-yunet", "nightshift-dlib", "nightshift-nomirror",
-             "nightshift-hog", "classic")
+PIPELINES = ("nightshift", "nightshift-mtcnn", "nightshift-dlib", "nightshift-nomirror", "nightshift-hog", "classic")
 
 FaceResult = tuple[list[tuple[float, float, float, float]], np.ndarray]  # boxes, (n, dim) embeddings
 Runner = Callable[[list[bytes]], list[FaceResult]]
@@ -146,7 +145,6 @@ def _classic() -> Runner:
 VARIANTS: dict[str, dict[str, object]] = {
     "nightshift": {},
     "nightshift-mtcnn": {"detector": "mtcnn"},
-    "nightshift-yunet": {"detector": "yunet"},
     "nightshift-dlib": {"embedder": "dlib-resnet-torch"},
     "nightshift-nomirror": {"mirror": False},
     "nightshift-hog": {"detector": "hog"},

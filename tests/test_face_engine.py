@@ -196,8 +196,8 @@ def test_dlib_only_pipeline_never_imports_torch() -> None:
 def engine():
     from workers.faces.engine import FaceEngine
 
-    # the dlib ResNet (torch port) alone: these tests compare with dlib itself
-    engine = FaceEngine(FacesParams(embedder="dlib-resnet-torch"), device="cpu")
+    # MTCNN and the dlib ResNet (torch port) alone: these tests compare with MTCNN's boxes and dlib itself
+    engine = FaceEngine(FacesParams(detector="mtcnn", embedder="dlib-resnet-torch"), device="cpu")
     engine.load()
     return engine
 

@@ -303,12 +303,17 @@ class YuNetDetector(Detector):
         max_batch_size: int = 8,
         device: str = "cpu",
         threads: int | None = None,
+        refine_landmarks: bool = True,
     ) -> None:
         super().__init__(min_face_size=min_face_size, score_threshold=score_threshold, max_batch_size=max_batch_size)
         self.nms_threshold = nms_threshold
         self.device = device
         self.threads = threads
         self._model: Any = None
+        # YuNet finds faces ~10x faster than MTCNN, but its landmarks align SFace less well (lfw-dev: 99.37 %
+        # against 99.57 % with MTCNN's); MTCNN run on a small crop around each face places them as it would
+        self.refiner = MTCNNDetector(min_face_size=REFINE_SIZE // 3, score_threshold=0.5, device=device) \
+            if refine_landmarks else None
 
     def _load(self) -> None:
         from workers.faces.weights import YUNET
@@ -326,9 +331,12 @@ class YuNetDetector(Detector):
         model = YuNetModel(providers, threads=self.threads)
         model.load()
         self._model = model
+        if self.refiner is not None:
+            self.refiner.load()
 
     def _detect(self, images: list[np.ndarray]) -> list[list[Face]]:
-        return [self._one(image) for image in images]
+        found = [self._one(image) for image in images]
+        return refine_landmarks(self.refiner, images, found) if self.refiner is not None else found
 
     def _one(self, image: np.ndarray) -> list[Face]:
         height, width = image.shape[:2]
@@ -355,6 +363,52 @@ class YuNetDetector(Detector):
             for k in nms(all_boxes, all_scores, self.nms_threshold)
             for b in [np.clip(all_boxes[k], 0, [width, height, width, height])]
         ]
+
+
+REFINE_SIZE = 96  # the face's side in the crop MTCNN refines it in
+_REFINE_CONTEXT = 1.6  # crop side / face side
+
+
+def refine_landmarks(refiner: Detector, images: Sequence[np.ndarray], found: list[list[Face]]) -> list[list[Face]]:
+    """`found` with each face's landmarks replaced by those `refiner` (MTCNN) gives on a crop around it, scaled
+    so the face is about `REFINE_SIZE` pixels; a face the refiner does not find (or finds elsewhere: IoU under
+    0.3) keeps its own. Boxes and scores stay the first detector's."""
+    crops, where = [], []
+    for i, faces in enumerate(found):
+        height, width = images[i].shape[:2]
+        for k, face in enumerate(faces):
+            side = _REFINE_CONTEXT * max(face.width, face.height)
+            cx, cy = face.centre
+            x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+            x1, y1 = min(width, int(np.ceil(cx + side / 2))), min(height, int(np.ceil(cy + side / 2)))
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            scale = REFINE_SIZE * _REFINE_CONTEXT / side
+            crop = Image.fromarray(images[i][y0:y1, x0:x1]).resize(
+                (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), Image.Resampling.BILINEAR)
+            crops.append(crop)
+            where.append((i, k, x0, y0, (x1 - x0) / crop.width, (y1 - y0) / crop.height))
+    out = [list(faces) for faces in found]
+    for refined, (i, k, x0, y0, sx, sy) in zip(refiner.detect_batch(crops) if crops else [], where, strict=True):
+        face = found[i][k]
+        best = max(((_iou(c.scaled(sx, sy).box, _shift(face.box, -x0, -y0)), c) for c in refined if c.landmarks
+                    is not None), default=None, key=lambda t: t[0])
+        if best is not None and best[0] >= 0.3:
+            points = np.asarray(best[1].landmarks, np.float32) * np.array([sx, sy], np.float32) + np.array([x0, y0])
+            out[i][k] = replace(face, landmarks=points.astype(np.float32))
+    return out
+
+
+def _shift(box: tuple[float, float, float, float], dx: float, dy: float) -> tuple[float, float, float, float]:
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:

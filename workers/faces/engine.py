@@ -68,7 +68,8 @@ class FaceEngine:
     def device(self) -> str:
         """The resolved device ("auto" becomes "cuda" or "cpu" on first use)."""
         if self._device == "auto":
-            uses_torch = self.params.detector == "mtcnn" or resolve_embedder(self.params.embedder) in TORCH_EMBEDDERS
+            uses_torch = self.params.detector in ("mtcnn", "yunet") or (
+                resolve_embedder(self.params.embedder) in TORCH_EMBEDDERS)
             # a dlib-only pipeline (HOG + dlib ResNet) never imports torch just to ask about CUDA
             self._device = resolve_device("auto") if uses_torch else "cpu"
         return self._device
