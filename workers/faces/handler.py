@@ -75,7 +75,7 @@ class FacesHandler(JobHandler):
             part_id = f"{chunk_index:05d}-{todo[0][0].index:07d}"
             records = [PhotoRecord(keys.strip_tenant(self.job.tenant, item.key), str(item.index), sha, faces)
                        for (item, sha, _), faces in zip(todo, found, strict=True)]
-            table, matrix = chunk_outputs(records)
+            table, matrix = chunk_outputs(records, self.engine.embedder.dim)
             with metrics.STAGE.labels(stage="upload").time():
                 self.ctx.store.put_bytes(keys.part(self.job.tenant, self.job.id, part_id, "parquet"), table,
                                          "application/vnd.apache.parquet")
