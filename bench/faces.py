@@ -39,6 +39,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from storage.config import WorkerSettings  # noqa: E402
+
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".tif", ".tiff", ".bmp"}
 MATCH_IOU = 0.3  # MTCNN and HOG boxes frame a face differently; 0.3 still pairs one face with itself
 SAME_PERSON = 0.6
@@ -155,7 +157,7 @@ def run_pipeline(
     name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None, device: str = "cpu"
 ) -> dict[str, object]:
     """Load, warm up, then time `name` over `photos` (`repeat` times); runs in a fresh process."""
-    if threads and name != "classic":
+    if threads and name != "classic":  # dlib (classic) runs on one thread
         from workers.models.base import set_cpu_threads
 
         set_cpu_threads(threads)  # torch and onnxruntime, as a worker with WorkerSettings.threads does
@@ -220,7 +222,8 @@ def parity(ours: list[FaceResult], reference: list[FaceResult]) -> dict[str, flo
 def markdown(report: dict) -> str:
     lines = [
         f"{report['images']} photos ({report['source']}), repeat {report['repeat']}, batch {report['batch']}, "
-        f"detect_size {report['detect_size']}, {os.cpu_count()} CPUs, torch threads {report['threads'] or 'default'}",
+        f"detect_size {report['detect_size']}, {os.cpu_count()} CPUs, "
+        f"torch/onnxruntime threads {report['threads'] or 'default'}",
         "",
         "| pipeline | faces found | photos with the true count | load s | images/s | speed-up | CPU s/image "
         "| peak RSS MB |",
@@ -252,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="passes over the photos")
     parser.add_argument("--batch", type=int, default=8, help="photos per engine batch")
     parser.add_argument("--detect-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, help="torch/onnxruntime threads in each pipeline process")
+    parser.add_argument("--threads", type=int, default=WorkerSettings().threads,
+                        help="torch/onnxruntime threads of each Nightshift pipeline (default: a worker's, "
+                        "WorkerSettings.threads; 0: the libraries' own, every core)")
     parser.add_argument("--device", default="cpu", help="device of the Nightshift pipelines: cpu, cuda, auto")
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help=f"comma-separated, from {PIPELINES}")
     parser.add_argument("--json", type=Path, help="write the figures here")

@@ -67,7 +67,8 @@ DLIB = EmbeddingSpace(
 )
 
 # The spaces below were calibrated with bench/lfw.py, bench/cluster.py and bench/search.py on the vectors of all
-# 3,811 lfw-dev faces (MTCNN at 1024, docs/benchmarks.md "Choosing the embedder"): verify is the threshold
+# 3,811 lfw-dev faces (MTCNN landmarks, docs/benchmarks.md "Choosing the embedder"; the default detector, YuNet
+# with MTCNN's landmarks, gives the same thresholds to 0.01): verify is the threshold
 # of the LFW protocol over all 3,000 pairs; cluster the average-linkage threshold that keeps pairwise
 # precision >= 0.995 short of the cliff where it falls; identify the threshold where one enrolled photo per
 # person names 94-95 % of queries with 0.06 % wrong and < 1 % of strangers named; assign / assign_margin
@@ -98,7 +99,9 @@ FUSED_MIRROR = EmbeddingSpace(
     id="dlib+sface-v1+mirror",
     dim=256,
     # [dlib, 0.7 x sface]: LFW protocol 99.67 % +- 0.24 (fold thresholds 1.031-1.034); TAR 99.1 % at FAR 1e-3;
-    # cluster 0.89: P 0.9958 / R 0.9678; identify 0.88 / 0.04: 95.1 % right, 0.06 % wrong, 0.75 % strangers named
+    # cluster 0.89: P 0.9958 / R 0.9678; identify 0.88 / 0.04: 95.1 % right, 0.06 % wrong, 0.75 % strangers named.
+    # With the default detector: 99.70 % +- 0.22 (1.027-1.028); cluster 0.89: P 0.9963 / R 0.9690; identify
+    # 0.88 / 0.04: 95.0 % right, 0.06 % wrong, 0.6 % of strangers named
     thresholds=Thresholds(verify=1.03, cluster=0.89, identify=0.88, identify_margin=0.04, assign=0.89,
                           assign_margin=0.04),
     models=("dlib+sface@v1+mirror",),
