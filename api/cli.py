@@ -176,7 +176,9 @@ def cmd_faces(args: argparse.Namespace) -> int:
         return cmd_unassigned(args, client, _print)
     if not args.source:
         raise SystemExit("nightshift faces: give a folder, archive or s3://prefix to index (or --unassigned)")
-    params = {"detector": args.detector, "try_rotations": args.try_rotations, "force": args.force}
+    params = {"try_rotations": args.try_rotations, "force": args.force}
+    if args.detector:
+        params["detector"] = args.detector
     if args.source.startswith("s3://") or args.source.startswith("store:"):
         prefix = args.source.split("://", 1)[-1].split(":", 1)[-1]
         job = client.submit("faces", params=params, inputs={"prefix": prefix})
@@ -384,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--unassigned lists the library's faces that belong to nobody yet")
     fc.add_argument("source", nargs="?")
     fc.add_argument("--unassigned", action="store_true", help="list faces no person holds (no indexing)")
-    fc.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
+    fc.add_argument("--detector", choices=["yunet", "mtcnn", "hog"], help="default: the server's (yunet)")
     fc.add_argument("--try-rotations", action="store_true")
     fc.add_argument("--force", action="store_true", help="re-index photos already indexed")
     job_opts(fc)

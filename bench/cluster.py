@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.people.calibration import CLUSTER_THRESHOLD
+from workers.people.calibration import CLUSTER_THRESHOLD, thresholds_for
 from workers.people.cluster import Algorithm, cluster_faces
 
 DEFAULT_CACHE = Path("/tmp/lfw_dlib_embeddings.npz")
@@ -38,6 +38,7 @@ class Faces:
     embeddings: np.ndarray
     people: np.ndarray
     files: list[str]
+    model: str = ""  # the model id of the vectors when known (bench/lfw.py caches), else dlib descriptors
 
 
 def images_root(folder: Path) -> Path:
@@ -76,16 +77,24 @@ def embed_images(folder: Path, files: Sequence[str]) -> np.ndarray:
 
 
 def lfw_faces(folder: Path, cache: Path | None = DEFAULT_CACHE) -> Faces:
-    """Embeddings of every image under `folder`, from `cache` when it holds exactly these files."""
+    """Embeddings of every image under `folder`, from `cache` when it holds exactly these files.
+
+    A cache written by ``bench/lfw.py`` (it records its model id) is only read: the vectors of that model for
+    these files, or SystemExit. Without one, dlib descriptors are computed and cached.
+    """
     files = list_images(folder)
     if not files:
         raise SystemExit(f"no Person_Name/*.jpg images under {folder}")
-    embeddings = None
+    embeddings, model = None, ""
     if cache is not None and cache.exists():
         with np.load(cache, allow_pickle=False) as stored:
+            model = str(stored["model"]) if "model" in stored else ""
             cached = [f"{n}/{f}" for n, f in zip(stored["names"].tolist(), stored["files"].tolist(), strict=True)]
             if cached == files:
                 embeddings = stored["embeddings"].astype(np.float32)
+            elif "model" in stored:
+                raise SystemExit(f"{cache} holds {stored['model']} vectors of other files: run bench/lfw.py on "
+                                 f"{folder} first")
     if embeddings is None:
         print(f"embedding {len(files)} images with dlib (about 0.15 s each) ...", flush=True)
         embeddings = embed_images(folder, files)
@@ -93,7 +102,7 @@ def lfw_faces(folder: Path, cache: Path | None = DEFAULT_CACHE) -> Faces:
             names, base = zip(*(f.split("/", 1) for f in files), strict=True)
             np.savez(cache, embeddings=embeddings, names=np.array(names), files=np.array(base))
     people = np.array([f.split("/", 1)[0] for f in files])
-    return Faces(embeddings=embeddings, people=people, files=files)
+    return Faces(embeddings=embeddings, people=people, files=files, model=model)
 
 
 def subset(faces: Faces, min_photos: int = 2, distractors: int | None = None, seed: int = 0) -> Faces:
@@ -105,7 +114,7 @@ def subset(faces: Faces, min_photos: int = 2, distractors: int | None = None, se
         singles = np.random.default_rng(seed).choice(singles, distractors, replace=False)
     keep |= set(singles.tolist())
     rows = [k for k, p in enumerate(faces.people.tolist()) if p in keep]
-    return Faces(faces.embeddings[rows], faces.people[rows], [faces.files[k] for k in rows])
+    return Faces(faces.embeddings[rows], faces.people[rows], [faces.files[k] for k in rows], faces.model)
 
 
 def synthetic_faces(people: int = 400, distractors: int = 400, groups: int = 8, seed: int = 0) -> Faces:
@@ -201,13 +210,16 @@ def ours(algorithm: Algorithm, threshold: float) -> Callable[[np.ndarray], np.nd
 
 
 def run_bench(faces: Faces, thresholds: Sequence[float], baseline: bool = True) -> list[Scores]:
+    """Every method on `faces`; dlib's baseline only on dlib descriptors (its 0.5 is dlib's scale)."""
+    centre = thresholds_for(faces.model).cluster
     methods: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
-    if baseline and importlib.util.find_spec("dlib"):
+    if baseline and importlib.util.find_spec("dlib") and faces.embeddings.shape[1] == 128 and (
+            not faces.model or faces.model.startswith("dlib-resnet")):
         methods.append(("dlib chinese_whispers 0.50 (baseline)", dlib_baseline))
     for t in thresholds:
-        methods.append((f"average linkage {t:.2f}", ours("average", t)))
-    methods.append((f"complete linkage {CLUSTER_THRESHOLD:.2f}", ours("complete", CLUSTER_THRESHOLD)))
-    methods.append(("chinese whispers (ours, constrained) 0.50", ours("chinese_whispers", 0.5)))
+        methods.append((f"average linkage {t:.3f}", ours("average", t)))
+    methods.append((f"complete linkage {centre:.3f}", ours("complete", centre)))
+    methods.append((f"chinese whispers (ours, constrained) {centre:.3f}", ours("chinese_whispers", centre)))
     results = []
     for name, method in methods:
         start = time.perf_counter()
@@ -219,6 +231,7 @@ def run_bench(faces: Faces, thresholds: Sequence[float], baseline: bool = True) 
 def markdown(results: Sequence[Scores], faces: Faces) -> str:
     people, counts = np.unique(faces.people, return_counts=True)
     lines = [
+        f"{faces.model or 'dlib descriptors (HOG)'}: "
         f"{len(faces.people)} faces, {len(people)} people ({int((counts > 1).sum())} with 2+ photos, "
         f"{int((counts == 1).sum())} distractors with one)",
         "",
@@ -237,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", type=Path, help="LFW-style folder; synthetic data without it")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding cache (.npz)")
-    parser.add_argument("--thresholds", default=f"0.44,0.46,0.48,{CLUSTER_THRESHOLD:.2f},0.52,0.55")
+    parser.add_argument("--thresholds", help="comma-separated average-linkage thresholds (default: around the "
+                        f"calibrated one of the vectors' space; {CLUSTER_THRESHOLD:.2f} for dlib descriptors)")
     parser.add_argument("--min-photos", type=int, default=2, help="people with at least this many photos")
     parser.add_argument("--distractors", type=int, help="people with one photo to add (default: all)")
     parser.add_argument("--no-baseline", action="store_true", help="skip dlib's chinese whispers")
@@ -245,7 +259,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     faces = lfw_faces(args.folder, args.cache) if args.folder else synthetic_faces()
     faces = subset(faces, args.min_photos, args.distractors)
-    thresholds = sorted({float(t) for t in args.thresholds.split(",")})
+    if args.thresholds:
+        thresholds = sorted({float(t) for t in args.thresholds.split(",")})
+    else:
+        centre = thresholds_for(faces.model).cluster
+        thresholds = [round(centre * f, 3) for f in (0.88, 0.92, 0.96, 1.0, 1.04, 1.08)]
     results = run_bench(faces, thresholds, baseline=not args.no_baseline)
     print(markdown(results, faces))
     if args.json:

@@ -14,6 +14,10 @@ Faces: the first ``--faces`` images under DIR (default: the LFW dev set when pre
 astronaut. Prints a Markdown table (faces/s, ratio to dlib at the same batch) and the largest L2
 distances to dlib's descriptors: the torch network on dlib's own chips, and on the torch chips. With
 ``--device cuda`` it prints fp32 rows, and fp16 rows with ``--fp16`` plus the fp16 deviation from fp32.
+
+Then SFace on ArcFace chips of the same faces (landmarks estimated from the same dlib shapes): the int8 graph
+as shipped against the float32 copy dequantised at load (faces/s and the largest L2 between their unit
+vectors), and with ``--device cuda`` the same on onnxruntime's CUDA provider, fp16 included with ``--fp16``.
 """
 
 from __future__ import annotations
@@ -192,7 +196,44 @@ def main(argv: list[str] | None = None) -> int:
     print(f"max L2 to dlib, torch on its own chips: {_max_l2(own, reference):.2e}")
     if "fp16" in models:
         print(f"max L2 fp16 to fp32: {_max_l2(results['fp16'], own):.2e}")
+    print()
+    print(sface_table(faces, batches, device, args.fp16, args.threads or None))
     return 0
+
+
+def sface_table(faces: Faces, batches: list[int], device: str, fp16: bool, threads: int | None) -> str:
+    """SFace variants on the same faces: faces/s per batch size, and the largest L2 to the float32 CPU vectors."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from workers.faces.sface import ARCFACE_SIZE, SFaceModel, arcface_matrix, landmarks_from_dlib, warp_chip
+    from workers.models.onnx_session import CPU_PROVIDER, CUDA_PROVIDER
+
+    points = landmarks_from_dlib(faces.points)
+    chips = np.stack([warp_chip(Image.fromarray(img), arcface_matrix(p)) for img, p in zip(faces.images, points,
+                                                                                          strict=True)])
+    variants = {"cpu int8 (as shipped)": SFaceModel([CPU_PROVIDER], threads=threads, int8=True),
+                "cpu fp32 (dequantised at load)": SFaceModel([CPU_PROVIDER], threads=threads)}
+    if device.startswith("cuda") and CUDA_PROVIDER in ort.get_available_providers():
+        variants["cuda fp32"] = SFaceModel([CUDA_PROVIDER, CPU_PROVIDER])
+        if fp16:
+            variants["cuda fp16"] = SFaceModel([CUDA_PROVIDER, CPU_PROVIDER], fp16=True)
+    rows, vectors = [], {}
+    for label, model in variants.items():
+        for batch in batches:
+            model.max_batch_size = batch
+            model.embed(chips[:batch])  # warm-up: session creation, allocator
+            start = time.perf_counter()
+            out = model.embed(chips)
+            rate = len(chips) / (time.perf_counter() - start)
+            vectors[label] = out / np.linalg.norm(out, axis=1, keepdims=True)
+            rows.append(f"| SFace {label} | {batch} | {rate:.1f} |")
+    reference = vectors["cpu fp32 (dequantised at load)"]
+    lines = [f"SFace on {len(chips)} ArcFace chips ({ARCFACE_SIZE} px)", "", "| embedder | batch | faces/s |",
+             "| --- | ---: | ---: |", *rows, ""]
+    lines += [f"max L2 of unit vectors, {label} to cpu fp32: {_max_l2(v, reference):.2e}"
+              for label, v in vectors.items() if v is not reference]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

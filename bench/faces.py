@@ -6,15 +6,18 @@ Every pipeline runs on the same encoded photos (DIR, recursively, or synthetic o
 scikit-image's bundled photos when no DIR is given), from bytes to embeddings, in its own process so
 its peak RSS is its own. Models load before timing, and one photo warms up untimed.
 
-- ``nightshift``: `workers.imaging.decode_image` -> `FaceEngine` (MTCNN at detect_size, dlib 5-point
-  alignment, dlib ResNet over batched chips).
-- ``nightshift-nomirror``: the same without averaging each embedding with the mirror image's.
-- ``nightshift-hog``: the engine with dlib's HOG detector (mirror averaging on).
+- ``nightshift``: the default pipeline: `workers.imaging.decode_image` -> `FaceEngine` with default
+  `FacesParams` (YuNet at detect_size with MTCNN's landmarks, the embedder ``dlib+sface``, mirror averaging).
+- ``nightshift-mtcnn``: the default with MTCNN alone as the detector (the previous default).
+- ``nightshift-dlib``: the default with the dlib ResNet alone (``dlib-resnet-torch``), the previous embedder.
+- ``nightshift-nomirror``: the default without combining each embedding with the mirror image's.
+- ``nightshift-hog``: the default with dlib's HOG detector.
 - ``classic``: what ``face_recognition.face_encodings`` does, written with dlib calls: PIL decode,
   HOG detector upsampled once, 5-point shape, ``compute_face_descriptor(image, shape)`` per face.
 
 Parity: faces of each pipeline are matched to the classic pipeline's by box overlap; the table gives
-the faces found by each and the L2 distance between the embeddings of matched faces.
+the faces found by each and, for pipelines in dlib's embedding space, the L2 distance between the
+embeddings of matched faces (same-decision at 0.6, face_recognition's threshold).
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from storage.config import WorkerSettings  # noqa: E402
+
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".tif", ".tiff", ".bmp"}
 MATCH_IOU = 0.3  # MTCNN and HOG boxes frame a face differently; 0.3 still pairs one face with itself
 SAME_PERSON = 0.6
-PIPELINES = ("nightshift", "nightshift-nomirror", "nightshift-hog", "classic")
+PIPELINES = ("nightshift", "nightshift-mtcnn", "nightshift-dlib", "nightshift-nomirror", "nightshift-hog", "classic")
 
-FaceResult = tuple[list[tuple[float, float, float, float]], np.ndarray]  # boxes, (n, 128) embeddings
+FaceResult = tuple[list[tuple[float, float, float, float]], np.ndarray]  # boxes, (n, dim) embeddings
 Runner = Callable[[list[bytes]], list[FaceResult]]
 
 
@@ -98,12 +103,12 @@ def folder_photos(root: Path, limit: int) -> list[tuple[str, bytes, int | None]]
 # --- pipelines (each runs in a child process) -----------------------------------------------------
 
 
-def _nightshift(batch: int, detector: str, detect_size: int, mirror: bool) -> Runner:
+def _nightshift(batch: int, detect_size: int, device: str, **params: object) -> Runner:
     from workers.contract import FacesParams
     from workers.faces.engine import FaceEngine
     from workers.imaging import decode_image
 
-    engine = FaceEngine(FacesParams(detector=detector, detect_size=detect_size, mirror=mirror), device="cpu")
+    engine = FaceEngine(FacesParams.model_validate({"detect_size": detect_size, **params}), device=device)
     engine.load()
 
     def run(chunk: list[bytes]) -> list[FaceResult]:
@@ -138,20 +143,26 @@ def _classic() -> Runner:
     return run
 
 
+# FacesParams of each Nightshift pipeline: the defaults, but for these fields
+VARIANTS: dict[str, dict[str, object]] = {
+    "nightshift": {},
+    "nightshift-mtcnn": {"detector": "mtcnn"},
+    "nightshift-dlib": {"embedder": "dlib-resnet-torch"},
+    "nightshift-nomirror": {"mirror": False},
+    "nightshift-hog": {"detector": "hog"},
+}
+
+
 def run_pipeline(
-    name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None
+    name: str, photos: list[bytes], repeat: int, batch: int, detect_size: int, threads: int | None, device: str = "cpu"
 ) -> dict[str, object]:
     """Load, warm up, then time `name` over `photos` (`repeat` times); runs in a fresh process."""
-    if threads and name in ("nightshift", "nightshift-nomirror"):  # only MTCNN needs torch; importing it costs RSS
-        import torch
+    if threads and name != "classic":  # dlib (classic) runs on one thread
+        from workers.models.base import set_cpu_threads
 
-        torch.set_num_threads(threads)
+        set_cpu_threads(threads)  # torch and onnxruntime, as a worker with WorkerSettings.threads does
     start = time.perf_counter()
-    if name == "classic":
-        run = _classic()
-    else:
-        detector = "hog" if name == "nightshift-hog" else "mtcnn"
-        run = _nightshift(batch, detector, detect_size, mirror=name != "nightshift-nomirror")
+    run = _classic() if name == "classic" else _nightshift(batch, detect_size, device, **VARIANTS[name])
     loaded = time.perf_counter() - start
     run(photos[:1])
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -192,7 +203,8 @@ def parity(ours: list[FaceResult], reference: list[FaceResult]) -> dict[str, flo
                 continue
             used_i.add(i)
             used_j.add(j)
-            distances.append(float(np.linalg.norm(vecs[i] - ref_vecs[j])))
+            if vecs.shape[1] == ref_vecs.shape[1]:  # the same space as dlib's (else only boxes compare)
+                distances.append(float(np.linalg.norm(vecs[i] - ref_vecs[j])))
         matched += len(used_i)
         only_ours += len(boxes) - len(used_i)
         only_ref += len(ref_boxes) - len(used_j)
@@ -210,7 +222,8 @@ def parity(ours: list[FaceResult], reference: list[FaceResult]) -> dict[str, flo
 def markdown(report: dict) -> str:
     lines = [
         f"{report['images']} photos ({report['source']}), repeat {report['repeat']}, batch {report['batch']}, "
-        f"detect_size {report['detect_size']}, {os.cpu_count()} CPUs, torch threads {report['threads'] or 'default'}",
+        f"detect_size {report['detect_size']}, {os.cpu_count()} CPUs, "
+        f"torch/onnxruntime threads {report['threads'] or 'default'}",
         "",
         "| pipeline | faces found | photos with the true count | load s | images/s | speed-up | CPU s/image "
         "| peak RSS MB |",
@@ -230,7 +243,8 @@ def markdown(report: dict) -> str:
     ]
     for name, p in report["parity"].items():
         lines.append(f"| {name} | {p['matched']} | {p['only_this']} | {p['only_classic']} | "
-                     f"{p['distance_mean']:.3f} / {p['distance_max']:.3f} | {100 * p['same_decision']:.1f} % |")
+                     f"{p['distance_mean']:.3f} / {p['distance_max']:.3f} | {100 * p['same_decision']:.1f} % |"
+                     .replace("nan / nan | nan %", "- (another space) | -"))
     return "\n".join(lines)
 
 
@@ -241,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="passes over the photos")
     parser.add_argument("--batch", type=int, default=8, help="photos per engine batch")
     parser.add_argument("--detect-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, help="torch/OpenMP threads in each pipeline process")
+    parser.add_argument("--threads", type=int, default=WorkerSettings().threads,
+                        help="torch/onnxruntime threads of each Nightshift pipeline (default: a worker's, "
+                        "WorkerSettings.threads; 0: the libraries' own, every core)")
+    parser.add_argument("--device", default="cpu", help="device of the Nightshift pipelines: cpu, cuda, auto")
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help=f"comma-separated, from {PIPELINES}")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
@@ -261,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         # a fresh process per pipeline: peak RSS and thread pools are its own
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             result = pool.submit(run_pipeline, name, payloads, args.repeat, args.batch, args.detect_size,
-                                 args.threads).result()
+                                 args.threads, args.device).result()
         report["pipelines"][name] = result
         print(f"{name}: {result['images_per_s']:.2f} images/s, {result['faces']} faces", file=sys.stderr)
     reference = report["pipelines"]["classic"]["results"]

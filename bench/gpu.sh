@@ -2,13 +2,16 @@
 # GPU benchmarks on one NVIDIA GPU (written for an H200), self-contained and offline:
 #   bench/gpu.sh OUT_DIR [VENV]
 # Installs nothing over the network: it uses the project's venv (default .venv, with onnxruntime-gpu
-# where available) and the wheels already in it. Runs in well under 8 minutes and writes OUT_DIR/gpu-report.md:
-#   1. the face embedder on CUDA: dlib (CPU) vs the torch port, fp32 and fp16, batch 1/32/128, and the
-#      fp16 deviation from fp32;
-#   2. MTCNN detection batches on CUDA vs CPU;
-#   3. style transfer batch throughput on CUDA (onnxruntime CUDA provider) vs CPU;
-#   4. end-to-end face indexing on the GPU worker code path (engine, detect_size 1024);
-#   5. video stylization per stage with the style models on CUDA (bench/video.py's speed section).
+# where available) and the wheels already in it. Each step has a time cap (11 minutes in all; a run takes
+# far less) and writes OUT_DIR/gpu-report.md:
+#   1. the face embedders on CUDA: dlib (CPU) vs the torch port, fp32 and fp16, batch 1/32/128, and the
+#      fp16 deviation from fp32; SFace int8/fp32 on CPU and fp32/fp16 on the CUDA provider;
+#   2. the three embedders (dlib-resnet-torch, sface, dlib+sface) with mirror averaging, fp32 and fp16 on
+#      CUDA: faces/s and the fp16 deviation;
+#   3. MTCNN and YuNet detection batches on CUDA vs CPU;
+#   4. style transfer batch throughput on CUDA (onnxruntime CUDA provider) vs CPU;
+#   5. end-to-end face indexing on the GPU worker code path (engine, detect_size 1024, default embedder);
+#   6. video stylization per stage with the style models on CUDA (bench/video.py's speed section).
 set -euo pipefail
 OUT=${1:?usage: bench/gpu.sh OUT_DIR [VENV]}
 VENV=${2:-.venv}
@@ -36,23 +39,51 @@ run() {  # run NAME TIMEOUT CMD...: append its output (or its failure) to the re
 }
 
 run embed 150 "$PY" -m bench.embed --device cuda --fp16 --faces 256 --batches 1,32,128
-run mtcnn 120 "$PY" - <<'PYEOF'
+run embedders 120 "$PY" - <<'PYEOF'
+import time, numpy as np, torch
+from PIL import Image
+from skimage import data
+from workers.faces.detectors import MTCNNDetector
+from workers.faces.embedders import get_embedder
+astro = Image.fromarray(data.astronaut())
+images = [np.asarray(astro.resize((s, s))) for s in (384, 512, 640, 768)] * 16  # 64 photos, one face each
+det = MTCNNDetector(device="cuda")
+faces = det.detect_batch([Image.fromarray(i) for i in images])
+print("### Embedders on CUDA, 64 faces with mirror averaging\n\n| embedder | precision | faces/s | max L2 to fp32 |")
+print("| --- | --- | --- | --- |")
+for name in ("dlib-resnet-torch", "sface", "dlib+sface"):
+    ref = None
+    for fp16 in (False, True):
+        try:
+            e = get_embedder(name, device="cuda", fp16=fp16, max_batch_size=128)
+            e.embed_many(images[:4], faces[:4], mirror=True)
+            torch.cuda.synchronize(); t = time.perf_counter()
+            out = np.concatenate(e.embed_many(images, faces, mirror=True)); torch.cuda.synchronize()
+            rate = len(out) / (time.perf_counter() - t)
+            ref = out if ref is None else ref
+            dev = f"{np.linalg.norm(out - ref, axis=1).max():.2e}" if fp16 else "-"
+            print(f"| {name} | {'fp16' if fp16 else 'fp32'} | {rate:.1f} | {dev} |")
+        except Exception as exc:
+            print(f"| {name} | {'fp16' if fp16 else 'fp32'} | failed: {type(exc).__name__}: {exc} | |")
+PYEOF
+run detectors 90 "$PY" - <<'PYEOF'
 import time, numpy as np
 from PIL import Image
 from skimage import data
 from workers.contract import FacesParams
 from workers.faces.engine import build_detector
 imgs = [Image.fromarray(data.astronaut()).resize((1024, 1024))] * 32
-print("### MTCNN detection, 32 photos of 1024 px\n\n| device | batch | photos/s |\n| --- | --- | --- |")
-for device in ("cpu", "cuda"):
-    det = build_detector(FacesParams(), device)
-    det.load()
-    for batch in (1, 8, 32):
-        det.detect_batch(imgs[:batch])
-        t = time.perf_counter()
-        for i in range(0, 32, batch):
-            det.detect_batch(imgs[i:i + batch])
-        print(f"| {device} | {batch} | {32 / (time.perf_counter() - t):.1f} |")
+print("### Detection, 32 photos of 1024 px\n\n| detector | device | batch | photos/s |\n| --- | --- | --- | --- |")
+for name in ("mtcnn", "yunet"):
+    for device in ("cpu", "cuda"):
+        det = build_detector(FacesParams(detector=name), device)
+        det.load()
+        for batch in (1, 8, 32):
+            det.detect_batch(imgs[:batch])
+            t = time.perf_counter()
+            for i in range(0, 32, batch):
+                det.detect_batch(imgs[i:i + batch])
+            print(f"| {name} | {device} | {batch} | {32 / (time.perf_counter() - t):.1f} |")
 PYEOF
 run style 150 "$PY" - <<'PYEOF'
 import time
@@ -74,6 +105,6 @@ for device, batch in (("cpu", 1), ("cuda", 1), ("cuda", 8)):
     except Exception as exc:
         print(f"| {device} | {batch} | failed: {type(exc).__name__}: {exc} |")
 PYEOF
-run faces 180 "$PY" -m bench.faces --limit 64 --batch 32
+run faces 150 "$PY" -m bench.faces --limit 64 --batch 32 --device auto
 run video 240 "$PY" -m bench video --skip-quality --device cuda --out "$OUT"
 echo "report: $REPORT"

@@ -1,14 +1,20 @@
-"""LFW face verification through Nightshift's own detection -> alignment -> embedding code.
+"""LFW face verification through Nightshift's own detection -> alignment -> embedding code, per embedder.
 
-    python bench/lfw.py /work/shared/data/lfw-dev [--limit 600] [--json out.json] [--cache emb.npz]
+    python bench/lfw.py /work/shared/data/lfw-dev [--embedders auto] [--no-mirror] [--out bench/out] [--json F]
+    python bench/lfw.py /work/shared/data/lfw-dev --embedders sface,dlib-resnet-torch --fuse   # fusion weights
 
 DIR holds ``pairs.txt`` (standard format: a header "folds<TAB>n", then per fold n same-person lines
 ``name i j`` and n different-person lines ``name1 i name2 j``) and ``images/<name>/<name>_NNNN.jpg``.
 Standard protocol: for each fold the L2 distance threshold is the one that maximises accuracy on the
-other folds; we report the mean ± std of the per-fold accuracies, and the ROC AUC over all pairs.
+other folds; we report the mean ± std of the per-fold accuracies and the ROC AUC over all pairs. TAR at
+FAR 1e-2 / 1e-3 is measured on every pair of the images (all same-person pairs against all different-person
+pairs, millions of them: the 1,500 different pairs of ``pairs.txt`` cannot resolve a rate of 1e-3).
 
-Each image is embedded once. LFW's deep-funneled images are centred on the face: of several detected
-faces the one nearest the centre is used; when none is found a centred box is used and counted.
+Every figure comes from two caches under ``--out`` (default bench/out, git-ignored): the detected faces
+(``<data>-<detector>-<size>.npz``) and per model id the vectors (``<data>-<detector>-<size>-<model>.npz``,
+in the format ``bench.cluster`` and ``bench.search`` read with ``--cache``). Each is computed once.
+LFW's deep-funneled images are centred on the face: of several detected faces the one nearest the centre
+is used; when none is found a centred box is used and counted.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ from workers.contract import FacesParams  # noqa: E402
 from workers.faces.engine import FaceEngine  # noqa: E402
 from workers.faces.types import Face  # noqa: E402
 from workers.imaging import decode_image  # noqa: E402
+from workers.people.calibration import choose_threshold, kfold_verification  # noqa: E402
 
 # Where dlib's frontal detector puts the face in a 250x250 deep-funneled LFW image, as fractions of the
 # side (its mean box over LFW is about (70, 79)-(177, 186)).
 FALLBACK_CENTRE = (0.49, 0.53)
 FALLBACK_SIDE = 0.43
+FARS = (1e-2, 1e-3)
 
 
 @dataclass(frozen=True)
@@ -81,162 +89,200 @@ def central_face(faces: list[Face], width: int, height: int) -> Face | None:
     return min(faces, key=lambda f: (f.centre[0] - width / 2) ** 2 + (f.centre[1] - height / 2) ** 2)
 
 
-class EmbeddingCache:
-    """Per-image embeddings, optionally persisted to an .npz so an interrupted run resumes."""
-
-    def __init__(self, path: Path | None, config: str) -> None:
-        self.path = path
-        self.config = config
-        self.vectors: dict[str, np.ndarray] = {}
-        self.fallback: set[str] = set()
-        if path is not None and path.exists():
-            data = np.load(path, allow_pickle=False)
-            if str(data["config"]) != config:
-                raise SystemExit(f"{path} holds embeddings of {data['config']}, not {config}: use another --cache")
-            self.vectors = dict(zip(data["names"].tolist(), data["vectors"], strict=True))
-            self.fallback = set(data["fallback"].tolist())
-
-    def save(self) -> None:
-        if self.path is None or not self.vectors:
-            return
-        names = sorted(self.vectors)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, names=np.array(names), vectors=np.stack([self.vectors[n] for n in names]),
-                 fallback=np.array(sorted(self.fallback), dtype=str), config=np.array(self.config))
-        tmp.replace(self.path)
+# --- caches -----------------------------------------------------------------------------------------
 
 
-def embed_images(
-    engine: FaceEngine, root: Path, names: list[str], cache: EmbeddingCache, batch: int
-) -> tuple[float, int]:
-    """Embed every image of `names` missing from `cache`; returns (seconds spent, images embedded)."""
-    todo = [n for n in names if n not in cache.vectors]
+def detect_faces(engine: FaceEngine, root: Path, names: list[str], cache: Path, batch: int) -> dict[str, Face]:
+    """The central face of each image (a centred box without landmarks when none is found), cached."""
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as data:
+            if data["names"].tolist() == names:
+                return {n: Face(box=tuple(box), score=float(score), landmarks=None if np.isnan(pts).any() else pts)
+                        for n, box, score, pts in zip(names, data["boxes"].tolist(), data["scores"], data["landmarks"],
+                                                      strict=True)}
+    faces: dict[str, Face] = {}
     start = time.perf_counter()
-    for s in range(0, len(todo), batch):
-        chunk = todo[s : s + batch]
+    for s in range(0, len(names), batch):
+        chunk = names[s : s + batch]
         images = [decode_image((root / n).read_bytes()) for n in chunk]
-        chosen = []
-        for name, image, faces in zip(chunk, images, engine.detect_batch(images), strict=True):
-            face = central_face(faces, *image.size)
-            if face is None:
-                cache.fallback.add(name)
-                face = fallback_face(*image.size)
-            chosen.append([face])
-        arrays = [np.asarray(image) for image in images]
-        for name, vectors in zip(chunk, engine.embed_batch(arrays, chosen), strict=True):
-            cache.vectors[name] = vectors[0]
+        for name, image, found in zip(chunk, images, engine.detect_batch(images), strict=True):
+            faces[name] = central_face(found, *image.size) or fallback_face(*image.size)
         done = s + len(chunk)
-        elapsed = time.perf_counter() - start
-        print(f"  {done}/{len(todo)} images, {done / elapsed:.1f}/s, {len(cache.fallback)} fallbacks",
-              file=sys.stderr, flush=True)
-        if (s // batch) % 10 == 9:
-            cache.save()
-    cache.save()
-    return time.perf_counter() - start, len(todo)
+        print(f"  detect {done}/{len(names)}, {done / (time.perf_counter() - start):.1f}/s", file=sys.stderr)
+    no_points = np.full((5, 2), np.nan, np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, names=np.array(names), boxes=np.array([faces[n].box for n in names]),
+             scores=np.array([faces[n].score for n in names]),
+             landmarks=np.stack([no_points if faces[n].landmarks is None else faces[n].landmarks for n in names]))
+    return faces
 
 
-def best_threshold(distances: np.ndarray, same: np.ndarray) -> float:
-    """The threshold (same person when distance < t) with the highest accuracy on these pairs."""
-    order = np.argsort(distances)
-    d, s = distances[order], same[order]
-    # predicting "same" for the first k pairs: correct = same among them + different after them
-    correct = np.concatenate([[0], np.cumsum(s)]) + np.concatenate([[(~s).sum()], (~s).sum() - np.cumsum(~s)])
-    k = int(np.argmax(correct))
-    if k == 0:
-        return float(d[0])
-    if k == len(d):
-        return float(d[-1]) + 1e-6
-    return float((d[k - 1] + d[k]) / 2)
+def embed_faces(engine: FaceEngine, root: Path, faces: dict[str, Face], cache: Path, batch: int
+                ) -> tuple[dict[str, np.ndarray], float]:
+    """Per image the vector of its face through `engine.embed_batch` (the production path), cached in the
+    format of ``bench.cluster``'s cache; returns (vectors, seconds per face spent now, NaN when cached)."""
+    names = sorted(faces)
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as data:
+            cached = [f"{p}/{f}" for p, f in zip(data["names"].tolist(), data["files"].tolist(), strict=True)]
+            if cached == names and str(data["model"]) == engine.model_id:
+                return dict(zip(names, data["embeddings"], strict=True)), float("nan")
+    vectors: dict[str, np.ndarray] = {}
+    spent = 0.0
+    for s in range(0, len(names), batch):
+        chunk = names[s : s + batch]
+        arrays = [np.asarray(decode_image((root / n).read_bytes())) for n in chunk]
+        start = time.perf_counter()
+        out = engine.embed_batch(arrays, [[faces[n]] for n in chunk])
+        spent += time.perf_counter() - start
+        vectors.update((n, v[0]) for n, v in zip(chunk, out, strict=True))
+        if (s // batch) % 20 == 0:
+            print(f"  {engine.model_id} {len(vectors)}/{len(names)}, {len(vectors) / spent:.1f} faces/s",
+                  file=sys.stderr)
+    people, files = zip(*(n.split("/", 1) for n in names), strict=True)
+    np.savez(cache, embeddings=np.stack([vectors[n] for n in names]).astype(np.float32), names=np.array(people),
+             files=np.array(files), model=np.array(engine.model_id))
+    return vectors, spent / len(names)
 
 
-def auc(distances: np.ndarray, same: np.ndarray) -> float:
-    """ROC AUC of -distance as a same-person score (Mann-Whitney U, ties counted half)."""
-    from scipy.stats import rankdata
+# --- figures ----------------------------------------------------------------------------------------
 
-    ranks = rankdata(-distances)
-    n_pos, n_neg = int(same.sum()), int((~same).sum())
-    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+def tar_at_far(vectors: np.ndarray, people: np.ndarray, fars: tuple[float, ...] = FARS) -> dict[str, float]:
+    """True-accept rate at each false-accept rate over every pair of `vectors` (row i is a face of people[i])."""
+    from scipy.spatial.distance import pdist
+
+    _, ids = np.unique(people, return_inverse=True)
+    distances = pdist(vectors.astype(np.float32))
+    i, j = np.triu_indices(len(vectors), k=1)
+    same = ids[i] == ids[j]
+    impostor = np.sort(distances[~same])
+    genuine = distances[same]
+    out = {}
+    for far in fars:
+        threshold = impostor[max(0, int(far * len(impostor)) - 1)]  # at most far of impostors below it
+        out[f"tar@{far:g}"] = float((genuine < threshold).mean())
+        out[f"threshold@{far:g}"] = float(threshold)
+    return out
 
 
 def evaluate(pairs: list[Pair], vectors: dict[str, np.ndarray]) -> dict[str, object]:
-    distances = np.array([np.linalg.norm(vectors[p.a] - vectors[p.b]) for p in pairs])
+    """The LFW protocol over the folds of `pairs`, the AUC, TAR at FAR over all pairs of the images."""
+    d = np.array([np.linalg.norm(vectors[p.a].astype(np.float64) - vectors[p.b]) for p in pairs])
     same = np.array([p.same for p in pairs])
-    folds = np.array([p.fold for p in pairs])
-    per_fold = []
-    for fold in np.unique(folds):
-        train, test = folds != fold, folds == fold
-        threshold = best_threshold(distances[train], same[train])
-        accuracy = float(((distances[test] < threshold) == same[test]).mean())
-        per_fold.append({"fold": int(fold) + 1, "threshold": threshold, "accuracy": accuracy, "pairs": int(test.sum())})
-    accuracies = np.array([f["accuracy"] for f in per_fold])
+    report = kfold_verification(d, same, [p.fold for p in pairs])
+    names = sorted(vectors)
+    people = np.array([n.split("/", 1)[0] for n in names])
     return {
         "pairs": len(pairs),
-        "accuracy_mean": float(accuracies.mean()),
-        "accuracy_std": float(accuracies.std()),
-        "auc": auc(distances, same),
-        "threshold_mean": float(np.mean([f["threshold"] for f in per_fold])),
-        "folds": per_fold,
+        "accuracy_mean": report.mean,
+        "accuracy_std": report.std,
+        "auc": report.auc,
+        "fold_thresholds": list(report.thresholds),
+        "threshold_all_pairs": choose_threshold(d, same).threshold,
+        **tar_at_far(np.stack([vectors[n] for n in names]), people),
     }
 
 
-def markdown(r: dict) -> str:
-    """The result as two Markdown tables: the summary and the folds."""
+def markdown(rows: list[dict]) -> str:
+    """One row per embedder."""
     lines = [
-        "| detector | embedder | pairs | images | accuracy (mean ± std) | AUC | threshold | fallback boxes | s/image |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {r['detector']} | {r['embedder']} | {r['pairs']} | {r['images']} | "
-        f"{100 * r['accuracy_mean']:.2f} % ± {100 * r['accuracy_std']:.2f} | {r['auc']:.4f} | "
-        f"{r['threshold_mean']:.3f} | {r['fallbacks']} ({r['fallback_pct']:.2f} %) | {r['seconds_per_image']:.3f} |",
-        "",
-        "| fold | pairs | threshold | accuracy |",
-        "| --- | --- | --- | --- |",
+        "| embedder (model id) | accuracy (mean ± std) | AUC | TAR@FAR 1e-2 | TAR@FAR 1e-3 | threshold "
+        "| s/face |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for f in r["folds"]:
-        lines.append(f"| {f['fold']} | {f['pairs']} | {f['threshold']:.3f} | {100 * f['accuracy']:.2f} % |")
+    for r in rows:
+        speed = "cached" if np.isnan(r["seconds_per_face"]) else f"{r['seconds_per_face']:.4f}"
+        lines.append(
+            f"| {r['model']} | {100 * r['accuracy_mean']:.2f} % ± {100 * r['accuracy_std']:.2f} | {r['auc']:.4f} | "
+            f"{100 * r['tar@0.01']:.1f} % | {100 * r['tar@0.001']:.1f} % | {r['threshold_all_pairs']:.3f} | {speed} |")
     return "\n".join(lines)
+
+
+def compose_fused(engine: FaceEngine, stem: Path, cache: Path) -> bool:
+    """Write the ``dlib+sface`` cache from its parts' caches when both exist (the same arithmetic as
+    `FusedEmbedder.embed_many`: [a * dlib, b * sface]); returns whether it did."""
+    from workers.faces.fused import FusedEmbedder
+
+    embedder = engine.embedder
+    if not isinstance(embedder, FusedEmbedder) or cache.exists():
+        return False
+    parts = [stem.with_name(f"{stem.name}-{part.model_id(engine.mirror)}.npz")
+             for part in (embedder.dlib, embedder.sface)]
+    if not all(p.exists() for p in parts):
+        return False
+    with np.load(parts[0], allow_pickle=False) as dlib, np.load(parts[1], allow_pickle=False) as sface:
+        if dlib["files"].tolist() != sface["files"].tolist() or dlib["names"].tolist() != sface["names"].tolist():
+            return False
+        a, b = embedder.weights
+        vectors = np.concatenate([a * dlib["embeddings"], b * sface["embeddings"]], axis=1).astype(np.float32)
+        np.savez(cache, embeddings=vectors, names=dlib["names"], files=dlib["files"], model=np.array(engine.model_id))
+    print(f"  {engine.model_id}: composed from the cached vectors of its parts", file=sys.stderr)
+    return True
+
+
+def fusion_table(pairs: list[Pair], dlib: dict[str, np.ndarray], sface: dict[str, np.ndarray],
+                 weights: list[float]) -> list[dict]:
+    """The fused vector [dlib, w * sface] for each weight w (dlib's weight 1): what `FusedEmbedder` makes."""
+    rows = []
+    for w in weights:
+        fused = {n: np.concatenate([dlib[n], w * sface[n]]) for n in dlib}
+        rows.append({"model": f"dlib + {w:g} x sface", "seconds_per_face": float("nan"), **evaluate(pairs, fused)})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dir", type=Path, help="LFW folder with pairs.txt and images/")
+    parser.add_argument("--embedders", default="auto", help="comma-separated embedder names (default: auto)")
     parser.add_argument("--limit", type=int, help="use about N pairs, spread over folds and classes")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
-    parser.add_argument("--embedder", default="dlib-resnet")
+    parser.add_argument("--detector", choices=["mtcnn", "yunet", "hog"], default=FacesParams().detector)
+    parser.add_argument("--detect-size", type=int, default=FacesParams().detect_size)
+    parser.add_argument("--score-threshold", type=float, help="detector score threshold (default: the detector's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jitter", type=int, default=0)
-    parser.add_argument("--no-mirror", action="store_true", help="do not average with the mirror image's embedding")
+    parser.add_argument("--no-mirror", action="store_true", help="do not combine with the mirror image's embedding")
     parser.add_argument("--batch", type=int, default=32, help="images per detector/embedder batch")
-    parser.add_argument("--cache", type=Path, help=".npz of per-image embeddings, reused and extended")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="cache folder")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and onnxruntime")
+    parser.add_argument("--compose", action="store_true", help="build dlib+sface vectors from its parts' caches "
+                        "when they exist (equal to running it: tests/test_embedders.py) instead of embedding again")
+    parser.add_argument("--fuse", default="", help="with dlib-resnet-torch and sface among --embedders: fused "
+                        "figures at these comma-separated SFace weights (dlib's is 1)")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        import torch
+    from workers.models.base import set_cpu_threads
 
-        torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)
     pairs = read_pairs(args.dir / "pairs.txt", args.limit)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    params = FacesParams(detector=args.detector, embedder=args.embedder, jitter=args.jitter, mirror=not args.no_mirror)
-    engine = FaceEngine(params, device=args.device)
-    engine.load()
-    embedder = f"{engine.embedder.name} {engine.version}"
-    cache = EmbeddingCache(args.cache, f"{args.detector} {embedder} jitter={args.jitter}")
-    print(f"{len(pairs)} pairs, {len(names)} images ({len(names) - len(set(names) & set(cache.vectors))} to embed)",
-          file=sys.stderr)
-    seconds, embedded = embed_images(engine, args.dir / "images", names, cache, args.batch)
-    result = {
-        "detector": args.detector,
-        "embedder": embedder,
-        "images": len(names),
-        "fallbacks": len(set(names) & cache.fallback),
-        "fallback_pct": 100 * len(set(names) & cache.fallback) / len(names),
-        "seconds_per_image": seconds / embedded if embedded else float("nan"),
-        **evaluate(pairs, cache.vectors),
-    }
-    print(markdown(result))
+    root = args.dir / "images"
+    stem = f"{args.dir.name}-{args.detector}-{args.detect_size}" + (f"-{len(names)}" if args.limit else "") + (
+        f"-score{args.score_threshold:g}" if args.score_threshold is not None else "")
+    base = FacesParams(detector=args.detector, detect_size=args.detect_size, jitter=args.jitter,
+                       mirror=not args.no_mirror, score_threshold=args.score_threshold)
+    faces = detect_faces(FaceEngine(base, device=args.device), root, names, args.out / f"{stem}.npz", args.batch)
+    fallbacks = sum(f.score == 0.0 for f in faces.values())
+    print(f"{len(pairs)} pairs, {len(names)} images, {fallbacks} without a detected face", file=sys.stderr)
+    rows, by_name = [], {}
+    for name in [n for n in args.embedders.split(",") if n]:
+        engine = FaceEngine(base.model_copy(update={"embedder": name}), device=args.device)
+        cache = args.out / f"{stem}-{engine.model_id}.npz"
+        if args.compose:
+            compose_fused(engine, args.out / stem, cache)
+        vectors, seconds = embed_faces(engine, root, faces, cache, args.batch)
+        by_name[engine.embedder.name] = vectors
+        rows.append({"model": engine.model_id, "embedder": name, "seconds_per_face": seconds,
+                     **evaluate(pairs, vectors)})
+    if args.fuse and {"dlib-resnet-torch", "sface"} <= set(by_name):
+        weights = [float(w) for w in args.fuse.split(",")]
+        rows += fusion_table(pairs, by_name["dlib-resnet-torch"], by_name["sface"], weights)
+    print(f"{args.dir.name}: {len(pairs)} pairs, {len(names)} images, detector {args.detector} at "
+          f"{args.detect_size}, {fallbacks} centred fallback boxes, {args.threads} thread(s)\n")
+    print(markdown(rows))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps({"fallbacks": fallbacks, "rows": rows}, indent=2))
     return 0
 
 

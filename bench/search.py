@@ -26,6 +26,7 @@ from workers.people.calibration import (
     choose_threshold,
     kfold_verification,
     read_lfw_pairs,
+    thresholds_for,
 )
 from workers.people.identify import Gallery, Prototype, identify, person_distances
 from workers.people.search import ExactIndex
@@ -196,7 +197,7 @@ def markdown(report: dict[str, object]) -> str:
         ]
         for s in ident["sweep"]:
             lines.append(
-                f"| {s['threshold']:.2f} | {s['min_margin']:.2f} | {100 * s['known_right']:.2f} % | "
+                f"| {s['threshold']:.3f} | {s['min_margin']:.3f} | {100 * s['known_right']:.2f} % | "
                 f"{100 * s['known_wrong']:.2f} % | {100 * s['known_unknown']:.2f} % | "
                 f"{100 * s['strangers_named']:.2f} % |"
             )
@@ -230,16 +231,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="LFW-style folder (identification needs it)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding cache (.npz)")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for the latency table")
-    parser.add_argument("--thresholds", default=f"0.45,{IDENTIFY_THRESHOLD:.2f},0.55")
-    parser.add_argument("--margins", default=f"0,{IDENTIFY_MIN_MARGIN:.2f},0.06")
+    parser.add_argument("--thresholds", help="identification thresholds (default: the calibrated one of the "
+                        f"vectors' space and 10 % either side; {IDENTIFY_THRESHOLD:.2f} for dlib descriptors)")
+    parser.add_argument("--margins", help=f"minimum margins (default: 0, the calibrated one, twice it; "
+                        f"{IDENTIFY_MIN_MARGIN:.2f} for dlib)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     report: dict[str, object] = {}
     if args.folder:
         faces = lfw_faces(args.folder, args.cache)
         report["verification"] = verification(args.folder, faces)
-        thresholds = sorted({float(t) for t in args.thresholds.split(",")})
-        margins = sorted({float(m) for m in args.margins.split(",")})
+        calibrated = thresholds_for(faces.model)
+        t, m = calibrated.identify, calibrated.identify_margin
+        thresholds = sorted({float(v) for v in args.thresholds.split(",")} if args.thresholds else
+                            {round(t * f, 3) for f in (0.9, 1.0, 1.1)})
+        margins = sorted({float(v) for v in args.margins.split(",")} if args.margins else {0.0, m, round(2 * m, 3)})
         report["identification"] = identification(faces, thresholds, margins)
     report["latency"] = latency([int(s) for s in args.sizes.split(",")])
     print(markdown(report))

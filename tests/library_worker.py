@@ -66,6 +66,10 @@ class SyntheticEngine:
 
     embedder = _Embedder()
     version = "v1"
+    model_id = "synthetic@v1"
+
+    def index_batch(self, images: list[Image.Image], stage: Any = None) -> list[PhotoFaces]:
+        return [self.index_photo(image) for image in images]
 
     def detect_batch(self, images: list[Image.Image]) -> list[list[Face]]:
         out = []

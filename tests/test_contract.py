@@ -38,4 +38,4 @@ def test_unknown_field_and_range() -> None:
 def test_request_kind_validated() -> None:
     with pytest.raises(ValidationError):
         JobRequest.model_validate({"kind": "sculpt"})
-    assert JobRequest.model_validate({"kind": "faces"}).parsed_params().detector == "mtcnn"  # type: ignore[attr-defined]
+    assert JobRequest.model_validate({"kind": "faces"}).parsed_params().detector == "yunet"  # type: ignore[attr-defined]

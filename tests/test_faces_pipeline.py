@@ -12,6 +12,7 @@ from api.client import Client
 from storage import keys
 from tests.conftest import Services, jpeg_bytes
 from workers.faces.index import read_embeddings, read_table
+from workers.faces.spaces import space_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -92,22 +93,24 @@ def test_index_archive_of_photos_then_skip_on_second_run(workers, client: Client
         rows += table.to_pylist()
         vectors.append(matrix)
     emb = np.concatenate(vectors)
-    assert emb.shape == (5, 128) and emb.dtype == np.float32
+    space = space_of(index["model"])  # the default embedder's: dlib+sface, 256-D
+    assert index["model"] == "dlib+sface@v1+mirror" and emb.shape == (5, space.dim) and emb.dtype == np.float32
     assert {r["model"] for r in rows} == {index["model"].split("@")[0]}
     by_photo = {}
     for r, v in zip(rows, emb, strict=True):
         by_photo.setdefault(r["photo_key"].rsplit("/", 1)[-1].split("-", 1)[-1], []).append(v)
     # the same face in the rotated photo, the group photo and the original: small distances
     ref = by_photo["astronaut.jpg"][0]
-    assert np.linalg.norm(by_photo["rotated.jpg"][0] - ref) < 0.35
-    assert min(np.linalg.norm(v - ref) for v in by_photo["group.jpg"]) < 0.35
+    same = 0.6 * space.thresholds.verify
+    assert np.linalg.norm(by_photo["rotated.jpg"][0] - ref) < same
+    assert min(np.linalg.norm(v - ref) for v in by_photo["group.jpg"]) < same
 
-    # without mirror averaging, the pipeline's embedding equals dlib's own (its shape predictor and
-    # ResNet called directly on the same photo, from the detection the pipeline stored)
-    plain = client.wait(client.submit("faces", files=paths[:1], params={"mirror": False, "force": True})["id"],
-                        timeout=300)
+    # with dlib's ResNet and without mirror averaging, the pipeline's embedding equals dlib's own (its shape
+    # predictor and ResNet called directly on the same photo, from the detection the pipeline stored)
+    params = {"mirror": False, "force": True, "embedder": "dlib-resnet-torch"}
+    plain = client.wait(client.submit("faces", files=paths[:1], params=params)["id"], timeout=300)
     index = services.store.get_json(keys.job_artifact(tenant, plain["id"], "faces-index.json"))
-    assert index["model"] == "dlib-resnet@v1"
+    assert index["model"] == "dlib-resnet-torch@v1"
     part = index["parts"][0]
     row = read_table(services.store.get_bytes(keys.tenant_key(tenant, part["table"]))).to_pylist()[0]
     vector = read_embeddings(services.store.get_bytes(keys.tenant_key(tenant, part["embeddings"])))[0]

@@ -12,6 +12,7 @@ from api.client import ApiError, Client
 from tests.conftest import jpeg_bytes
 from tests.test_faces_pipeline import astronaut, group_photo
 from tests.test_web import browser, images_loaded, page, shot  # noqa: F401 - browser fixtures
+from workers.faces.spaces import space_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LFW = Path(os.environ.get("NIGHTSHIFT_LFW_DIR", Path(__file__).resolve().parents[2] / "shared/data/lfw-dev"))
@@ -48,7 +49,8 @@ def test_verify_same_person_and_no_face(indexed) -> None:
     client, _, folder = indexed
     res = client.verify(folder / "a-original.jpg", folder / "a-mirrored.jpg")
     assert res["same_person"] is True and res["distance"] < res["threshold"]
-    assert res["model"].startswith("dlib-resnet")
+    assert res["model"] == "dlib+sface@v1+mirror"  # the default embedder, with its space's threshold
+    assert res["threshold"] == space_of(res["model"]).thresholds.verify
     blank = folder / "blank.jpg"
     blank.write_bytes(jpeg_bytes(Image.new("RGB", (200, 200), (128, 128, 128))))
     with pytest.raises(ApiError) as err:

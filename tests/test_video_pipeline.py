@@ -276,7 +276,8 @@ def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: St
         vtt = stack.client.download(outs["tracks.vtt"], tmp_path / "t.vtt").read_text()
         assert vtt.startswith("WEBVTT") and "Eileen" in vtt
         vectors = np.load(stack.client.download(outs["tracks.npy"], tmp_path / "t.npy"))
-        assert vectors.shape == (1, 128) and np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
+        assert vectors.shape == (1, 256)  # the default space: dlib (128) and SFace (128) fused
+        assert np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
         assert final["summary"]["videos"][0]["tracks"] == 1
         assert [p["id"] for p in stack.client.people()] == [person["id"]]  # a track never seeds a person
         [video] = stack.client.person(person["id"])["videos"]  # her page lists the video, and when she is on

@@ -194,10 +194,15 @@ class StyleParams(_Strict):
 class FacesParams(_Strict):
     """Parameters of a `faces` (index) job."""
 
-    detector: Literal["mtcnn", "hog"] = "mtcnn"
-    embedder: Literal["auto", "dlib-resnet", "dlib-resnet-torch"] = "auto"
+    detector: Literal["yunet", "mtcnn", "hog"] = Field(
+        "yunet", description="yunet: YuNet finds faces, MTCNN places their landmarks (the default: several times "
+        "faster than mtcnn alone, as accurate); mtcnn; hog: dlib's HOG detector (no landmarks)")
+    embedder: Literal["auto", "dlib-resnet", "dlib-resnet-torch", "sface", "dlib+sface"] = Field(
+        "auto", description="face embedding model; auto: dlib+sface (chosen on LFW, docs/benchmarks.md). Vectors of "
+        "different models are not comparable")
     min_face_size: int = Field(20, ge=8, le=2000)
-    score_threshold: float = Field(0.9, ge=0, le=1)
+    score_threshold: float | None = Field(None, ge=0, le=1, description="score a detection needs; default: the "
+                                          "detector's own (MTCNN probability 0.9, YuNet score 0.8)")
     detect_size: int = Field(1024, ge=160, le=4096, description="long side the detector sees")
     try_rotations: bool = False
     jitter: int = Field(0, ge=0, le=100, description="dlib num_jitters")

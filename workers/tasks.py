@@ -23,6 +23,7 @@ from workers.celery_app import create_celery
 from workers.context import WorkerContext
 from workers.dispatch import enqueue_chunks
 from workers.ingest import ingest
+from workers.models.base import set_cpu_threads
 
 log = logging.getLogger("nightshift.tasks")
 app = create_celery()
@@ -33,7 +34,9 @@ def context() -> WorkerContext:
     """One context per worker process, built lazily (never in the prefork parent before fork)."""
     global _ctx
     if _ctx is None:
-        _ctx = WorkerContext.from_settings(get_settings(), celery=app)
+        settings = get_settings()
+        set_cpu_threads(settings.worker.threads)  # every model this process loads runs on its share of cores
+        _ctx = WorkerContext.from_settings(settings, celery=app)
     return _ctx
 
 
@@ -43,6 +46,7 @@ def _reset_after_fork(**_: Any) -> None:
     _ctx = None  # sockets must not be shared with the parent
     # before torch is first imported in this child: its thread pool size is read at import
     os.environ.setdefault("OMP_NUM_THREADS", str(get_settings().worker.threads))
+    set_cpu_threads(get_settings().worker.threads)
 
 
 @worker_ready.connect

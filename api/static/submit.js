@@ -42,7 +42,7 @@ function buildForm() {
       field("Preserve colours", h("select", { name: "preserve_colors" },
         ["none", "luminance", "histogram"].map((v) => h("option", { value: v, text: v }))))),
     h("fieldset", { class: "kind-faces", hidden: true }, h("legend", { text: "Faces" }),
-      field("Detector", h("select", { name: "detector" }, ["mtcnn", "hog"].map((v) => h("option", { value: v, text: v })))),
+      field("Detector", h("select", { name: "detector" }, ["yunet", "mtcnn", "hog"].map((v) => h("option", { value: v, text: v })))),
       h("label", { class: "check" }, h("input", { type: "checkbox", name: "try_rotations" }),
         " also try rotated photos (slower; finds faces in sideways scans)")),
     field("Label (optional)", h("input", { type: "text", name: "label", maxlength: "200", placeholder: "e.g. wedding, day 2" })),

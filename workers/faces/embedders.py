@@ -1,11 +1,16 @@
-"""Face embedders: align each face to a dlib face chip, then map the chip to a 128-D vector.
+"""Face embedders: align each face to a chip, then map the chip to a vector (same person: small L2 distance).
 
-The interface other engines plug into is `Embedder`: a subclass sets `name`, `version` (and `space`
-when its vectors are not comparable with dlib's) and implements `_load()` and
-``embed_chips(chips, jitter) -> (n, dim) float32``; alignment is shared (`DlibAligner`), so a port of
-the dlib ResNet to another runtime sees exactly the chips dlib sees. Register a builder with
-`register_embedder(name, builder)`, where ``builder(device=...)`` returns the embedder; the torch port
-lives in ``workers.faces.torch_embedder`` and registers "dlib-resnet-torch" when imported.
+The interface other engines plug into is `Embedder` (an `InferenceModel`: lazy, load-once, thread-safe):
+a subclass sets `name`, `version`, `dim`, and implements `_load()` and
+``embed_chips(chips, jitter) -> (n, dim) float32``; alignment is the aligner's (`DlibAligner` here, so a port of
+the dlib ResNet to another runtime sees exactly the chips dlib sees). `embed_many(..., mirror=True)` averages
+each face with its mirror image, both embedded in one batch. Register a builder with
+`register_embedder(name, builder)`, where ``builder(device=...)`` returns the embedder. Modules that
+register on import: ``workers.faces.torch_embedder`` ("dlib-resnet-torch"), ``workers.faces.sface``
+("sface") and ``workers.faces.fused`` ("dlib+sface").
+
+A stored vector's model id is ``<name>@<version>`` (``+mirror`` when mirror-averaged, `Embedder.model_id`);
+`workers.faces.spaces` says which ids compare and at which thresholds.
 
 dlib (and torch) are imported in `load()` / `resolve_device()`, never at module import.
 """
@@ -14,18 +19,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from workers.faces.types import Face, rotate_points
+from workers.models.base import InferenceModel
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
-DLIB_SPACE = "dlib-resnet-v1"
+MIRROR = "+mirror"
 
 # dlib's shape predictor was trained from dlib detector rectangles; MTCNN boxes are taller and sit
 # higher. From MTCNN's landmarks we rebuild the rectangle dlib's HOG detector would give:
@@ -69,24 +74,32 @@ def start_rectangle(face: Face) -> tuple[int, int, int, int]:
     return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
 
 
-class DlibAligner:
+class Aligner(InferenceModel):
+    """Cuts the aligned chip of each face out of an image: the input an embedding network was trained on."""
+
+    @abstractmethod
+    def chips(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """Aligned RGB uint8 chips, (n, size, size, 3), in the order of `faces`."""
+
+
+class DlibAligner(Aligner):
     """dlib's 5-point shape predictor on the face rectangle, then `dlib.get_face_chips` (150 px, padding 0.25):
     the alignment the dlib ResNet was trained with."""
 
+    name = "dlib-shape-predictor-5"
+
     def __init__(self, *, chip_size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> None:
+        super().__init__()
         self.chip_size = chip_size
         self.padding = padding
         self._predictor: Any = None
-        self._lock = threading.Lock()
 
-    def load(self) -> None:
-        with self._lock:
-            if self._predictor is None:
-                import dlib
+    def _load(self) -> None:
+        import dlib
 
-                from workers.faces.weights import DLIB_SHAPE_5, weights_path
+        from workers.faces.weights import DLIB_SHAPE_5, weights_path
 
-                self._predictor = dlib.shape_predictor(str(weights_path(DLIB_SHAPE_5)))
+        self._predictor = dlib.shape_predictor(str(weights_path(DLIB_SHAPE_5)))
 
     def upright_shapes(self, image: np.ndarray, faces: Sequence[Face]) -> list[UprightShapes]:
         """Per rotation among `faces`: (the image turned so those faces are upright, their indices in `faces`,
@@ -144,65 +157,102 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else np.ascontiguousarray(image)
 
 
-class Embedder(ABC):
+class Embedder(InferenceModel):
     """Maps faces of an RGB uint8 image to `dim`-D float32 vectors (same person: small L2 distance).
 
-    Subclasses implement `_load()` and `embed_chips()`. Vectors of embedders with equal `space` are
-    comparable (a faithful port of a model keeps its `space`); `name` + `version` identify the model.
+    Subclasses implement `_load()` and `embed_chips()`; `name` + `version` identify the model (`model_id`).
+    `max_batch_size` bounds the chips of one forward pass.
     """
 
     name: ClassVar[str]
     version: ClassVar[str]
-    space: ClassVar[str] = DLIB_SPACE
     dim: ClassVar[int] = 128
+    chip_size: ClassVar[int] = CHIP_SIZE
 
-    def __init__(self, *, device: str = "cpu", max_batch_size: int = 32, aligner: DlibAligner | None = None) -> None:
+    def __init__(self, *, device: str = "cpu", max_batch_size: int = 32, aligner: Aligner | None = None) -> None:
+        super().__init__()
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.device = device
         self.max_batch_size = max_batch_size
         self.aligner = aligner or DlibAligner()
-        self._loaded = False
-        self._lock = threading.Lock()
 
     def load(self) -> None:
         """Load the aligner and the model (once)."""
-        with self._lock:
-            if not self._loaded:
-                self.aligner.load()
-                self._load()
-                self._loaded = True
+        self.aligner.load()
+        super().load()
+
+    def model_id(self, mirror: bool = False) -> str:
+        """What a stored vector records: ``<name>@<version>``, ``+mirror`` when mirror-averaged."""
+        return f"{self.name}@{self.version}{MIRROR if mirror else ''}"
 
     def align(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        """The aligned chips of `faces`, (n, 150, 150, 3) uint8."""
+        """The aligned chips of `faces`, (n, chip_size, chip_size, 3) uint8."""
         self.load()
         return self.aligner.chips(_check_image(image), faces)
 
-    def embed(self, image: np.ndarray, faces: Sequence[Face], jitter: int = 0) -> np.ndarray:
+    def embed(self, image: np.ndarray, faces: Sequence[Face], jitter: int = 0, mirror: bool = False) -> np.ndarray:
         """Embeddings of `faces` in `image` (RGB uint8, (h, w, 3)): (n, dim) float32."""
-        return self.embed_many([image], [faces], jitter)[0]
+        return self.embed_many([image], [faces], jitter, mirror)[0]
 
-    def embed_many(
-        self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0
-    ) -> list[np.ndarray]:
-        """`embed` for several images, chips batched together across images (max_batch_size at a time)."""
-        if len(images) != len(faces):
-            raise ValueError(f"{len(images)} images but {len(faces)} face lists")
+    def embed_many(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0,
+                   mirror: bool = False) -> list[np.ndarray]:
+        """`embed` for several images, chips batched together across images (max_batch_size at a time).
+
+        With `mirror`, each vector is combined (`combine_mirror`) with that of the same face in the image
+        flipped left-right; the mirror chips go through the network in the same batches as the others.
+        """
+        _check_lists(images, faces)
         chips = [self.align(image, fs) for image, fs in zip(images, faces, strict=True) if fs]
-        all_chips = np.concatenate(chips) if chips else np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        size = self.chip_size
+        all_chips = np.concatenate(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
+        n = len(all_chips)
+        if mirror and n:
+            all_chips = np.concatenate([all_chips, self.mirror_chips(images, faces, all_chips)])
         vectors = [self.embed_chips(all_chips[s : s + self.max_batch_size], jitter)
                    for s in range(0, len(all_chips), self.max_batch_size)]
         flat = np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)
-        bounds = np.cumsum([0, *(len(fs) for fs in faces)])
-        return [flat[bounds[i] : bounds[i + 1]] for i in range(len(faces))]
+        if mirror and n:
+            flat = self.combine_mirror(flat[:n], flat[n:])
+        return split_per_image(flat, faces)
+
+    def mirror_chips(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
+                     chips: np.ndarray) -> np.ndarray:
+        """The chips of the faces in the mirror images, in the order of `chips`. dlib's way: the landmarks are
+        found again in the mirror image, so the two chips differ by more than a flip (worth 0.3 points on LFW)."""
+        images, faces = mirrored_inputs(images, faces)
+        return np.concatenate([self.align(image, fs) for image, fs in zip(images, faces, strict=True)])
+
+    def combine_mirror(self, vectors: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        """One vector from a face's and its mirror image's (default: their mean)."""
+        return ((vectors + mirrored) / 2).astype(np.float32)
 
     @abstractmethod
     def _load(self) -> None: ...
 
     @abstractmethod
     def embed_chips(self, chips: np.ndarray, jitter: int = 0) -> np.ndarray:
-        """(n, 150, 150, 3) uint8 RGB chips -> (n, dim) float32. `jitter` > 1 averages that many randomly
+        """(n, S, S, 3) uint8 RGB chips -> (n, dim) float32. `jitter` > 1 averages that many randomly
         jittered copies of each chip (dlib's num_jitters); an empty batch gives (0, dim)."""
+
+
+def _check_lists(images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> None:
+    if len(images) != len(faces):
+        raise ValueError(f"{len(images)} images but {len(faces)} face lists")
+
+
+def mirrored_inputs(images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]
+                    ) -> tuple[list[np.ndarray], list[list[Face]]]:
+    """The images (those with faces) flipped left-right, and their faces in the flipped images."""
+    keep = [i for i, fs in enumerate(faces) if fs]
+    flipped = [np.ascontiguousarray(images[i][:, ::-1]) for i in keep]
+    return flipped, [[f.mirrored(images[i].shape[1]) for f in faces[i]] for i in keep]
+
+
+def split_per_image(vectors: Any, faces: Sequence[Sequence[Face]]) -> list[Any]:
+    """Rows of `vectors` (all faces of all images, in order) split into one block per image."""
+    bounds = np.cumsum([0, *(len(fs) for fs in faces)])
+    return [vectors[bounds[i] : bounds[i + 1]] for i in range(len(faces))]
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -238,13 +288,23 @@ class DlibEmbedder(Embedder):
 
 
 EmbedderBuilder = Callable[..., Embedder]
-DEFAULT_EMBEDDER = "dlib-resnet"
+DLIB_EMBEDDER = "dlib-resnet"
 TORCH_EMBEDDER = "dlib-resnet-torch"
+SFACE_EMBEDDER = "sface"
+FUSED_EMBEDDER = "dlib+sface"
+# What "auto" means, chosen by measurement on the LFW dev folds (docs/benchmarks.md, "Choosing the embedder").
+DEFAULT_EMBEDDER = FUSED_EMBEDDER
 
-EMBEDDERS: dict[str, EmbedderBuilder] = {DEFAULT_EMBEDDER: DlibEmbedder}
+EMBEDDERS: dict[str, EmbedderBuilder] = {DLIB_EMBEDDER: DlibEmbedder}
 # Embedders whose module registers them on import; imported on demand so that a missing optional
 # dependency only matters to whoever asks for that embedder.
-OPTIONAL_EMBEDDERS: dict[str, str] = {TORCH_EMBEDDER: "workers.faces.torch_embedder"}
+OPTIONAL_EMBEDDERS: dict[str, str] = {
+    TORCH_EMBEDDER: "workers.faces.torch_embedder",
+    SFACE_EMBEDDER: "workers.faces.sface",
+    FUSED_EMBEDDER: "workers.faces.fused",
+}
+# Embedders that run torch (the engine asks torch about CUDA only for these, or for MTCNN)
+TORCH_EMBEDDERS = frozenset({TORCH_EMBEDDER, FUSED_EMBEDDER})
 
 
 def register_embedder(name: str, builder: EmbedderBuilder) -> None:
@@ -262,9 +322,9 @@ def _import_optional(name: str) -> bool:
     return name in EMBEDDERS
 
 
-def torch_embedder_installed() -> bool:
-    """Whether the torch port's module exists (found without importing it, or torch)."""
-    return TORCH_EMBEDDER in EMBEDDERS or importlib.util.find_spec(OPTIONAL_EMBEDDERS[TORCH_EMBEDDER]) is not None
+def resolve_embedder(name: str) -> str:
+    """"auto" -> `DEFAULT_EMBEDDER`; any other name unchanged."""
+    return DEFAULT_EMBEDDER if name == "auto" else name
 
 
 def available_embedders() -> list[str]:
@@ -273,20 +333,13 @@ def available_embedders() -> list[str]:
 
 
 def get_embedder(name: str = "auto", device: str = "auto", **options: Any) -> Embedder:
-    """Build the embedder `name` for `device` (not loaded yet).
+    """Build the embedder `name` ("auto": `DEFAULT_EMBEDDER`) for `device` (not loaded yet).
 
-    "auto" picks "dlib-resnet-torch" on CUDA when it is registered, else "dlib-resnet". Raises
-    ValueError for an unknown or unavailable name.
+    Raises ValueError for an unknown or unavailable name.
     """
-    if name == "auto":
-        if device != "cpu" and torch_embedder_installed() and _import_optional(TORCH_EMBEDDER) and (
-            resolve_device(device).startswith("cuda")
-        ):
-            name = TORCH_EMBEDDER
-        else:
-            name = DEFAULT_EMBEDDER
+    name = resolve_embedder(name)
     if not _import_optional(name):
         raise ValueError(f"unknown or unavailable embedder {name!r}; available: {', '.join(available_embedders())}")
-    if name == DEFAULT_EMBEDDER and device == "auto":
+    if name == DLIB_EMBEDDER and device == "auto":
         device = "cpu"  # dlib picks its device itself; no need to import torch to ask
     return EMBEDDERS[name](device=resolve_device(device), **options)

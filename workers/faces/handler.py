@@ -10,9 +10,9 @@ At the end, parts that no committed item points to (left by a delivery that died
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from storage import keys
@@ -23,22 +23,24 @@ from workers.context import WorkerContext
 from workers.contract import FacesParams
 from workers.faces.engine import FaceEngine
 from workers.faces.index import PhotoRecord, chunk_outputs, content_hash, face_thumbnail
-from workers.faces.types import PhotoFaces
 from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.imaging import ImageDecodeError, date_taken, decode_image
 from workers.library.intake import fold_waiting, known_photos, offer_job
+from workers.models.base import ModelCache
 
 log = logging.getLogger("nightshift.faces")
 INDEX_NAME = "faces-index.json"
-_engines: dict[str, FaceEngine] = {}
+_engines: ModelCache[FaceEngine] = ModelCache()
 
 
 def engine_for(params: FacesParams, device: str) -> FaceEngine:
     """One engine per distinct model setting per worker process (models load once, lazily)."""
     key = params.model_dump_json(exclude={"force", "thumbnails"})
-    if key not in _engines:
-        _engines[key] = FaceEngine(params, device=device, mirror=params.mirror)
-    return _engines[key]
+    return _engines.get(key, lambda: FaceEngine(params, device=device, mirror=params.mirror))
+
+
+def _stage(name: str) -> AbstractContextManager[object]:
+    return metrics.STAGE.labels(stage=name).time()  # type: ignore[no-any-return]
 
 
 class FacesHandler(JobHandler):
@@ -50,7 +52,7 @@ class FacesHandler(JobHandler):
     @property
     def model_id(self) -> str:
         """The embedding space: embedder name and version (marked when mirror-averaged)."""
-        return f"{self.engine.embedder.name}@{self.engine.version}"
+        return self.engine.model_id
 
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}
@@ -70,18 +72,11 @@ class FacesHandler(JobHandler):
                 continue
             todo.append((item, sha, image))
         if todo:
-            images = [image for _, _, image in todo]
-            with metrics.STAGE.labels(stage="detect").time():
-                boxes = self.engine.detect_batch(images)
-            with metrics.STAGE.labels(stage="embed").time():
-                vectors = self.engine.embed_batch([np.asarray(image) for image in images], boxes)
-            found = [PhotoFaces(faces=fs, embeddings=vs, size=image.size, model=self.engine.embedder.name,
-                                model_version=self.engine.version)
-                     for image, fs, vs in zip(images, boxes, vectors, strict=True)]
+            found = self.engine.index_batch([image for _, _, image in todo], stage=_stage)
             part_id = f"{chunk_index:05d}-{todo[0][0].index:07d}"
             records = [PhotoRecord(keys.strip_tenant(self.job.tenant, item.key), str(item.index), sha, faces)
                        for (item, sha, _), faces in zip(todo, found, strict=True)]
-            table, matrix = chunk_outputs(records)
+            table, matrix = chunk_outputs(records, self.engine.embedder.dim)
             with metrics.STAGE.labels(stage="upload").time():
                 self.ctx.store.put_bytes(keys.part(self.job.tenant, self.job.id, part_id, "parquet"), table,
                                          "application/vnd.apache.parquet")

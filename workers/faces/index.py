@@ -116,9 +116,9 @@ def embeddings_bytes(records: Sequence[PhotoRecord], dim: int = 128) -> bytes:
     return sink.getvalue()
 
 
-def chunk_outputs(records: Sequence[PhotoRecord]) -> tuple[bytes, bytes]:
-    """(Parquet table, .npy embeddings) of one chunk."""
-    return table_bytes(records), embeddings_bytes(records)
+def chunk_outputs(records: Sequence[PhotoRecord], dim: int = 128) -> tuple[bytes, bytes]:
+    """(Parquet table, .npy embeddings) of one chunk; `dim` is the embedder's (the width of an empty matrix)."""
+    return table_bytes(records), embeddings_bytes(records, dim)
 
 
 def read_table(data: bytes) -> pa.Table:

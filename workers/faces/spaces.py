@@ -66,7 +66,59 @@ DLIB = EmbeddingSpace(
     calibration="lfw-dev (first five LFW folds), HOG + dlib 5-point alignment; see workers/people/calibration.py",
 )
 
-SPACES: dict[str, EmbeddingSpace] = {s.id: s for s in (DLIB_MIRROR, DLIB)}
+# The spaces below were calibrated with bench/lfw.py, bench/cluster.py and bench/search.py on the vectors of all
+# 3,811 lfw-dev faces (MTCNN landmarks, docs/benchmarks.md "Choosing the embedder"; the default detector, YuNet
+# with MTCNN's landmarks, gives the same thresholds to 0.01): verify is the threshold
+# of the LFW protocol over all 3,000 pairs; cluster the average-linkage threshold that keeps pairwise
+# precision >= 0.995 short of the cliff where it falls; identify the threshold where one enrolled photo per
+# person names 94-95 % of queries with 0.06 % wrong and < 1 % of strangers named; assign / assign_margin
+# are first values (the cluster threshold and the identify margin) for the library to tune.
+_LFW_DEV = "lfw-dev (first five LFW folds: 3,000 pairs, 3,811 faces), MTCNN landmarks, "
+
+SFACE_MIRROR = EmbeddingSpace(
+    id="sface-2021dec+mirror",
+    dim=128,
+    # LFW protocol 99.57 % +- 0.25 (fold thresholds 1.150-1.152); cluster 1.00: P 0.9965 / R 0.9633;
+    # identify 1.00 / 0.05: 95.2 % right, 0.06 % wrong, 0.75 % of strangers named
+    thresholds=Thresholds(verify=1.15, cluster=1.00, identify=1.00, identify_margin=0.05, assign=1.00,
+                          assign_margin=0.05),
+    models=("sface@2021dec+mirror",),
+    calibration=_LFW_DEV + "ArcFace alignment, unit vectors averaged with the flipped chip's",
+)
+SFACE = EmbeddingSpace(
+    id="sface-2021dec",
+    dim=128,
+    # LFW protocol 99.37 % +- 0.36 (fold thresholds 1.156-1.171); cluster 1.00: P 0.9969 / R 0.9574;
+    # identify 1.00 / 0.05: 94.4 % right, 0.06 % wrong, 0.9 % of strangers named
+    thresholds=Thresholds(verify=1.16, cluster=1.00, identify=1.00, identify_margin=0.05, assign=1.00,
+                          assign_margin=0.05),
+    models=("sface@2021dec",),
+    calibration=_LFW_DEV + "ArcFace alignment, unit vectors",
+)
+FUSED_MIRROR = EmbeddingSpace(
+    id="dlib+sface-v1+mirror",
+    dim=256,
+    # [dlib, 0.7 x sface]: LFW protocol 99.67 % +- 0.24 (fold thresholds 1.031-1.034); TAR 99.1 % at FAR 1e-3;
+    # cluster 0.89: P 0.9958 / R 0.9678; identify 0.88 / 0.04: 95.1 % right, 0.06 % wrong, 0.75 % strangers named.
+    # With the default detector: 99.70 % +- 0.22 (1.027-1.028); cluster 0.89: P 0.9963 / R 0.9690; identify
+    # 0.88 / 0.04: 95.0 % right, 0.06 % wrong, 0.6 % of strangers named
+    thresholds=Thresholds(verify=1.03, cluster=0.89, identify=0.88, identify_margin=0.04, assign=0.89,
+                          assign_margin=0.04),
+    models=("dlib+sface@v1+mirror",),
+    calibration=_LFW_DEV + "dlib descriptor (mirror-averaged) and 0.7 x SFace unit vector (flip-averaged)",
+)
+FUSED = EmbeddingSpace(
+    id="dlib+sface-v1",
+    dim=256,
+    # LFW protocol 99.63 % +- 0.32 (fold thresholds 1.044-1.045); cluster 0.90: P 0.9951 / R 0.9594;
+    # identify 0.88 / 0.04: 93.7 % right, 0.06 % wrong, 0.6 % of strangers named
+    thresholds=Thresholds(verify=1.04, cluster=0.90, identify=0.88, identify_margin=0.04, assign=0.90,
+                          assign_margin=0.04),
+    models=("dlib+sface@v1",),
+    calibration=_LFW_DEV + "dlib descriptor and 0.7 x SFace unit vector",
+)
+
+SPACES: dict[str, EmbeddingSpace] = {s.id: s for s in (DLIB_MIRROR, DLIB, SFACE_MIRROR, SFACE, FUSED_MIRROR, FUSED)}
 _BY_MODEL: dict[str, EmbeddingSpace] = {m: s for s in SPACES.values() for m in s.models}
 
 

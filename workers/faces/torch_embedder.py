@@ -1,4 +1,5 @@
-"""``dlib-resnet-torch``: dlib's ResNet face descriptor run by torch, on the GPU when there is one.
+"""``dlib-resnet-torch``: dlib's ResNet face descriptor run by torch, on the GPU when there is one, else on the
+CPU (about 12x dlib-bin's speed there at batch 8 and more, one thread: docs/benchmarks.md).
 
 Same landmarks as the dlib path (dlib's 5-point shape predictor on CPU, via `DlibAligner`), then
 chips cut on the device (`workers.faces.chips`, pixel-identical to ``dlib.get_face_chips``) and the
@@ -22,10 +23,13 @@ from workers.faces.embedders import (
     TORCH_EMBEDDER,
     DlibAligner,
     Embedder,
+    mirrored_inputs,
     register_embedder,
     resolve_device,
+    split_per_image,
 )
 from workers.faces.types import Face
+from workers.models.base import apply_torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +50,8 @@ class TorchDlibEmbedder(Embedder):
         device = resolve_device(device)
         if fp16 and not device.startswith("cuda"):
             raise ValueError(f"fp16 needs a CUDA device, got {device!r}")
-        super().__init__(device=device, max_batch_size=max_batch_size, aligner=aligner)
+        self.dlib_aligner = aligner or DlibAligner()
+        super().__init__(device=device, max_batch_size=max_batch_size, aligner=self.dlib_aligner)
         self.fp16 = fp16
         self.weights = weights
         self.seed = seed
@@ -55,6 +60,7 @@ class TorchDlibEmbedder(Embedder):
     def _load(self) -> None:
         from workers.faces.dlib_resnet import load_face_resnet
 
+        apply_torch_threads()
         if self.weights is not None:
             path = self.weights
         else:
@@ -105,18 +111,19 @@ class TorchDlibEmbedder(Embedder):
         for rotation in sorted({face.rotation for face in faces}):
             indices = [i for i, face in enumerate(faces) if face.rotation == rotation]
             upright = np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
-            shapes = self.aligner.shapes(upright, [faces[i].rotated(rotation, size) for i in indices])
+            shapes = self.dlib_aligner.shapes(upright, [faces[i].rotated(rotation, size) for i in indices])
             chips[indices] = extract_chips(upright, shapes, size=CHIP_SIZE, padding=CHIP_PADDING,
                                            device=self.device)
         return chips
 
     def align(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """The aligned chips of `faces`, (n, 150, 150, 3) uint8 (cut by torch, equal to dlib's)."""
-        return self.chip_tensor(image, faces).permute(0, 2, 3, 1).cpu().numpy()
+        return np.ascontiguousarray(self.chip_tensor(image, faces).permute(0, 2, 3, 1).cpu().numpy())
 
-    def embed_many(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
-                   jitter: int = 0) -> list[np.ndarray]:
-        """Embeddings per image, the chips of all images cut and embedded on the device in batches."""
+    def embed_many(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0,
+                   mirror: bool = False) -> list[np.ndarray]:
+        """Embeddings per image: the chips of all images (and with `mirror`, of the faces in the mirror images,
+        landmarks found again there) cut and embedded on the device in the same batches."""
         import torch
 
         if len(images) != len(faces):
@@ -124,9 +131,13 @@ class TorchDlibEmbedder(Embedder):
         parts = [self.chip_tensor(image, fs) for image, fs in zip(images, faces, strict=True) if fs]
         if not parts:
             return [np.zeros((0, self.dim), np.float32) for _ in faces]
+        n = sum(len(p) for p in parts)
+        if mirror:
+            parts += [self.chip_tensor(image, fs) for image, fs in zip(*mirrored_inputs(images, faces), strict=True)]
         vectors = self.embed_tensor(torch.cat(parts), jitter).cpu().numpy()
-        bounds = np.cumsum([0, *(len(fs) for fs in faces)])
-        return [vectors[bounds[i] : bounds[i + 1]] for i in range(len(faces))]
+        if mirror:
+            vectors = self.combine_mirror(vectors[:n], vectors[n:])
+        return split_per_image(vectors, faces)
 
 
 register_embedder(TORCH_EMBEDDER, TorchDlibEmbedder)

