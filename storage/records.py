@@ -5,6 +5,9 @@ Layout (``<p>`` is the key prefix):
     <p>:item:<id>:<index>     hash: one item (state, attempts, error, outputs, info)
     <p>:jobs:<tenant>         sorted set of job ids by creation time
     <p>:idem:<tenant>:<key>   Idempotency-Key -> job id (24 h)
+    <p>:names:<id>            hash: item names taken while a job's items are still being listed
+    <p>:worker:<name>         a live worker's capabilities (JSON, expires unless its heartbeat renews it)
+    <p>:workers               sorted set of worker names by the time their record expires
 An item's terminal transition (done/failed/skipped/cancelled) happens once, in a Lua script
 that also bumps the job's counters, so a redelivered chunk never counts an item twice.
 """
@@ -15,13 +18,15 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
+from pydantic import BaseModel, Field, ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from storage import keys
 from storage.config import Settings
 from storage.errors import RecordNotFound, StoreUnavailable
 from storage.names import FINISHED_STATES, ItemState, JobKind, JobState
@@ -40,6 +45,33 @@ local j = redis.call('HMGET', KEYS[2], 'total', 'done', 'failed', 'skipped', 'ca
 local sum = (tonumber(j[2]) or 0) + (tonumber(j[3]) or 0) + (tonumber(j[4]) or 0) + (tonumber(j[5]) or 0)
 if j[6] == '1' and sum >= (tonumber(j[1]) or 0) then return 2 end
 return 1
+"""
+
+# KEYS: the job's name hash. ARGV: ttl, then (index, stem, ext, folded stem) per item. Returns the names.
+# An item keeps its name unless an earlier item took the same stem (compared case-folded, as on the disks
+# results are downloaded to); then it becomes <stem>~2<ext>, ~3, ... Idempotent per index (a redelivered
+# ingest gets the same names), and the last suffix per stem is remembered, so many copies stay linear.
+_CLAIM_NAMES = """
+local out = {}
+for i = 2, #ARGV, 4 do
+  local idx, stem, ext, folded = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local name = redis.call('HGET', KEYS[1], '@' .. idx)
+  if not name then
+    local n = tonumber(redis.call('HGET', KEYS[1], '#' .. folded)) or 1
+    local key = folded
+    name = stem .. ext
+    if n > 1 then key = folded .. '~' .. n; name = stem .. '~' .. n .. ext end
+    while redis.call('HSETNX', KEYS[1], '=' .. key, idx) == 0 do
+      n = n + 1
+      key = folded .. '~' .. n
+      name = stem .. '~' .. n .. ext
+    end
+    redis.call('HSET', KEYS[1], '#' .. folded, n, '@' .. idx, name)
+  end
+  out[#out + 1] = name
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return out
 """
 
 # KEYS: job. ARGV: now. queued -> running, once.
@@ -150,6 +182,18 @@ class Item:
         return self.state in TERMINAL_ITEM_STATES
 
 
+class WorkerInfo(BaseModel):
+    """What a live worker can do, as it publishes it (read by the API: it cannot look at a worker's disk)."""
+
+    name: str
+    queues: list[str] = Field(default_factory=list)
+    weights: dict[str, bool] = Field(default_factory=dict, description="weights name -> file present")
+    modules: dict[str, bool] = Field(default_factory=dict, description="library -> importable")
+    device: str = "cpu"
+    started_at: float = 0.0
+    seen_at: float = 0.0
+
+
 def _f(v: Any) -> float | None:
     return float(v) if v not in (None, "") else None
 
@@ -172,6 +216,7 @@ class RecordStore:
         )
         self._finish_item = self.r.register_script(_FINISH_ITEM)
         self._mark_running = self.r.register_script(_MARK_RUNNING)
+        self._claim_names = self.r.register_script(_CLAIM_NAMES)
 
     def _wrap(self, exc: redis.RedisError) -> StoreUnavailable:
         return StoreUnavailable(f"redis unreachable: {type(exc).__name__}")
@@ -189,10 +234,14 @@ class RecordStore:
     def _item(self, job_id: str, index: int) -> str:
         return f"{self.p}:item:{job_id}:{index}"
 
+    def _names(self, job_id: str) -> str:
+        return f"{self.p}:names:{job_id}"
+
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, job: Job, items: Sequence[Item] = ()) -> None:
         """Write a new job (and its first items) in one transaction."""
         created = job.created_at or now()
+        items = self._unique_names(job.id, items)
         fields: dict[str, str | int | float] = {
             "id": job.id, "kind": str(job.kind), "tenant": job.tenant, "state": str(job.state),
             "params": json.dumps(job.params), "inputs": json.dumps(job.inputs), "label": job.label or "",
@@ -205,9 +254,25 @@ class RecordStore:
             pipe.expire(self._job(job.id), self.ttl)
             pipe.zadd(f"{self.p}:jobs:{job.tenant}", {job.id: created})
             self._add_items(pipe, job.id, items)
+            if job.ingested:  # no item will be added later: the names need not be kept
+                pipe.delete(self._names(job.id))
             pipe.execute()
         except redis.RedisError as exc:
             raise self._wrap(exc) from exc
+
+    def _unique_names(self, job_id: str, items: Sequence[Item]) -> list[Item]:
+        """The items with clean names (`keys.item_name`), unique within the job (see _CLAIM_NAMES)."""
+        if not items:
+            return []
+        args: list[str | int] = [self.ttl]
+        for it in items:
+            stem, ext = keys.split_name(keys.item_name(it.name, f"item-{it.index}"))
+            args += [it.index, stem, ext, stem.casefold()]
+        try:
+            names = self._claim_names(keys=[self._names(job_id)], args=args)
+        except redis.RedisError as exc:
+            raise self._wrap(exc) from exc
+        return [replace(it, name=str(name)) for it, name in zip(items, names, strict=True)]
 
     def _add_items(self, pipe: Any, job_id: str, items: Iterable[Item]) -> None:
         for it in items:
@@ -220,6 +285,7 @@ class RecordStore:
         """Append items found while ingesting (archive members, prefix listing)."""
         if not items:
             return
+        items = self._unique_names(job_id, items)
         try:
             pipe = self.r.pipeline(transaction=True)
             self._add_items(pipe, job_id, items)
@@ -232,6 +298,7 @@ class RecordStore:
         """All items are known. Returns True when every item is already finished."""
         try:
             self.r.hset(self._job(job_id), "ingested", "1")
+            self.r.delete(self._names(job_id))
             job = self.get_job(job_id)
         except redis.RedisError as exc:
             raise self._wrap(exc) from exc
@@ -398,3 +465,43 @@ class RecordStore:
             self.r.delete(f"{self.p}:idem:{tenant}:{key}")
         except redis.RedisError as exc:
             raise self._wrap(exc) from exc
+
+    # -- live workers ------------------------------------------------------------------------
+    def publish_worker(self, info: WorkerInfo, ttl_s: int) -> None:
+        """Announce (or renew) a worker's capabilities for `ttl_s` seconds; its heartbeat calls this again."""
+        info = info.model_copy(update={"seen_at": now()})
+        try:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.set(f"{self.p}:worker:{info.name}", info.model_dump_json(), ex=ttl_s)
+            pipe.zadd(f"{self.p}:workers", {info.name: now() + ttl_s})
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise self._wrap(exc) from exc
+
+    def withdraw_worker(self, name: str) -> None:
+        """A worker that shuts down says so at once, rather than when its record expires."""
+        try:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.delete(f"{self.p}:worker:{name}")
+            pipe.zrem(f"{self.p}:workers", name)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise self._wrap(exc) from exc
+
+    def live_workers(self) -> list[WorkerInfo]:
+        """Workers whose heartbeat is current, by name."""
+        try:
+            self.r.zremrangebyscore(f"{self.p}:workers", "-inf", now())
+            names = sorted(self.r.zrange(f"{self.p}:workers", 0, -1))
+            docs = self.r.mget([f"{self.p}:worker:{n}" for n in names]) if names else []
+        except redis.RedisError as exc:
+            raise self._wrap(exc) from exc
+        out = []
+        for doc in docs:
+            if not doc:
+                continue
+            try:
+                out.append(WorkerInfo.model_validate_json(doc))
+            except ValidationError:  # a record from another version of the worker: not ours to judge
+                continue
+        return out
