@@ -18,7 +18,7 @@ from workers import metrics
 from workers.context import WorkerContext
 from workers.contract import StyleParams
 from workers.handlers import ItemInput, ItemResult, JobHandler
-from workers.imaging import ImageDecodeError, decode_image
+from workers.imaging import ImageDecodeError, PhotoMetadata, decode_image, read_metadata
 from workers.models.registry import WeightsNotAvailable
 from workers.style.engine import StyleEngine, StyleVariant, encode_image
 from workers.style.onnx_models import DeviceNotAvailable
@@ -91,6 +91,7 @@ class StyleHandler(JobHandler):
                 variants = self.variants()
             except (StyleInputError, WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
+            metadata = {item.index: self._metadata(item) for item, _ in photos}
             outputs: dict[int, list[str]] = {item.index: [] for item, _ in photos}
             costs: dict[int, list[Any]] = {item.index: [] for item, _ in photos}
             try:
@@ -99,7 +100,7 @@ class StyleHandler(JobHandler):
                         with metrics.STAGE.labels(stage="model").time():
                             rendered = engine(self.ctx).render_batch([img for _, img in chunk], variant)
                         for (item, _), img in zip(chunk, rendered, strict=True):
-                            outputs[item.index].append(self._write(item, variant, img))
+                            outputs[item.index].append(self._write(item, variant, img, metadata[item.index]))
                             if variant.method == "gatys":
                                 costs[item.index].append(engine(self.ctx).last_gatys_costs)
             except (WeightsNotAvailable, DeviceNotAvailable) as exc:
@@ -111,8 +112,12 @@ class StyleHandler(JobHandler):
                 results[item.index] = ItemResult(item.index, ItemState.DONE, outputs[item.index], info=info)
         return [results[i.index] for i in batch]
 
-    def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image) -> str:
-        data, ctype, ext = encode_image(img, self.params.format, self.params.quality)
+    def _metadata(self, item: ItemInput) -> PhotoMetadata | None:
+        """The photo's EXIF and ICC profile for its outputs, unless the job strips them."""
+        return None if self.params.strip_metadata else read_metadata(item.data)
+
+    def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image, metadata: PhotoMetadata | None) -> str:
+        data, ctype, ext = encode_image(img, self.params.format, self.params.quality, metadata)
         stem = PurePosixPath(item.name).stem or f"item{item.index}"
         key = keys.variant_output(self.job.tenant, self.job.id, item.index, stem, variant.slug, ext)
         with metrics.STAGE.labels(stage="upload").time():
