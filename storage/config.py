@@ -48,6 +48,8 @@ class WorkerSettings(BaseModel):
     max_member_bytes: int = Field(200 * 1024**2, ge=1)
     max_pixels: int = Field(100_000_000, ge=1)
     vgg19_weights: Path | None = Field(None, description="VGG19 IMAGENET1K_V1 state dict for the Gatys method")
+    heartbeat_s: int = Field(15, ge=1, le=3600, description="how often a worker renews its capabilities record "
+                             "in Redis (it lapses after three missed beats)")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of the worker (0: off); "
                               "set PROMETHEUS_MULTIPROC_DIR so pool children's metrics are collected")
 

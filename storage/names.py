@@ -52,3 +52,4 @@ class TaskName(StrEnum):
     VERIFY = "nightshift.faces.verify"
     SEARCH = "nightshift.faces.search"
     ENROLL = "nightshift.faces.enroll"
+    STYLE_PREVIEWS = "nightshift.style.previews"

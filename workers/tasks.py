@@ -11,12 +11,14 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from storage.config import get_settings
 from storage.errors import StoreUnavailable
-from storage.names import JobKind, TaskName
+from storage.names import JobKind, Queue, TaskName
+from storage.records import RecordStore
 from workers import metrics, pipeline
+from workers.capabilities import Heartbeat
 from workers.celery_app import QUEUE_OF_KIND, create_celery
 from workers.context import WorkerContext
 from workers.ingest import ingest
@@ -24,6 +26,7 @@ from workers.ingest import ingest
 log = logging.getLogger("nightshift.tasks")
 app = create_celery()
 _ctx: WorkerContext | None = None
+_heartbeat: Heartbeat | None = None
 
 
 def context() -> WorkerContext:
@@ -47,6 +50,30 @@ def _serve_metrics(**_: Any) -> None:
     port = get_settings().worker.metrics_port
     if port:
         metrics.serve(port)
+
+
+def _queues_of(consumer: Any) -> list[str]:
+    try:
+        return sorted(q.name for q in consumer.task_consumer.queues)
+    except AttributeError:
+        return sorted(app.amqp.queues.consume_from or [])
+
+
+@worker_ready.connect
+def _announce(sender: Any = None, **_: Any) -> None:
+    """Publish what this worker can run (and keep it current); a style worker asks for the style previews."""
+    global _heartbeat
+    settings = get_settings()
+    queues = _queues_of(sender)
+    _heartbeat = Heartbeat(RecordStore(settings), getattr(sender, "hostname", "worker"), queues, settings).start()
+    if Queue.STYLE.value in queues:
+        app.send_task(TaskName.STYLE_PREVIEWS.value, queue=Queue.STYLE.value)
+
+
+@worker_shutdown.connect
+def _withdraw(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 def _backoff(task: Task) -> int:
@@ -82,6 +109,18 @@ def ingest_task(self: Task, job_id: str) -> dict[str, Any]:
         raise self.retry(countdown=_backoff(self), max_retries=50) from exc
     except pipeline.FinalizeBusy as exc:
         raise self.retry(countdown=5, max_retries=100) from exc
+
+
+@app.task(name=TaskName.STYLE_PREVIEWS.value, bind=True, max_retries=None)
+def style_previews_task(self: Task) -> dict[str, Any]:
+    from workers.style.handler import engine
+    from workers.style.previews import ensure_previews
+
+    ctx = context()
+    try:
+        return {"rendered": ensure_previews(ctx, engine(ctx))}
+    except StoreUnavailable as exc:
+        raise self.retry(countdown=_backoff(self), max_retries=50) from exc
 
 
 # Synchronous questions: the API waits for these with a timeout (small inputs only).
