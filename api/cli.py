@@ -36,7 +36,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # job parameters and the flags that set them, so a validation message names what the user typed
 FLAGS = {"builtin": "--builtin", "styles": "--style", "strength": "--strength", "size": "--size",
          "format": "--format", "quality": "--quality", "preserve_colors": "--preserve-colors",
-         "style_scale": "--style-scale", "detector": "--detector", "strip_metadata": "--strip-metadata"}
+         "style_scale": "--style-scale", "detector": "--detector", "strip_metadata": "--strip-metadata",
+         "protect_faces": "--protect-faces"}
 
 
 class CliError(Exception):
@@ -382,7 +383,7 @@ def cmd_style(args: argparse.Namespace) -> int:
                        "`nightshift styles` lists them)")
     params: dict[str, Any] = {"strength": args.strength, "preserve_colors": args.preserve_colors,
                               "strip_metadata": args.strip_metadata}
-    for name in ("size", "format", "quality", "style_scale"):
+    for name in ("size", "format", "quality", "style_scale", "protect_faces"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     styles = _existing_files(args.style or [], "style image")
@@ -672,6 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--style-scale", type=float, help="brush-stroke scale (2: strokes twice as big)")
     st.add_argument("--format", choices=["png", "jpeg", "webp"])
     st.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100")
+    st.add_argument("--protect-faces", type=float, metavar="0-1",
+                    help="how much of the photo comes back inside faces (default 0.5; 0: none)")
     st.add_argument("--strip-metadata", action="store_true",
                     help="drop the photos' EXIF (date, camera, GPS) and colour profile from the outputs")
     job_opts(st)

@@ -22,6 +22,7 @@ from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.imaging import ImageDecodeError, PhotoMetadata, decode_image, read_metadata
 from workers.models.registry import WeightsNotAvailable
 from workers.style.engine import StyleEngine, StyleVariant, encode_image, expand_variants
+from workers.style.faces import Box, find_faces, protect_faces
 from workers.style.onnx_models import DeviceNotAvailable
 from workers.style.sheet import Look, builtin_style
 
@@ -95,6 +96,7 @@ class StyleHandler(JobHandler):
             except (StyleInputError, WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             metadata = {item.index: self._metadata(item) for item, _ in photos}
+            faces = {item.index: self._faces(img) for item, img in photos}
             outputs: dict[int, list[str]] = {item.index: [] for item, _ in photos}
             costs: dict[int, list[Any]] = {item.index: [] for item, _ in photos}
             try:
@@ -102,18 +104,27 @@ class StyleHandler(JobHandler):
                     for chunk in _renderable(photos, variant):
                         with metrics.STAGE.labels(stage="model").time():
                             rendered = engine(self.ctx).render_batch([img for _, img in chunk], variant)
-                        for (item, _), img in zip(chunk, rendered, strict=True):
+                        for (item, photo), img in zip(chunk, rendered, strict=True):
+                            img = protect_faces(img, photo, faces[item.index], self.params.protect_faces)
                             outputs[item.index].append(self._write(item, variant, img, metadata[item.index]))
                             if variant.method == "gatys":
                                 costs[item.index].append(engine(self.ctx).last_gatys_costs)
             except (WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
             for item, img in photos:
-                info: dict[str, Any] = {"width": img.width, "height": img.height, "variants": len(variants)}
+                info: dict[str, Any] = {"width": img.width, "height": img.height, "variants": len(variants),
+                                        "faces_protected": len(faces[item.index])}
                 if costs[item.index]:
                     info["gatys_costs"] = costs[item.index]  # per variant: [(J first, J last) per scale]
                 results[item.index] = ItemResult(item.index, ItemState.DONE, outputs[item.index], info=info)
         return [results[i.index] for i in batch]
+
+    def _faces(self, photo: Image.Image) -> list[Box]:
+        """The faces to protect in a photo (none are looked for when the job does not protect them)."""
+        if self.params.protect_faces <= 0:
+            return []
+        with metrics.STAGE.labels(stage="faces").time():
+            return find_faces(photo)
 
     def _metadata(self, item: ItemInput) -> PhotoMetadata | None:
         """The photo's EXIF and ICC profile for its outputs, unless the job strips them."""
