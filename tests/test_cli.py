@@ -198,8 +198,24 @@ def test_style_and_builtin_together_are_refused_before_any_upload(tmp_path, caps
     assert code == 2 and "not both" in err
     code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--style", str(tmp_path / "nope.jpg"), "--url", dead)
     assert code == 2 and err == f"nightshift: style image {tmp_path / 'nope.jpg'} does not exist\n"
+    code, _, err = run(capsys, "faces", str(tmp_path / "a.jpg"), "holiday/", "--url", dead)
+    assert code == 2 and err == "nightshift: no such file or folder: holiday/\n"
     code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "7", "--size", "8", "--url", dead)
     assert code == 2 and err == "nightshift: --size: Input should be greater than or equal to 32\n"
+
+
+def test_keys_creates_and_revokes(services, api_server: ApiServer, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIGHTSHIFT_REDIS_URL", services.settings.redis_url)
+    monkeypatch.setenv("NIGHTSHIFT_KEY_PREFIX", services.settings.key_prefix)
+    code, out, _ = run(capsys, "keys", "tcli", "--json")
+    key = json.loads(out)["api_key"]
+    assert code == 0 and list(Client(api_server.url, key).jobs(page_size=1)) == []
+    code, out, _ = run(capsys, "keys", "--revoke", key)
+    assert code == 0 and out.strip() == "revoked"
+    code, _, err = run(capsys, "jobs", "--url", api_server.url, "--api-key", key)
+    assert code == 2 and "unknown or revoked API key" in err
+    code, _, err = run(capsys, "keys", "--revoke", key)
+    assert code == 2 and "no such API key" in err
 
 
 @pytest.fixture
