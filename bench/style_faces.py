@@ -178,18 +178,30 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(cache: dict[str, Any], styles: Any, strengths: list[float], protections: list[float]) -> None:
+    """Per style: without protection at each strength, then at full strength with each protection."""
+    from workers.contract import BUILTIN_STYLE_NAMES
+
     n = cache["_meta"]["photos"]
-    head = [f"s={s} p={p:g}" for s in strengths for p in protections]
-    print(f"\n### Faces after stylizing ({n} LFW photos): detected / same person\n")
+    top = max(strengths)
+    columns = [(s, 0.0) for s in strengths] + [(top, p) for p in protections if p]
+    head = [f"strength {s:g}" + (f", protect {p:g}" if p else "") for s, p in columns]
+    print(f"\n### Faces after stylizing ({n} LFW photos): found by MTCNN / still the same person (dlib < 0.6)\n")
     print("| style | " + " | ".join(head) + " |")
     print("| --- | " + " | ".join("---" for _ in head) + " |")
+    totals: dict[tuple[float, float], list[float]] = {c: [] for c in columns}
     for style in styles:
         cells = []
-        for s in strengths:
-            for p in protections:
-                r = cache.get(f"{style}/{s}/{p}")
-                cells.append(f"{r['detected']:.0%} / {r['same_person']:.0%}" if r else "")
-        print(f"| {style} | " + " | ".join(cells) + " |")
+        for s, p in columns:
+            r = cache.get(f"{style}/{s}/{p}")
+            if r:
+                totals[(s, p)].append(r["same_person"])
+            cells.append(f"{r['detected']:.0%} / {r['same_person']:.0%}" if r else "")
+        print(f"| {style} {BUILTIN_STYLE_NAMES[style]} | " + " | ".join(cells) + " |")
+    means = [f"{sum(v) / len(v):.0%}" if v else "" for v in totals.values()]
+    print("| mean same person | " + " | ".join(means) + " |")
+    for s, p in columns:
+        kept = [st for st in styles if (r := cache.get(f"{st}/{s}/{p}")) and r["same_person"] < 0.9]
+        print(f"- strength {s:g}, protect {p:g}: styles keeping fewer than 90 % of people: {kept}")
 
 
 if __name__ == "__main__":

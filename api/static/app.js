@@ -34,21 +34,25 @@ function setKeyState(text, cls, title) {
 }
 
 let keyCheck = 0;
+let acceptedKey = null; // asked once per key, not on every navigation
 
 // The key is only called good once the API has accepted it: a mistyped #key= says so instead.
 async function showKeyState() {
-  const has = Boolean(apiKey.get());
+  const key = apiKey.get();
   document.getElementById("api-key").value = "";
-  document.getElementById("api-key").placeholder = has ? "•••••••• (saved)" : "paste your key";
-  if (!has) {
+  document.getElementById("api-key").placeholder = key ? "•••••••• (saved)" : "paste your key";
+  if (!key) {
     setKeyState("no key", "key-missing");
     return;
   }
+  if (key === acceptedKey) return;
   const check = ++keyCheck;
   setKeyState("checking key…", "key-checking");
   try {
     await api("GET", "/v1/jobs?limit=1");
-    if (check === keyCheck) setKeyState("key OK", "key-ok", "the API accepted this key");
+    if (check !== keyCheck) return;
+    acceptedKey = key;
+    setKeyState("key OK", "key-ok", "the API accepted this key");
   } catch (err) {
     if (check !== keyCheck) return;
     if (err instanceof ApiError && err.status === 401) {
