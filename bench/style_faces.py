@@ -71,7 +71,7 @@ def pictures(folder: Path) -> None:
 
     from workers.contract import BUILTIN_STYLE_NAMES, StyleParams
     from workers.style.engine import StyleEngine, expand_variants
-    from workers.style.faces import find_faces, protect_faces
+    from workers.style.faces import default_protection, find_faces, protect_faces
     from workers.style.sheet import _font, wrap
 
     engine = StyleEngine(device="cpu", threads=1)
@@ -81,10 +81,12 @@ def pictures(folder: Path) -> None:
     grid = Image.new("RGB", (7 * side, 4 * (side + label)), "white")
     draw = ImageDraw.Draw(grid)
     photo = Image.fromarray(data.astronaut()).resize((side, side), Image.Resampling.LANCZOS)
+    faces = find_faces(photo)
     for i, name in enumerate(BUILTIN_STYLE_NAMES):
         variant = expand_variants(StyleParams(method="builtin", builtin=[i]))[0]
         x, y = (i % 7) * side, (i // 7) * (side + label)
-        grid.paste(engine.render(photo, variant), (x, y))
+        render = engine.render(photo, variant)
+        grid.paste(protect_faces(render, photo, faces, default_protection(variant.builtin)), (x, y))  # as jobs do
         for n, line in enumerate(wrap(draw, f"{i} {name}", side - 4, font)):
             draw.text((x + 2, y + side + 1 + n * 14), line, fill=(20, 20, 20), font=font)
     grid.save(folder / "styles.jpg", quality=80, optimize=True)
@@ -94,11 +96,13 @@ def pictures(folder: Path) -> None:
     styles = (3, 7, 17, 1)
     sheet = Image.new("RGB", (3 * 240, len(styles) * 240 + 24), "white")
     draw = ImageDraw.Draw(sheet)
-    for c, text in enumerate(("no protection (protect_faces 0)", "protect_faces 0.5 (default)", "protect_faces 0.8")):
+    for c, text in enumerate(("no protection (protect_faces 0)", "default (0.65; 0.8 for 15 and 17)",
+                              "protect_faces 0.9")):
         draw.text((c * 240 + 4, 5), text, fill=(20, 20, 20), font=font)
     for r, style in enumerate(styles):
-        render = engine.render(photo, expand_variants(StyleParams(method="builtin", builtin=[style]))[0])
-        for c, amount in enumerate((0.0, 0.5, 0.8)):
+        variant = expand_variants(StyleParams(method="builtin", builtin=[style]))[0]
+        render = engine.render(photo, variant)
+        for c, amount in enumerate((0.0, default_protection(variant.builtin), 0.9)):
             sheet.paste(protect_faces(render, photo, boxes, amount), (c * 240, 24 + r * 240))
     sheet.save(folder / "faces-protect.jpg", quality=82, optimize=True)
     print(f"wrote {folder / 'styles.jpg'} and {folder / 'faces-protect.jpg'} ({len(boxes)} face found)")

@@ -27,6 +27,13 @@ def test_protection_blends_the_photo_back_inside_faces_only() -> None:
     assert protect_faces(stylized, photo, [], 0.5) is stylized
 
 
+def test_default_protection_is_the_measured_one() -> None:
+    from workers.style.faces import default_protection
+
+    assert default_protection(((7, 1.0),)) == 0.65 and default_protection() == 0.65  # a painting: no index
+    assert default_protection(((17, 1.0),)) == 0.8 == default_protection(((3, 0.5), (17, 0.5)))
+
+
 def test_faces_are_found_and_look_alikes_are_not() -> None:
     boxes = find_faces(Image.fromarray(data.astronaut()))
     assert len(boxes) == 1  # her face, not the mission badge HOG also scores (weakly)
@@ -39,16 +46,16 @@ def test_a_style_job_keeps_the_face_recognisable(workers, client: Client, tmp_pa
     (tmp_path / "astronaut.jpg").write_bytes(jpeg_bytes(data.astronaut()))
     photo = np.asarray(Image.fromarray(data.astronaut()), dtype=float)
     x1, y1, x2, y2 = (int(v) for v in FACE)
-    errors = {}
-    for amount in (0.0, 0.5):
-        job = client.submit("style", files=[tmp_path / "astronaut.jpg"],
-                            params={"method": "builtin", "builtin": [3], "protect_faces": amount})
+    errors: dict[float | None, float] = {}
+    for amount in (0.0, None):  # off, and the default
+        params = {"method": "builtin", "builtin": [3]} | ({} if amount is None else {"protect_faces": amount})
+        job = client.submit("style", files=[tmp_path / "astronaut.jpg"], params=params)
         job = client.wait(job["id"], timeout=180)
         item = next(iter(client.results(job["id"])))
-        assert item["info"]["faces_protected"] == (1 if amount else 0)
+        assert item["info"]["faces_protected"] == (0 if amount == 0 else 1)
         out = np.asarray(Image.open(io.BytesIO(requests.get(item["outputs"][0]["url"], timeout=10).content)),
                          dtype=float)
         errors[amount] = float(np.abs(out[y1:y2, x1:x2] - photo[y1:y2, x1:x2]).mean())
         corner = float(np.abs(out[:60, :60] - photo[:60, :60]).mean())
         assert corner > 40  # away from the face the style is at full strength either way
-    assert errors[0.5] < 0.6 * errors[0.0]
+    assert errors[None] < 0.5 * errors[0.0]

@@ -122,9 +122,10 @@ class StyleParams(_Strict):
     tile_overlap: int = Field(128, ge=16, le=1024)
     format: Literal["png", "jpeg", "webp"] = "png"
     quality: int = Field(92, ge=1, le=100)
-    protect_faces: float = Field(0.5, ge=0, le=1, description="how much of the photo comes back inside each face "
-                                 "(0: none); some styles paint faces over until nobody is recognisable "
-                                 "(docs/styles.md)")
+    protect_faces: float | None = Field(
+        None, ge=0, le=1, description="how much of the photo comes back inside each face (0: none; default: "
+        "0.65, 0.8 for built-in styles 15 and 17): most styles paint faces over until nobody is recognisable "
+        "(docs/styles.md)")
     strip_metadata: bool = Field(False, description="drop the photo's EXIF (date taken, camera, GPS) and ICC "
                                  "profile from the outputs; by default they are kept, orientation reset to 1")
     grid: StyleGrid | None = None

@@ -22,7 +22,7 @@ from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.imaging import ImageDecodeError, PhotoMetadata, decode_image, read_metadata
 from workers.models.registry import WeightsNotAvailable
 from workers.style.engine import StyleEngine, StyleVariant, encode_image, expand_variants
-from workers.style.faces import Box, find_faces, protect_faces
+from workers.style.faces import Box, default_protection, find_faces, protect_faces
 from workers.style.onnx_models import DeviceNotAvailable
 from workers.style.sheet import Look, builtin_style
 
@@ -105,7 +105,7 @@ class StyleHandler(JobHandler):
                         with metrics.STAGE.labels(stage="model").time():
                             rendered = engine(self.ctx).render_batch([img for _, img in chunk], variant)
                         for (item, photo), img in zip(chunk, rendered, strict=True):
-                            img = protect_faces(img, photo, faces[item.index], self.params.protect_faces)
+                            img = protect_faces(img, photo, faces[item.index], self._protection(variant))
                             outputs[item.index].append(self._write(item, variant, img, metadata[item.index]))
                             if variant.method == "gatys":
                                 costs[item.index].append(engine(self.ctx).last_gatys_costs)
@@ -119,9 +119,15 @@ class StyleHandler(JobHandler):
                 results[item.index] = ItemResult(item.index, ItemState.DONE, outputs[item.index], info=info)
         return [results[i.index] for i in batch]
 
+    def _protection(self, variant: StyleVariant) -> float:
+        """How much of the photo comes back inside faces: the job's setting, or the variant's default."""
+        if self.params.protect_faces is not None:
+            return self.params.protect_faces
+        return default_protection(variant.builtin)
+
     def _faces(self, photo: Image.Image) -> list[Box]:
         """The faces to protect in a photo (none are looked for when the job does not protect them)."""
-        if self.params.protect_faces <= 0:
+        if self.params.protect_faces == 0:
             return []
         with metrics.STAGE.labels(stage="faces").time():
             return find_faces(photo)

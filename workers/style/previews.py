@@ -20,12 +20,13 @@ from workers.context import WorkerContext
 from workers.contract import NUM_BUILTIN_STYLES, StyleParams, StylePreviews
 from workers.models.registry import spec
 from workers.style.engine import StyleEngine, expand_variants
+from workers.style.faces import default_protection, find_faces, protect_faces
 from workers.style.onnx_models import MULTISTYLE_WEIGHTS
 
 log = logging.getLogger("nightshift.style.previews")
 SIDE = 224
 SAMPLE = "skimage.data.astronaut"
-RECIPE = f"astronaut-{SIDE}-1"  # bump when the sample or the size changes
+RECIPE = f"astronaut-{SIDE}-3"  # bump when the sample, the size or the rendering changes
 
 
 def version() -> str:
@@ -53,11 +54,15 @@ def ensure_previews(ctx: WorkerContext, engine: StyleEngine) -> bool:
     if found is not None and found.version == want:
         return False
     photo = sample_photo()
+    faces = find_faces(photo)
     stored = []
     for index in range(NUM_BUILTIN_STYLES):
-        variant = expand_variants(StyleParams(method="builtin", builtin=[index]))[0]
+        params = StyleParams(method="builtin", builtin=[index])
+        variant = expand_variants(params)[0]
         buf = io.BytesIO()
-        engine.render(photo, variant).save(buf, "JPEG", quality=85)
+        # as a job renders it by default: faces protected
+        protected = protect_faces(engine.render(photo, variant), photo, faces, default_protection(variant.builtin))
+        protected.save(buf, "JPEG", quality=85)
         key = keys.style_preview(want, index)
         ctx.store.put_bytes(key, buf.getvalue(), "image/jpeg")
         stored.append(key)
