@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.health import bp as health_bp
     from api.jobs import bp as jobs_bp
     from api.logs import configure_logging
+    from api.models import bp as models_bp
     from api.openapi import bp as openapi_bp
+    from api.styles import bp as styles_bp
     from api.uploads import bp as uploads_bp
     from workers.celery_app import create_celery
 
@@ -69,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION] = WorkerContext.from_settings(settings, celery=create_celery(settings))
     register_error_handlers(app)
     install_auth(app)
-    for bp in (health_bp, jobs_bp, uploads_bp, openapi_bp):
+    for bp in (health_bp, jobs_bp, uploads_bp, openapi_bp, styles_bp, models_bp):
         app.register_blueprint(bp)
     _register_optional(app)
     logging.getLogger("nightshift.api").debug("app created")

@@ -11,9 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from api.cli_common import CliError, Out
 from api.client import Client
-
-Out = Callable[[argparse.Namespace, str, Any], None]
 
 
 def _when(ts: float | None) -> str:
@@ -80,7 +79,7 @@ def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
         return 0
     if action in ("learn", "learned", "rollback"):
         return _learning(action, args, client, out)
-    raise SystemExit(f"nightshift people: unknown action {action!r}")
+    raise CliError(f"nightshift people: unknown action {action!r}")
 
 
 def adapter_line(a: dict[str, Any]) -> str:
@@ -185,9 +184,17 @@ def cmd_identify(args: argparse.Namespace, client: Client, out: Out) -> int:
     return 0
 
 
-def add_parsers(sub: Any) -> None:
-    """The library's commands, on `nightshift`'s subparsers (each sets `func_library`)."""
-    pe = sub.add_parser("people", help="the library's people: list, show, name, merge, hide, recluster, learn")
+Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def add_parsers(command: Command, client_of: Callable[[argparse.Namespace], Client], out: Out) -> None:
+    """The library's commands, added with `api.cli`'s `command(name, func, help)`; each runs with the client
+    `client_of(args)` gives and prints through `out`."""
+
+    def run(func: Callable[[argparse.Namespace, Client, Out], int]) -> Callable[[argparse.Namespace], int]:
+        return lambda args: func(args, client_of(args), out)
+
+    pe = command("people", run(_people_args), "the library's people: list, show, name, merge, hide, recluster, learn")
     pe.add_argument("action", nargs="?", choices=["list", "show", "name", "merge", "hide", "unhide", "recluster",
                                                   "refresh", "learn", "learned", "rollback"],
                     help="default: list. learn: learn from your names (a head used only when it helps); "
@@ -198,29 +205,25 @@ def add_parsers(sub: Any) -> None:
     pe.add_argument("--download", metavar="DIR", help="show: download the person's photos into DIR/<name>")
     pe.add_argument("--wait", action="store_true", help="learn: wait for the verdict")
     pe.add_argument("--recluster", action="store_true", help="learn, rollback: then re-cluster the library")
-    pe.set_defaults(func_library=_people_args)
-    asg = sub.add_parser("assign", help="say who a face is: nightshift assign FACE PERSON (or none)")
+    asg = command("assign", run(cmd_assign), "say who a face is: nightshift assign FACE PERSON (or none)")
     asg.add_argument("face")
     asg.add_argument("person")
-    asg.set_defaults(func_library=cmd_assign)
-    ve = sub.add_parser("verify", help="are two photos the same person?")
+    ve = command("verify", run(cmd_verify), "are two photos the same person?")
     ve.add_argument("a")
     ve.add_argument("b")
-    ve.set_defaults(func_library=cmd_verify)
-    ide = sub.add_parser("identify", help="who is in a photo, by the library's people")
+    ide = command("identify", run(cmd_identify), "who is in a photo, by the library's people")
     ide.add_argument("photo")
-    ide.set_defaults(func_library=cmd_identify)
 
 
 def _people_args(args: argparse.Namespace, client: Client, out: Out) -> int:
     if args.action in ("show", "name", "merge", "hide", "unhide") and not args.person:
-        raise SystemExit(f"nightshift people {args.action}: give a person id (see nightshift people)")
+        raise CliError(f"nightshift people {args.action}: give a person id (see nightshift people)")
     if args.action == "name":
         if not args.rest:
-            raise SystemExit("nightshift people name PERSON NAME...: give the name")
+            raise CliError("nightshift people name PERSON NAME...: give the name")
         args.name = args.rest
     if args.action == "merge":
         if len(args.rest) != 1:
-            raise SystemExit("nightshift people merge INTO OTHER: two person ids")
+            raise CliError("nightshift people merge INTO OTHER: two person ids")
         args.other = args.rest[0]
     return cmd_people(args, client, out)

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from storage.errors import ObjectNotFound, RecordNotFound, StorageError, StoreUnavailable
 from storage.keys import BadKey
+from workers.contract import validation_messages
 
 log = logging.getLogger("nightshift.api")
 
@@ -33,14 +34,7 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors as a list of {field, message}, without echoing large inputs back."""
-    out = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        msg = str(err.get("msg", "invalid"))
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field: remove it (see the API docs for the fields this kind accepts)"
-        out.append({"field": loc or "(body)", "message": msg})
-    return out
+    return [{"field": loc or "(body)", "message": msg} for loc, msg in validation_messages(exc)]
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -16,6 +16,7 @@ from api.auth import tenant
 from api.context import svc
 from api.errors import ApiError
 from api.metrics_bp import JOBS_SUBMITTED
+from api.models import check_runnable
 from storage import keys
 from storage.coordination import LockBusy
 from storage.errors import ObjectNotFound, RecordNotFound
@@ -210,6 +211,7 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
         params_in["styles"] = list(params_in.get("styles", [])) + style_keys
     params = parse_params(req.kind, params_in)
     _check_refs(t, req.kind, params)
+    check_runnable(req.kind, params)
     inputs = req.inputs
     _check_inputs(t, inputs)
     items: list[Item] = []
@@ -332,9 +334,10 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     return _job_response(records.get_job(job_id), 202)
 
 
-def _output_entry(t: str, key: str) -> dict[str, Any]:
-    name = key.rsplit("/", 1)[-1]
-    return {"key": keys.strip_tenant(t, key), "name": name, "url": svc().store.presigned_get(key)}
+def _output_entry(t: str, key: str, name: str | None = None) -> dict[str, Any]:
+    """A stored object as a client sees it: key, name (a relative path to download it to), presigned URL."""
+    return {"key": keys.strip_tenant(t, key), "name": name or key.rsplit("/", 1)[-1],
+            "url": svc().store.presigned_get(key)}
 
 
 @bp.get("/jobs/<job:job_id>/results")
@@ -353,15 +356,17 @@ def job_results(job_id: str) -> Response:
             continue
         out.append({"index": it.index, "name": it.name, "state": str(it.state), "error": it.error,
                     "attempts": it.attempts, "info": it.info,
-                    "input": _output_entry(t, it.key) if it.key else None,
-                    "outputs": [_output_entry(t, k) for k in it.outputs]})
+                    "input": _output_entry(t, it.key, it.name) if it.key else None,
+                    "outputs": [_output_entry(t, k, keys.output_name(it.name, k)) for k in it.outputs]})
     artifacts = []
     if job.state in FINISHED_STATES:
         artifacts.append(_output_entry(t, keys.manifest(t, job_id)))
         for rel in job.extra.get("artifacts", []):
             artifacts.append(_output_entry(t, keys.tenant_key(t, rel)))
+    # the page refreshes links before they expire (they are presigned for this long)
     return jsonify({"job": job.to_public(), "items": out, "artifacts": artifacts, "offset": offset,
-                    "limit": limit, "next_offset": end if end < job.total else None})
+                    "limit": limit, "next_offset": end if end < job.total else None,
+                    "urls_expire_in_s": svc().settings.s3.presign_expiry_s})
 
 
 

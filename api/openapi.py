@@ -103,6 +103,16 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/UploadRequest"}}}},
             "responses": {"201": _json({"type": "object"}), **_errors(400, 422, *auth_errors)}}},
+        "/v1/styles": {"get": {
+            "summary": "The 26 built-in styles: index, name, preview URL (null until a style worker rendered them)",
+            "responses": {"200": _json({"type": "object", "required": ["styles"], "properties": {
+                "styles": {"type": "array", "items": {"type": "object", "required": ["index", "name"]}}}}),
+                **_errors(*auth_errors)}}},
+        "/v1/models": {"get": {
+            "summary": "Every model: what selects it, whether the live workers have its weights, source, licence",
+            "responses": {"200": _json({"type": "object", "required": ["models"], "properties": {
+                "models": {"type": "array", "items": {"type": "object", "required": ["id", "weights_present"]}}}}),
+                **_errors(*auth_errors)}}},
     }
     paths.update(extra_paths or {})
     return {

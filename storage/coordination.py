@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from pydantic import BaseModel, Field, ValidationError
 from redis.exceptions import LockError
 
 from storage.errors import StorageError
@@ -50,14 +50,17 @@ class HeldLock:
             return False
 
 
-@dataclass(frozen=True)
-class WorkerInfo:
-    """A live worker: its node name, the queues it consumes and what it reported about itself."""
+class WorkerInfo(BaseModel):
+    """A live worker as it publishes itself: the queues it consumes and what it can run (read by the API,
+    which cannot look at a worker's disk: readiness, `GET /v1/models`, refusing jobs nobody can run)."""
 
-    node: str
-    queues: tuple[str, ...]
-    info: dict[str, Any]
-    seen_at: float
+    name: str
+    queues: list[str] = Field(default_factory=list)
+    weights: dict[str, bool] = Field(default_factory=dict, description="weights name -> file present")
+    modules: dict[str, bool] = Field(default_factory=dict, description="library -> importable")
+    device: str = "cpu"
+    started_at: float = 0.0
+    seen_at: float = 0.0
 
 
 class Coordination:
@@ -161,33 +164,36 @@ class Coordination:
         with unavailable_on_error():
             return int(self._r.llen(RedisKeys.celery_queue(queue)))
 
-    # -- worker presence ---------------------------------------------------------------------------
-    def worker_heartbeat(self, node: str, queues: list[str], info: dict[str, Any] | None = None,
-                         ttl: float = 30.0) -> None:
-        """Say that worker `node` consumes `queues` (with `info`) for the next `ttl` seconds."""
-        record = json.dumps({"queues": queues, "info": info or {}, "seen_at": time.time()})
+    # -- live workers ------------------------------------------------------------------------------
+    def publish_worker(self, info: WorkerInfo, ttl_s: float) -> None:
+        """Announce (or renew) a worker for `ttl_s` seconds; its heartbeat calls this again before then."""
+        info = info.model_copy(update={"seen_at": time.time()})
         with unavailable_on_error():
             pipe = self._r.pipeline(transaction=True)
-            pipe.set(self.keys.worker(node), record, ex=max(1, int(ttl)))
-            pipe.zadd(self.keys.workers(), {node: time.time() + ttl})
+            pipe.set(self.keys.worker(info.name), info.model_dump_json(), ex=max(1, int(ttl_s)))
+            pipe.zadd(self.keys.workers(), {info.name: time.time() + ttl_s})
             pipe.execute()
 
-    def worker_gone(self, node: str) -> None:
+    def withdraw_worker(self, name: str) -> None:
+        """A worker that shuts down says so at once, rather than when its record expires."""
         with unavailable_on_error():
             pipe = self._r.pipeline(transaction=True)
-            pipe.delete(self.keys.worker(node))
-            pipe.zrem(self.keys.workers(), node)
+            pipe.delete(self.keys.worker(name))
+            pipe.zrem(self.keys.workers(), name)
             pipe.execute()
 
     def live_workers(self) -> list[WorkerInfo]:
-        """Workers whose heartbeat has not expired."""
+        """Workers whose heartbeat is current, by name."""
         with unavailable_on_error():
             self._r.zremrangebyscore(self.keys.workers(), "-inf", time.time())
-            nodes = list(self._r.zrange(self.keys.workers(), 0, -1))
-            records = self._r.mget([self.keys.worker(n) for n in nodes]) if nodes else []
+            names = sorted(self._r.zrange(self.keys.workers(), 0, -1))
+            docs = self._r.mget([self.keys.worker(n) for n in names]) if names else []
         out = []
-        for node, raw in zip(nodes, records, strict=True):
-            if raw:
-                doc = json.loads(raw)
-                out.append(WorkerInfo(node, tuple(doc.get("queues", ())), doc.get("info", {}), doc["seen_at"]))
+        for doc in docs:
+            if not doc:
+                continue
+            try:
+                out.append(WorkerInfo.model_validate_json(doc))
+            except ValidationError:  # a record from another version of the worker: not ours to judge
+                continue
         return out

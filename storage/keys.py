@@ -17,6 +17,12 @@
         decisions/<id>.json            one user decision each (names, merges, moves), never rewritten
         adapters/v<version>.json       a head learnt from those decisions, its training and validation
         adapters/weights/<sha256>.bin  that head's matrix (content-addressed, immutable)
+    system/styles/index.json                         previews of the built-in styles (one per deployment)
+    system/styles/<version>/<index>.jpg
+
+Item NAMES (what a user sees, and the paths a download writes) are not keys: `item_name` cleans what a
+client sends, and `output_name` derives each output's name from its item's name, so outputs are unique
+within a job when item names are (RecordStore makes them so).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ import unicodedata
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
 MAX_NAME = 120
+# characters no common file system takes in a name (Windows is the strictest), and control characters
+_NOT_IN_FILE_NAMES = re.compile(r'[<>:"|?*\x00-\x1f\x7f]')
+MAX_ITEM_NAME = 1024
+MAX_SEGMENT_BYTES = 150  # leaves room for "__<variant>.<ext>" under the usual 255-byte limit of a file name
 
 
 class BadKey(ValueError):
@@ -276,3 +286,57 @@ def library_person_videos(tenant: str, person_id: str) -> str:
 
 def library_person_video(tenant: str, person_id: str, job_id: str, item: int) -> str:
     return f"{library_person_videos(tenant, person_id)}{safe_name(job_id)}-{item:07d}.json"
+
+
+def item_name(raw: str | None, fallback: str) -> str:
+    """A photo's display name: its path relative to the folder the user gave, with '/' separators.
+
+    Backslashes become '/', empty, '.' and '..' segments go (a name is never absolute and never climbs),
+    characters that file systems refuse become '_', and segments are bounded, so the name can be used
+    as a relative path on the user's disk when results are downloaded.
+    """
+    text = unicodedata.normalize("NFC", (raw or "").replace("\\", "/"))
+    parts = []
+    for segment in text.split("/"):
+        segment = _NOT_IN_FILE_NAMES.sub("_", segment).strip()
+        if segment in ("", ".", ".."):
+            continue
+        parts.append(segment.encode()[:MAX_SEGMENT_BYTES].decode(errors="ignore"))
+    name = "/".join(parts)[:MAX_ITEM_NAME].strip("/")
+    return name or fallback
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``("DCIM/IMG_0001", ".JPG")`` for ``DCIM/IMG_0001.JPG``: the path without its extension, and the extension."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem:  # no extension, or a dot file such as ".profile"
+        return name, ""
+    return (f"{head}/{stem}" if head else stem), "." + ext
+
+
+def output_name(item: str, key: str) -> str:
+    """The name of one output of an item: the item's path without its extension, ``__``, and what the output is.
+
+    ``DCIM/IMG_0001.JPG`` with key ``.../IMG_0001__builtin-b7-s1.0-none-x1.0.png`` is named
+    ``DCIM/IMG_0001__builtin-b7-s1.0-none-x1.0.png``; its face thumbnail ``face-003.jpg`` is
+    ``DCIM/IMG_0001__face-003.jpg``. Outputs of one item differ in that last part (variant slugs and face
+    numbers are unique per item), so names are unique within a job when item stems are.
+    """
+    base = key.rsplit("/", 1)[-1]
+    # variant outputs are <safe stem>__<variant>.<ext>; the variant never holds "__" (bounded_variant)
+    what = base.rsplit("__", 1)[-1]
+    return f"{split_name(item)[0]}__{what}"
+
+
+SYSTEM_ROOT = "system/"
+
+
+def style_previews_index() -> str:
+    """Which previews of the built-in styles exist (written last, after every preview)."""
+    return f"{SYSTEM_ROOT}styles/index.json"
+
+
+def style_preview(version: str, index: int) -> str:
+    """The preview of built-in style `index`, rendered by model `version` (a new model renders anew)."""
+    return f"{SYSTEM_ROOT}styles/{safe_name(version, 'v')}/{index:02d}.jpg"

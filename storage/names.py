@@ -56,3 +56,4 @@ class TaskName(StrEnum):
     SEARCH = "nightshift.faces.search"
     ENROLL = "nightshift.faces.enroll"
     IDENTIFY_PHOTO = "nightshift.faces.identify_photo"
+    STYLE_PREVIEWS = "nightshift.style.previews"

@@ -5,6 +5,7 @@
     jobs:<tenant>         sorted set of job ids by creation time
     live                  sorted set of jobs not yet finished (the watchdog's list)
     idem:<tenant>:<key>   Idempotency-Key -> job id and a fingerprint of the request (24 h)
+    names:<id>            hash: item names taken while a job's items are still being listed
 An item's terminal transition (done/failed/skipped/cancelled) happens once, in a Lua script that also
 bumps the job's counters, so a redelivered chunk never counts an item twice; a job's terminal transition
 happens once too, fenced the same way, whoever (worker, watchdog, cancel) gets there first.
@@ -16,11 +17,12 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
+from storage import keys as object_keys
 from storage.apikeys import ApiKeys
 from storage.config import Settings
 from storage.coordination import Coordination
@@ -66,6 +68,33 @@ for i = 2, #KEYS do
 end
 if n > 0 then redis.call('HINCRBY', KEYS[1], 'cancelled', n) end
 return n
+"""
+
+# KEYS: the job's name hash. ARGV: ttl, then (index, stem, ext, folded stem) per item. Returns the names.
+# An item keeps its name unless an earlier item took the same stem (compared case-folded, as on the disks
+# results are downloaded to); then it becomes <stem>~2<ext>, ~3, ... Idempotent per index (a redelivered
+# ingest gets the same names), and the last suffix per stem is remembered, so many copies stay linear.
+_CLAIM_NAMES = """
+local out = {}
+for i = 2, #ARGV, 4 do
+  local idx, stem, ext, folded = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local name = redis.call('HGET', KEYS[1], '@' .. idx)
+  if not name then
+    local n = tonumber(redis.call('HGET', KEYS[1], '#' .. folded)) or 1
+    local key = folded
+    name = stem .. ext
+    if n > 1 then key = folded .. '~' .. n; name = stem .. '~' .. n .. ext end
+    while redis.call('HSETNX', KEYS[1], '=' .. key, idx) == 0 do
+      n = n + 1
+      key = folded .. '~' .. n
+      name = stem .. '~' .. n .. ext
+    end
+    redis.call('HSET', KEYS[1], '#' .. folded, n, '@' .. idx, name)
+  end
+  out[#out + 1] = name
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return out
 """
 
 # KEYS: job. ARGV: now. queued -> running, once.
@@ -193,6 +222,7 @@ class RecordStore(Coordination):
         self._mark_running = self._r.register_script(_MARK_RUNNING)
         self._complete_job = self._r.register_script(_COMPLETE_JOB)
         self._cancel_pending = self._r.register_script(_CANCEL_PENDING)
+        self._claim_names = self._r.register_script(_CLAIM_NAMES)
 
     @property
     def apikeys(self) -> ApiKeys:
@@ -217,6 +247,7 @@ class RecordStore(Coordination):
     def create_job(self, job: Job, items: Sequence[Item] = ()) -> None:
         """Write a new job (and its first items) in one transaction; it joins the live jobs."""
         created = job.created_at or now()
+        items = self._unique_names(job.id, items)
         fields: dict[str, str | int | float] = {
             "id": job.id, "kind": str(job.kind), "tenant": job.tenant, "state": str(job.state),
             "params": json.dumps(job.params), "inputs": json.dumps(job.inputs), "label": job.label or "",
@@ -231,7 +262,21 @@ class RecordStore(Coordination):
             pipe.zadd(self.keys.tenant_jobs(job.tenant), {job.id: created})
             pipe.zadd(self.keys.live_jobs(), {job.id: created})
             self._add_items(pipe, job.id, items)
+            if job.ingested:  # no item will be added later: the names need not be kept
+                pipe.delete(self.keys.names(job.id))
             pipe.execute()
+
+    def _unique_names(self, job_id: str, items: Sequence[Item]) -> list[Item]:
+        """The items with clean names (`keys.item_name`), unique within the job (see _CLAIM_NAMES)."""
+        if not items:
+            return []
+        args: list[str | int] = [self.ttl]
+        for it in items:
+            stem, ext = object_keys.split_name(object_keys.item_name(it.name, f"item-{it.index}"))
+            args += [it.index, stem, ext, stem.casefold()]
+        with unavailable_on_error():
+            names = self._claim_names(keys=[self.keys.names(job_id)], args=args)
+        return [replace(it, name=str(name)) for it, name in zip(items, names, strict=True)]
 
     def _add_items(self, pipe: Any, job_id: str, items: Iterable[Item]) -> None:
         for it in items:
@@ -244,6 +289,7 @@ class RecordStore(Coordination):
         """Append items found while ingesting (archive members, prefix listing), with the ingest position."""
         if not items:
             return
+        items = self._unique_names(job_id, items)
         with unavailable_on_error():
             pipe = self._r.pipeline(transaction=True)
             self._add_items(pipe, job_id, items)
@@ -266,6 +312,7 @@ class RecordStore(Coordination):
         """All items are known. Returns True when every item is already finished."""
         with unavailable_on_error():
             self._r.hset(self.keys.job(job_id), "ingested", "1")
+            self._r.delete(self.keys.names(job_id))
         job = self.get_job(job_id)
         return job.finished_items >= job.total
 

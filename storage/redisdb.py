@@ -56,6 +56,9 @@ class RedisKeys:
     def item(self, job_id: str, index: int) -> str:
         return f"{self.prefix}:item:{job_id}:{index}"
 
+    def names(self, job_id: str) -> str:
+        return f"{self.prefix}:names:{job_id}"
+
     def tenant_jobs(self, tenant: str) -> str:
         return f"{self.prefix}:jobs:{tenant}"
 

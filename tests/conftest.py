@@ -50,7 +50,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     s3, s3_settings = start_s3(root / "s3")
     settings = Settings(
         redis_url=local_redis_url(redis.ports["redis"], password), s3=s3_settings, data_dir=root, key_prefix="nst",
-        worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3,
+        worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3, heartbeat_s=1,
                               vgg19_weights=root / "vgg19-random.pth"),  # written by the Gatys test
         api=ApiSettings(rate_limit_per_minute=100_000),
     )

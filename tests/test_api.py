@@ -52,7 +52,10 @@ def test_malformed_json_wrong_type_unknown_fields_and_ranges(http) -> None:
     assert resp.status_code == 422 and _error(resp)["details"][0]["field"] == "kind"
     resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [99]},
                                        "inputs": {"keys": ["a.jpg"]}})
-    assert resp.status_code == 422 and "0-25" in _error(resp)["message"]
+    err = _error(resp)
+    # the validator's own words, without pydantic's "Value error, " prefix
+    assert resp.status_code == 422 and err["message"] == "builtin: built-in style index must be 0-25, got 99"
+    assert err["details"] == [{"field": "builtin", "message": "built-in style index must be 0-25, got 99"}]
 
 
 def test_no_inputs_and_traversal_keys_rejected(http) -> None:
@@ -106,6 +109,22 @@ def test_multipart_files_are_stored_under_the_tenant(services: Services, http, t
     assert all(it.key.startswith(f"t/{tenant_key[0]}/jobs/{job['id']}/inputs/") for it in items)
     assert services.store.get_bytes(items[0].key) == photo(1)
     assert items[1].name == "tw\u00f6 \u263a.jpg"
+
+
+def test_uploaded_files_keep_their_relative_paths_as_unique_names(services: Services, http) -> None:
+    names = ["DCIM/100CANON/IMG_0001.JPG", "DCIM/101CANON/IMG_0001.JPG", "DCIM/100CANON/IMG_0001.JPG",
+             "../../etc/passwd.jpg"]
+    data = {"kind": "faces", "params": json.dumps({"detector": "hog"}),
+            "files": [(io.BytesIO(photo(i)), name) for i, name in enumerate(names)]}
+    resp = http.post("/v1/jobs", data=data, content_type="multipart/form-data")
+    assert resp.status_code == 202, resp.get_json()
+    items = services.records.get_items(resp.get_json()["id"], range(4))
+    assert [it.name for it in items] == ["DCIM/100CANON/IMG_0001.JPG", "DCIM/101CANON/IMG_0001.JPG",
+                                         "DCIM/100CANON/IMG_0001~2.JPG", "etc/passwd.jpg"]
+    assert len({it.key for it in items}) == 4 and all("/inputs/" in it.key and ".." not in it.key for it in items)
+    page = http.get(f"/v1/jobs/{resp.get_json()['id']}/results").get_json()
+    assert page["urls_expire_in_s"] == services.settings.s3.presign_expiry_s
+    assert page["items"][1]["input"]["name"] == "DCIM/101CANON/IMG_0001.JPG"
 
 
 def test_bad_form_json_and_unknown_file_field(http) -> None:

@@ -1,12 +1,13 @@
-"""The Gatys method through the pipeline: a clear item error without VGG19 weights, then (with seeded
-random weights in the configured file) an optimisation whose total cost falls."""
+"""The Gatys method through the pipeline: refused at submit while no worker has VGG19 weights (the 422 says
+how to provide them), then (with seeded random weights in the configured file, which the workers' heartbeat
+reports) an optimisation whose total cost falls."""
 
 from __future__ import annotations
 
 import pytest
 
-from api.client import Client
-from tests.conftest import Services, photo
+from api.client import Client, InvalidRequest
+from tests.conftest import Services, photo, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GATYS = {"method": "gatys", "size": 64,
@@ -21,17 +22,20 @@ def test_gatys_without_then_with_weights(workers, client: Client, services: Serv
     (tmp_path / "painting.jpg").write_bytes(photo(2, (64, 64)))
     files = {"files": [tmp_path / "content.jpg"], "styles": [tmp_path / "painting.jpg"]}
 
-    job = client.wait(client.submit("style", params=GATYS, **files)["id"], timeout=120)
-    assert job["state"] == "failed"
-    error = next(iter(client.results(job["id"])))["error"]
-    assert error.startswith("weights not available: vgg19")
-    assert "NIGHTSHIFT_WORKER__VGG19_WEIGHTS" in error
+    def gatys_runs() -> bool | None:
+        return next(m for m in client.models() if m["id"] == "style/gatys")["weights_present"]
+
+    wait_until(lambda: gatys_runs() is False, timeout=30)
+    with pytest.raises(InvalidRequest) as refused:
+        client.submit("style", params=GATYS, **files)
+    assert refused.value.code == "model_unavailable" and "NIGHTSHIFT_WORKER__VGG19_WEIGHTS" in refused.value.message
 
     import torch
 
     from workers.style.gatys import random_vgg19
 
     torch.save(random_vgg19(seed=0).state_dict(), weights)
+    wait_until(lambda: gatys_runs() is True, timeout=30)  # the next heartbeat sees the file
     job = client.wait(client.submit("style", params=GATYS, **files)["id"], timeout=300)
     assert job["state"] == "succeeded", job
     item = next(iter(client.results(job["id"])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from tests.corpus import CASES
 
 pytestmark = [pytest.mark.integration]
 BUILTIN = {"method": "builtin", "builtin": [7]}
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 def upload_photos(services: Services, tenant: str, n: int, prefix: str, size: tuple[int, int] = (64, 48)) -> list[str]:
@@ -65,6 +67,37 @@ def test_style_job_end_to_end_over_http(workers, client: Client, services: Servi
     assert grid.width >= 3 * 200 and grid.height >= 3 * 150  # 3 rows x (original + 2 styles)
 
 
+def test_contact_sheet_heads_columns_with_the_style_images_and_fits_landscape_rows(
+        workers, client: Client, tmp_path) -> None:
+    from workers.style import sheet as sh
+
+    (tmp_path / "wide.jpg").write_bytes(photo(11, (160, 90)))
+    paintings = []
+    for n, colour in enumerate(((230, 40, 40), (40, 40, 230))):
+        path = tmp_path / f"painting{n}.png"
+        Image.new("RGB", (64, 64), colour).save(path)
+        paintings.append(path)
+    job = client.submit("style", files=[tmp_path / "wide.jpg"], styles=paintings,
+                        params={"method": "arbitrary", "size": 160, "grid": {"strength": [0.5, 1.0]}})
+    job = client.wait(job["id"], timeout=180)
+    assert job["state"] == "succeeded", job
+    art = next(a for a in client.artifacts(job["id"]) if a["name"] == "contact-sheet.jpg")
+    picture = Image.open(io.BytesIO(requests.get(art["url"], timeout=10).content)).convert("RGB")
+    ARTIFACTS.mkdir(exist_ok=True)
+    picture.save(ARTIFACTS / "contact-sheet-arbitrary.png")  # to look at
+    sheet = np.asarray(picture)
+    tile = 256
+    header = tile // 2 + sh.LINE_H + sh.PAD
+    row = sh.LINE_H + 4 + round(tile * 90 / 160) + 4 + 2 * sh.LINE_H + sh.PAD  # no band above or below the photo
+    assert sheet.shape[:2] == (sh.PAD + header + row, sh.PAD + 5 * (tile + sh.PAD))  # original + 2 styles x 2
+    # each style column is headed by its painting: red over the first two, blue over the last two
+    mids = [sh.PAD + c * (tile + sh.PAD) + tile // 2 for c in range(5)]
+    heads = [sheet[sh.PAD + tile // 4, x].astype(int) for x in mids]
+    assert (heads[0] > 240).all()  # the original's column has no header image
+    assert heads[1][0] > 200 > heads[1][2] and heads[2][0] > 200 > heads[2][2]
+    assert heads[3][2] > 200 > heads[3][0] and heads[4][2] > 200 > heads[4][0]
+
+
 def test_two_hundred_items_complete_with_correct_counts(workers, client: Client, services: Services,
                                                         tenant_key) -> None:
     rels = upload_photos(services, tenant_key[0], 200, "batch200", (40, 32))
@@ -108,12 +141,12 @@ def test_archive_of_the_bad_input_corpus(workers, client: Client, tmp_path) -> N
     assert job["state"] == "partial"
     got = {it["name"]: it for it in client.results(job["id"])}
     for case in CASES:
-        item = got[f"corpus/{case.name}"]
+        item = got[keys.item_name(f"corpus/{case.name}", "")]  # names are cleaned relative paths (bounded)
         if case.expect is None:
             assert item["state"] == "done", (case.name, item["error"])
         else:
             assert item["state"] == "failed" and case.expect in item["error"], (case.name, item["error"])
-    assert "unsafe path" in got["../escape.jpg"]["error"]
+    assert "unsafe path in archive: '../escape.jpg'" in got["escape.jpg"]["error"]
     assert "archive" in got["corpus/nested.zip"]["error"]
     assert job["counts"]["total"] == len(CASES) + 2
 

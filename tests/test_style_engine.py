@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from skimage import data
 
 from workers.contract import StyleParams
@@ -240,16 +240,41 @@ def test_output_and_working_sizes() -> None:
 
 
 def test_contact_sheet_layout() -> None:
+    from workers.style import sheet as sh
+
+    wide = Image.new("RGB", (200, 100), (200, 30, 30))
     rows = [
         ("astronaut.jpg", [("original", photo("astronaut")), ("b7", photo("coffee"))]),
-        ("a very long photo name " * 5, [("original", photo("rocket"))]),
+        ("DCIM/wide.jpg", [("original", wide), ("a caption long enough to need a second line", wide)]),
     ]
     sheet = contact_sheet(rows, tile=96)
-    assert sheet.size == (8 + 2 * (96 + 8), 8 + 2 * (18 + 96 + 18 + 8))
-    label_band = np.asarray(sheet)[8 + 18 + 96 + 2 : 8 + 18 + 96 + 16, 8 : 8 + 96]
-    assert (label_band < 128).any()  # the label was drawn
+    astronaut_row = sh.LINE_H + 4 + 96 + 4 + 2 * sh.LINE_H + sh.PAD
+    wide_row = sh.LINE_H + 4 + 48 + 4 + 2 * sh.LINE_H + sh.PAD  # as tall as the photo: no blank band
+    assert sheet.size == (sh.PAD + 2 * (96 + sh.PAD), sh.PAD + astronaut_row + wide_row)
+    top = sh.PAD + astronaut_row + sh.LINE_H + 4
+    cell = np.asarray(sheet)[top : top + 48, sh.PAD : sh.PAD + 96]
+    assert (np.abs(cell.astype(int) - [200, 30, 30]).max(axis=2) < 40).mean() > 0.95  # the photo fills its cell
+    caption = np.asarray(sheet)[top + 48 + 4 : top + 48 + 4 + 2 * sh.LINE_H, sh.PAD + 96 + sh.PAD :]
+    assert (caption[sh.LINE_H :] < 128).any()  # the long caption went on to a second line
     with pytest.raises(ValueError):
         contact_sheet([])
+
+
+def test_captions_name_the_style_and_what_differs() -> None:
+    from workers.style.sheet import Look, builtin_style, captions, wrap
+
+    assert builtin_style(((7, 1.0),)) == "7 Primary-colour blocks"
+    assert builtin_style(((3, 0.5), (12, 0.5))) == "50% 3 Blue-red ribbons + 50% 12 Lavender haze"
+    looks = [Look("arbitrary", "starry-night", s, c) for s in (0.5, 1.0) for c in ("none", "luminance")]
+    assert captions(looks) == [
+        "starry-night, strength 0.5, colours none", "starry-night, strength 0.5, colours luminance",
+        "starry-night, strength 1, colours none", "starry-night, strength 1, colours luminance",
+    ]
+    assert captions([Look("builtin", "7 Primary-colour blocks")]) == ["7 Primary-colour blocks"]
+    assert captions([Look("builtin", "7 x", 0.6)]) == ["7 x, strength 0.6"]
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = wrap(draw, "50% 3 Blue-red ribbons + 50% 12 Lavender haze", 150, ImageFont.load_default(size=12))
+    assert len(lines) == 2 and " ".join(lines) == "50% 3 Blue-red ribbons + 50% 12 Lavender haze"
 
 
 # --- real models --------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 
 from api import create_app
 from api.devstack.stack import ApiServer
 from storage.config import Settings
 from tests.browser import launch_chromium
-from tests.conftest import photo
+from tests.conftest import photo, wait_until
 
 STATIC = Path(__file__).resolve().parents[1] / "api" / "static"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -138,6 +139,7 @@ def drive_the_page(page: Any, url: str, key: str, photos: list[str]) -> None:
     page.wait_for_selector("table.jobs, .empty")
     assert "key=" not in page.url
     assert page.evaluate("localStorage.getItem('nightshift.apiKey')") == key
+    page.wait_for_selector("#key-state.key-ok")
 
     # the API's validation error reaches the user
     page.click("a[data-tab=submit]")
@@ -148,7 +150,20 @@ def drive_the_page(page: Any, url: str, key: str, photos: list[str]) -> None:
     assert "0-25" in error.inner_text() and "invalid_request" in error.inner_text()
     shot(page, "web-submit-error.png")
 
+    # the picker shows every built-in style with its preview; picking one adds it to the field
+    page.wait_for_selector("#style-picker .style-choice")
+    assert page.locator("#style-picker .style-choice").count() == 26
     page.fill("input[name=builtin]", "7")
+    page.click("#style-picker .style-choice[data-index='3']")
+    assert page.input_value("input[name=builtin]") == "7 3"
+    assert page.get_attribute("#style-picker .style-choice[data-index='7']", "aria-pressed") == "true"
+    page.click("#style-picker .style-choice[data-index='3']")
+    assert page.input_value("input[name=builtin]") == "7"
+    page.wait_for_function("() => document.querySelectorAll('#style-picker img').length === 26", timeout=60_000)
+    assert images_loaded(page, "#style-picker img") == 26
+    assert page.locator("#submit-error pre").count() == 0  # the one detail repeats the message: not shown twice
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "web-style-picker.png")
     page.fill("input[name=label]", "browser test")
     page.click("#submit-form button[type=submit]")
     page.wait_for_url(re.compile(r".*#/jobs/\w+$"))
@@ -160,7 +175,7 @@ def drive_the_page(page: Any, url: str, key: str, photos: list[str]) -> None:
     # per photo: its original and one output (built-in style 7); and the job's contact sheet
     assert images_loaded(page, "#gallery img") == 4
     assert images_loaded(page, "#contact-sheet img") == 1
-    assert page.locator("#gallery .output figcaption").first.inner_text().startswith("builtin")
+    assert page.locator("#gallery .output figcaption").first.inner_text() == "7 · Primary-colour blocks"
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "web-gallery.png")
 
@@ -173,3 +188,68 @@ def drive_the_page(page: Any, url: str, key: str, photos: list[str]) -> None:
     found = page.wait_for_selector(".person, [data-unavailable], .error")
     assert found.inner_text().strip()
     shot(page, "web-people-wrong-kind.png")
+
+
+@pytest.mark.integration
+def test_a_wrong_key_in_the_address_is_not_called_saved(api_server: ApiServer, page: Any) -> None:
+    page.goto(f"{api_server.url}/ui#key=nsk_not_a_key")
+    state = page.wait_for_selector("#key-state.key-bad")
+    assert state.inner_text() == "key refused" and "saved" not in state.inner_text()
+    assert "unknown or revoked" in (state.get_attribute("title") or "")
+    shot(page, "web-wrong-key.png")
+
+
+@pytest.mark.integration
+def test_result_links_are_refreshed_before_they_expire(workers, services, client, tenant_key, page: Any,
+                                                       tmp_path: Path) -> None:
+    """With links that live 6 s, a gallery left open still shows its images a minute later."""
+    (tmp_path / "a.jpg").write_bytes(photo(5, (120, 90)))
+    job = client.wait(client.submit("style", files=[tmp_path / "a.jpg"],
+                                    params={"method": "builtin", "builtin": [7]})["id"], timeout=120)
+    short = services.settings.model_copy(update={"s3": services.settings.s3.model_copy(
+        update={"presign_expiry_s": 6})})
+    server = ApiServer(short).start()
+    try:
+        with failure_screenshot(page, "web-refresh-failure.png"):
+            page.goto(f"{server.url}/ui#key={tenant_key[1]}")
+            page.goto(f"{server.url}/ui#/jobs/{job['id']}")
+            page.wait_for_selector("#gallery .pair")
+            first = page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.src)")
+            assert len(first) == 2 and images_loaded(page, "#gallery img, #contact-sheet img") == 3  # before, after
+            wait_until(lambda: requests.get(first[1], timeout=5).status_code == 403, timeout=20)  # it did expire
+            page.wait_for_function("() => Number(document.querySelector('#gallery').closest('[data-links-refreshed]')"
+                                   "?.dataset.linksRefreshed || 0) >= 1", timeout=20_000)
+            fresh = page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.src)")
+            assert all(a != b for a, b in zip(first, fresh, strict=True))
+            assert all(requests.get(url, timeout=5).status_code == 200 for url in fresh)
+            assert images_loaded(page, "#gallery img, #contact-sheet img") == 3
+            assert page.get_attribute("#gallery .output a", "href") == fresh[1]
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_face_search_captions_stay_in_their_cards(api_server: ApiServer, tenant_key, page: Any,
+                                                  tmp_path: Path) -> None:
+    long_names = [f"Marie-Thérèse Annunziata de la Croix-Beaumont-Villeneuve the {i}th" for i in range(5)]
+    page.route("**/v1/faces/search", lambda route: route.fulfill(json={"matches": [
+        {"distance": 0.3 + i / 20, "photo": f"Family archive/2019 summer/DSC_{i:04d}_edited_final.jpg",
+         "photo_url": f"http://faces.test/p{i}.jpg", "face": f"f{i}", "person": f"p{i}", "name": name,
+         "thumbnail_url": f"http://faces.test/m{i}.jpg", "job": "jf1"} for i, name in enumerate(long_names)]}))
+    page.route("http://faces.test/**", lambda route: route.fulfill(body=photo(7, (64, 64)), content_type="image/jpeg"))
+    query = tmp_path / "query.jpg"
+    query.write_bytes(photo(3, (80, 80)))
+    page.goto(f"{api_server.url}/ui#key={tenant_key[1]}")
+    page.goto(f"{api_server.url}/ui#/people")
+    page.set_input_files("#face-search input[name=photo]", str(query))
+    page.click("#face-search button[type=submit]")
+    page.wait_for_selector("#search-results .match")
+    assert images_loaded(page, "#search-results img") == 5
+    boxes = page.eval_on_selector_all("#search-results .match", """cards => cards.map(c => {
+        const card = c.getBoundingClientRect(), cap = c.querySelector('figcaption').getBoundingClientRect();
+        return [card.left, card.right, cap.left, cap.right, c.querySelector('figcaption').scrollWidth,
+                c.querySelector('figcaption').clientWidth]; })""")
+    for left, right, cap_left, cap_right, scroll_w, client_w in boxes:
+        assert left - 0.5 <= cap_left and cap_right <= right + 0.5 and scroll_w <= client_w + 1
+    page.locator("#face-search").scroll_into_view_if_needed()
+    shot(page, "web-face-search.png")

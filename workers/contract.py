@@ -9,14 +9,28 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from storage.names import JobKind
 
+# archives a job accepts (the API and the CLI tell them from photos by these endings)
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 MAX_OUTPUT_SIDE = 16384
 MAX_VARIANTS = 64  # renders per photo: styles or blends x the grid
 WEBP_MAX_SIDE = 16383
 NUM_BUILTIN_STYLES = 26
+
+
+# The package that ships the 26-style network names none of them ("the model I started from never came with
+# any"); these names describe what each style does to a photo (docs/styles.md shows them).
+BUILTIN_STYLE_NAMES: tuple[str, ...] = (
+    "Pastel sky", "Yellow and black ink", "Grey charcoal", "Blue-red ribbons", "Red and ochre",
+    "Expressionist patchwork", "Indigo cells", "Primary-colour blocks", "Coloured pencil", "Teal and crimson pattern",
+    "Sepia oil", "Ink on parchment", "Lavender haze", "Lime and teal outlines", "Ice-blue wash",
+    "Pastel stained glass", "Blue hatching", "Red brick weave", "Sand woodcut", "Starry blue swirls",
+    "Ember red", "Pop-art cutout", "Ink wash on cream", "Dusky green oil", "Navy etching on cream",
+    "Copper and slate mosaic",
+)
 
 
 class _Strict(BaseModel):
@@ -144,6 +158,12 @@ class StyleParams(_Strict):
     tile_overlap: int = Field(128, ge=16, le=1024)
     format: Literal["png", "jpeg", "webp"] = "png"
     quality: int = Field(92, ge=1, le=100)
+    protect_faces: float | None = Field(
+        None, ge=0, le=1, description="how much of the photo comes back inside each face (0: none; default: "
+        "0.65, 0.8 for built-in styles 15 and 17): most styles paint faces over until nobody is recognisable "
+        "(docs/styles.md)")
+    strip_metadata: bool = Field(False, description="drop the photo's EXIF (date taken, camera, GPS) and ICC "
+                                 "profile from the outputs; by default they are kept, orientation reset to 1")
     grid: StyleGrid | None = None
     gatys: GatysParams = Field(default_factory=GatysParams)
     video: VideoStyleParams = Field(default_factory=VideoStyleParams)
@@ -298,3 +318,29 @@ class JobRequest(_Strict):
 def parse_params(kind: JobKind | str, params: dict[str, Any]) -> BaseModel:
     """Validate the parameters of a job kind; raises pydantic.ValidationError."""
     return PARAMS_MODELS[JobKind(kind)].model_validate(params)
+
+
+def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field, message) per error, in words a user reads: a validator's own message without pydantic's
+    "Value error, " prefix, unknown fields named as such, and no input echoed back."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        ctx = err.get("ctx") or {}
+        if err.get("type") == "value_error" and "error" in ctx:
+            msg = str(ctx["error"])
+        elif err.get("type") == "extra_forbidden":
+            msg = "unknown field: remove it (see the API docs for the fields this kind accepts)"
+        else:
+            msg = str(err.get("msg", "invalid"))
+        out.append((loc, msg))
+    return out
+
+
+class StylePreviews(BaseModel):
+    """The index of the built-in styles' previews (written by a style worker, read by the API)."""
+
+    version: str = Field(description="the network's checksum prefix and the preview recipe: a new one renders anew")
+    keys: list[str] = Field(description="object key of each style's preview, by index")
+    sample: str = ""
+    rendered_at: float = 0.0

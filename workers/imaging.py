@@ -8,13 +8,19 @@ and JPEG draft mode so a detector that needs 1024 px does not decode 12 MP.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, smaller than a bomb
+log = logging.getLogger("nightshift.imaging")
+ORIENTATION = 0x0112
+PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # in the Exif IFD: the size of the image the metadata describes
+IMAGE_WIDTH, IMAGE_LENGTH = 0x0100, 0x0101
 _heif_registered = False
 
 
@@ -141,3 +147,49 @@ def date_taken(data: bytes) -> float | None:
     except ValueError:
         return None
     return when.replace(tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class PhotoMetadata:
+    """What a rendered copy of a photo keeps from it: EXIF (date taken, camera, GPS...) and an RGB ICC profile."""
+
+    exif: bytes | None = None
+    icc: bytes | None = None
+
+    def exif_for(self, size: tuple[int, int]) -> bytes | None:
+        """The EXIF block for an upright output of `size`: orientation 1 (decoding already turned the pixels),
+        the pixel dimensions of the output, and no embedded thumbnail (it would show the unstylized photo)."""
+        if not self.exif:
+            return None
+        exif = Image.Exif()
+        exif.load(self.exif)
+        exif[ORIENTATION] = 1
+        for tag in (IMAGE_WIDTH, IMAGE_LENGTH):
+            exif.pop(tag, None)
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        if sub:
+            sub[PIXEL_X], sub[PIXEL_Y] = size
+        # Exif.tobytes writes IFD0 and its sub-IFDs (Exif, GPS) but not IFD1, where the thumbnail lives
+        return exif.tobytes()
+
+
+def read_metadata(data: bytes) -> PhotoMetadata:
+    """The EXIF and ICC profile of a photo, read from its header (no pixels decoded).
+
+    Never raises: a photo whose metadata cannot be read is still a photo, its outputs just carry none.
+    A profile for another colour space (CMYK, grey) is dropped, since outputs are always RGB.
+    """
+    _register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                exif = img.getexif()
+                icc = img.info.get("icc_profile") or None
+                raw = exif.tobytes() if len(exif) else None
+    except Exception as exc:  # noqa: BLE001 - metadata is a nicety: any failure means "none"
+        log.info("metadata unreadable (%s: %s): outputs carry none", type(exc).__name__, exc)
+        return PhotoMetadata()
+    if icc is not None and (len(icc) < 20 or icc[16:20] != b"RGB "):
+        icc = None
+    return PhotoMetadata(exif=raw, icc=icc)

@@ -18,7 +18,9 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from storage.config import get_settings
 from storage.errors import StoreUnavailable
 from storage.names import Queue, TaskName
+from storage.records import RecordStore
 from workers import metrics, pipeline, watchdog
+from workers.capabilities import Heartbeat
 from workers.celery_app import create_celery
 from workers.context import WorkerContext
 from workers.dispatch import enqueue_chunks
@@ -28,6 +30,7 @@ from workers.models.base import set_cpu_threads
 log = logging.getLogger("nightshift.tasks")
 app = create_celery()
 _ctx: WorkerContext | None = None
+_heartbeat: Heartbeat | None = None
 
 
 def context() -> WorkerContext:
@@ -54,34 +57,42 @@ def _start_background(sender: Any = None, **_: Any) -> None:
     port = get_settings().worker.metrics_port
     if port:
         metrics.serve(port)
-    node = getattr(sender, "hostname", None) or f"worker@{os.getpid()}"
-    queues = sorted(getattr(getattr(app.amqp, "queues", None), "consume_from", None) or [q.value for q in Queue])
-    threading.Thread(target=_housekeeping, args=(node, queues), daemon=True, name="housekeeping").start()
+    threading.Thread(target=_sweeping, daemon=True, name="watchdog").start()
+
+
+def _queues_of(consumer: Any) -> list[str]:
+    try:
+        return sorted(q.name for q in consumer.task_consumer.queues)
+    except AttributeError:
+        return sorted(app.amqp.queues.consume_from or [])
+
+
+@worker_ready.connect
+def _announce(sender: Any = None, **_: Any) -> None:
+    """Publish what this worker can run (and keep it current); a style worker asks for the style previews."""
+    global _heartbeat
+    settings = get_settings()
+    queues = _queues_of(sender)
+    _heartbeat = Heartbeat(RecordStore(settings), getattr(sender, "hostname", "worker"), queues, settings).start()
+    if Queue.STYLE.value in queues:
+        app.send_task(TaskName.STYLE_PREVIEWS.value, queue=Queue.STYLE.value)
 
 
 @worker_shutdown.connect
-def _say_goodbye(sender: Any = None, **_: Any) -> None:
-    try:
-        context().records.worker_gone(getattr(sender, "hostname", "") or f"worker@{os.getpid()}")
-    except StoreUnavailable:
-        pass
+def _withdraw(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
-def _housekeeping(node: str, queues: list[str]) -> None:
-    """In the worker's main process: say it is alive (readiness counts workers per queue) and sweep for
-    orphaned work, at start and then periodically."""
+def _sweeping() -> None:
+    """In the worker's main process: sweep for orphaned work (`workers.watchdog`) at start and periodically."""
     ctx = WorkerContext.from_settings(get_settings(), celery=app)  # its own connections, not the pool's
-    w = ctx.settings.worker
-    last_sweep = float("-inf")
     while True:
         try:
-            ctx.records.worker_heartbeat(node, queues, watchdog.worker_info(queues), ttl=w.heartbeat_s * 3)
-            if time.monotonic() - last_sweep >= w.watchdog_interval_s:
-                last_sweep = time.monotonic()
-                watchdog.sweep(ctx, grace_s=w.watchdog_grace_s)
-        except Exception:  # an outage or a bug must not end the thread: try again next beat
-            log.exception("housekeeping failed; retrying")
-        time.sleep(w.heartbeat_s)
+            watchdog.sweep(ctx, grace_s=ctx.settings.worker.watchdog_grace_s)
+        except Exception:  # an outage or a bug must not end the thread: try again next time
+            log.exception("watchdog sweep failed; retrying")
+        time.sleep(ctx.settings.worker.watchdog_interval_s)
 
 
 # Store outages are retried with Celery's own exponential backoff; a busy finalize lock a few seconds later.
@@ -129,6 +140,16 @@ def library_fold_task(self: Task, tenant: str) -> dict[str, Any]:
     from workers.library.intake import fold_waiting
 
     return fold_waiting(context(), tenant, wait=120)
+
+
+@app.task(name=TaskName.STYLE_PREVIEWS.value, **_RETRY)
+def style_previews_task() -> dict[str, Any]:
+    """Render the built-in styles' previews once per deployment (the API lists them, it never renders)."""
+    from workers.style.handler import engine
+    from workers.style.previews import ensure_previews
+
+    ctx = context()
+    return {"rendered": ensure_previews(ctx, engine(ctx))}
 
 
 # Synchronous questions: the API waits for these with a timeout (small inputs only).

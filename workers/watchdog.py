@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from storage.coordination import LockBusy
 from storage.errors import RecordNotFound
@@ -74,11 +73,3 @@ def _repair(ctx: WorkerContext, job_id: str, grace_s: float) -> str | None:
         return "finalize"
     enqueue_chunks(ctx.celery, job_id, job.kind, rest, ctx.settings.worker.chunk_size)
     return f"items:{len(rest)}"
-
-
-def worker_info(queues: list[str]) -> dict[str, Any]:
-    """What a worker says about itself in its heartbeat."""
-    import os
-    import socket
-
-    return {"host": socket.gethostname(), "pid": os.getpid(), "queues": queues}

@@ -119,7 +119,8 @@ export function errorPanel(err, what) {
   if (details.length) {
     panel.append(h("ul", {}, details.map((d) =>
       h("li", {}, h("code", { text: d.field ?? "" }), " ", d.message ?? JSON.stringify(d)))));
-  } else if (err.details && typeof err.details === "object" && Object.keys(err.details).length) {
+  } else if (err.details && !Array.isArray(err.details) && typeof err.details === "object"
+    && Object.keys(err.details).length) {
     panel.append(h("pre", { text: JSON.stringify(err.details, null, 2) }));
   }
   if (err.status === 401) panel.append(h("p", { class: "hint", text: "Check the API key at the top right." }));

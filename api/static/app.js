@@ -1,5 +1,5 @@
 // Nightshift's page: the API key box and a hash router over the views.
-import { apiKey } from "./api.js";
+import { ApiError, api, apiKey } from "./api.js";
 import { h, replace } from "./dom.js";
 import { renderJobDetail, renderJobs } from "./jobs.js";
 import { renderPeople } from "./people.js";
@@ -26,13 +26,42 @@ function pickUpKeyFromFragment() {
   window.history.replaceState(null, "", window.location.pathname + window.location.search + rest);
 }
 
-function showKeyState() {
+function setKeyState(text, cls, title) {
   const state = document.getElementById("key-state");
-  const has = Boolean(apiKey.get());
-  state.textContent = has ? "key saved" : "no key";
-  state.className = has ? "key-state key-ok" : "key-state key-missing";
+  state.textContent = text;
+  state.className = `key-state ${cls}`;
+  state.title = title || "";
+}
+
+let keyCheck = 0;
+let acceptedKey = null; // asked once per key, not on every navigation
+
+// The key is only called good once the API has accepted it: a mistyped #key= says so instead.
+async function showKeyState() {
+  const key = apiKey.get();
   document.getElementById("api-key").value = "";
-  document.getElementById("api-key").placeholder = has ? "•••••••• (saved)" : "paste your key";
+  document.getElementById("api-key").placeholder = key ? "•••••••• (saved)" : "paste your key";
+  if (!key) {
+    setKeyState("no key", "key-missing");
+    return;
+  }
+  if (key === acceptedKey) return;
+  const check = ++keyCheck;
+  setKeyState("checking key…", "key-checking");
+  try {
+    await api("GET", "/v1/jobs?limit=1");
+    if (check !== keyCheck) return;
+    acceptedKey = key;
+    setKeyState("key OK", "key-ok", "the API accepted this key");
+  } catch (err) {
+    if (check !== keyCheck) return;
+    if (err instanceof ApiError && err.status === 401) {
+      setKeyState("key refused", "key-bad", `the API refused this key: ${err.message}; paste the right one`);
+      document.getElementById("api-key").placeholder = "paste the right key";
+    } else {
+      setKeyState("key not checked", "key-checking", `could not ask the API: ${err.message}`);
+    }
+  }
 }
 
 function setupKeyBox() {

@@ -2,8 +2,10 @@
 import { errorPanel, upload } from "./api.js";
 import { fmtBytes, h, replace } from "./dom.js";
 import { rememberOriginals } from "./gallery.js";
+import { loadStyles } from "./styles.js";
 
 const BLEND = /^\d+(:\d*\.?\d+)?(,\d+(:\d*\.?\d+)?)*$/;
+const PREVIEW_RETRY_MS = 3000;
 const ARCHIVES = /\.(zip|tar|tgz|tar\.gz|tar\.bz2|tar\.xz)$/i;
 
 // "7 3:0.5,12:0.5" -> [7, "3:0.5,12:0.5"]; the API checks ranges and says what is wrong.
@@ -34,9 +36,13 @@ function buildForm() {
     h("fieldset", { class: "kind-style" }, h("legend", { text: "Style" }),
       h("div", { class: "segmented" }, radio("source", "builtin", "Built-in style", true),
         radio("source", "image", "Style image", false)),
-      h("div", { class: "source-builtin" }, field("Built-in style or blend",
-        h("input", { type: "text", name: "builtin", value: "7", spellcheck: "false", autocomplete: "off" }),
-        "an index 0–25 (7), a blend (3:0.5,12:0.5); several separated by spaces render one output each")),
+      h("div", { class: "source-builtin" },
+        h("div", { class: "style-picker", id: "style-picker", role: "group", "aria-label": "built-in styles" },
+          h("p", { class: "muted small", text: "Loading the styles…" })),
+        field("Built-in style or blend",
+          h("input", { type: "text", name: "builtin", value: "7", spellcheck: "false", autocomplete: "off" }),
+          "pick styles above, or type an index 0–25 (7) or a blend (3:0.5,12:0.5); several separated by spaces "
+          + "render one output each")),
       h("div", { class: "source-image", hidden: true }, field("Style image (a painting)",
         h("input", { type: "file", name: "style", accept: "image/*" }))),
       field("Preserve colours", h("select", { name: "preserve_colors" },
@@ -67,6 +73,57 @@ function syncVisibility(form) {
   form.querySelector(".source-image").hidden = !image;
 }
 
+// The indices typed in the built-in field ("7 3:0.5,12:0.5" -> {7}); blends are left to the text.
+function pickedIndices(text) {
+  return new Set(text.split(/[\s;]+/).filter((s) => /^\d+$/.test(s)).map(Number));
+}
+
+function syncPicker(form) {
+  const picked = pickedIndices(form.elements.builtin.value);
+  for (const button of form.querySelectorAll(".style-choice")) {
+    const on = picked.has(Number(button.dataset.index));
+    button.classList.toggle("picked", on);
+    button.setAttribute("aria-pressed", String(on));
+  }
+}
+
+function toggleStyle(form, index) {
+  const input = form.elements.builtin;
+  const specs = input.value.split(/[\s;]+/).filter(Boolean);
+  const at = specs.indexOf(String(index));
+  if (at >= 0) specs.splice(at, 1);
+  else specs.push(String(index));
+  input.value = specs.join(" ");
+  syncPicker(form);
+}
+
+// One button per built-in style, with its preview (rendered by a style worker) and its name.
+async function fillPicker(form) {
+  const box = form.querySelector("#style-picker");
+  let body;
+  try {
+    body = await loadStyles({ fresh: true });
+  } catch (err) {
+    replace(box, h("p", { class: "muted small", text: `The style list is not available (${err.message}); `
+      + "type an index below." }));
+    return;
+  }
+  replace(box, body.styles.map((style) => {
+    const button = h("button", { type: "button", class: "style-choice", title: `${style.index} · ${style.name}`,
+      dataset: { index: style.index }, "aria-pressed": "false" },
+    style.thumbnail_url ? h("img", { src: style.thumbnail_url, alt: "", loading: "lazy" })
+      : h("span", { class: "style-placeholder", text: String(style.index) }),
+    h("span", { class: "style-label" }, h("b", { text: String(style.index) }), ` ${style.name}`));
+    button.addEventListener("click", () => toggleStyle(form, style.index));
+    return button;
+  }));
+  if (body.previews !== "ready") {
+    box.append(h("p", { class: "muted small", text: "Previews appear once a style worker has rendered them." }));
+    setTimeout(() => { if (form.isConnected) fillPicker(form); }, PREVIEW_RETRY_MS);
+  }
+  syncPicker(form);
+}
+
 export function renderSubmit(view) {
   const form = buildForm();
   const errorBox = h("div", { id: "submit-error" });
@@ -82,6 +139,8 @@ export function renderSubmit(view) {
     ev.preventDefault();
     submit(form, errorBox, status);
   });
+  form.elements.builtin.addEventListener("input", () => syncPicker(form));
+  fillPicker(form);
 }
 
 async function submit(form, errorBox, status) {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from workers.contract import NUM_BUILTIN_STYLES, GatysParams, StyleGrid, StyleParams, parse_blend
+from workers.imaging import PhotoMetadata
 from workers.models.base import ModelCache, apply_torch_threads
 from workers.style.colors import PreserveColors, preserve_colors
 from workers.style.onnx_models import (
@@ -37,6 +39,7 @@ from workers.style.tiling import StripBlender, TileGrid, iter_tiles, to_uint8
 if TYPE_CHECKING:
     from workers.style.gatys import GatysStylizer
 
+log = logging.getLogger("nightshift.style")
 Method = Literal["arbitrary", "builtin", "gatys"]
 ImageFormat = Literal["png", "jpeg", "webp"]
 MIN_WORKING_SIDE = 32  # the networks pad by reflection and downsample by 4: smaller sides break them
@@ -403,20 +406,44 @@ def _run_tiled(
     return [r for r in results if r is not None]
 
 
-def encode_image(img: Image.Image, fmt: ImageFormat, quality: int = 92) -> tuple[bytes, str, str]:
-    """Encode to (bytes, content type, file extension); raises ValueError for sizes a format cannot hold."""
-    buf = io.BytesIO()
+def encode_image(
+    img: Image.Image, fmt: ImageFormat, quality: int = 92, metadata: PhotoMetadata | None = None
+) -> tuple[bytes, str, str]:
+    """Encode to (bytes, content type, file extension), with the photo's EXIF and ICC profile when given.
+
+    Raises ValueError for sizes a format cannot hold. Metadata a format refuses (an EXIF block over a
+    JPEG segment's 64 KB) is dropped rather than failing the output.
+    """
     img = img.convert("RGB")
+    if fmt == "webp" and max(img.size) > WEBP_MAX_SIDE:
+        raise ValueError(f"webp holds at most {WEBP_MAX_SIDE} px per side, got {img.size}; use png or jpeg")
+    if fmt not in ("png", "jpeg", "webp"):
+        raise ValueError(f"unknown image format {fmt!r}: use png, jpeg or webp")
+    extra: dict[str, Any] = {}
+    if metadata is not None:
+        exif = metadata.exif_for(img.size)
+        if exif:
+            extra["exif"] = exif
+        if metadata.icc:
+            extra["icc_profile"] = metadata.icc
+    try:
+        return _encode(img, fmt, quality, extra)
+    except (ValueError, OSError) as exc:
+        if not extra:
+            raise
+        log.warning("metadata not written (%s); the output has none", exc)
+        return _encode(img, fmt, quality, {})
+
+
+def _encode(img: Image.Image, fmt: ImageFormat, quality: int, extra: dict[str, Any]) -> tuple[bytes, str, str]:
+    buf = io.BytesIO()
     if fmt == "png":
-        img.save(buf, "PNG", compress_level=6)
+        img.save(buf, "PNG", compress_level=6, **extra)
         return buf.getvalue(), "image/png", "png"
     if fmt == "jpeg":
         # no chroma subsampling at high quality: painted strokes have sharp colour edges
-        img.save(buf, "JPEG", quality=quality, optimize=True, progressive=True, subsampling=0 if quality >= 90 else 2)
+        img.save(buf, "JPEG", quality=quality, optimize=True, progressive=True,
+                 subsampling=0 if quality >= 90 else 2, **extra)
         return buf.getvalue(), "image/jpeg", "jpg"
-    if fmt == "webp":
-        if max(img.size) > WEBP_MAX_SIDE:
-            raise ValueError(f"webp holds at most {WEBP_MAX_SIDE} px per side, got {img.size}; use png or jpeg")
-        img.save(buf, "WEBP", quality=quality, method=4)
-        return buf.getvalue(), "image/webp", "webp"
-    raise ValueError(f"unknown image format {fmt!r}: use png, jpeg or webp")
+    img.save(buf, "WEBP", quality=quality, method=4, **extra)
+    return buf.getvalue(), "image/webp", "webp"

@@ -25,36 +25,14 @@ from torch import nn
 
 from workers.contract import GatysParams
 from workers.models.base import InferenceModel
-from workers.models.registry import WeightsNotAvailable, WeightsSpec, register, resolve
+from workers.models.registry import WeightsNotAvailable, resolve
+from workers.style.vgg_weights import VGG19_FILE, VGG19_WEIGHTS
 
-VGG19_WEIGHTS = "vgg19"
-VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's VGG19_Weights.IMAGENET1K_V1
-VGG19_ENV = "NIGHTSHIFT_WORKER__VGG19_WEIGHTS"
 # conv layers per block, as in torchvision's vgg19 ("E") configuration
 _VGG19_BLOCKS = (2, 2, 4, 4, 4)
 _CHANNELS = (64, 128, 256, 512, 512)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _hub_checkpoints() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-register(
-    WeightsSpec(
-        VGG19_WEIGHTS,
-        lambda: _hub_checkpoints() / VGG19_FILE,
-        "dcbb9e9d",  # torchvision names its files after the sha256 prefix
-        source="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth (VGG19_Weights.IMAGENET1K_V1)",
-        description="VGG19 trained on ImageNet; the Gatys method uses its convolutional features",
-        hint=lambda: (
-            f"VGG19_Weights.IMAGENET1K_V1: put {VGG19_FILE} in {_hub_checkpoints()} "
-            f"or set {VGG19_ENV}=/path/to/{VGG19_FILE} (no download at run time)"
-        ),
-        preprocessing={"layout": "NCHW", "range": (0.0, 1.0), "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-    )
-)
 
 
 def vgg19_layers() -> dict[str, int]:
