@@ -26,6 +26,7 @@ from workers.style.onnx_models import DeviceNotAvailable
 log = logging.getLogger("nightshift.style")
 STYLE_SIDE = 1024  # style images are only ever seen at <= 512 px by the models; 1024 leaves room for style_scale
 SHEET_ROWS = 8
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}  # what encode_image names each format
 _engine: StyleEngine | None = None
 _variants: OrderedDict[str, list[StyleVariant]] = OrderedDict()
 
@@ -77,14 +78,29 @@ class StyleHandler(JobHandler):
             _variants.popitem(last=False)
         return variants
 
+    def prepare(self, item: ItemInput) -> None:
+        """Decode ahead of the model (in a prefetch thread); a bad photo keeps its reason for `process_batch`."""
+        try:
+            item.prepared = self._decode(item.data)
+        except ImageDecodeError as exc:
+            item.prepared = exc
+
+    def _decode(self, data: bytes) -> Image.Image:
+        with metrics.STAGE.labels(stage="decode").time():
+            return decode_image(data, max_pixels=self.ctx.settings.worker.max_pixels)
+
+    def _photo(self, item: ItemInput) -> Image.Image:
+        if isinstance(item.prepared, ImageDecodeError):
+            raise item.prepared
+        return item.prepared if isinstance(item.prepared, Image.Image) else self._decode(item.data)
+
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}
         photos: list[tuple[ItemInput, Image.Image]] = []
         max_pixels = self.ctx.settings.worker.max_pixels
         for item in batch:
             try:
-                with metrics.STAGE.labels(stage="decode").time():
-                    img = decode_image(item.data, max_pixels=max_pixels)
+                img = self._photo(item)
             except ImageDecodeError as exc:
                 results[item.index] = ItemResult.failed(item.index, str(exc))
                 continue
@@ -122,12 +138,16 @@ class StyleHandler(JobHandler):
         return [results[i.index] for i in batch]
 
     def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image) -> str:
-        data, ctype, ext = encode_image(img, self.params.format, self.params.quality)
+        """The output's key; it is encoded and uploaded beside the next batch (JobHandler.write)."""
+        fmt, quality = self.params.format, self.params.quality
+
+        def produce() -> tuple[bytes, str]:
+            data, ctype, _ = encode_image(img, fmt, quality)
+            return data, ctype
+
         stem = PurePosixPath(item.name).stem or f"item{item.index}"
-        key = keys.variant_output(self.job.tenant, self.job.id, item.index, stem, variant.slug, ext)
-        with metrics.STAGE.labels(stage="upload").time():
-            self.ctx.store.put_bytes(key, data, ctype)
-        return key
+        key = keys.variant_output(self.job.tenant, self.job.id, item.index, stem, variant.slug, EXTENSIONS[fmt])
+        return self.write(key, produce, item=item.index)
 
     def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:
         """A contact sheet: the first photos (rows) x every variant (columns), originals first."""
