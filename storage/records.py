@@ -71,6 +71,23 @@ end
 return out
 """
 
+# KEYS: one item key each. Counts a delivery of every item that is not final yet and marks it running;
+# a final item (cancelled by the API meanwhile, say) is left alone, so it can never be counted twice.
+# Returns the attempt number per item, 0 for one that is final (or gone).
+_CLAIM_ITEMS = """
+local out = {}
+for i = 1, #KEYS do
+  local s = redis.call('HGET', KEYS[i], 'state')
+  if not s or s == 'done' or s == 'failed' or s == 'skipped' or s == 'cancelled' then
+    out[i] = 0
+  else
+    out[i] = redis.call('HINCRBY', KEYS[i], 'attempts', 1)
+    redis.call('HSET', KEYS[i], 'state', 'running')
+  end
+end
+return out
+"""
+
 # KEYS: job, live jobs. ARGV: state, now, error, extra. The job's terminal transition, once: returns 1 for
 # the caller that made it, 0 when the job had already finished.
 _COMPLETE_JOB = """
@@ -229,6 +246,7 @@ class RecordStore(Coordination):
         self._quick: redis.Redis | None = None
         self._finish_item = self._r.register_script(_FINISH_ITEM)
         self._finish_items = self._r.register_script(_FINISH_ITEMS)
+        self._claim_items = self._r.register_script(_CLAIM_ITEMS)
         self._mark_running = self._r.register_script(_MARK_RUNNING)
         self._complete_job = self._r.register_script(_COMPLETE_JOB)
         self._cancel_pending = self._r.register_script(_CANCEL_PENDING)
@@ -420,16 +438,12 @@ class RecordStore(Coordination):
             return int(pipe.execute()[0])
 
     def claim_attempts(self, job_id: str, indices: Sequence[int]) -> list[int]:
-        """`claim_attempt` for several items in one round trip; the attempt numbers, in order."""
+        """Count one more delivery of each item in one round trip (one Lua call); the attempt numbers in order,
+        0 for an item already final (it must not be processed or recorded again)."""
         if not indices:
             return []
         with unavailable_on_error():
-            pipe = self._r.pipeline(transaction=True)
-            for index in indices:
-                key = self.keys.item(job_id, index)
-                pipe.hincrby(key, "attempts", 1)
-                pipe.hset(key, "state", str(ItemState.RUNNING))
-            return [int(n) for n in pipe.execute()[::2]]
+            return [int(n) for n in self._claim_items(keys=[self.keys.item(job_id, i) for i in indices])]
 
     def release_attempt(self, job_id: str, index: int) -> None:
         """Undo a claim when the attempt ended for a reason that is not the item's fault."""

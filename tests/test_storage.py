@@ -121,8 +121,12 @@ def test_a_batch_of_transitions_is_counted_once_in_one_call(services: Services) 
     assert first.outputs == ["a"] and first.info == {"n": 1} and first.state == ItemState.DONE
     with pytest.raises(ValueError):
         records.finish_items(job.id, [ItemOutcome(0, ItemState.RUNNING)])
-    assert records.claim_attempts(job.id, [0, 1]) == [1, 1]
-    assert records.claim_attempts(job.id, [1]) == [2] and records.claim_attempts(job.id, []) == []
+    fresh = _job(records, 3)
+    assert records.claim_attempts(fresh.id, [0, 1]) == [1, 1]
+    assert records.claim_attempts(fresh.id, [1]) == [2] and records.claim_attempts(fresh.id, []) == []
+    assert records.cancel_pending_items(fresh.id) == 1  # item 2; 0 and 1 are running
+    assert records.claim_attempts(fresh.id, [2, 0]) == [0, 2]  # a final item is never claimed (nor counted again)
+    assert records.get_items(fresh.id, [2])[0].state == ItemState.CANCELLED
 
 
 def test_attempts_and_tenant_scoping(services: Services) -> None:

@@ -174,12 +174,12 @@ class _Chunk:
         cap = self.ctx.settings.worker.max_attempts
         with metrics.STAGE.labels(stage="records").time():
             attempts = self.ctx.records.claim_attempts(self.job.id, [it.index for it in batch])
-        self.claimed.update(it.index for it in batch)
+        self.claimed.update(it.index for it, n in zip(batch, attempts, strict=True) if n)
         over = [it for it, n in zip(batch, attempts, strict=True) if n > cap]
         if over:
             self._record([ItemResult.failed(it.index, f"gave up after {cap} attempts: the worker crashed or timed "
                                                       "out while processing this item") for it in over])
-        todo = [it for it, n in zip(batch, attempts, strict=True) if n <= cap]
+        todo = [it for it, n in zip(batch, attempts, strict=True) if 0 < n <= cap]  # 0: final meanwhile
         return self.stages.prefetch(load_batch, self.ctx, self.handler, todo, self.stages.io)
 
     def _record(self, results: list[ItemResult]) -> None:
