@@ -102,6 +102,45 @@ class Stack:
             server.stop()
 
 
+class FolderStore:
+    """Objects as files under a folder: what stands in for the S3 server on the GPU machine, where SeaweedFS's
+    48 MB wheel does not fit in what travels there. Only the calls the worker's batch loop makes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def get_bytes(self, key: str) -> bytes:
+        from storage.errors import ObjectNotFound
+
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+
+def folder_context(redis_url: str, root: Path, **worker: Any) -> Any:
+    """A worker context on a real Redis and a `FolderStore`."""
+    from storage.config import Settings, WorkerSettings
+    from storage.records import RecordStore
+    from workers.context import WorkerContext
+
+    settings = Settings(redis_url=redis_url, data_dir=root, worker=WorkerSettings(**worker))
+    return WorkerContext(settings, RecordStore(settings), FolderStore(root / "objects"))  # type: ignore[arg-type]
+
+
 class NoFaces:
     """A face detector that finds nothing: the faces pipeline without its models."""
 

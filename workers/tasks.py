@@ -22,6 +22,7 @@ from workers import metrics, pipeline, watchdog
 from workers.celery_app import create_celery
 from workers.context import WorkerContext
 from workers.dispatch import enqueue_chunks
+from workers.gpu import share_gpu
 from workers.ingest import ingest
 
 log = logging.getLogger("nightshift.tasks")
@@ -43,6 +44,7 @@ def _reset_after_fork(**_: Any) -> None:
     _ctx = None  # sockets must not be shared with the parent
     # before torch is first imported in this child: its thread pool size is read at import
     os.environ.setdefault("OMP_NUM_THREADS", str(get_settings().worker.threads))
+    share_gpu(get_settings().worker.gpu_memory_fraction)  # several pool processes on one GPU
 
 
 @worker_ready.connect
