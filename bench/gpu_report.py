@@ -43,7 +43,9 @@ GPU_HAS = {
     "six", "dateutil", "pytz", "pandas", "tzdata", "pygments", "rich", "markdown_it", "mdurl", "optree",
     "setuptools", "pkg_resources", "_distutils_hack", "importlib_metadata", "zipp", "attr", "attrs",
     "cuda", "jax", "jaxlib", "cupy", "matplotlib", "sklearn", "joblib", "threadpoolctl", "safetensors",
-    "huggingface_hub", "_yaml", "numba", "llvmlite", "cloudpickle", "msgpack", "wrapt", "xxhash",
+    "huggingface_hub", "_yaml", "numba", "llvmlite", "cloudpickle", "msgpack", "wrapt", "xxhash", "torchgen",
+    "functorch", "_cyutility", "pillow_heif", "_pillow_heif", "cycler", "kiwisolver", "fontTools", "pyparsing",
+    "contourpy", "absl", "_ni_label",
 }
 SECTIONS = {"env": 30, "embed": 110, "mtcnn": 60, "style": 80, "codec": 40, "faces": 150}
 
@@ -55,7 +57,7 @@ def foreign_imports(target: Path | None) -> list[str]:
     for name, module in list(sys.modules.items()):
         top = name.split(".", 1)[0]
         where = getattr(module, "__file__", None)
-        if not where or top in GPU_HAS or top in sys.stdlib_module_names or name != top:
+        if not where or top in GPU_HAS or top in sys.stdlib_module_names or name != top or top.startswith("__"):
             continue
         path = Path(where).resolve()
         if path.is_relative_to(ROOT) or path.is_relative_to(stdlib) or (target and path.is_relative_to(target)):
@@ -95,20 +97,20 @@ def mtcnn(device: str) -> None:
     from workers.contract import FacesParams
     from workers.faces.engine import build_detector
 
-    count = 32 if device != "cpu" else 8
-    imgs = [Image.fromarray(data.astronaut()).resize((1024, 1024))] * count
-    print(f"### MTCNN detection, {count} photos of 1024 px\n\n| device | batch | photos/s |\n| --- | --- | --- |")
-    for dev in dict.fromkeys(["cpu", device]) if device != "cpu" else ["cpu"]:
+    photos = [Image.fromarray(data.astronaut()).resize((1024, 1024))] * 32
+    print("### MTCNN detection, photos of 1024 px\n\n| device | batch | photos | photos/s |\n| --- | --- | --- | --- |")
+    plan = [("cpu", (1, 8), 8)] + ([(device, (1, 8, 32), 32)] if device != "cpu" else [])
+    for dev, batches, count in plan:
         det = build_detector(FacesParams(), dev)
         det.load()
-        for batch in (1, 8, 32) if dev != "cpu" else (1, 8):
-            det.detect_batch(imgs[:batch])
+        for batch in batches:
+            det.detect_batch(photos[:batch])
             _sync(dev)
             t = time.perf_counter()
             for i in range(0, count, batch):
-                det.detect_batch(imgs[i:i + batch])
+                det.detect_batch(photos[i:i + batch])
             _sync(dev)
-            print(f"| {dev} | {batch} | {count / (time.perf_counter() - t):.1f} |")
+            print(f"| {dev} | {batch} | {count} | {count / (time.perf_counter() - t):.1f} |")
 
 
 def style(device: str) -> None:
@@ -212,8 +214,8 @@ def faces(device: str, out: Path) -> None:
     from bench.ceiling import STAGES, folder_context, identity_faces, photo_jpeg, run_job
 
     gpu = device != "cpu"
-    n = 128 if gpu else 8
-    unique = [photo_jpeg(12, seed=i, faces=1 + i % 3) for i in range(8 if gpu else 4)]
+    n = 128 if gpu else 4
+    unique = [photo_jpeg(12, seed=i, faces=1 + i % 3) for i in range(8 if gpu else 2)]
     blobs = (unique * (n // len(unique) + 1))[:n]
     redis = start_redis(out / "redis", aof=False)
     url = f"redis://127.0.0.1:{redis.ports['redis']}/0"
