@@ -211,3 +211,20 @@ def test_an_outage_while_prefetching_gives_the_attempts_back(run: Any) -> None:
     assert [str(it.state) for it in items[:2]] == ["done", "done"]  # batch 0 was with the writer: it lands
     assert [it.attempts for it in items[2:]] == [0, 0, 0, 0]  # nothing of the rest counts against the items
     assert ctx.records.get_job(job_id).done == 2
+
+
+def test_a_prepare_hook_that_breaks_costs_only_the_head_start(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: RecordingHandler, item: ItemInput) -> None:
+        if item.name == "p1":
+            raise RuntimeError("a bug in a prepare hook")
+        item.prepared = item.data.upper()
+
+    def process(self: RecordingHandler, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
+        return [ItemResult(it.index, ItemState.DONE, info={"prepared": it.prepared is not None}) for it in batch]
+
+    monkeypatch.setattr(RecordingHandler, "prepare", broken)
+    monkeypatch.setattr(RecordingHandler, "process_batch", process)
+    job_id, _, ctx, _ = run(3, None)
+    items = ctx.records.get_items(job_id, range(3))
+    assert [str(it.state) for it in items] == ["done"] * 3  # the chunk went on
+    assert [it.info["prepared"] for it in items] == [True, False, True]  # p1 was left to process_batch

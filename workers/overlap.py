@@ -62,12 +62,23 @@ def load_batch(ctx: WorkerContext, handler: JobHandler, batch: Sequence[Item],
         except ObjectNotFound:
             return ItemResult.failed(item.index, f"input object is missing: {item.name}")
         one = ItemInput(item.index, item.name, item.key, data)
-        handler.prepare(one)
+        _ahead(handler.prepare, one)
         return one
 
     loaded = _all(io, fetch, batch)
-    handler.prepare_batch([one for one in loaded if isinstance(one, ItemInput) and one.data])
+    _ahead(handler.prepare_batch, [one for one in loaded if isinstance(one, ItemInput) and one.data])
     return loaded
+
+
+def _ahead(prepare: Callable[[Any], None], what: Any) -> None:
+    """Run a handler's prepare hook. It is only a head start: if it breaks, the item is left unprepared and
+    `process_batch` does the work itself (where a failure fails that item, not the chunk)."""
+    try:
+        prepare(what)
+    except StoreUnavailable:
+        raise
+    except Exception:
+        log.exception("preparing ahead failed; the batch prepares its items itself")
 
 
 def run_writes(ctx: WorkerContext, writes: Sequence[DeferredWrite], io: ThreadPoolExecutor) -> dict[int | None, str]:

@@ -96,7 +96,7 @@ class FacesHandler(JobHandler):
 
     @property
     def _gpu_decode(self) -> bool:
-        return self.engine.device == "cuda"
+        return getattr(self.engine, "device", "cpu") == "cuda"  # an engine without a device runs on the CPU
 
     def _decode(self, data: bytes) -> _Photo:
         sha = content_hash(data)
