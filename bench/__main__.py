@@ -32,7 +32,8 @@ def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[t
     # the default embedder's vectors of every lfw-dev face, written by the lfw benchmark (full mode)
     vectors = ["--cache", str(out / f"{lfw.name}-mtcnn-1024-{DEFAULT_MODEL_ID}.npz")] if lfw and full else []
     p: list[tuple[str, list[str], int]] = [
-        ("pipeline", ["--photos", "32", "--side", "512", "--submissions", "1000"], 300),
+        ("pipeline", ["--photos", "24" if full else "12", "--ceiling-photos", "32" if full else "16",
+                      "--submissions", "1000"], 900 if full else 600),
         ("style", ([str(photos)] if photos else []) + ["--count", "16" if full else "8", "--rounds", "1"], 420),
         ("faces", ([str(photos)] if photos else []) + ["--limit", "64" if full else "24"], 420),
     ]

@@ -34,6 +34,13 @@ class S3Settings(BaseModel):
 class WorkerSettings(BaseModel):
     chunk_size: int = Field(16, ge=1, le=10_000, description="items per Celery message")
     batch_size: int = Field(4, ge=1, le=1024, description="items per model batch inside a chunk")
+    io_threads: int = Field(4, ge=1, le=64, description="threads per pool process that download, decode, encode "
+                            "and upload beside the model")
+    overlap: bool = Field(True, description="prefetch the next batch and write the last one while a batch is on "
+                          "the model; false runs every stage in turn (benchmarks compare both)")
+    gpu_memory_fraction: float | None = Field(None, gt=0, le=1, description="the share of the GPU's memory each "
+                                              "pool process may hold; with N processes on one GPU at most 1/N "
+                                              "(docs/operations.md)")
     max_attempts: int = Field(3, ge=1, le=100, description="deliveries of one item before it fails alone")
     soft_time_limit_s: int = Field(3000, ge=1)
     time_limit_s: int = Field(3600, ge=1)

@@ -46,6 +46,50 @@ if j[6] == '1' and sum >= (tonumber(j[1]) or 0) then return 2 end
 return 1
 """
 
+# KEYS: job, then one item key per result. ARGV: now, then (state, error, outputs, info) per result.
+# A batch's terminal transitions in one round trip, each item once as in _FINISH_ITEM. Returns one outcome
+# per item (0 already terminal, 1 recorded, 2 recorded and the job's last outstanding item).
+_FINISH_ITEMS = """
+local out = {}
+local last = 0
+for i = 2, #KEYS do
+  local a = 2 + (i - 2) * 4
+  local prev = redis.call('HGET', KEYS[i], 'state')
+  if prev == 'done' or prev == 'failed' or prev == 'skipped' or prev == 'cancelled' then
+    out[i - 1] = 0
+  else
+    redis.call('HSET', KEYS[i], 'state', ARGV[a], 'error', ARGV[a + 1], 'outputs', ARGV[a + 2], 'info', ARGV[a + 3],
+               'finished_at', ARGV[1])
+    redis.call('HINCRBY', KEYS[1], ARGV[a], 1)
+    out[i - 1] = 1
+    last = i - 1
+  end
+end
+if last > 0 then
+  local j = redis.call('HMGET', KEYS[1], 'total', 'done', 'failed', 'skipped', 'cancelled', 'ingested')
+  local sum = (tonumber(j[2]) or 0) + (tonumber(j[3]) or 0) + (tonumber(j[4]) or 0) + (tonumber(j[5]) or 0)
+  if j[6] == '1' and sum >= (tonumber(j[1]) or 0) then out[last] = 2 end
+end
+return out
+"""
+
+# KEYS: one item key each. Counts a delivery of every item that is not final yet and marks it running;
+# a final item (cancelled by the API meanwhile, say) is left alone, so it can never be counted twice.
+# Returns the attempt number per item, 0 for one that is final (or gone).
+_CLAIM_ITEMS = """
+local out = {}
+for i = 1, #KEYS do
+  local s = redis.call('HGET', KEYS[i], 'state')
+  if not s or s == 'done' or s == 'failed' or s == 'skipped' or s == 'cancelled' then
+    out[i] = 0
+  else
+    out[i] = redis.call('HINCRBY', KEYS[i], 'attempts', 1)
+    redis.call('HSET', KEYS[i], 'state', 'running')
+  end
+end
+return out
+"""
+
 # KEYS: job, live jobs. ARGV: state, now, error, extra. The job's terminal transition, once: returns 1 for
 # the caller that made it, 0 when the job had already finished.
 _COMPLETE_JOB = """
@@ -205,6 +249,17 @@ class Item:
         return self.state in TERMINAL_ITEM_STATES
 
 
+@dataclass(frozen=True)
+class ItemOutcome:
+    """One item's terminal state, as `RecordStore.finish_items` records it."""
+
+    index: int
+    state: ItemState
+    error: str | None = None
+    outputs: Sequence[str] = ()
+    info: dict[str, Any] | None = None
+
+
 def _f(v: Any) -> float | None:
     return float(v) if v not in (None, "") else None
 
@@ -219,6 +274,8 @@ class RecordStore(Coordination):
         self._r: redis.Redis = client or connect(settings.redis_url)
         self._quick: redis.Redis | None = None
         self._finish_item = self._r.register_script(_FINISH_ITEM)
+        self._finish_items = self._r.register_script(_FINISH_ITEMS)
+        self._claim_items = self._r.register_script(_CLAIM_ITEMS)
         self._mark_running = self._r.register_script(_MARK_RUNNING)
         self._complete_job = self._r.register_script(_COMPLETE_JOB)
         self._cancel_pending = self._r.register_script(_CANCEL_PENDING)
@@ -427,6 +484,14 @@ class RecordStore(Coordination):
             pipe.hset(key, "state", str(ItemState.RUNNING))
             return int(pipe.execute()[0])
 
+    def claim_attempts(self, job_id: str, indices: Sequence[int]) -> list[int]:
+        """Count one more delivery of each item in one round trip (one Lua call); the attempt numbers in order,
+        0 for an item already final (it must not be processed or recorded again)."""
+        if not indices:
+            return []
+        with unavailable_on_error():
+            return [int(n) for n in self._claim_items(keys=[self.keys.item(job_id, i) for i in indices])]
+
     def release_attempt(self, job_id: str, index: int) -> None:
         """Undo a claim when the attempt ended for a reason that is not the item's fault."""
         with unavailable_on_error():
@@ -469,6 +534,20 @@ class RecordStore(Coordination):
         if not per_item:
             return None
         return {"done": sum(d for d, _ in per_item.values()), "total": sum(t for _, t in per_item.values())}
+
+    def finish_items(self, job_id: str, results: Sequence[ItemOutcome]) -> list[int]:
+        """`finish_item` for a batch in one round trip (one Lua call, atomic): each item's terminal state is
+        recorded once and counted once. Returns the outcome of each, in order (0, 1 or 2 as `finish_item`)."""
+        if not results:
+            return []
+        args: list[str | float] = [now()]
+        for res in results:
+            if res.state not in TERMINAL_ITEM_STATES:
+                raise ValueError(f"{res.state} is not a terminal item state")
+            args += [str(res.state), res.error or "", json.dumps(list(res.outputs)), json.dumps(res.info or {})]
+        keys = [self.keys.job(job_id), *(self.keys.item(job_id, res.index) for res in results)]
+        with unavailable_on_error():
+            return [int(n) for n in self._finish_items(keys=keys, args=args)]
 
     # -- idempotency -------------------------------------------------------------------------
     def claim_idempotency(self, tenant: str, key: str, job_id: str, fingerprint: str) -> tuple[str, str]:

@@ -138,7 +138,7 @@ def test_archive_of_the_bad_input_corpus(workers, client: Client, tmp_path) -> N
         zf.writestr("corpus/nested.zip", inner.getvalue())
     job = client.submit("style", archives=[path], params={**BUILTIN, "size": 64})
     job = client.wait(job["id"], timeout=300)
-    assert job["state"] == "partial"
+    assert job["state"] == "partial", job
     got = {it["name"]: it for it in client.results(job["id"])}
     for case in CASES:
         item = got[keys.item_name(f"corpus/{case.name}", "")]  # names are cleaned relative paths (bounded)

@@ -103,6 +103,32 @@ def test_item_transitions_are_counted_once(services: Services) -> None:
     assert item.state == ItemState.FAILED and item.error == "bad"
 
 
+def test_a_batch_of_transitions_is_counted_once_in_one_call(services: Services) -> None:
+    from storage.records import ItemOutcome
+
+    records = services.records
+    job = _job(records, 4)
+    assert records.finish_item(job.id, 1, ItemState.DONE) == 1
+    outcomes = records.finish_items(job.id, [ItemOutcome(0, ItemState.DONE, outputs=["a"], info={"n": 1}),
+                                             ItemOutcome(1, ItemState.FAILED, error="late"),  # already final
+                                             ItemOutcome(2, ItemState.SKIPPED)])
+    assert outcomes == [1, 0, 1]
+    assert records.finish_items(job.id, [ItemOutcome(2, ItemState.DONE), ItemOutcome(3, ItemState.CANCELLED)]) \
+        == [0, 2]  # a redelivered batch: only the new item counts, and it completes the job
+    got = records.get_job(job.id)
+    assert (got.done, got.failed, got.skipped, got.cancelled) == (2, 0, 1, 1)
+    first = records.get_items(job.id, [0])[0]
+    assert first.outputs == ["a"] and first.info == {"n": 1} and first.state == ItemState.DONE
+    with pytest.raises(ValueError):
+        records.finish_items(job.id, [ItemOutcome(0, ItemState.RUNNING)])
+    fresh = _job(records, 3)
+    assert records.claim_attempts(fresh.id, [0, 1]) == [1, 1]
+    assert records.claim_attempts(fresh.id, [1]) == [2] and records.claim_attempts(fresh.id, []) == []
+    assert records.cancel_pending_items(fresh.id) == 1  # item 2; 0 and 1 are running
+    assert records.claim_attempts(fresh.id, [2, 0]) == [0, 2]  # a final item is never claimed (nor counted again)
+    assert records.get_items(fresh.id, [2])[0].state == ItemState.CANCELLED
+
+
 def test_attempts_and_tenant_scoping(services: Services) -> None:
     records = services.records
     job = _job(records, 1)

@@ -1,7 +1,10 @@
 """The handler interface: what a job kind does with a batch of items, and the kind -> handler registry.
 
-A handler is a plain object (no Celery): the pipeline hands it decoded inputs, it returns one
-result per item and never raises for a single bad item.
+A handler is a plain object (no Celery): the pipeline hands it downloaded inputs, it returns one
+result per item and never raises for a single bad item. Three optional hooks let the pipeline overlap
+a batch's model with the I/O around it (workers/overlap.py): `prepare` (per item) and `prepare_batch`
+run in the prefetch threads while the previous batch is on the model (decoding, hashing); `write`
+hands the pipeline an object to encode and upload beside the next batch's model.
 """
 
 from __future__ import annotations
@@ -9,12 +12,17 @@ from __future__ import annotations
 import importlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from storage.names import ItemState, JobKind
 from storage.records import Item, Job
 from workers.context import WorkerContext
+
+HELD_WRITES = 8  # outputs a batch keeps in memory until it ends; more start writing at once
 
 
 class JobCancelled(Exception):
@@ -28,6 +36,20 @@ class ItemInput:
     name: str
     key: str
     data: bytes
+    # what the handler's `prepare` made of `data` ahead of the batch (a decoded image, or the reason it
+    # could not be decoded); None when nothing was prepared and `process_batch` must do it itself
+    prepared: Any = None
+
+
+@dataclass
+class DeferredWrite:
+    """An object a batch writes once the pipeline lets it: `produce()` gives (bytes, content type), so
+    encoding runs beside the next batch too. `item` is the item it belongs to (None: the whole batch)."""
+
+    key: str
+    produce: Callable[[], tuple[bytes, str]]
+    item: int | None = None
+    started: Future[None] | None = None  # set when it was started early (a batch with many outputs)
 
 
 @dataclass
@@ -50,6 +72,8 @@ class JobHandler(ABC):
         self.job = job
         self.ctx = ctx
         self._cancel_checked = float("-inf")
+        self._deferred: list[DeferredWrite] | None = None
+        self._start_early: Callable[[DeferredWrite], Future[None]] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -63,6 +87,43 @@ class JobHandler(ABC):
         self._cancel_checked = now
         if self.ctx.records.cancel_requested(self.job.id):
             raise JobCancelled(self.job.id)
+
+    def prepare(self, item: ItemInput) -> None:  # noqa: B027 - an optional hook
+        """Work on one downloaded item that needs no model (decode, hash), run in a prefetch thread while
+        the previous batch is on the model; sets `item.prepared`. Must not raise for a bad item."""
+
+    def prepare_batch(self, batch: list[ItemInput]) -> None:  # noqa: B027 - an optional hook
+        """Like `prepare`, once per batch after every item's `prepare` (e.g. one GPU decode for all)."""
+
+    def write(self, key: str, produce: Callable[[], tuple[bytes, str]], *, item: int | None = None) -> str:
+        """Store `produce()`'s (bytes, content type) at `key`; returns `key`.
+
+        Inside the pipeline's batch loop the write is deferred: it runs (encode and upload) beside the next
+        batch's model, and the batch's items are recorded only once all of its writes landed; a write that
+        fails fails its item. Outside the loop (finalize, tests) it runs now.
+        """
+        if self._deferred is None:
+            data, content_type = produce()
+            self.ctx.store.put_bytes(key, data, content_type)
+        else:
+            write = DeferredWrite(key, produce, item)
+            self._deferred.append(write)
+            if self._start_early is not None and len(self._deferred) > HELD_WRITES:
+                # a batch of many outputs (a grid of styles) would hold them all in memory: these start now
+                write.started = self._start_early(write)
+        return key
+
+    @contextmanager
+    def deferring(self, start_early: Callable[[DeferredWrite], Future[None]] | None = None
+                  ) -> Iterator[list[DeferredWrite]]:
+        """Collect the writes of the block instead of running them (the pipeline decides when they run).
+        Past HELD_WRITES, `start_early` (when given) runs each new write at once, so memory stays bounded."""
+        collected: list[DeferredWrite] = []
+        self._deferred, self._start_early = collected, start_early
+        try:
+            yield collected
+        finally:
+            self._deferred, self._start_early = None, None
 
     @abstractmethod
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:

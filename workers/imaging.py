@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -89,7 +91,8 @@ def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = 
                 opened.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
             opened.seek(0)
             opened.load()
-            img = to_rgb(ImageOps.exif_transpose(opened))
+            ImageOps.exif_transpose(opened, in_place=True)  # no copy of an upright photo (12 MP: 50 ms)
+            img = to_rgb(opened)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -99,6 +102,96 @@ def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = 
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return img
+
+
+def draft_scale(width: int, height: int, min_side: int) -> int:
+    """The largest JPEG DCT reduction (8, 4, 2; 1: none) whose long side, rounded up as PIL's draft rounds
+    it, is still at least `min_side`."""
+    long = max(width, height)
+    return next((scale for scale in (8, 4, 2) if -(-long // scale) >= min_side), 1)
+
+
+def reduced_side(width: int, height: int, min_side: int) -> int | None:
+    """The long side of the cheapest JPEG decode that is still at least `min_side`; None: only the full size."""
+    scale = draft_scale(width, height, min_side)
+    return -(-max(width, height) // scale) if scale > 1 else None
+
+
+def decode_reduced(data: bytes, min_side: int, *,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode a photo at the cheapest resolution whose long side is still >= `min_side` (JPEG draft mode: a
+    12 MP photo for a 1024 px detector decodes at 3 MP, about 3x faster); other formats decode in full.
+
+    Returns the upright RGB image and the photo's full upright (width, height), so that coordinates found
+    in the image map back to the photo. Raises ImageDecodeError as `decode_image`.
+    """
+    fmt, width, height = probe(data)
+    side = reduced_side(width, height, min_side) if fmt == "JPEG" else None
+    img = decode_image(data, max_side=side, max_pixels=max_pixels)
+    turned = (img.width >= img.height) != (width >= height) and img.width != img.height
+    return img, ((height, width) if turned else (width, height))
+
+
+def is_jpeg(data: bytes) -> bool:
+    """Whether the bytes start like a JPEG (SOI marker), without parsing them."""
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def decode_jpegs(blobs: Sequence[bytes], min_side: int, *, device: str,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[Image.Image, tuple[int, int]] | None]:
+    """JPEGs decoded together on `device` by torchvision (nvJPEG on CUDA, one batched call), each reduced on
+    the device to the size `decode_reduced` gives. Per photo (image, full upright size), or None for one
+    it did not take (not a JPEG, too large, a decoder error): decode that one with `decode_reduced`, which
+    also says what is wrong with it. torch is imported here only."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    out: list[tuple[Image.Image, tuple[int, int]] | None] = [None] * len(blobs)
+    fit = []
+    for i, data in enumerate(blobs):
+        try:
+            fmt, width, height = probe(data)
+        except ImageDecodeError:
+            continue
+        if fmt == "JPEG" and width * height <= max_pixels:
+            fit.append(i)
+    if not fit:
+        return out
+    tensors = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in fit]
+    try:
+        decoded: list[Any] = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device,
+                                         apply_exif_orientation=True)
+    except RuntimeError:  # one bad photo fails the batched call: try them one by one
+        decoded = []
+        for tensor in tensors:
+            try:
+                decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device,
+                                           apply_exif_orientation=True))
+            except RuntimeError:
+                decoded.append(None)
+    for i, img in zip(fit, decoded, strict=True):
+        if img is None:
+            continue
+        height, width = int(img.shape[1]), int(img.shape[2])
+        scale = draft_scale(width, height, min_side)
+        if scale > 1:  # the size PIL's draft would give, smoothed as a DCT reduction is (area average)
+            size = (-(-height // scale), -(-width // scale))
+            img = F.interpolate(img[None].float(), size=size, mode="area")[0].round().clamp(0, 255).to(torch.uint8)
+        array = img.permute(1, 2, 0).contiguous().cpu().numpy()
+        out[i] = (Image.fromarray(array, "RGB"), (width, height))
+    return out
+
+
+def encode_jpegs(images: Sequence[Image.Image], quality: int, *, device: str) -> list[bytes]:
+    """JPEG bytes of RGB images, encoded together on `device` by torchvision (nvJPEG on CUDA)."""
+    import torch
+    from torchvision.io import encode_jpeg
+
+    tensors = [torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous().to(device)
+               for img in images]
+    encoded = encode_jpeg(tensors, quality=quality)
+    return [bytes(e.cpu().numpy().tobytes()) for e in encoded]
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

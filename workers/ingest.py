@@ -231,7 +231,7 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
 
 def _ingest(ctx: WorkerContext, job: Job) -> int:
     from workers.handlers import ItemResult
-    from workers.pipeline import commit
+    from workers.overlap import commit_batch
 
     job_id = job.id
     cursor, enqueued = ctx.records.ingest_progress(job_id)
@@ -252,8 +252,7 @@ def _ingest(ctx: WorkerContext, job: Job) -> int:
         first = total
         ctx.records.add_items(job_id, pending, ingest_cursor=position)
         total += len(pending)
-        for index, reason in errors:
-            commit(ctx, job_id, ItemResult.failed(index, reason))
+        commit_batch(ctx, job_id, [ItemResult.failed(index, reason) for index, reason in errors])
         bad = {i for i, _ in errors}
         good = [it.index for it in pending if it.index not in bad and it.index not in alone]
         if good:

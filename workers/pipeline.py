@@ -1,7 +1,9 @@
 """The logic of a chunk: plain functions, called by thin Celery tasks and by tests directly.
 
-A chunk is a list of item indices. Items are taken in model batches; cancel is checked between
-batches; every item ends in exactly one terminal state (done/failed/skipped/cancelled).
+A chunk is a list of item indices. Items are taken in model batches; while one batch is on the model the
+next one downloads and decodes and the previous one is encoded, uploaded and recorded (workers/overlap.py);
+cancel is checked between batches; every item ends in exactly one terminal state
+(done/failed/skipped/cancelled), recorded a batch at a time in one round trip.
 """
 
 from __future__ import annotations
@@ -9,18 +11,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from itertools import islice
 from typing import Any
 
 from storage.coordination import LockBusy
-from storage.errors import ObjectNotFound, RecordNotFound, StoreUnavailable
+from storage.errors import RecordNotFound, StoreUnavailable
 from storage.jobs import FinalizeLost, final_state, finalize_job, job_error
 from storage.names import ItemState, JobState
 from storage.records import Item, Job
 from workers import metrics
 from workers.context import WorkerContext
-from workers.handlers import ItemInput, ItemResult, JobCancelled, JobHandler, handler_for
+from workers.handlers import DeferredWrite, ItemInput, ItemResult, JobCancelled, JobHandler, handler_for
+from workers.overlap import Stages, commit_batch, finish_batch, load_batch
 
 log = logging.getLogger("nightshift.pipeline")
 
@@ -52,60 +56,33 @@ def plan_batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
     yield from batched([it for it in items if it.attempts == 0], size)
 
 
-def commit(ctx: WorkerContext, job_id: str, result: ItemResult) -> int:
-    """Record an item's terminal state once; a result whose outputs share a key fails instead of losing one."""
-    if len(set(result.outputs)) != len(result.outputs):
-        dupes = sorted({k for k in result.outputs if result.outputs.count(k) > 1})
-        log.error("item %s/%s wrote two outputs to one key: %s", job_id, result.index, dupes)
-        result = ItemResult.failed(result.index, f"internal error: two outputs would share the key {dupes[0]!r}; "
-                                                 "nothing was overwritten silently, please report this")
-    outcome = ctx.records.finish_item(job_id, result.index, result.state, error=result.error,
-                                      outputs=result.outputs, info=result.info)
-    if outcome:
-        metrics.ITEMS.labels(state=str(result.state)).inc()
-    return outcome
-
-
-def _load_inputs(ctx: WorkerContext, job: Job, batch: list[Item], claimed: list[int]) -> list[ItemInput]:
-    cap = ctx.settings.worker.max_attempts
-    inputs: list[ItemInput] = []
-    for item in batch:
-        attempt = ctx.records.claim_attempt(job.id, item.index)
-        if attempt > cap:
-            commit(ctx, job.id, ItemResult.failed(
-                item.index, f"gave up after {cap} attempts: the worker crashed or timed out while processing "
-                            "this item"))
-            continue
-        claimed.append(item.index)
-        if not item.key:  # job-level items (cluster, identify) have no input object
-            inputs.append(ItemInput(item.index, item.name, item.key, b""))
-            continue
+def _run_batch(handler: JobHandler, inputs: list[ItemInput], chunk_index: int,
+               start_early: Callable[[DeferredWrite], Future[None]] | None = None,
+               ) -> tuple[list[ItemResult], list[DeferredWrite]]:
+    """Run a batch on the model; if the handler fails as a whole, retry item by item so only the bad one
+    fails. Returns the results and the writes of the items that are done (the others' are dropped; one
+    started early may have landed, and is overwritten by the item's next attempt)."""
+    with handler.deferring(start_early) as writes:
         try:
-            with metrics.STAGE.labels(stage="download").time():
-                data = ctx.store.get_bytes(item.key)
-        except ObjectNotFound:
-            commit(ctx, job.id, ItemResult.failed(item.index, f"input object is missing: {item.name}"))
-            continue
-        inputs.append(ItemInput(item.index, item.name, item.key, data))
-    return inputs
-
-
-def _run_batch(handler: JobHandler, inputs: list[ItemInput], chunk_index: int) -> list[ItemResult]:
-    """Run a batch; if the handler fails as a whole, retry item by item so only the bad one fails."""
-    try:
-        results = handler.process_batch(inputs, chunk_index)
-    except JobCancelled:
-        return [ItemResult(one.index, ItemState.CANCELLED, error="job cancelled") for one in inputs]
-    except StoreUnavailable:
-        raise
-    except Exception as exc:
-        if len(inputs) == 1:
-            log.exception("item %s failed", inputs[0].name)
-            return [ItemResult.failed(inputs[0].index, f"processing failed: {type(exc).__name__}: {exc}")]
-        results = []
-        for one in inputs:
-            results.extend(_run_batch(handler, [one], chunk_index))
-    return results
+            results = handler.process_batch(inputs, chunk_index)
+        except JobCancelled:
+            return [ItemResult(one.index, ItemState.CANCELLED, error="job cancelled") for one in inputs], []
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if len(inputs) == 1:
+                log.exception("item %s failed", inputs[0].name)
+                return [ItemResult.failed(inputs[0].index, f"processing failed: {type(exc).__name__}: {exc}")], []
+        else:
+            done = {r.index for r in results if r.state == ItemState.DONE}
+            return results, [w for w in writes if (w.item in done) or (w.item is None and done)]
+    results = []
+    all_writes: list[DeferredWrite] = []
+    for one in inputs:
+        got, kept = _run_batch(handler, [one], chunk_index, start_early)
+        results.extend(got)
+        all_writes.extend(kept)
+    return results, all_writes
 
 
 def process_chunk(ctx: WorkerContext, job_id: str, chunk_index: int, indices: Sequence[int]) -> dict[str, Any]:
@@ -126,35 +103,128 @@ def process_chunk(ctx: WorkerContext, job_id: str, chunk_index: int, indices: Se
 
 
 def _process_items(ctx: WorkerContext, job: Job, chunk_index: int, indices: Sequence[int]) -> dict[str, int]:
-    job_id = job.id
-    pending = [it for it in ctx.records.get_items(job_id, indices) if not it.terminal]
-    handler: JobHandler | None = None
-    counts = {"processed": 0, "cancelled": 0}
-    for batch in plan_batches(pending, ctx.settings.worker.batch_size):
-        if ctx.records.cancel_requested(job_id):
-            done = {it.index for it in ctx.records.get_items(job_id, indices) if it.terminal}
-            for rest in pending:
-                if rest.index not in done:
-                    commit(ctx, job_id, ItemResult(rest.index, ItemState.CANCELLED, error="job cancelled"))
-                    counts["cancelled"] += 1
-            break
-        claimed: list[int] = []
+    pending = [it for it in ctx.records.get_items(job.id, indices) if not it.terminal]
+    if not pending:
+        return {"processed": 0, "cancelled": 0}
+    stages = Stages(ctx.settings.worker.io_threads)
+    chunk = _Chunk(ctx, job, chunk_index, handler_for(job, ctx), stages)
+    try:
+        chunk.run(pending, list(plan_batches(pending, ctx.settings.worker.batch_size)))
+    finally:
+        stages.close()
+    return chunk.counts
+
+
+def _suspect(batch: Sequence[Item]) -> bool:
+    return any(it.attempts > 0 for it in batch)
+
+
+class _Chunk:
+    """One chunk's batch loop; the timeline is in workers/overlap.py.
+
+    Attempts are claimed just before a batch is fetched, so a crash while batch n is on the model also
+    counts an attempt for the prefetched batch n+1: its items come back as suspects and run alone, and
+    suspects run with nothing beside them (no prefetch, writes awaited), so a bystander is counted at
+    most once more than the items it really ran with.
+    """
+
+    def __init__(self, ctx: WorkerContext, job: Job, chunk_index: int, handler: JobHandler, stages: Stages) -> None:
+        self.ctx, self.job, self.chunk_index, self.handler, self.stages = ctx, job, chunk_index, handler, stages
+        self.claimed: set[int] = set()  # attempts counted, item not recorded yet
+        self.counts = {"processed": 0, "cancelled": 0}
+        self._writing: Future[list[ItemResult]] | None = None
+        self._loading: Future[list[ItemInput | ItemResult]] | None = None
+
+    def run(self, pending: list[Item], batches: list[list[Item]]) -> None:
         try:
-            inputs = _load_inputs(ctx, job, batch, claimed)
-            if not inputs:
-                continue
-            handler = handler or handler_for(job, ctx)
-            results = _run_batch(handler, inputs, chunk_index)
+            self._run(pending, batches)
         except StoreUnavailable:
             # An outage is not the items' fault: give their attempts back before the task retries.
-            for index in claimed:
-                ctx.records.release_attempt(job_id, index)
+            self._drain()
+            for index in sorted(self.claimed):
+                try:
+                    self.ctx.records.release_attempt(self.job.id, index)
+                except StoreUnavailable:
+                    break
             raise
-        for result in results:
-            commit(ctx, job_id, result)
-            counts["processed"] += 1
-        handler.after_commit(results)
-    return counts
+
+    def _run(self, pending: list[Item], batches: list[list[Item]]) -> None:
+        overlap = self.ctx.settings.worker.overlap
+        for n, batch in enumerate(batches):
+            loading, self._loading = self._loading or self._load(batch), None
+            loaded = loading.result()
+            serial = not overlap or _suspect(batch)
+            if not serial and n + 1 < len(batches) and not _suspect(batches[n + 1]):
+                self._loading = self._load(batches[n + 1])
+            if n == 0 and self._cancelled():
+                self._cancel(pending)
+                return
+            inputs = [one for one in loaded if isinstance(one, ItemInput)]
+            results, writes = _run_batch(self.handler, inputs, self.chunk_index,
+                                         self.stages.start_early(self.ctx)) if inputs else ([], [])
+            results = [one for one in loaded if isinstance(one, ItemResult)] + results
+            if self._cancelled():  # between batches: this batch's writes never start
+                self._cancel(pending)
+                return
+            self._wait_writer()
+            self._writing = self.stages.write(finish_batch, self.ctx, self.job.id, results, writes, self.stages.io)
+            if serial:
+                self._wait_writer()
+        self._wait_writer()
+
+    def _load(self, batch: list[Item]) -> Future[list[ItemInput | ItemResult]]:
+        """Claim the batch's attempts (items past the cap fail here) and fetch the rest in the background."""
+        cap = self.ctx.settings.worker.max_attempts
+        with metrics.STAGE.labels(stage="records").time():
+            attempts = self.ctx.records.claim_attempts(self.job.id, [it.index for it in batch])
+        self.claimed.update(it.index for it, n in zip(batch, attempts, strict=True) if n)
+        over = [it for it, n in zip(batch, attempts, strict=True) if n > cap]
+        if over:
+            self._record([ItemResult.failed(it.index, f"gave up after {cap} attempts: the worker crashed or timed "
+                                                      "out while processing this item") for it in over])
+        todo = [it for it, n in zip(batch, attempts, strict=True) if 0 < n <= cap]  # 0: final meanwhile
+        return self.stages.prefetch(load_batch, self.ctx, self.handler, todo, self.stages.io)
+
+    def _record(self, results: list[ItemResult]) -> None:
+        self.claimed.difference_update(r.index for r in commit_batch(self.ctx, self.job.id, results))
+
+    def _wait_writer(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            results = writing.result()
+            self.claimed.difference_update(r.index for r in results)
+            self.counts["processed"] += len(results)
+            self.handler.after_commit(results)
+
+    def _cancelled(self) -> bool:
+        return self.ctx.records.cancel_requested(self.job.id)
+
+    def _cancel(self, pending: list[Item]) -> None:
+        """Every item of the chunk not recorded yet ends cancelled (a batch already with the writer ends as
+        it was going to)."""
+        if self._loading is not None:
+            self._loading.result()
+            self._loading = None
+        self._wait_writer()
+        final = {it.index for it in self.ctx.records.get_items(self.job.id, [it.index for it in pending])
+                 if it.terminal}
+        rest = [ItemResult(it.index, ItemState.CANCELLED, error="job cancelled") for it in pending
+                if it.index not in final]
+        self._record(rest)
+        self.counts["cancelled"] += len(rest)
+
+    def _drain(self) -> None:
+        """Wait for the background stages after a failure (their own failures are the same outage)."""
+        for future in (self._loading, self._writing):
+            if future is None:
+                continue
+            try:
+                results = future.result()
+            except Exception:
+                continue
+            if future is self._writing:
+                self.claimed.difference_update(r.index for r in results)  # type: ignore[union-attr]
+        self._loading = self._writing = None
 
 
 def maybe_finalize(ctx: WorkerContext, job_id: str) -> bool:

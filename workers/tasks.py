@@ -24,6 +24,7 @@ from workers.capabilities import Heartbeat
 from workers.celery_app import create_celery
 from workers.context import WorkerContext
 from workers.dispatch import enqueue_chunks
+from workers.gpu import share_gpu
 from workers.ingest import ingest
 from workers.models.base import set_cpu_threads
 
@@ -49,6 +50,7 @@ def _reset_after_fork(**_: Any) -> None:
     _ctx = None  # sockets must not be shared with the parent
     # before torch is first imported in this child: its thread pool size is read at import
     os.environ.setdefault("OMP_NUM_THREADS", str(get_settings().worker.threads))
+    share_gpu(get_settings().worker.gpu_memory_fraction)  # several pool processes on one GPU
     set_cpu_threads(get_settings().worker.threads)
 
 

@@ -30,6 +30,7 @@ log = logging.getLogger("nightshift.style")
 STYLE_SIDE = 1024  # style images are only ever seen at <= 512 px by the models; 1024 leaves room for style_scale
 SHEET_ROWS = 8
 SHEET_TILE = 256
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}  # what encode_image names each format
 _engine: StyleEngine | None = None
 _variants: OrderedDict[str, list[StyleVariant]] = OrderedDict()
 
@@ -81,14 +82,29 @@ class StyleHandler(JobHandler):
             _variants.popitem(last=False)
         return variants
 
+    def prepare(self, item: ItemInput) -> None:
+        """Decode ahead of the model (in a prefetch thread); a bad photo keeps its reason for `process_batch`."""
+        try:
+            item.prepared = self._decode(item.data)
+        except ImageDecodeError as exc:
+            item.prepared = exc
+
+    def _decode(self, data: bytes) -> Image.Image:
+        with metrics.STAGE.labels(stage="decode").time():
+            return decode_image(data, max_pixels=self.ctx.settings.worker.max_pixels)
+
+    def _photo(self, item: ItemInput) -> Image.Image:
+        if isinstance(item.prepared, ImageDecodeError):
+            raise item.prepared
+        return item.prepared if isinstance(item.prepared, Image.Image) else self._decode(item.data)
+
     def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}
         photos: list[tuple[ItemInput, Image.Image]] = []
         max_pixels = self.ctx.settings.worker.max_pixels
         for item in batch:
             try:
-                with metrics.STAGE.labels(stage="decode").time():
-                    img = decode_image(item.data, max_pixels=max_pixels)
+                img = self._photo(item)
             except ImageDecodeError as exc:
                 results[item.index] = ItemResult.failed(item.index, str(exc))
                 continue
@@ -147,12 +163,16 @@ class StyleHandler(JobHandler):
         return None if self.params.strip_metadata else read_metadata(item.data)
 
     def _write(self, item: ItemInput, variant: StyleVariant, img: Image.Image, metadata: PhotoMetadata | None) -> str:
-        data, ctype, ext = encode_image(img, self.params.format, self.params.quality, metadata)
+        """The output's key; it is encoded and uploaded beside the next batch (JobHandler.write)."""
+        fmt, quality = self.params.format, self.params.quality
+
+        def produce() -> tuple[bytes, str]:
+            data, ctype, _ = encode_image(img, fmt, quality, metadata)
+            return data, ctype
+
         stem = PurePosixPath(item.name).stem or f"item{item.index}"
-        key = keys.variant_output(self.job.tenant, self.job.id, item.index, stem, variant.slug, ext)
-        with metrics.STAGE.labels(stage="upload").time():
-            self.ctx.store.put_bytes(key, data, ctype)
-        return key
+        key = keys.variant_output(self.job.tenant, self.job.id, item.index, stem, variant.slug, EXTENSIONS[fmt])
+        return self.write(key, produce, item=item.index)
 
     def _looks(self) -> dict[str, tuple[Look, Image.Image | None]]:
         """Each variant's look and style image (small), by the variant part of its output key."""
