@@ -31,6 +31,8 @@ from workers.people.cluster import cluster_faces
 
 log = logging.getLogger("nightshift.library")
 BLOCK = 2048  # query rows per distance block: bounded memory for large nights
+PRUNED_BLOCK = 64  # smaller blocks when people are ruled out by their centres: fewer people left per block
+SLACK = 1e-3  # float32 rounding of the distances, so a bound never rules out a score just under a limit
 SUGGESTIONS = 50
 
 
@@ -64,12 +66,30 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass
 class PersonIndex:
     """Every person's exemplars grouped by person, to score faces against people. `vectors` are as compared
-    (through the library's head, if it adopted one); `scores` takes raw queries and applies `transform`."""
+    (through the library's head, if it adopted one); `scores` takes raw queries and applies `transform`.
+
+    Each person also has a centre (the mean of their exemplars) and a radius (their exemplar farthest from
+    it). By the triangle inequality no face is nearer to any exemplar of a person than its distance to the
+    centre less the radius, so a caller that only needs distances under a limit skips every person that
+    bound rules out: exact below the limit, and a large library costs a few people per face, not all."""
 
     people: list[str]
     starts: np.ndarray
     vectors: np.ndarray
     transform: Transform = IDENTITY
+    counts: np.ndarray = field(init=False, repr=False)
+    centres: np.ndarray = field(init=False, repr=False)
+    radii: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.diff(np.append(self.starts, len(self.vectors))).astype(np.int64)
+        if not self.people:
+            self.centres = np.zeros((0, self.vectors.shape[1] if self.vectors.ndim == 2 else 0), np.float32)
+            self.radii = np.zeros(0, np.float32)
+            return
+        self.centres = (np.add.reduceat(self.vectors, self.starts, axis=0) / self.counts[:, None]).astype(np.float32)
+        spread = np.linalg.norm(self.vectors - np.repeat(self.centres, self.counts, axis=0), axis=1)
+        self.radii = np.maximum.reduceat(spread, self.starts).astype(np.float32)
 
     @classmethod
     def of(cls, state: LibraryState, only: set[str] | None = None) -> PersonIndex:
@@ -86,19 +106,52 @@ class PersonIndex:
                 starts.append(n)
         return cls(people, np.array(starts, np.int64), transform(matrix), transform)
 
-    def scores(self, queries: np.ndarray) -> np.ndarray:
-        """(queries, people): mean of the two nearest exemplars of each person (the nearest if only one)."""
+    def scores(self, queries: np.ndarray, limit: float | None = None) -> np.ndarray:
+        """(queries, people): mean of the two nearest exemplars of each person (the nearest if only one).
+        With `limit`, scores of `limit` or more may be left at infinity (never one under it)."""
         if not self.people:
             return np.zeros((len(queries), 0), np.float32)
         queries = self.transform(queries)
-        out = np.empty((len(queries), len(self.people)), np.float32)
-        for lo in range(0, len(queries), BLOCK):
-            d = distances(queries[lo : lo + BLOCK], self.vectors)
-            first = np.minimum.reduceat(d, self.starts, axis=1)
-            masked = np.where(d <= np.repeat(first, np.diff(np.append(self.starts, d.shape[1])), axis=1), np.inf, d)
-            second = np.minimum.reduceat(masked, self.starts, axis=1)
-            out[lo : lo + BLOCK] = np.where(np.isfinite(second), (first + second) / 2, first)
+        out = np.full((len(queries), len(self.people)), np.inf, np.float32)
+        step = BLOCK if limit is None else PRUNED_BLOCK
+        for lo in range(0, len(queries), step):
+            block = queries[lo : lo + step]
+            if limit is None:
+                out[lo : lo + step] = self._exact(block, None)
+                continue
+            bound = distances(block, self.centres) - self.radii[None, :]
+            near = np.flatnonzero((bound < limit + SLACK).any(axis=0))
+            if len(near):
+                out[lo : lo + step, near] = self._exact(block, near)
         return out
+
+    def person_scores(self, person: int, limit: float) -> np.ndarray:
+        """(people,): the score of each person against person `person`'s own exemplars, at the nearest of them
+        (infinity where it is `limit` or more, as `scores`)."""
+        lo = int(self.starts[person])
+        mine = self.vectors[lo : lo + int(self.counts[person])]
+        bound = np.linalg.norm(self.centres - self.centres[person], axis=1) - self.radii - self.radii[person]
+        near = np.flatnonzero(bound < limit + SLACK)
+        out = np.full(len(self.people), np.inf, np.float32)
+        if len(near):
+            out[near] = self._exact(mine, near).min(axis=0)
+        return out
+
+    def _exact(self, queries: np.ndarray, people: np.ndarray | None) -> np.ndarray:
+        """(queries, people): the two-nearest score against the exemplars of `people` (None: everyone),
+        queries already transformed."""
+        if people is None:
+            vectors, starts, counts = self.vectors, self.starts, self.counts
+        else:
+            counts = self.counts[people]
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+            rows = np.repeat(self.starts[people] - starts, counts) + np.arange(int(counts.sum()))
+            vectors = self.vectors[rows]
+        d = distances(queries, vectors)
+        first = np.minimum.reduceat(d, starts, axis=1)
+        masked = np.where(d <= np.repeat(first, counts, axis=1), np.inf, d)
+        second = np.minimum.reduceat(masked, starts, axis=1)
+        return np.where(np.isfinite(second), (first + second) / 2, first)
 
 
 def choose(scores: np.ndarray, people: list[str], forbidden: list[set[str]], t: Thresholds) -> list[str | None]:
@@ -198,7 +251,7 @@ def _assign(state: LibraryState, rows: list[tuple[str, int]], matrix: np.ndarray
     if not rows or not known.people:
         return [False] * len(rows)
     forbidden = [set(state.rejected(s, r)) for s, r in rows]
-    scores = known.scores(matrix)
+    scores = known.scores(matrix, limit=t.assign + t.assign_margin)  # farther never changes a choice
     picks = choose(scores, known.people, forbidden, t)
     # faces of one photo never share a person: the closest keeps it, the others wait
     best: dict[tuple[str, str], int] = {}
@@ -286,13 +339,14 @@ def _recheck_pool(state: LibraryState, changed: set[str], t: Thresholds, report:
     if not pool_rows:
         return
     local = PersonIndex.of(state, only=changed)
-    near = np.flatnonzero(local.scores(pool).min(axis=1) < t.assign) if local.people else np.array([], int)
+    near = np.flatnonzero(local.scores(pool, limit=t.assign).min(axis=1) < t.assign) if local.people \
+        else np.array([], int)
     if not len(near):
         return
     everyone = PersonIndex.of(state)
     candidates = [pool_rows[n] for n in near]
     forbidden = [set(state.rejected(s, r)) for s, r in candidates]
-    picks = choose(everyone.scores(pool[near]), everyone.people, forbidden, t)
+    picks = choose(everyone.scores(pool[near], limit=t.assign + t.assign_margin), everyone.people, forbidden, t)
     for n, pid in zip(near, picks, strict=True):
         if pid is None:
             continue
@@ -308,19 +362,19 @@ def _recheck_pool(state: LibraryState, changed: set[str], t: Thresholds, report:
 def _suggest(state: LibraryState, changed: set[str], t: Thresholds) -> None:
     """Pairs of people whose nearest faces are close, best first: likely one person split in two."""
     everyone = PersonIndex.of(state)
+    position = {p: n for n, p in enumerate(everyone.people)}
+    limit = t.cluster * 1.3
     found = {(s.a, s.b): s for s in state.suggestions if s.a in state.people and s.b in state.people}
     for pid in sorted(changed):
-        if pid not in state.people:
+        if pid not in state.people or pid not in position:
             continue
-        faces, mine = state.exemplars(pid)
-        if not len(mine):
-            continue
-        scores = everyone.scores(mine).min(axis=0)
-        for other, d in zip(everyone.people, scores, strict=True):
-            if other == pid or d >= t.cluster * 1.3:
+        scores = everyone.person_scores(position[pid], limit)
+        for n in np.flatnonzero(scores < limit):
+            other = everyone.people[n]
+            if other == pid:
                 continue
             a, b = sorted((pid, other))
             named = state.people[a].name and state.people[b].name
             if not named:
-                found[(a, b)] = Suggestion(a=a, b=b, distance=round(float(d), 4))
+                found[(a, b)] = Suggestion(a=a, b=b, distance=round(float(scores[n]), 4))
     state.suggestions = sorted(found.values(), key=lambda s: (s.distance, s.a, s.b))[:SUGGESTIONS]
