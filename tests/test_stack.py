@@ -95,3 +95,27 @@ def _get(url: str) -> int:
         return requests.get(url, timeout=3).status_code
     except requests.RequestException:
         return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_stack_leaves_no_server_running(tmp_path: Path) -> None:
+    """kill -9 of the process that started the servers (a `nightshift up`, a test run): they stop too."""
+    code = ("import sys, time; from pathlib import Path; from api.devstack.servers import start_redis; "
+            f"r = start_redis(Path({str(tmp_path)!r})); print(r.proc.pid, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        server = int(parent.stdout.readline())  # type: ignore[union-attr]
+        assert _alive(server)
+        parent.kill()
+        parent.wait(10)
+        wait_until(lambda: not _alive(server), timeout=15)
+    finally:
+        parent.kill()

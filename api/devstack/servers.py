@@ -8,6 +8,7 @@ folder, so a second start reuses it.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -97,11 +98,26 @@ class ServerProcess:
             return ""
 
 
+def die_with_parent() -> None:
+    """Run in a child before it starts (Linux): it gets SIGTERM when the process that started it dies, even by
+    kill -9, so a stack (or a test run) that is killed never leaves servers and workers running."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl: nobody is left to stop us
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _spawn(name: str, argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # A new session: Ctrl-C in the terminal reaches the stack, which stops servers in order.
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 - only prctl, before exec
 
 
 def _package_file(package: str, *parts: str) -> Path | None:

@@ -22,6 +22,7 @@ from typing import Any
 from api.devstack.servers import (
     S3_PORT_OFFSET,
     ServerProcess,
+    die_with_parent,
     free_port,
     free_port_block,
     port_is_free,
@@ -109,7 +110,7 @@ def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_di
     log_path = log_dir / f"worker-{node}.log"
     with open(log_path, "ab") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                cwd=str(PROJECT_ROOT))
+                                cwd=str(PROJECT_ROOT), preexec_fn=die_with_parent)  # noqa: PLW1509
     return WorkerProcess(queue, proc, log_path, metrics_port)
 
 
