@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, g, request
 
 from api.context import svc
-from api.errors import ApiError
+from api.errors import RateLimited, Unauthorized
 from storage.apikeys import ApiKeys
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/metrics", "/docs", "/ui", "/static", "/favicon.ico")
@@ -25,18 +25,17 @@ def install_auth(app: Flask) -> None:
             return
         key = api_key_from_request()
         if not key:
-            raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         keys: ApiKeys = svc().apikeys
         tenant = keys.tenant_of(key)
         if tenant is None:
-            raise ApiError(401, "unauthorized", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("unknown or revoked API key")
         limit = svc().settings.api.rate_limit_per_minute
         allowed, remaining, reset = keys.hit(key, limit)
         g.rate = (limit, remaining, reset)
         if not allowed:
-            raise ApiError(429, "rate_limited", f"more than {limit} requests per minute for this key; "
-                           f"retry in {reset}s", headers={"Retry-After": str(reset)})
+            raise RateLimited(f"more than {limit} requests per minute for this key; "
+                              f"retry in {reset}s", headers={"Retry-After": str(reset)})
         g.tenant = tenant
 
     @app.after_request

@@ -1,9 +1,14 @@
-"""One JSON error shape for every 4xx/5xx: {"error": {"code", "message", "details"}}."""
+"""One JSON error shape for every 4xx/5xx: {"error": {"code", "message", "details"}}.
+
+Handlers raise an `HttpError` subclass that carries its status and code (`raise NotFound(f"job {id} not found")`),
+so a code is spelled once, here, and a caller catches by meaning. Storage's own exceptions and werkzeug's map
+onto the same shape below. (The client's `api.client.ApiError` is the other end: what a client sees.)
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
@@ -16,14 +21,117 @@ from workers.contract import validation_messages
 log = logging.getLogger("nightshift.api")
 
 
-class ApiError(Exception):
-    """An error answered to the client as JSON."""
+class HttpError(Exception):
+    """An error answered to the client as JSON with the class's status and code.
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None,
+    `code` may refine the class's code for answers whose code comes from elsewhere (a worker's `no_face`, a
+    decision's `invalid`); the status stays the class's.
+    """
+
+    status: ClassVar[int] = 500
+    code: str = "internal"
+    headers: dict[str, str]
+
+    def __init__(self, message: str, details: Any = None, *, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
+        self.message, self.details = message, details
+        if code is not None:
+            self.code = code
         self.headers = headers or {}
+
+
+class BadRequest(HttpError):
+    """400: a query parameter or header out of range, an unknown form field."""
+
+    status, code = 400, "bad_request"
+
+
+class BadJson(BadRequest):
+    """400: the body (or a JSON form field) is not the JSON object the route takes."""
+
+    code = "bad_json"
+
+
+class Unauthorized(HttpError):
+    """401: no API key, or one the server does not know."""
+
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(HttpError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(HttpError):
+    status, code = 404, "not_found"
+
+
+class Conflict(HttpError):
+    """409: the resource is not in a state that allows this (a finished job, a face already out)."""
+
+    status, code = 409, "conflict"
+
+
+class ModelMismatch(Conflict):
+    """409: vectors of two embedding spaces would be compared."""
+
+    code = "model_mismatch"
+
+
+class PayloadTooLarge(HttpError):
+    status, code = 413, "too_large"
+
+
+class TooManyFiles(PayloadTooLarge):
+    code = "too_many_files"
+
+
+class UnsupportedMediaType(HttpError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidRequest(HttpError):
+    """422: well-formed, but a value the route cannot use (its message starts with the field)."""
+
+    status, code = 422, "invalid_request"
+
+
+class IdempotencyMismatch(InvalidRequest):
+    code = "idempotency_mismatch"
+
+
+class ModelUnavailable(InvalidRequest):
+    """422: the job needs a model no live worker can run."""
+
+    code = "model_unavailable"
+
+
+class NoUsablePhoto(InvalidRequest):
+    code = "no_usable_photo"
+
+
+class RateLimited(HttpError):
+    status, code = 429, "rate_limited"
+
+
+class WorkerFailed(HttpError):
+    """502: a faces worker raised while answering a synchronous question."""
+
+    status, code = 502, "worker_error"
+
+
+class Unavailable(HttpError):
+    status, code = 503, "unavailable"
+
+
+class WorkerTimeout(HttpError):
+    """504: no faces worker answered a synchronous question in time."""
+
+    status, code = 504, "timeout"
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> tuple[Response, int]:
@@ -32,52 +140,56 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     return jsonify({"error": body}), status
 
 
+def answer(exc: HttpError) -> tuple[Response, int]:
+    """The JSON answer of an HttpError, with its headers."""
+    resp, status = error_response(exc.status, exc.code, exc.message, exc.details)
+    resp.headers.update(exc.headers)
+    return resp, status
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors as a list of {field, message}, without echoing large inputs back."""
     return [{"field": loc or "(body)", "message": msg} for loc, msg in validation_messages(exc)]
 
 
+# werkzeug's own answers (routing, body size, form parsing) in the same vocabulary
+_WERKZEUG_CODES = {400: BadRequest.code, 401: Unauthorized.code, 403: Forbidden.code, 404: NotFound.code,
+                   405: "method_not_allowed", 413: PayloadTooLarge.code, 415: UnsupportedMediaType.code,
+                   429: RateLimited.code}
+
+
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> tuple[Response, int]:
-        resp, status = error_response(exc.status, exc.code, exc.message, exc.details)
-        resp.headers.update(exc.headers)
-        return resp, status
+    app.register_error_handler(HttpError, answer)
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> tuple[Response, int]:
         details = validation_details(exc)
         first = details[0] if details else {"field": "(body)", "message": "invalid"}
-        return error_response(422, "invalid_request", f"{first['field']}: {first['message']}", details)
+        return answer(InvalidRequest(f"{first['field']}: {first['message']}", details))
 
     @app.errorhandler(BadKey)
     def _bad_key(exc: BadKey) -> tuple[Response, int]:
-        return error_response(400, "bad_key", str(exc))
+        return answer(BadRequest(str(exc), code="bad_key"))
 
     @app.errorhandler(RecordNotFound)
     @app.errorhandler(ObjectNotFound)
     def _not_found(exc: StorageError) -> tuple[Response, int]:
-        return error_response(404, "not_found", str(exc) or "not found")
+        return answer(NotFound(str(exc) or "not found"))
 
     @app.errorhandler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> tuple[Response, int]:
         log.warning("storage unavailable: %s", exc)
-        resp, status = error_response(503, "unavailable", "storage is temporarily unavailable; retry shortly")
-        resp.headers["Retry-After"] = "5"
-        return resp, status
+        return answer(Unavailable("storage is temporarily unavailable; retry shortly", headers={"Retry-After": "5"}))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
-        code = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
-                429: "rate_limited"}.get(status, "http_error")
         message = exc.description or exc.name
         if status == 413:
             message = "request too large: upload big archives with POST /v1/uploads (presigned PUT) instead"
         if status == 404 and message and message.startswith("The requested URL"):
             message = "no such endpoint; see /openapi.json"
-        resp, status = error_response(status, code, message)
+        resp, status = error_response(status, _WERKZEUG_CODES.get(status, "http_error"), message)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":  # keep e.g. Allow on 405, drop werkzeug's HTML type
                 resp.headers[name] = value
@@ -86,4 +198,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error")
-        return error_response(500, "internal", "internal error; it has been logged")
+        return answer(HttpError("internal error; it has been logged"))

@@ -14,14 +14,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import ApiError
+from api.errors import (
+    BadJson,
+    HttpError,
+    InvalidRequest,
+    ModelMismatch,
+    NotFound,
+    UnsupportedMediaType,
+    WorkerFailed,
+    WorkerTimeout,
+)
 from storage import keys
 from storage.names import JobKind, Queue, TaskName
 from storage.records import new_id
 
 bp = Blueprint("faces", __name__, url_prefix="/v1")
-_ERROR_STATUS = {"no_face": 422, "several_faces": 422, "bad_image": 422, "bad_index": 422, "not_found": 404,
-                 "model_mismatch": 409}
+# a faces worker's answer codes (workers.people.service) keep their code; these take another class's status
+_WORKER_ERRORS: dict[str, type[HttpError]] = {"not_found": NotFound, "model_mismatch": ModelMismatch}
 
 
 class FaceRef(BaseModel):
@@ -49,7 +58,7 @@ class SearchRequest(BaseModel):
 def json_body(model: type[BaseModel]) -> Any:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the body must be a JSON object")
+        raise BadJson("the body must be a JSON object")
     return model.model_validate(body)
 
 
@@ -61,15 +70,15 @@ def ask(task: TaskName, *args: Any) -> dict[str, Any]:
     try:
         answer = result.get(timeout=timeout, propagate=True)
     except CeleryTimeout:
-        raise ApiError(504, "timeout", f"no faces worker answered within {timeout:.0f}s; is a faces worker "
-                       "running? Try again, or use a job for large inputs") from None
+        raise WorkerTimeout(f"no faces worker answered within {timeout:.0f}s; is a faces worker "
+                            "running? Try again, or use a job for large inputs") from None
     except Exception as exc:
-        raise ApiError(502, "worker_error", f"the faces worker failed: {type(exc).__name__}") from None
+        raise WorkerFailed(f"the faces worker failed: {type(exc).__name__}") from None
     finally:
         result.forget()
     if "error" in answer:
         err = answer["error"]
-        raise ApiError(_ERROR_STATUS.get(err["code"], 422), err["code"], err["message"])
+        raise _WORKER_ERRORS.get(err["code"], InvalidRequest)(err["message"], code=err["code"])
     return dict(answer)
 
 
@@ -77,13 +86,13 @@ def _require_photos(*fields: str) -> None:
     for field in fields:
         f = request.files.get(field)
         if f is None or not f.filename:
-            raise ApiError(422, "invalid_request", f"{field}: missing photo (multipart file field '{field}')")
+            raise InvalidRequest(f"{field}: missing photo (multipart file field '{field}')")
 
 
 def _upload_photo(t: str, field: str) -> dict[str, str]:
     f = request.files.get(field)
     if f is None or not f.filename:
-        raise ApiError(422, "invalid_request", f"{field}: missing photo (multipart file field '{field}')")
+        raise InvalidRequest(f"{field}: missing photo (multipart file field '{field}')")
     key = keys.query_photo(t, new_id("q"), f.filename)
     svc().store.put_stream(key, f.stream, -1, f.mimetype or "application/octet-stream")
     return {"key": keys.strip_tenant(t, key)}
@@ -92,7 +101,7 @@ def _upload_photo(t: str, field: str) -> dict[str, str]:
 def _ref(t: str, ref: FaceRef | dict[str, Any], label: str) -> dict[str, str]:
     ref = ref if isinstance(ref, FaceRef) else FaceRef.model_validate(ref)
     if bool(ref.face) == bool(ref.key):
-        raise ApiError(422, "invalid_request", f"{label}: give exactly one of 'face' or 'key'")
+        raise InvalidRequest(f"{label}: give exactly one of 'face' or 'key'")
     if ref.key:
         keys.relative(ref.key)
         return {"key": ref.key}
@@ -133,9 +142,9 @@ def _float_form(name: str) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        raise ApiError(422, "invalid_request", f"{name}: must be a number") from None
+        raise InvalidRequest(f"{name}: must be a number") from None
     if not 0 < value <= 2:
-        raise ApiError(422, "invalid_request", f"{name}: must be in (0, 2]")
+        raise InvalidRequest(f"{name}: must be in (0, 2]")
     return value
 
 
@@ -147,9 +156,9 @@ def search() -> Response:
         try:
             k = int(request.form.get("k") or 10)
         except ValueError:
-            raise ApiError(422, "invalid_request", "k: must be an integer") from None
+            raise InvalidRequest("k: must be an integer") from None
         if not 1 <= k <= 1000:
-            raise ApiError(422, "invalid_request", "k: must be between 1 and 1000")
+            raise InvalidRequest("k: must be between 1 and 1000")
         jobs = [j for j in (request.form.get("jobs") or "").split(",") if j] or None
         for job_id in jobs or ():
             _faces_job(t, job_id)
@@ -175,7 +184,7 @@ def search() -> Response:
 def _faces_job(t: str, job_id: str) -> None:
     job = svc().records.get_job(job_id, t)
     if job.kind != JobKind.FACES:
-        raise ApiError(422, "invalid_request", f"job {job_id} is not a faces index job")
+        raise InvalidRequest(f"job {job_id} is not a faces index job")
 
 
 
@@ -185,7 +194,7 @@ def identify_photo() -> Response:
     """Who is in a photo (multipart `photo`): each face with the library person it clearly is, or nobody."""
     t = tenant()
     if request.mimetype != "multipart/form-data":
-        raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a 'photo' file")
+        raise UnsupportedMediaType("send multipart/form-data with a 'photo' file")
     _require_photos("photo")
     ref = _upload_photo(t, "photo")
     try:

@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import ApiError
+from api.errors import InvalidRequest, ModelMismatch, NotFound, NoUsablePhoto, UnsupportedMediaType
 from api.faces import ask, json_body
 from storage import keys
 from storage.errors import ObjectNotFound
-from storage.galleries import Galleries, GalleryDoc, ModelMismatch
+from storage.galleries import Galleries, GalleryDoc
+from storage.galleries import ModelMismatch as SpacesDiffer
 from storage.names import TaskName
 from storage.records import new_id
 
@@ -32,7 +33,7 @@ def _gallery(gallery_id: str) -> GalleryDoc:
     try:
         return galleries().latest(gallery_id)
     except ObjectNotFound:
-        raise ApiError(404, "not_found", f"gallery {gallery_id} not found") from None
+        raise NotFound(f"gallery {gallery_id} not found") from None
 
 
 @bp.post("/galleries")
@@ -57,13 +58,13 @@ def enroll_person(gallery_id: str) -> tuple[Response, int]:
     t = tenant()
     _gallery(gallery_id)
     if request.mimetype != "multipart/form-data":
-        raise ApiError(415, "unsupported_media_type", "send multipart/form-data with 'name' and 'photos'")
+        raise UnsupportedMediaType("send multipart/form-data with 'name' and 'photos'")
     name = (request.form.get("name") or "").strip()
     if not name or len(name) > 200:
-        raise ApiError(422, "invalid_request", "name: give the person's name (1-200 characters)")
+        raise InvalidRequest("name: give the person's name (1-200 characters)")
     files = [f for f in request.files.getlist("photos") if f.filename]
     if not 1 <= len(files) <= 20:
-        raise ApiError(422, "invalid_request", "photos: give 1 to 20 photos of this person, one face each")
+        raise InvalidRequest("photos: give 1 to 20 photos of this person, one face each")
     stored = []
     for f in files:
         key = keys.gallery_input(t, gallery_id, new_id("p"), f.filename or "photo")
@@ -71,11 +72,11 @@ def enroll_person(gallery_id: str) -> tuple[Response, int]:
         stored.append(keys.strip_tenant(t, key))
     answer = ask(TaskName.ENROLL, t, stored)
     if not answer["embeddings"]:
-        raise ApiError(422, "no_usable_photo", "none of the photos shows exactly one face", answer["errors"])
+        raise NoUsablePhoto("none of the photos shows exactly one face", answer["errors"])
     failed = {e["photo"] for e in answer["errors"]}
     try:
         doc = galleries().enrol(gallery_id, name, answer["embeddings"], [k for k in stored if k not in failed],
                                 answer["model"])
-    except ModelMismatch as exc:
-        raise ApiError(409, "model_mismatch", str(exc)) from None
+    except SpacesDiffer as exc:
+        raise ModelMismatch(str(exc)) from None
     return jsonify({**doc.public(), "errors": answer["errors"]}), 201

@@ -14,7 +14,16 @@ from werkzeug.datastructures import FileStorage
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import ApiError
+from api.errors import (
+    BadJson,
+    BadRequest,
+    Conflict,
+    IdempotencyMismatch,
+    InvalidRequest,
+    PayloadTooLarge,
+    TooManyFiles,
+    UnsupportedMediaType,
+)
 from api.metrics_bp import JOBS_SUBMITTED
 from api.models import check_runnable
 from storage import keys
@@ -42,8 +51,7 @@ def _json_field(form: Any, name: str, default: Any) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ApiError(400, "bad_json", f"form field '{name}' is not valid JSON: {exc.msg} at position {exc.pos}") \
-            from None
+        raise BadJson(f"form field '{name}' is not valid JSON: {exc.msg} at position {exc.pos}") from None
 
 
 def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage], list[FileStorage]]:
@@ -52,12 +60,12 @@ def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage
     if ctype == "application/json":
         limit = svc().settings.api.max_json_mb
         if (request.content_length or 0) > limit * 1024 * 1024:
-            raise ApiError(413, "too_large", f"a JSON body is at most {limit} MB: name a prefix or upload an "
-                           "archive instead of listing every key")
+            raise PayloadTooLarge(f"a JSON body is at most {limit} MB: name a prefix or upload an "
+                                  "archive instead of listing every key")
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            raise ApiError(400, "bad_json", "the body must be a JSON object like "
-                           '{"kind": "style", "params": {...}, "inputs": {"keys": [...]}}')
+            raise BadJson("the body must be a JSON object like "
+                          '{"kind": "style", "params": {...}, "inputs": {"keys": [...]}}')
         return body, [], [], []
     if ctype == "multipart/form-data":
         form = request.form
@@ -66,7 +74,7 @@ def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage
         if form.get("label"):
             body["label"] = form.get("label")
         if body["kind"] is None:
-            raise ApiError(422, "invalid_request", "kind: missing form field 'kind' (style or faces)")
+            raise InvalidRequest("kind: missing form field 'kind' (style or faces)")
         files = [f for f in request.files.getlist("files") if f.filename is not None]
         styles = [f for f in request.files.getlist("style") if f.filename is not None]
         archives = [f for f in request.files.getlist("archive") if f.filename is not None]
@@ -76,17 +84,17 @@ def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage
                 archives.append(f)
         unknown = set(request.files) - {"files", "style", "archive"}
         if unknown:
-            raise ApiError(400, "bad_request", f"unknown file field(s) {sorted(unknown)}: use 'files', 'style' "
-                           "or 'archive'")
+            raise BadRequest(f"unknown file field(s) {sorted(unknown)}: use 'files', 'style' "
+                             "or 'archive'")
         return body, files, styles, archives
-    raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
+    raise UnsupportedMediaType("send application/json or multipart/form-data")
 
 
 def _check_limits(files: list[FileStorage]) -> None:
     limit = svc().settings.api.max_files
     if len(files) > limit:
-        raise ApiError(413, "too_many_files", f"{len(files)} files in one request; the limit is {limit}: "
-                       "upload an archive or use an object prefix")
+        raise TooManyFiles(f"{len(files)} files in one request; the limit is {limit}: "
+                           "upload an archive or use an object prefix")
 
 
 def _store_upload(key: str, f: FileStorage) -> None:
@@ -117,10 +125,10 @@ def _check_inputs(t: str, inputs: Inputs) -> None:
     store = svc().store
     missing = [rel for rel in inputs.archives if not store.exists(keys.tenant_key(t, rel))]
     if missing:
-        raise ApiError(422, "invalid_request", f"inputs.archives: {missing[0]!r} not found in your storage",
-                       {"missing": missing[:100]})
+        raise InvalidRequest(f"inputs.archives: {missing[0]!r} not found in your storage",
+                             {"missing": missing[:100]})
     if inputs.prefix and next(store.list(keys.tenant_key(t, inputs.prefix)), None) is None:
-        raise ApiError(422, "invalid_request", f"inputs.prefix: no objects under {inputs.prefix!r} in your storage")
+        raise InvalidRequest(f"inputs.prefix: no objects under {inputs.prefix!r} in your storage")
 
 
 def _check_refs(t: str, kind: JobKind, params: Any) -> None:
@@ -128,18 +136,18 @@ def _check_refs(t: str, kind: JobKind, params: Any) -> None:
     store, records = svc().store, svc().records
     for rel in getattr(params, "styles", []) or []:
         if not store.exists(keys.tenant_key(t, rel)):
-            raise ApiError(422, "invalid_request", f"params.styles: style image {rel!r} not found in your storage")
+            raise InvalidRequest(f"params.styles: style image {rel!r} not found in your storage")
     gallery = getattr(params, "gallery", None)
     if gallery and next(store.list(keys.gallery_prefix(t, keys.safe_name(gallery))), None) is None:
-        raise ApiError(422, "invalid_request", f"params.gallery: gallery {gallery} not found")
+        raise InvalidRequest(f"params.gallery: gallery {gallery} not found")
     for job_id in getattr(params, "index_jobs", []) or []:
         try:
             ref = records.get_job(job_id, t)
         except RecordNotFound:
-            raise ApiError(422, "invalid_request", f"params.index_jobs: job {job_id} not found") from None
+            raise InvalidRequest(f"params.index_jobs: job {job_id} not found") from None
         if ref.kind != JobKind.FACES:
-            raise ApiError(422, "invalid_request", f"params.index_jobs: job {job_id} is a {ref.kind} job, "
-                           "not a faces index job")
+            raise InvalidRequest(f"params.index_jobs: job {job_id} is a {ref.kind} job, "
+                                 "not a faces index job")
 
 
 @bp.post("/jobs")
@@ -151,15 +159,15 @@ def submit_job() -> tuple[Response, int]:
     req = JobRequest.model_validate(body)
     idem = request.headers.get("Idempotency-Key")
     if idem is not None and not 1 <= len(idem) <= 200:
-        raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 200 characters")
+        raise BadRequest("Idempotency-Key must be 1 to 200 characters")
     job_id = new_id("j")
     if idem:
         fingerprint = _fingerprint(req, [("files", f) for f in files] + [("style", f) for f in style_files]
                                    + [("archive", f) for f in archives])
         winner, bound = s.records.claim_idempotency(t, idem, job_id, fingerprint)
         if bound != fingerprint:
-            raise ApiError(422, "idempotency_mismatch", "this Idempotency-Key was already used with a different "
-                           "request: use a new key for a new job")
+            raise IdempotencyMismatch("this Idempotency-Key was already used with a different "
+                                      "request: use a new key for a new job")
         if winner != job_id:
             return _replay(t, winner)
     try:
@@ -190,7 +198,7 @@ def _replay(t: str, job_id: str) -> tuple[Response, int]:
             break
         except RecordNotFound:
             if now() > deadline:
-                raise ApiError(409, "conflict", "a submission with this Idempotency-Key is still being created; "
+                raise Conflict("a submission with this Idempotency-Key is still being created; "
                                "retry shortly") from None
             time.sleep(0.1)
     resp.headers["Idempotent-Replayed"] = "true"
@@ -238,8 +246,8 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
             archive_keys.append(keys.strip_tenant(t, key))
         inputs = Inputs(keys=photo_keys, prefix=inputs.prefix, archives=archive_keys, videos=videos)
         if inputs.empty and not items:
-            raise ApiError(422, "invalid_request", "inputs: no photos: upload 'files', an 'archive', or give "
-                           "inputs.keys / inputs.prefix / inputs.archives")
+            raise InvalidRequest("inputs: no photos: upload 'files', an 'archive', or give "
+                                 "inputs.keys / inputs.prefix / inputs.archives")
     else:
         items = [Item(0, str(req.kind), "")]
     needs_ingest = bool(inputs.prefix or inputs.archives or inputs.videos)
@@ -289,9 +297,9 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, "bad_request", f"query parameter '{name}' must be an integer") from None
+        raise BadRequest(f"query parameter '{name}' must be an integer") from None
     if not lo <= value <= hi:
-        raise ApiError(400, "bad_request", f"query parameter '{name}' must be between {lo} and {hi}")
+        raise BadRequest(f"query parameter '{name}' must be between {lo} and {hi}")
     return value
 
 
@@ -299,10 +307,10 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 def list_jobs() -> Response:
     state = request.args.get("state")
     if state is not None and state not in {s.value for s in JobState}:
-        raise ApiError(400, "bad_request", f"state must be one of {[s.value for s in JobState]}")
+        raise BadRequest(f"state must be one of {[s.value for s in JobState]}")
     kind = request.args.get("kind")
     if kind is not None and kind not in {k.value for k in JobKind}:
-        raise ApiError(400, "bad_request", f"kind must be one of {[k.value for k in JobKind]}")
+        raise BadRequest(f"kind must be one of {[k.value for k in JobKind]}")
     limit = _int_arg("limit", 50, 1, 500)
     before_raw = request.args.get("before")
     try:
@@ -310,7 +318,7 @@ def list_jobs() -> Response:
     except ValueError:
         before = math.nan
     if before is not None and not math.isfinite(before):
-        raise ApiError(400, "bad_request", "query parameter 'before' must be a number (next_before)")
+        raise BadRequest("query parameter 'before' must be a number (next_before)")
     jobs = svc().records.list_jobs(tenant(), state=state, kind=kind, limit=limit, before=before)
     body: dict[str, Any] = {"jobs": [j.to_public() for j in jobs]}
     body["next_before"] = jobs[-1].created_at if len(jobs) == limit else None
@@ -324,7 +332,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     records = svc().records
     job = records.get_job(job_id, tenant())
     if job.state in FINISHED_STATES:
-        raise ApiError(409, "conflict", f"job {job_id} already finished ({job.state})")
+        raise Conflict(f"job {job_id} already finished ({job.state})")
     records.request_cancel(job_id)
     records.cancel_pending_items(job_id)
     try:
@@ -347,7 +355,7 @@ def job_results(job_id: str) -> Response:
     limit = _int_arg("limit", 100, 1, svc().settings.api.page_size_max)
     state = request.args.get("state")
     if state is not None and state not in {s.value for s in ItemState}:
-        raise ApiError(400, "bad_request", f"state must be one of {[s.value for s in ItemState]}")
+        raise BadRequest(f"state must be one of {[s.value for s in ItemState]}")
     job, items = _items_page(t, job_id, offset, limit)
     end = min(offset + limit, job.total)
     out = []

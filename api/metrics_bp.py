@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from api.context import svc
-from api.errors import ApiError
+from api.errors import Forbidden
 from storage.names import Queue
 
 bp = Blueprint("metrics", __name__)
@@ -28,7 +28,7 @@ def _allowed() -> bool:
 @bp.get("/metrics")
 def metrics() -> Response:
     if not _allowed():
-        raise ApiError(403, "forbidden", "metrics need the scrape token (api.metrics_token) or a local client")
+        raise Forbidden("metrics need the scrape token (api.metrics_token) or a local client")
     records = svc().records
     for queue in Queue:
         try:

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api.context import svc
-from api.errors import ApiError
+from api.errors import ModelUnavailable
 from storage.coordination import WorkerInfo
 from workers.models.catalog import MODELS, ModelCard
 
@@ -43,11 +43,11 @@ def check_runnable(kind: str, params: Any) -> None:
             continue
         workers = _live() if workers is None else workers
         if runnable(model, workers) is False:
-            raise ApiError(422, "model_unavailable",
-                           f"params.{model.param}: {model.value!r} needs {', '.join(model.weights or model.modules)}, "
-                           f"which no live {model.queue} worker has. To enable it: {model.how_to_provide}. "
-                           "GET /v1/models lists what the workers have",
-                           details=[{"field": f"params.{model.param}", "model": model.id}])
+            raise ModelUnavailable(
+                f"params.{model.param}: {model.value!r} needs {', '.join(model.weights or model.modules)}, "
+                f"which no live {model.queue} worker has. To enable it: {model.how_to_provide}. "
+                "GET /v1/models lists what the workers have",
+                details=[{"field": f"params.{model.param}", "model": model.id}])
 
 
 @bp.get("/models")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import ApiError
+from api.errors import BadJson, BadRequest, Conflict, HttpError, InvalidRequest, NotFound
 from storage import keys
 from storage.errors import ObjectNotFound
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
@@ -27,7 +27,8 @@ from workers.contract import AdaptParams
 
 bp = Blueprint("people", __name__, url_prefix="/v1")
 FILTERS = ("visible", "all", "named", "unnamed", "hidden")
-_DECISION_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
+# a refused decision keeps its code (storage.library.DecisionInvalid.code); these take another class's status
+_DECISION_ERRORS: dict[str, type[HttpError]] = {"not_found": NotFound, "conflict": Conflict}
 
 
 class PersonPatch(BaseModel):
@@ -66,7 +67,7 @@ def library() -> LibraryStore:
 def _object() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the body must be a JSON object")
+        raise BadJson("the body must be a JSON object")
     return body
 
 
@@ -79,9 +80,9 @@ def _page() -> tuple[int, int]:
         offset = int(request.args.get("offset", 0))
         limit = int(request.args.get("limit", 100))
     except ValueError:
-        raise ApiError(400, "bad_request", "offset and limit must be integers") from None
+        raise BadRequest("offset and limit must be integers") from None
     if offset < 0 or not 1 <= limit <= svc().settings.api.page_size_max:
-        raise ApiError(400, "bad_request", f"offset >= 0 and limit 1-{svc().settings.api.page_size_max}")
+        raise BadRequest(f"offset >= 0 and limit 1-{svc().settings.api.page_size_max}")
     return offset, limit
 
 
@@ -125,7 +126,7 @@ def decide(*decisions: Decision) -> tuple[Head | None, int]:
         for d in decisions:
             check_decision(trial, d)
     except DecisionInvalid as exc:
-        raise ApiError(_DECISION_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
+        raise _DECISION_ERRORS.get(exc.code, InvalidRequest)(str(exc), code=exc.code) from None
     for d in decisions:
         lib.log_decision(d)
     try:
@@ -134,7 +135,7 @@ def decide(*decisions: Decision) -> tuple[Head | None, int]:
         return None, 202
     reasons = [r for r in refused if r]
     if reasons:
-        raise ApiError(409, "conflict", f"the library changed meanwhile: {reasons[0]}")
+        raise Conflict(f"the library changed meanwhile: {reasons[0]}")
     return head, 200
 
 
@@ -164,7 +165,7 @@ def list_people() -> Response:
     all, named, unnamed or hidden."""
     which = request.args.get("filter", "visible")
     if which not in FILTERS:
-        raise ApiError(400, "bad_request", f"filter must be one of {list(FILTERS)}")
+        raise BadRequest(f"filter must be one of {list(FILTERS)}")
     offset, limit = _page()
     people = list(library().people(library().head()).people)
     keep = {"visible": lambda p: not p.hidden, "all": lambda p: True, "named": lambda p: bool(p.name) and not p.hidden,
@@ -185,7 +186,7 @@ def get_person(person_id: str) -> Response:
     people, merged = _people(head)
     pid = _resolve(person_id, merged)
     if pid not in people:
-        raise ApiError(404, "not_found", f"person {person_id} not found")
+        raise NotFound(f"person {person_id} not found")
     person = people[pid]
     photos: list[dict[str, Any]] = []
     index: dict[str, int] = {}
@@ -236,8 +237,8 @@ def merge_suggestions() -> Response:
 def list_faces() -> Response:
     """Faces of the library that belong to nobody yet (`unassigned=true`), newest jobs first; paginated."""
     if request.args.get("unassigned", "true").lower() not in ("1", "true", "yes"):
-        raise ApiError(400, "bad_request", "only unassigned=true is listed here; a person's faces are at "
-                       "/v1/people/{id}")
+        raise BadRequest("only unassigned=true is listed here; a person's faces are at "
+                         "/v1/people/{id}")
     offset, limit = _page()
     lib = library()
     head = lib.head()
@@ -273,13 +274,13 @@ def patch_person(person_id: str) -> tuple[Response, int]:
     req = _body(PersonPatch)
     fields = req.model_fields_set
     if not fields:
-        raise ApiError(422, "invalid_request", "give at least one of name, hidden, cover")
+        raise InvalidRequest("give at least one of name, hidden, cover")
     decisions = []
     if "name" in fields:
         decisions.append(Decision(kind="name", person=person_id, name=req.name))
     if "hidden" in fields:
         if req.hidden is None:
-            raise ApiError(422, "invalid_request", "hidden: true or false")
+            raise InvalidRequest("hidden: true or false")
         decisions.append(Decision(kind="hide", person=person_id, hidden=req.hidden))
     if "cover" in fields:
         decisions.append(Decision(kind="cover", person=person_id, face=req.cover))
@@ -295,7 +296,7 @@ def merge_people() -> tuple[Response, int]:
     """`from` is the same person as `into`: one person, `into`'s id (its name, else `from`'s)."""
     req = _body(MergeRequest)
     if req.into == req.from_:
-        raise ApiError(422, "invalid_request", "into and from are the same person")
+        raise InvalidRequest("into and from are the same person")
     head, _ = decide(Decision(kind="merge", person=req.into, other=req.from_))
     if head is None:
         return _busy()
@@ -315,10 +316,10 @@ def set_face_person(face_id: str) -> tuple[Response, int]:
         try:
             segment, row = state.locate(face_id)
         except DecisionInvalid as exc:
-            raise ApiError(404, "not_found", str(exc)) from None
+            raise NotFound(str(exc)) from None
         current = state.person_of(segment, row)
         if current is None:
-            raise ApiError(409, "conflict", f"face {face_id} belongs to nobody already")
+            raise Conflict(f"face {face_id} belongs to nobody already")
         decision = Decision(kind="move_out", person=current, face=face_id)
     else:
         decision = Decision(kind="assign", person=req.person, face=face_id)
@@ -390,9 +391,9 @@ def rollback() -> tuple[Response, int]:
     try:
         current, target = adapters.rollback_target(adapters.lib.head())
     except LookupError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
+        raise Conflict(str(exc)) from None
     except ObjectNotFound:
-        raise ApiError(409, "conflict", "the head in use is missing from the store") from None
+        raise Conflict("the head in use is missing from the store") from None
     head, _ = decide(Decision(kind="adapter", adapter=target))
     answer: dict[str, Any] = {"rolled_back": current.version, "in_use": adapters.version(target)}
     if req.recluster:

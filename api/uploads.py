@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import ApiError
+from api.errors import BadJson
 from storage import keys
 from storage.records import new_id
 
@@ -27,7 +27,7 @@ bp = Blueprint("uploads", __name__, url_prefix="/v1")
 def create_uploads() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", 'send a JSON object like {"names": ["photos.zip"]}')
+        raise BadJson('send a JSON object like {"names": ["photos.zip"]}')
     req = UploadRequest.model_validate(body)
     ctx = svc()
     t = tenant()
