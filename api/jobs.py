@@ -363,7 +363,7 @@ def job_results(job_id: str) -> Response:
         if state and it.state != state:
             continue
         out.append({"index": it.index, "name": it.name, "state": str(it.state), "error": it.error,
-                    "attempts": it.attempts, "info": it.info,
+                    "error_code": it.error_code, "attempts": it.attempts, "info": it.info,
                     "input": _output_entry(t, it.key, it.name) if it.key else None,
                     "outputs": [_output_entry(t, k, keys.output_name(it.name, k)) for k in it.outputs]})
     artifacts = []

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from storage import keys
 from storage.errors import ObjectNotFound
-from storage.names import ItemState, JobKind, JobState
+from storage.names import ItemErrorCode, ItemState, JobKind, JobState
 from storage.objects import ObjectStore
 from storage.records import Item, Job
 
@@ -40,6 +40,7 @@ class ItemRecord(BaseModel):
     key: str = ""
     state: ItemState
     error: str | None = None
+    error_code: ItemErrorCode | None = None
     attempts: int = 0
     outputs: list[str] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict)
@@ -47,11 +48,11 @@ class ItemRecord(BaseModel):
     @classmethod
     def of(cls, item: Item) -> ItemRecord:
         return cls(index=item.index, name=item.name, key=item.key, state=item.state, error=item.error,
-                   attempts=item.attempts, outputs=item.outputs, info=item.info)
+                   error_code=item.error_code, attempts=item.attempts, outputs=item.outputs, info=item.info)
 
     def to_item(self) -> Item:
         return Item(self.index, self.name, self.key, self.state, self.attempts, self.error, list(self.outputs),
-                    dict(self.info))
+                    dict(self.info), self.error_code)
 
 
 class JobManifest(BaseModel):

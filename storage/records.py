@@ -1,7 +1,7 @@
 """Job and item records in Redis, with atomic state transitions (key names: `storage.redisdb.RedisKeys`).
 
     job:<id>              hash: the job record (counts are HINCRBY'd atomically)
-    item:<id>:<index>     hash: one item (state, attempts, error, outputs, info)
+    item:<id>:<index>     hash: one item (state, attempts, error, error_code, outputs, info)
     jobs:<tenant>         sorted set of job ids by creation time
     live                  sorted set of jobs not yet finished (the watchdog's list)
     idem:<tenant>:<key>   Idempotency-Key -> job id and a fingerprint of the request (24 h)
@@ -27,18 +27,18 @@ from storage.apikeys import ApiKeys
 from storage.config import Settings
 from storage.coordination import Coordination
 from storage.errors import RecordNotFound
-from storage.names import FINISHED_STATES, ItemState, JobKind, JobState
+from storage.names import FINISHED_STATES, ItemErrorCode, ItemState, JobKind, JobState
 from storage.redisdb import RedisKeys, connect, connect_quick, unavailable_on_error
 
 TERMINAL_ITEM_STATES = (ItemState.DONE, ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
 
-# KEYS: item, job. ARGV: state, error, outputs, info, now. Returns 0 if already terminal,
+# KEYS: item, job. ARGV: state, error, error code, outputs, info, now. Returns 0 if already terminal,
 # 1 if recorded, 2 if recorded and it was the job's last outstanding item.
 _FINISH_ITEM = """
 local prev = redis.call('HGET', KEYS[1], 'state')
 if prev == 'done' or prev == 'failed' or prev == 'skipped' or prev == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'error', ARGV[2], 'outputs', ARGV[3], 'info', ARGV[4],
-           'finished_at', ARGV[5])
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'error', ARGV[2], 'error_code', ARGV[3], 'outputs', ARGV[4],
+           'info', ARGV[5], 'finished_at', ARGV[6])
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 local j = redis.call('HMGET', KEYS[2], 'total', 'done', 'failed', 'skipped', 'cancelled', 'ingested')
 local sum = (tonumber(j[2]) or 0) + (tonumber(j[3]) or 0) + (tonumber(j[4]) or 0) + (tonumber(j[5]) or 0)
@@ -46,20 +46,20 @@ if j[6] == '1' and sum >= (tonumber(j[1]) or 0) then return 2 end
 return 1
 """
 
-# KEYS: job, then one item key per result. ARGV: now, then (state, error, outputs, info) per result.
+# KEYS: job, then one item key per result. ARGV: now, then (state, error, error code, outputs, info) per result.
 # A batch's terminal transitions in one round trip, each item once as in _FINISH_ITEM. Returns one outcome
 # per item (0 already terminal, 1 recorded, 2 recorded and the job's last outstanding item).
 _FINISH_ITEMS = """
 local out = {}
 local last = 0
 for i = 2, #KEYS do
-  local a = 2 + (i - 2) * 4
+  local a = 2 + (i - 2) * 5
   local prev = redis.call('HGET', KEYS[i], 'state')
   if prev == 'done' or prev == 'failed' or prev == 'skipped' or prev == 'cancelled' then
     out[i - 1] = 0
   else
-    redis.call('HSET', KEYS[i], 'state', ARGV[a], 'error', ARGV[a + 1], 'outputs', ARGV[a + 2], 'info', ARGV[a + 3],
-               'finished_at', ARGV[1])
+    redis.call('HSET', KEYS[i], 'state', ARGV[a], 'error', ARGV[a + 1], 'error_code', ARGV[a + 2],
+               'outputs', ARGV[a + 3], 'info', ARGV[a + 4], 'finished_at', ARGV[1])
     redis.call('HINCRBY', KEYS[1], ARGV[a], 1)
     out[i - 1] = 1
     last = i - 1
@@ -106,7 +106,8 @@ _CANCEL_PENDING = """
 local n = 0
 for i = 2, #KEYS do
   if redis.call('HGET', KEYS[i], 'state') == 'pending' then
-    redis.call('HSET', KEYS[i], 'state', 'cancelled', 'error', ARGV[1], 'finished_at', ARGV[2])
+    redis.call('HSET', KEYS[i], 'state', 'cancelled', 'error', ARGV[1], 'error_code', 'cancelled',
+               'finished_at', ARGV[2])
     n = n + 1
   end
 end
@@ -243,6 +244,7 @@ class Item:
     error: str | None = None
     outputs: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    error_code: ItemErrorCode | None = None  # set with `error` when the item failed or was cancelled
 
     @property
     def terminal(self) -> bool:
@@ -258,6 +260,7 @@ class ItemOutcome:
     error: str | None = None
     outputs: Sequence[str] = ()
     info: dict[str, Any] | None = None
+    error_code: ItemErrorCode | None = None
 
 
 def _f(v: Any) -> float | None:
@@ -473,6 +476,7 @@ class RecordStore(Coordination):
             index=int(h["index"]), name=h.get("name", ""), key=h.get("key", ""), state=ItemState(h["state"]),
             attempts=int(h.get("attempts") or 0), error=h.get("error") or None,
             outputs=json.loads(h.get("outputs") or "[]"), info=json.loads(h.get("info") or "{}"),
+            error_code=ItemErrorCode(h["error_code"]) if h.get("error_code") else None,
         )
 
     def claim_attempt(self, job_id: str, index: int) -> int:
@@ -498,14 +502,16 @@ class RecordStore(Coordination):
             self._r.hincrby(self.keys.item(job_id, index), "attempts", -1)
 
     def finish_item(self, job_id: str, index: int, state: ItemState, *, error: str | None = None,
-                    outputs: Sequence[str] = (), info: dict[str, Any] | None = None) -> int:
+                    error_code: ItemErrorCode | None = None, outputs: Sequence[str] = (),
+                    info: dict[str, Any] | None = None) -> int:
         """Record an item's terminal state once. Returns 0 (already final), 1, or 2 (job complete)."""
         if state not in TERMINAL_ITEM_STATES:
             raise ValueError(f"{state} is not a terminal item state")
         with unavailable_on_error():
             return int(self._finish_item(
                 keys=[self.keys.item(job_id, index), self.keys.job(job_id)],
-                args=[str(state), error or "", json.dumps(list(outputs)), json.dumps(info or {}), now()],
+                args=[str(state), error or "", error_code or "", json.dumps(list(outputs)), json.dumps(info or {}),
+                      now()],
             ))
 
     # -- progress in units finer than items (frames of a video segment) ------------------
@@ -544,7 +550,8 @@ class RecordStore(Coordination):
         for res in results:
             if res.state not in TERMINAL_ITEM_STATES:
                 raise ValueError(f"{res.state} is not a terminal item state")
-            args += [str(res.state), res.error or "", json.dumps(list(res.outputs)), json.dumps(res.info or {})]
+            args += [str(res.state), res.error or "", res.error_code or "", json.dumps(list(res.outputs)),
+                     json.dumps(res.info or {})]
         keys = [self.keys.job(job_id), *(self.keys.item(job_id, res.index) for res in results)]
         with unavailable_on_error():
             return [int(n) for n in self._finish_items(keys=keys, args=args)]

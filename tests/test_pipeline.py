@@ -14,6 +14,8 @@ from PIL import Image
 
 from api.client import Client, InvalidRequest
 from storage import keys
+from storage.manifest import iter_manifest_items, read_manifest
+from storage.names import ItemErrorCode
 from tests.conftest import Services, photo
 from tests.corpus import CASES
 
@@ -124,6 +126,32 @@ def test_three_corrupt_among_twenty_ends_partial(workers, client: Client, servic
                       "mixed/cut.jpg": failed["mixed/cut.jpg"]}
     assert failed["mixed/cut.jpg"].startswith("corrupt or truncated")
     assert sum(len(it["outputs"]) for it in client.results(job["id"])) == 17
+
+
+def test_failed_items_carry_their_error_code_next_to_their_reason(workers, client: Client, services: Services,
+                                                                  tenant_key, tmp_path) -> None:
+    """A corrupt photo, a key that names nothing and an archive member over the pixel limit (refused at ingest):
+    each item says why for people (`error`, as before) and for programs (`error_code`), in the results and in
+    the manifest that outlives Redis."""
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo(99, (300, 200))[:700])
+    bomb = io.BytesIO()
+    Image.new("1", (12_000, 10_000)).save(bomb, "PNG")  # 120 MP from a few kB
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("bomb.png", bomb.getvalue())
+    job = client.submit("style", files=[cut], archives=[archive], params=BUILTIN, inputs={"keys": ["nowhere/gone.jpg"]})
+    job = client.wait(job["id"], timeout=120)
+    items = {it["name"]: it for it in client.results(job["id"])}
+    assert job["state"] == "failed"
+    assert {name: it["error_code"] for name, it in items.items()} == {
+        "cut.jpg": "decode_failed", "nowhere/gone.jpg": "input_missing", "bomb.png": "too_large"}
+    assert items["cut.jpg"]["error"].startswith("corrupt or truncated")
+    assert items["nowhere/gone.jpg"]["error"] == "input object is missing: nowhere/gone.jpg"
+    assert items["bomb.png"]["error"].startswith("image too large: 12000x10000")
+    manifest = read_manifest(services.store, tenant_key[0], job["id"])
+    stored = {it.name: it.error_code for it in iter_manifest_items(services.store, tenant_key[0], manifest)}
+    assert stored == {name: ItemErrorCode(it["error_code"]) for name, it in items.items()}
 
 
 def test_archive_of_the_bad_input_corpus(workers, client: Client, tmp_path) -> None:

@@ -11,7 +11,7 @@ import requests
 from storage import keys
 from storage.config import S3Settings
 from storage.errors import ObjectNotFound, RecordNotFound, StoreUnavailable
-from storage.names import ItemState, JobKind, JobState
+from storage.names import ItemErrorCode, ItemState, JobKind, JobState
 from storage.objects import ObjectStore
 from storage.records import Item, Job, RecordStore, new_id
 from storage.redisdb import RedisKeys
@@ -95,12 +95,12 @@ def test_item_transitions_are_counted_once(services: Services) -> None:
     job = _job(records, 3)
     assert records.finish_item(job.id, 0, ItemState.DONE, outputs=["a"]) == 1
     assert records.finish_item(job.id, 0, ItemState.DONE, outputs=["a"]) == 0  # redelivery: not counted twice
-    assert records.finish_item(job.id, 1, ItemState.FAILED, error="bad") == 1
+    assert records.finish_item(job.id, 1, ItemState.FAILED, error="bad", error_code=ItemErrorCode.DECODE_FAILED) == 1
     assert records.finish_item(job.id, 2, ItemState.DONE) == 2  # the last one completes the job
     got = records.get_job(job.id)
     assert (got.done, got.failed, got.total) == (2, 1, 3)
     item = records.get_items(job.id, [1])[0]
-    assert item.state == ItemState.FAILED and item.error == "bad"
+    assert item.state == ItemState.FAILED and item.error == "bad" and item.error_code == ItemErrorCode.DECODE_FAILED
 
 
 def test_a_batch_of_transitions_is_counted_once_in_one_call(services: Services) -> None:
@@ -113,8 +113,10 @@ def test_a_batch_of_transitions_is_counted_once_in_one_call(services: Services) 
                                              ItemOutcome(1, ItemState.FAILED, error="late"),  # already final
                                              ItemOutcome(2, ItemState.SKIPPED)])
     assert outcomes == [1, 0, 1]
-    assert records.finish_items(job.id, [ItemOutcome(2, ItemState.DONE), ItemOutcome(3, ItemState.CANCELLED)]) \
+    cancelled = ItemOutcome(3, ItemState.CANCELLED, error="job cancelled", error_code=ItemErrorCode.CANCELLED)
+    assert records.finish_items(job.id, [ItemOutcome(2, ItemState.DONE), cancelled]) \
         == [0, 2]  # a redelivered batch: only the new item counts, and it completes the job
+    assert records.get_items(job.id, [3])[0].error_code == ItemErrorCode.CANCELLED
     got = records.get_job(job.id)
     assert (got.done, got.failed, got.skipped, got.cancelled) == (2, 0, 1, 1)
     first = records.get_items(job.id, [0])[0]
@@ -127,6 +129,7 @@ def test_a_batch_of_transitions_is_counted_once_in_one_call(services: Services) 
     assert records.cancel_pending_items(fresh.id) == 1  # item 2; 0 and 1 are running
     assert records.claim_attempts(fresh.id, [2, 0]) == [0, 2]  # a final item is never claimed (nor counted again)
     assert records.get_items(fresh.id, [2])[0].state == ItemState.CANCELLED
+    assert records.get_items(fresh.id, [2])[0].error_code == ItemErrorCode.CANCELLED
 
 
 def test_attempts_and_tenant_scoping(services: Services) -> None:

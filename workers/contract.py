@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from storage.names import JobKind
+from storage.names import ItemErrorCode, JobKind
 
 # archives a job accepts (the API and the CLI tell them from photos by these endings)
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
@@ -31,6 +31,18 @@ BUILTIN_STYLE_NAMES: tuple[str, ...] = (
     "Ember red", "Pop-art cutout", "Ink wash on cream", "Dusky green oil", "Navy etching on cream",
     "Copper and slate mosaic",
 )
+
+
+class ItemFailure(Exception):
+    """An input that fails its item, not the chunk: the message is the item's `error` (for people), `code` its
+    `error_code` (for programs). Subclasses set the usual code; a raise site may name another."""
+
+    code: ItemErrorCode = ItemErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: ItemErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 class _Strict(BaseModel):

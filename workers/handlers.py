@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.names import ItemState, JobKind
+from storage.names import ItemErrorCode, ItemState, JobKind
 from storage.records import Item, Job
 from workers.context import WorkerContext
+from workers.contract import ItemFailure
 
 HELD_WRITES = 8  # outputs a batch keeps in memory until it ends; more start writing at once
 
@@ -59,10 +60,21 @@ class ItemResult:
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    error_code: ItemErrorCode | None = None
 
     @classmethod
-    def failed(cls, index: int, error: str) -> ItemResult:
-        return cls(index, ItemState.FAILED, error=error)
+    def failed(cls, index: int, code: ItemErrorCode, error: str) -> ItemResult:
+        """A failed item: `error` says why to a person, `code` to a program."""
+        return cls(index, ItemState.FAILED, error=error, error_code=code)
+
+    @classmethod
+    def failed_by(cls, index: int, exc: ItemFailure) -> ItemResult:
+        """The item failed with `exc` (its message and its code)."""
+        return cls.failed(index, exc.code, str(exc))
+
+    @classmethod
+    def cancelled(cls, index: int) -> ItemResult:
+        return cls(index, ItemState.CANCELLED, error="job cancelled", error_code=ItemErrorCode.CANCELLED)
 
 
 class JobHandler(ABC):

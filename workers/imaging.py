@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from storage.names import ItemErrorCode
+from workers.contract import ItemFailure
+
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, smaller than a bomb
 log = logging.getLogger("nightshift.imaging")
 ORIENTATION = 0x0112
@@ -26,8 +29,10 @@ IMAGE_WIDTH, IMAGE_LENGTH = 0x0100, 0x0101
 _heif_registered = False
 
 
-class ImageDecodeError(ValueError):
-    """The bytes are not a photo we can read; the message says why, for the item's error."""
+class ImageDecodeError(ItemFailure, ValueError):
+    """The bytes are not a photo we can read (or one too large to); the message says why, for the item's error."""
+
+    code = ItemErrorCode.DECODE_FAILED
 
 
 def _register_heif() -> None:
@@ -58,7 +63,7 @@ def probe(data: bytes) -> tuple[str, int, int]:
             with Image.open(io.BytesIO(data)) as img:
                 return str(img.format), img.width, img.height
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from None
+        raise ImageDecodeError(f"image too large: {exc}", ItemErrorCode.TOO_LARGE) from None
     except UnidentifiedImageError:
         if _looks_like_archive(data):
             raise ImageDecodeError("an archive, not an image: nested archives are not expanded; "
@@ -80,7 +85,7 @@ def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = 
     fmt, width, height = probe(data)
     if width * height > max_pixels:
         raise ImageDecodeError(f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
-                               f"{max_pixels / 1e6:.0f} MP limit")
+                               f"{max_pixels / 1e6:.0f} MP limit", ItemErrorCode.TOO_LARGE)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -96,7 +101,7 @@ def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = 
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from None
+        raise ImageDecodeError(f"image too large: {exc}", ItemErrorCode.TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt or truncated {fmt.lower()} image: {exc}") from None
     if max_side and max(img.size) > max_side:

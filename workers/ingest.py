@@ -20,9 +20,10 @@ from typing import IO, TYPE_CHECKING
 from storage import keys
 from storage.coordination import LockBusy
 from storage.errors import ObjectNotFound, StoreUnavailable
+from storage.names import ItemErrorCode
 from storage.records import Item, Job
 from workers.context import WorkerContext
-from workers.contract import Inputs
+from workers.contract import Inputs, ItemFailure
 from workers.dispatch import enqueue_chunks
 from workers.imaging import ImageDecodeError, probe
 
@@ -34,8 +35,10 @@ SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 
 
-class ArchiveError(ValueError):
-    """The archive is unusable as a whole (corrupt, a bomb, too many members)."""
+class ArchiveError(ItemFailure, ValueError):
+    """The archive is unusable as a whole (corrupt, a bomb, too many members); one failed entry."""
+
+    code = ItemErrorCode.DECODE_FAILED
 
 
 @dataclass
@@ -45,7 +48,11 @@ class Entry:
     name: str
     key: str | None = None
     data: bytes | None = None
-    error: str | None = None
+    error: ItemFailure | None = None  # why the entry is a failed item (its message and code)
+
+    @classmethod
+    def failed(cls, name: str, code: ItemErrorCode, message: str) -> Entry:
+        return cls(name, error=ItemFailure(message, code))
 
 
 def member_name_ok(name: str) -> bool:
@@ -72,14 +79,15 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
         total += size
         count += 1
         if count > w.max_archive_members:
-            raise ArchiveError(f"archive {name} has more than {w.max_archive_members} members")
+            raise ArchiveError(f"archive {name} has more than {w.max_archive_members} members", ItemErrorCode.TOO_LARGE)
         if total > w.max_archive_bytes:
-            raise ArchiveError(f"archive {name} expands beyond {w.max_archive_bytes} bytes (zip bomb?)")
+            raise ArchiveError(f"archive {name} expands beyond {w.max_archive_bytes} bytes (zip bomb?)",
+                               ItemErrorCode.TOO_LARGE)
 
     def member(name: str, data: bytes | None) -> Entry:
         if data is None:
             account(w.max_member_bytes)
-            return Entry(name, error=f"archive member larger than {w.max_member_bytes} bytes")
+            return Entry.failed(name, ItemErrorCode.TOO_LARGE, f"archive member larger than {w.max_member_bytes} bytes")
         account(len(data))
         return Entry(name, data=data)
 
@@ -95,13 +103,13 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
                 if not member_name_ok(info.filename):
                     yield _unsafe(info.filename)
                 elif (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    yield Entry(info.filename, error="symbolic link in archive (skipped)")
+                    yield Entry.failed(info.filename, ItemErrorCode.REFUSED, "symbolic link in archive (skipped)")
                 else:
                     try:
                         with zf.open(info) as fh:
                             yield member(info.filename, _bounded_read(fh, w.max_member_bytes))
                     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
-                        yield Entry(info.filename, error=f"corrupt archive member: {exc}")
+                        yield Entry.failed(info.filename, ItemErrorCode.DECODE_FAILED, f"corrupt archive member: {exc}")
         return
     try:
         tf = tarfile.open(path, mode="r:*")
@@ -113,7 +121,7 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
                 if tinfo.isdir() or _junk(tinfo.name):
                     continue
                 if not tinfo.isfile():
-                    yield Entry(tinfo.name, error="link or special file in archive (skipped)")
+                    yield Entry.failed(tinfo.name, ItemErrorCode.REFUSED, "link or special file in archive (skipped)")
                 elif not member_name_ok(tinfo.name):
                     yield _unsafe(tinfo.name)
                 else:
@@ -131,7 +139,7 @@ def _junk(name: str) -> bool:
 
 
 def _unsafe(name: str) -> Entry:
-    return Entry(name, error=f"unsafe path in archive: {name!r} (skipped)")
+    return Entry.failed(name, ItemErrorCode.REFUSED, f"unsafe path in archive: {name!r} (skipped)")
 
 
 def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[Entry]:
@@ -154,11 +162,11 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
         try:
             size = ctx.store.stat(key).size
         except ObjectNotFound:
-            yield Entry(name, error=f"archive {rel!r} not found in your storage")
+            yield Entry.failed(name, ItemErrorCode.INPUT_MISSING, f"archive {rel!r} not found in your storage")
             continue
         if size > ctx.settings.worker.max_archive_bytes:
             limit = ctx.settings.worker.max_archive_bytes
-            yield Entry(name, error=f"archive {name} is {size} bytes; the limit is {limit}")
+            yield Entry.failed(name, ItemErrorCode.TOO_LARGE, f"archive {name} is {size} bytes; the limit is {limit}")
             continue
         with tempfile.NamedTemporaryFile(suffix=".archive") as tmp:
             ctx.store.download(key, Path(tmp.name))
@@ -168,10 +176,11 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
                     members += 1
                     yield entry
             except ArchiveError as exc:
-                yield Entry(name, error=str(exc))
+                yield Entry(name, error=exc)
                 continue
             if not members:
-                yield Entry(name, error=f"archive {name} holds no files (only folders or desktop metadata)")
+                yield Entry.failed(name, ItemErrorCode.DECODE_FAILED,
+                                   f"archive {name} holds no files (only folders or desktop metadata)")
 
 
 def checked_member(entry: Entry, max_pixels: int) -> Entry:
@@ -182,10 +191,10 @@ def checked_member(entry: Entry, max_pixels: int) -> Entry:
     try:
         _, width, height = probe(entry.data)
     except ImageDecodeError as exc:
-        return Entry(entry.name, error=str(exc))
+        return Entry(entry.name, error=exc)
     if width * height > max_pixels:
-        return Entry(entry.name, error=f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds "
-                                       f"the {max_pixels / 1e6:.0f} MP limit")
+        return Entry.failed(entry.name, ItemErrorCode.TOO_LARGE, f"image too large: {width}x{height} = "
+                            f"{width * height / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit")
     return entry
 
 
@@ -241,7 +250,7 @@ def _ingest(ctx: WorkerContext, job: Job) -> int:
         enqueue_chunks(ctx.celery, job_id, job.kind, range(enqueued, total), chunk, first_chunk=enqueued)
         ctx.records.set_enqueued(job_id, total)
     pending: list[Item] = []
-    errors: list[tuple[int, str]] = []
+    errors: list[tuple[int, ItemFailure]] = []
     alone: set[int] = set()  # video items: each runs as a chunk of its own
     position = 0
 
@@ -252,7 +261,7 @@ def _ingest(ctx: WorkerContext, job: Job) -> int:
         first = total
         ctx.records.add_items(job_id, pending, ingest_cursor=position)
         total += len(pending)
-        commit_batch(ctx, job_id, [ItemResult.failed(index, reason) for index, reason in errors])
+        commit_batch(ctx, job_id, [ItemResult.failed_by(index, failure) for index, failure in errors])
         bad = {i for i, _ in errors}
         good = [it.index for it in pending if it.index not in bad and it.index not in alone]
         if good:
@@ -268,17 +277,17 @@ def _ingest(ctx: WorkerContext, job: Job) -> int:
         position += 1
         if position <= cursor:
             continue
-        video = not entry.error and _is_video(entry)
+        video = entry.error is None and _is_video(entry)
         if not video:
             entry = checked_member(entry, max_pixels)
         index = total + len(pending)
-        if entry.error:
+        if entry.error is not None:
             pending.append(Item(index, entry.name, ""))
             errors.append((index, entry.error))
         elif video:
             taken = _take_video(ctx, job, entry, index)
             pending.extend(taken.items)
-            if taken.error:
+            if taken.error is not None:
                 errors.append((index, taken.error))
             alone.update(it.index for it in taken.items)
         elif entry.data is not None:

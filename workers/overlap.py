@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from storage.errors import ObjectNotFound, StoreUnavailable
-from storage.names import ItemState
+from storage.names import ItemErrorCode, ItemState
 from storage.records import Item, ItemOutcome
 from workers import metrics
 from workers.context import WorkerContext
@@ -76,7 +76,7 @@ def load_batch(ctx: WorkerContext, handler: JobHandler, batch: Sequence[Item],
             with metrics.STAGE.labels(stage="download").time():
                 data = ctx.store.get_bytes(item.key)
         except ObjectNotFound:
-            return ItemResult.failed(item.index, f"input object is missing: {item.name}")
+            return ItemResult.failed(item.index, ItemErrorCode.INPUT_MISSING, f"input object is missing: {item.name}")
         one = ItemInput(item.index, item.name, item.key, data)
         _ahead(handler.prepare, one)
         return one
@@ -146,7 +146,7 @@ def commit_batch(ctx: WorkerContext, job_id: str, results: Sequence[ItemResult])
         return []
     with metrics.STAGE.labels(stage="records").time():
         outcomes = ctx.records.finish_items(job_id, [
-            ItemOutcome(r.index, r.state, r.error, r.outputs, r.info) for r in checked])
+            ItemOutcome(r.index, r.state, r.error, r.outputs, r.info, r.error_code) for r in checked])
     for result, outcome in zip(checked, outcomes, strict=True):
         if outcome:
             metrics.ITEMS.labels(state=str(result.state)).inc()
@@ -158,8 +158,8 @@ def _unique_outputs(job_id: str, result: ItemResult) -> ItemResult:
         return result
     dupes = sorted({k for k in result.outputs if result.outputs.count(k) > 1})
     log.error("item %s/%s wrote two outputs to one key: %s", job_id, result.index, dupes)
-    return ItemResult.failed(result.index, f"internal error: two outputs would share the key {dupes[0]!r}; "
-                                           "nothing was overwritten silently, please report this")
+    return ItemResult.failed(result.index, ItemErrorCode.INTERNAL, f"internal error: two outputs would share the key "
+                             f"{dupes[0]!r}; nothing was overwritten silently, please report this")
 
 
 def finish_batch(ctx: WorkerContext, job_id: str, results: Sequence[ItemResult], writes: Sequence[DeferredWrite],
@@ -170,5 +170,6 @@ def finish_batch(ctx: WorkerContext, job_id: str, results: Sequence[ItemResult],
     final = []
     for r in results:
         error = errors.get(r.index) or batch_error
-        final.append(ItemResult.failed(r.index, error) if error and r.state == ItemState.DONE else r)
+        final.append(ItemResult.failed(r.index, ItemErrorCode.INTERNAL, error) if error and r.state == ItemState.DONE
+                     else r)
     return commit_batch(ctx, job_id, final)

@@ -19,7 +19,7 @@ from typing import Any
 from storage.coordination import LockBusy
 from storage.errors import RecordNotFound, StoreUnavailable
 from storage.jobs import FinalizeLost, final_state, finalize_job, job_error
-from storage.names import ItemState, JobState
+from storage.names import ItemErrorCode, ItemState, JobState
 from storage.records import Item, Job
 from workers import metrics
 from workers.context import WorkerContext
@@ -66,13 +66,14 @@ def _run_batch(handler: JobHandler, inputs: list[ItemInput], chunk_index: int,
         try:
             results = handler.process_batch(inputs, chunk_index)
         except JobCancelled:
-            return [ItemResult(one.index, ItemState.CANCELLED, error="job cancelled") for one in inputs], []
+            return [ItemResult.cancelled(one.index) for one in inputs], []
         except StoreUnavailable:
             raise
         except Exception as exc:
             if len(inputs) == 1:
                 log.exception("item %s failed", inputs[0].name)
-                return [ItemResult.failed(inputs[0].index, f"processing failed: {type(exc).__name__}: {exc}")], []
+                return [ItemResult.failed(inputs[0].index, ItemErrorCode.INTERNAL,
+                                          f"processing failed: {type(exc).__name__}: {exc}")], []
         else:
             done = {r.index for r in results if r.state == ItemState.DONE}
             return results, [w for w in writes if (w.item in done) or (w.item is None and done)]
@@ -180,8 +181,8 @@ class _Chunk:
         self.claimed.update(it.index for it, n in zip(batch, attempts, strict=True) if n)
         over = [it for it, n in zip(batch, attempts, strict=True) if n > cap]
         if over:
-            self._record([ItemResult.failed(it.index, f"gave up after {cap} attempts: the worker crashed or timed "
-                                                      "out while processing this item") for it in over])
+            self._record([ItemResult.failed(it.index, ItemErrorCode.GAVE_UP, f"gave up after {cap} attempts: the "
+                                            "worker crashed or timed out while processing this item") for it in over])
         todo = [it for it, n in zip(batch, attempts, strict=True) if 0 < n <= cap]  # 0: final meanwhile
         return self.stages.prefetch(load_batch, self.ctx, self.handler, todo, self.stages.io)
 
@@ -208,7 +209,7 @@ class _Chunk:
         self._wait_writer()
         final = {it.index for it in self.ctx.records.get_items(self.job.id, [it.index for it in pending])
                  if it.terminal}
-        rest = [ItemResult(it.index, ItemState.CANCELLED, error="job cancelled") for it in pending
+        rest = [ItemResult.cancelled(it.index) for it in pending
                 if it.index not in final]
         self._record(rest)
         self.counts["cancelled"] += len(rest)

@@ -124,7 +124,7 @@ class FacesHandler(JobHandler):
                     "outcome": "skipped", "duplicate_of": "library", "sha256": sha})
                 continue
             if isinstance(photo.image, ImageDecodeError):
-                results[item.index] = ItemResult.failed(item.index, str(photo.image))
+                results[item.index] = ItemResult.failed_by(item.index, photo.image)
                 continue
             image = photo.image
             full_size[item.index] = photo.full

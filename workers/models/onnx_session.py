@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from storage.names import ItemErrorCode
+from workers.contract import ItemFailure
 from workers.models.base import InferenceModel, cpu_threads
 from workers.models.registry import resolve
 
@@ -22,8 +24,10 @@ if TYPE_CHECKING:
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
-class DeviceNotAvailable(RuntimeError):
+class DeviceNotAvailable(ItemFailure, RuntimeError):
     """The requested device cannot run the model in this process (e.g. no CUDA provider)."""
+
+    code = ItemErrorCode.MODEL_UNAVAILABLE
 
 
 def providers_for(device: str) -> list[str]:

@@ -17,11 +17,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from storage.names import ItemErrorCode
+from workers.contract import ItemFailure
+
 Locator = Path | Callable[[], Path | None]
 
 
-class WeightsNotAvailable(ValueError):
+class WeightsNotAvailable(ItemFailure, ValueError):
     """A weights file is missing (or unusable); the message says how to provide it."""
+
+    code = ItemErrorCode.MODEL_UNAVAILABLE
 
     def __init__(self, name: str, how: str) -> None:
         super().__init__(f"weights not available: {name}: {how}")

@@ -19,9 +19,9 @@ from storage.errors import ObjectNotFound
 from storage.galleries import Galleries
 from storage.library import LibraryStore
 from storage.library.documents import Person
-from storage.names import ItemState
+from storage.names import ItemErrorCode, ItemState
 from storage.records import Item, Job
-from workers.contract import AdaptParams, ClusterParams, IdentifyParams
+from workers.contract import AdaptParams, ClusterParams, IdentifyParams, ItemFailure
 from workers.faces.spaces import space_of
 from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.library.faces import LibraryFaces
@@ -54,8 +54,12 @@ class _LibraryQuestion(JobHandler):
         item = batch[0]
         try:
             outputs, info = self.run()
-        except (ObjectNotFound, ValueError) as exc:
-            return [ItemResult.failed(item.index, str(exc))]
+        except ItemFailure as exc:
+            return [ItemResult.failed_by(item.index, exc)]
+        except ObjectNotFound as exc:  # a gallery or a library document the job reads
+            return [ItemResult.failed(item.index, ItemErrorCode.INPUT_MISSING, str(exc))]
+        except ValueError as exc:
+            return [ItemResult.failed(item.index, ItemErrorCode.INTERNAL, str(exc))]
         return [ItemResult(item.index, ItemState.DONE, outputs, info=info)]
 
     def run(self) -> tuple[list[str], dict[str, Any]]:
@@ -77,13 +81,14 @@ class IdentifyHandler(_LibraryQuestion):
         enrolled = {name: np.asarray(p.embeddings, np.float32) for name, p in gallery_doc.people.items()
                     if p.embeddings}
         if not enrolled:
-            raise ValueError(f"gallery {params.gallery} has nobody enrolled yet")
+            raise ItemFailure(f"gallery {params.gallery} has nobody enrolled yet", ItemErrorCode.INPUT_MISSING)
         library = LibraryFaces.open(self.library)
         if library is None:
-            raise ValueError("the library has no faces yet: index some photos first")
+            raise ItemFailure("the library has no faces yet: index some photos first", ItemErrorCode.INPUT_MISSING)
         model = gallery_doc.model
         if model and library.space and space_of(model).id != library.space:
-            raise ValueError(f"the gallery was enrolled with {model} but the library holds {library.space} vectors")
+            raise ItemFailure(f"the gallery was enrolled with {model} but the library holds {library.space} vectors",
+                              ItemErrorCode.UNSUPPORTED)
         faces, vectors = library.all(set(params.index_jobs) if params.index_jobs else None)
         space = space_of(model) if model else None
         threshold = params.threshold or (space.thresholds.identify if space else 0.5)

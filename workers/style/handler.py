@@ -13,11 +13,11 @@ from PIL import Image
 
 from storage import keys
 from storage.errors import ObjectNotFound, StoreUnavailable
-from storage.names import ItemState
+from storage.names import ItemErrorCode, ItemState
 from storage.records import Item, Job
 from workers import metrics
 from workers.context import WorkerContext
-from workers.contract import StyleParams
+from workers.contract import ItemFailure, StyleParams
 from workers.handlers import ItemInput, ItemResult, JobHandler
 from workers.imaging import ImageDecodeError, PhotoMetadata, decode_image, read_metadata
 from workers.models.registry import WeightsNotAvailable
@@ -44,7 +44,7 @@ def _renderable(
     return [photos]
 
 
-class StyleInputError(ValueError):
+class StyleInputError(ItemFailure, ValueError):
     """A job's style image is unusable: every item fails with this reason."""
 
 
@@ -73,9 +73,11 @@ class StyleHandler(JobHandler):
                 data = self.ctx.store.get_bytes(keys.tenant_key(self.job.tenant, rel))
                 images[rel] = decode_image(data, max_side=STYLE_SIDE, max_pixels=self.ctx.settings.worker.max_pixels)
             except ObjectNotFound:
-                raise StyleInputError(f"style image {rel!r} is missing from storage") from None
+                raise StyleInputError(f"style image {rel!r} is missing from storage", ItemErrorCode.INPUT_MISSING) \
+                    from None
             except ImageDecodeError as exc:
-                raise StyleInputError(f"style image {PurePosixPath(rel).name!r} is unusable: {exc}") from None
+                raise StyleInputError(f"style image {PurePosixPath(rel).name!r} is unusable: {exc}", exc.code) \
+                    from None
         variants = engine(self.ctx).expand(self.params, images)
         _variants[self.job.id] = variants
         while len(_variants) > 8:
@@ -106,20 +108,20 @@ class StyleHandler(JobHandler):
             try:
                 img = self._photo(item)
             except ImageDecodeError as exc:
-                results[item.index] = ItemResult.failed(item.index, str(exc))
+                results[item.index] = ItemResult.failed_by(item.index, exc)
                 continue
             width, height = output_size(img.size, self.params.size)
             if width * height > max_pixels:
                 results[item.index] = ItemResult.failed(
-                    item.index, f"output of {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
-                                f"{max_pixels / 1e6:.0f} MP limit: ask for a smaller `size`")
+                    item.index, ItemErrorCode.TOO_LARGE, f"output of {width}x{height} = {width * height / 1e6:.0f} MP "
+                    f"exceeds the {max_pixels / 1e6:.0f} MP limit: ask for a smaller `size`")
                 continue
             photos.append((item, img))
         if photos:
             try:
                 variants = self.variants()
             except (StyleInputError, WeightsNotAvailable, DeviceNotAvailable) as exc:
-                return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
+                return [results.get(i.index) or ItemResult.failed_by(i.index, exc) for i in batch]
             metadata = {item.index: self._metadata(item) for item, _ in photos}
             faces = {item.index: self._faces(img) for item, img in photos}
             outputs: dict[int, list[str]] = {item.index: [] for item, _ in photos}
@@ -136,7 +138,7 @@ class StyleHandler(JobHandler):
                             if variant.method == "gatys":
                                 costs[item.index].append(engine(self.ctx).last_gatys_costs)
             except (WeightsNotAvailable, DeviceNotAvailable) as exc:
-                return [results.get(i.index) or ItemResult.failed(i.index, str(exc)) for i in batch]
+                return [results.get(i.index) or ItemResult.failed_by(i.index, exc) for i in batch]
             for item, img in photos:
                 info: dict[str, Any] = {"width": img.width, "height": img.height, "variants": len(variants),
                                         "faces_protected": len(faces[item.index])}

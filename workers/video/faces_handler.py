@@ -176,7 +176,7 @@ class FacesMediaHandler(FacesHandler):
                 with metrics.STAGE.labels(stage="detect").time():
                     scan = scan_video(c, spec.info, self.engine, params, progress)
         except VideoError as exc:
-            return ItemResult.failed(item.index, str(exc))
+            return ItemResult.failed_by(item.index, exc)
         tracklets = scan.tracker.finish()
         with metrics.STAGE.labels(stage="embed").time():
             vectors, counts, embedded_frames = embed_tracklets(self.engine, tracklets)

@@ -43,7 +43,7 @@ class VideoIntake:
 
     items: list[Item]
     plan: VideoPlan | None = None
-    error: str | None = None
+    error: VideoError | None = None
 
 
 def take_video(ctx: WorkerContext, job: Job, name: str, key: str, first: int) -> VideoIntake:
@@ -52,7 +52,7 @@ def take_video(ctx: WorkerContext, job: Job, name: str, key: str, first: int) ->
     try:
         info = probe(ctx.store, key, w)
     except VideoError as exc:
-        return VideoIntake([Item(first, name, key)], error=str(exc))
+        return VideoIntake([Item(first, name, key)], error=exc)
     segment_s = w.video_segment_seconds if job.kind == JobKind.STYLE else None
     plan = plan_segments(info, key, name, first, segment_seconds=segment_s, context_frames=w.video_context_frames)
     items = []

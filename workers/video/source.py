@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from storage.config import WorkerSettings
 from storage.errors import ObjectNotFound
+from storage.names import ItemErrorCode
 from storage.objects import ObjectStore
+from workers.contract import ItemFailure
 from workers.video.plan import AudioInfo, VideoInfo
 
 if TYPE_CHECKING:
@@ -31,8 +33,10 @@ MIN_FRAMES = 2
 _PROBE_FRAMES = 3  # decoded at the start (and at the end) to prove the codec and the data are really there
 
 
-class VideoError(ValueError):
+class VideoError(ItemFailure, ValueError):
     """The file is not a video we can process; the message says why (it becomes the item's error)."""
+
+    code = ItemErrorCode.DECODE_FAILED
 
 
 class RangeReader(io.RawIOBase):
@@ -125,11 +129,12 @@ def probe(store: ObjectStore, key: str, settings: WorkerSettings) -> VideoInfo:
     try:
         size = store.stat(key).size
     except ObjectNotFound:
-        raise VideoError("input object is missing") from None
+        raise VideoError("input object is missing", ItemErrorCode.INPUT_MISSING) from None
     if size == 0:
         raise VideoError("empty file (0 bytes)")
     if size > settings.video_max_bytes:
-        raise VideoError(f"video too large: {size} bytes exceeds the {settings.video_max_bytes}-byte limit")
+        raise VideoError(f"video too large: {size} bytes exceeds the {settings.video_max_bytes}-byte limit",
+                         ItemErrorCode.TOO_LARGE)
     with open_video(store, key, settings, size) as container:
         return _probe_container(container, size, settings)
 
@@ -165,7 +170,7 @@ def _probe_container(container: av.container.InputContainer, size: int, settings
         raise VideoError(f"not a readable video: its {name} stream has no frame size (corrupt, or not a video)")
     if width * height > settings.video_max_pixels:
         raise VideoError(f"video frames too large: {width}x{height} exceeds the "
-                         f"{settings.video_max_pixels / 1e6:.1f} MP limit")
+                         f"{settings.video_max_pixels / 1e6:.1f} MP limit", ItemErrorCode.TOO_LARGE)
     tb = stream.time_base
     if tb is None:
         raise VideoError("video stream without a time base")
@@ -173,9 +178,11 @@ def _probe_container(container: av.container.InputContainer, size: int, settings
     duration = _duration(container, stream, timestamps)
     fps = float(stream.average_rate or stream.guessed_rate or 0) or (len(timestamps) / duration if duration else 0)
     if duration > settings.video_max_seconds:
-        raise VideoError(f"video too long: {duration:.0f} s exceeds the {settings.video_max_seconds:.0f} s limit")
+        raise VideoError(f"video too long: {duration:.0f} s exceeds the {settings.video_max_seconds:.0f} s limit",
+                         ItemErrorCode.TOO_LARGE)
     if fps > settings.video_max_fps:
-        raise VideoError(f"frame rate too high: {fps:.0f} frames/s exceeds the {settings.video_max_fps:.0f} limit")
+        raise VideoError(f"frame rate too high: {fps:.0f} frames/s exceeds the {settings.video_max_fps:.0f} limit",
+                         ItemErrorCode.TOO_LARGE)
     _check_index(stream, size)
     first = _decode_some(container, stream, None)
     if not first:
@@ -185,7 +192,7 @@ def _probe_container(container: av.container.InputContainer, size: int, settings
     if not frames:
         frames = max(len(first), round(duration * fps))
     if frames < MIN_FRAMES or len(first) < MIN_FRAMES:
-        raise VideoError("a single frame, not a video: submit it as a photo")
+        raise VideoError("a single frame, not a video: submit it as a photo", ItemErrorCode.UNSUPPORTED)
     if duration <= 0:
         raise VideoError("video without a duration")
     if len(first) == _PROBE_FRAMES and frames > 2 * _PROBE_FRAMES:

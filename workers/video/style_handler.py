@@ -15,7 +15,7 @@ from typing import Any
 
 from storage import keys
 from storage.errors import StoreUnavailable
-from storage.names import ItemState
+from storage.names import ItemErrorCode, ItemState
 from storage.records import Item, Job
 from workers import metrics
 from workers.handlers import ItemInput, ItemResult
@@ -46,10 +46,10 @@ class StyleMediaHandler(StyleHandler):
         try:
             variants = self.variants()
         except (StyleInputError, WeightsNotAvailable, DeviceNotAvailable) as exc:
-            return ItemResult.failed(item.index, str(exc))
+            return ItemResult.failed_by(item.index, exc)
         if any(v.method == "gatys" for v in variants):
-            return ItemResult.failed(item.index, "the gatys method optimises each image for minutes: it does not "
-                                                 "render videos; use builtin or arbitrary styles")
+            return ItemResult.failed(item.index, ItemErrorCode.UNSUPPORTED, "the gatys method optimises each image for "
+                                     "minutes: it does not render videos; use builtin or arbitrary styles")
         temporal = [self.params.temporal_for(self._source_of(v)) for v in variants]
         stem = PurePosixPath(spec.name).stem or f"video{spec.video}"
         w = self.ctx.settings.worker
@@ -64,8 +64,10 @@ class StyleMediaHandler(StyleHandler):
                         done = render_segment(container, spec, variants, engine(self.ctx), self.params.video,
                                               temporal, paths, size=self.params.size, threads=w.threads,
                                               progress=watch)
-            except (VideoError, ValueError) as exc:
-                return ItemResult.failed(item.index, str(exc))
+            except VideoError as exc:
+                return ItemResult.failed_by(item.index, exc)
+            except ValueError as exc:  # frames the renderer cannot take (PyAV's and numpy's complaints)
+                return ItemResult.failed(item.index, ItemErrorCode.DECODE_FAILED, str(exc))
             outputs = []
             for variant, path in zip(variants, paths, strict=True):
                 key = keys.item_output(self.job.tenant, self.job.id, item.index,
