@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from itertools import islice
 from typing import Any
@@ -26,12 +25,13 @@ from api.errors import (
 )
 from api.metrics_bp import JOBS_SUBMITTED
 from api.models import check_runnable
+from api.schemas import JobsQuery, ResultsQuery, page_of, parse_query
 from storage import keys
 from storage.coordination import LockBusy
 from storage.errors import ObjectNotFound, RecordNotFound
 from storage.jobs import finalize_job
 from storage.manifest import iter_manifest_items, read_manifest
-from storage.names import FINISHED_STATES, ItemState, JobKind, JobState
+from storage.names import FINISHED_STATES, JobKind, JobState
 from storage.records import Item, Job, new_id, now
 from workers.contract import PHOTO_KINDS, Inputs, JobRequest, is_video_name, parse_params
 from workers.dispatch import enqueue_chunks, enqueue_ingest
@@ -290,38 +290,13 @@ def _job_from_manifest(t: str, job_id: str) -> Job:
         raise RecordNotFound(f"job {job_id} not found") from None
 
 
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter '{name}' must be an integer") from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"query parameter '{name}' must be between {lo} and {hi}")
-    return value
-
-
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    state = request.args.get("state")
-    if state is not None and state not in {s.value for s in JobState}:
-        raise BadRequest(f"state must be one of {[s.value for s in JobState]}")
-    kind = request.args.get("kind")
-    if kind is not None and kind not in {k.value for k in JobKind}:
-        raise BadRequest(f"kind must be one of {[k.value for k in JobKind]}")
-    limit = _int_arg("limit", 50, 1, 500)
-    before_raw = request.args.get("before")
-    try:
-        before = float(before_raw) if before_raw is not None else None
-    except ValueError:
-        before = math.nan
-    if before is not None and not math.isfinite(before):
-        raise BadRequest("query parameter 'before' must be a number (next_before)")
-    jobs = svc().records.list_jobs(tenant(), state=state, kind=kind, limit=limit, before=before)
+    query = parse_query(JobsQuery)
+    jobs = svc().records.list_jobs(tenant(), state=query.state, kind=query.kind, limit=query.limit,
+                                   before=query.before)
     body: dict[str, Any] = {"jobs": [j.to_public() for j in jobs]}
-    body["next_before"] = jobs[-1].created_at if len(jobs) == limit else None
+    body["next_before"] = jobs[-1].created_at if len(jobs) == query.limit else None
     return jsonify(body)
 
 
@@ -351,11 +326,8 @@ def _output_entry(t: str, key: str, name: str | None = None) -> dict[str, Any]:
 @bp.get("/jobs/<job:job_id>/results")
 def job_results(job_id: str) -> Response:
     t = tenant()
-    offset = _int_arg("offset", 0, 0, 10**9)
-    limit = _int_arg("limit", 100, 1, svc().settings.api.page_size_max)
-    state = request.args.get("state")
-    if state is not None and state not in {s.value for s in ItemState}:
-        raise BadRequest(f"state must be one of {[s.value for s in ItemState]}")
+    query = parse_query(ResultsQuery)
+    (offset, limit), state = page_of(query), query.state
     job, items = _items_page(t, job_id, offset, limit)
     end = min(offset + limit, job.total)
     out = []

@@ -5,28 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel
 
+from api.schemas import Error, FacesQuery, JobAnswer, JobsQuery, PageQuery, PeopleQuery, Query, ResultsQuery
 from api.uploads import UploadRequest
-from storage.names import ItemState, JobKind, JobState
+from storage.names import JobKind
 from workers.contract import ClusterParams, FacesParams, IdentifyParams, JobRequest, StyleParams
 
 bp = Blueprint("openapi", __name__)
-JOB_STATES = [s.value for s in JobState]
-JOB_KINDS = [k.value for k in JobKind]
-ITEM_STATES = [s.value for s in ItemState]
-
-ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
-    "type": "object", "required": ["code", "message"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
-JOB = {"type": "object", "required": ["id", "kind", "state", "counts"], "properties": {
-    "id": {"type": "string"}, "kind": {"type": "string"},
-    "state": {"type": "string", "enum": [s.value for s in JobState]},
-    "counts": {"type": "object"}, "eta_s": {"type": ["number", "null"]},
-    "throughput_per_s": {"type": ["number", "null"]}}}
 
 
-def _schema(model: Any) -> dict[str, Any]:
-    return model.model_json_schema(ref_template="#/components/schemas/{model}")  # type: ignore[no-any-return]
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def _query(model: type[Query]) -> list[dict[str, Any]]:
+    """A query model's fields as OpenAPI query parameters (an optional field is one that may be left out, not
+    one that may be `null`: a query string has no null)."""
+    schema = _schema(model)
+    params = []
+    for name, prop in schema["properties"].items():
+        given = [option for option in prop.get("anyOf", []) if option.get("type") != "null"]
+        if len(given) == 1:
+            prop = {**{k: v for k, v in prop.items() if k not in ("anyOf", "default")}, **given[0]}
+        params.append({"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop})
+    return params
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -44,12 +47,13 @@ def _path_id(name: str) -> dict[str, Any]:
 
 def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
     """The OpenAPI document; feature modules may add their paths."""
-    components: dict[str, Any] = {"Error": ERROR, "Job": JOB}
-    for model in (JobRequest, StyleParams, FacesParams, IdentifyParams, ClusterParams, UploadRequest):
+    components: dict[str, Any] = {}
+    for model in (Error, JobAnswer, JobRequest, StyleParams, FacesParams, IdentifyParams, ClusterParams,
+                  UploadRequest):
         schema = _schema(model)
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
-    job_ref = {"$ref": "#/components/schemas/Job"}
+    job_ref = {"$ref": "#/components/schemas/JobAnswer"}
     auth_errors = (401, 429)
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
@@ -75,11 +79,7 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
             },
             "get": {
                 "summary": "List jobs, newest first",
-                "parameters": [
-                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": JOB_STATES}},
-                    {"name": "kind", "in": "query", "schema": {"type": "string", "enum": JOB_KINDS}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "before", "in": "query", "schema": {"type": "number"}}],
+                "parameters": _query(JobsQuery),
                 "responses": {"200": _json({"type": "object", "required": ["jobs"], "properties": {
                     "jobs": {"type": "array", "items": job_ref}}}), **_errors(400, *auth_errors)},
             },
@@ -92,11 +92,7 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
                                               "responses": {"202": _json(job_ref), **_errors(404, 409, *auth_errors)}}},
         "/v1/jobs/{job_id}/results": {"get": {
             "summary": "Items with presigned URLs of their outputs (paginated)",
-            "parameters": [_path_id("job_id"),
-                           {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                           {"name": "limit", "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                           {"name": "state", "in": "query", "schema": {"type": "string", "enum": ITEM_STATES}}],
+            "parameters": [_path_id("job_id"), *_query(ResultsQuery)],
             "responses": {"200": _json({"type": "object", "required": ["items"]}), **_errors(400, 404, *auth_errors)}}},
         "/v1/uploads": {"post": {
             "summary": "Presigned PUT URLs for large uploads",
@@ -125,11 +121,6 @@ def build_spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def _page_params() -> list[dict[str, Any]]:
-    return [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}]
-
-
 def _also(operation: dict[str, Any], code: str, description: str) -> dict[str, Any]:
     """`operation` with a second success answer."""
     operation["responses"][code] = _json({"type": "object"}, description)
@@ -140,7 +131,7 @@ def people_paths() -> dict[str, Any]:
     """Faces, galleries and the library's people."""
     from api.faces import SearchRequest, VerifyRequest
     from api.galleries import GalleryRequest
-    from api.people import FILTERS, FacePerson, MergeRequest, PersonPatch, ReclusterRequest, RollbackRequest
+    from api.people import FacePerson, MergeRequest, PersonPatch, ReclusterRequest, RollbackRequest
     from workers.contract import AdaptParams
 
     obj = {"type": "object"}
@@ -171,8 +162,8 @@ def people_paths() -> dict[str, Any]:
                                           codes=sync, requestBody={"required": True, "content": {
                                               "multipart/form-data": {"schema": {"type": "object", "properties": {
                                                   "photo": {"type": "string", "format": "binary"}}}}}})},
-        "/v1/faces": {"get": op("Faces that belong to nobody yet", codes=(400, 401, 429), parameters=[
-            {"name": "unassigned", "in": "query", "schema": {"type": "boolean"}}, *_page_params()])},
+        "/v1/faces": {"get": op("Faces that belong to nobody yet", codes=(400, 401, 429),
+                                parameters=_query(FacesQuery))},
         "/v1/faces/{face_id}/person": {"post": op("Say who a face is (null: not the person it is with)",
                                                   parameters=[face], requestBody=body(FacePerson))},
         "/v1/galleries": {"post": op("Create a gallery", "201", (400, 401, 422, 429), requestBody=body(GalleryRequest)),
@@ -184,11 +175,10 @@ def people_paths() -> dict[str, Any]:
                                                          requestBody={"required": True, "content": enrol})},
         "/v1/library": {"get": op("The library in numbers", codes=(401, 429))},
         "/v1/people": {"get": op("The library's people: named first, then by faces", codes=(400, 401, 429),
-                                 parameters=[{"name": "filter", "in": "query",
-                                              "schema": {"type": "string", "enum": list(FILTERS)}}, *_page_params()])},
+                                 parameters=_query(PeopleQuery))},
         "/v1/people/{person_id}": {
             "get": op("A person and their photos, newest first", codes=(400, 401, 404, 429),
-                      parameters=[person, *_page_params()]),
+                      parameters=[person, *_query(PageQuery)]),
             "patch": op("Name, hide or choose the cover of a person", parameters=[person],
                         requestBody=body(PersonPatch))},
         "/v1/people/merge": {"post": op("Two people are one", requestBody=body(MergeRequest))},

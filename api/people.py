@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import tenant
 from api.context import svc
 from api.errors import BadJson, BadRequest, Conflict, HttpError, InvalidRequest, NotFound
+from api.schemas import FacesQuery, PageQuery, PeopleQuery, page_of, parse_query
 from storage import keys
 from storage.errors import ObjectNotFound
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
@@ -26,7 +27,6 @@ from storage.names import JobKind, Queue, TaskName
 from workers.contract import AdaptParams
 
 bp = Blueprint("people", __name__, url_prefix="/v1")
-FILTERS = ("visible", "all", "named", "unnamed", "hidden")
 # a refused decision keeps its code (storage.library.DecisionInvalid.code); these take another class's status
 _DECISION_ERRORS: dict[str, type[HttpError]] = {"not_found": NotFound, "conflict": Conflict}
 
@@ -73,17 +73,6 @@ def _object() -> dict[str, Any]:
 
 def _body(model: type[BaseModel]) -> Any:
     return model.model_validate(_object())
-
-
-def _page() -> tuple[int, int]:
-    try:
-        offset = int(request.args.get("offset", 0))
-        limit = int(request.args.get("limit", 100))
-    except ValueError:
-        raise BadRequest("offset and limit must be integers") from None
-    if offset < 0 or not 1 <= limit <= svc().settings.api.page_size_max:
-        raise BadRequest(f"offset >= 0 and limit 1-{svc().settings.api.page_size_max}")
-    return offset, limit
 
 
 def thumbnail_url(face_id: str | None) -> str | None:
@@ -163,10 +152,8 @@ def library_summary() -> Response:
 def list_people() -> Response:
     """The library's people: named first, then by number of faces; paginated; filter visible (default),
     all, named, unnamed or hidden."""
-    which = request.args.get("filter", "visible")
-    if which not in FILTERS:
-        raise BadRequest(f"filter must be one of {list(FILTERS)}")
-    offset, limit = _page()
+    query = parse_query(PeopleQuery)
+    which, (offset, limit) = query.filter, page_of(query)
     people = list(library().people(library().head()).people)
     keep = {"visible": lambda p: not p.hidden, "all": lambda p: True, "named": lambda p: bool(p.name) and not p.hidden,
             "unnamed": lambda p: not p.name and not p.hidden, "hidden": lambda p: p.hidden}[which]
@@ -180,7 +167,7 @@ def list_people() -> Response:
 @bp.get("/people/<person:person_id>")
 def get_person(person_id: str) -> Response:
     """A person and their photos, newest first (paginated by photo), each with this person's face in it."""
-    offset, limit = _page()
+    offset, limit = page_of(parse_query(PageQuery))
     lib = library()
     head = lib.head()
     people, merged = _people(head)
@@ -236,10 +223,10 @@ def merge_suggestions() -> Response:
 @bp.get("/faces")
 def list_faces() -> Response:
     """Faces of the library that belong to nobody yet (`unassigned=true`), newest jobs first; paginated."""
-    if request.args.get("unassigned", "true").lower() not in ("1", "true", "yes"):
-        raise BadRequest("only unassigned=true is listed here; a person's faces are at "
-                         "/v1/people/{id}")
-    offset, limit = _page()
+    query = parse_query(FacesQuery)
+    if not query.unassigned:
+        raise BadRequest("only unassigned=true is listed here; a person's faces are at /v1/people/{id}")
+    offset, limit = page_of(query)
     lib = library()
     head = lib.head()
     out: list[dict[str, Any]] = []
