@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms
 
-from api.cli import build_parser, main
+from api.cli import build_parser, expand, main
 from api.client import Client
 from api.devstack.servers import free_port
 from api.devstack.stack import ApiServer
@@ -203,6 +203,15 @@ def test_style_and_builtin_together_are_refused_before_any_upload(tmp_path, caps
     assert code == 2 and err == "nightshift: no such file or folder: holiday/\n"
     code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "7", "--size", "8", "--url", dead)
     assert code == 2 and err == "nightshift: --size: Input should be greater than or equal to 32\n"
+
+
+def test_every_archive_the_api_takes_goes_up_as_an_archive(tmp_path) -> None:
+    names = ["a.zip", "b.tar", "c.tgz", "d.tar.gz", "e.tar.bz2", "f.TAR.XZ", "g.jpg", "h.xz"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"-")
+    sources = expand([str(tmp_path / n) for n in names])
+    assert [p.name for p in sources.archives] == names[:6]
+    assert [name for _, name in sources.photos] == ["g.jpg", "h.xz"]  # the API answers for what it cannot read
 
 
 def test_keys_creates_and_revokes(services, api_server: ApiServer, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

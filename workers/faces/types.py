@@ -15,7 +15,6 @@ Box = tuple[float, float, float, float]
 Size = tuple[int, int]  # (width, height), PIL's order
 
 ROTATIONS = (0, 90, 180, 270)
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 _MIRROR_ORDER = (1, 0, 2, 4, 3)  # a mirror image's left eye is the original's right eye
 
 
