@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from api.client import Client
-from api.devstack.servers import ServerProcess, start_redis, start_s3
+from api.devstack.servers import ServerProcess, start_redis, start_s3, wait_until
 from api.devstack.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
 from storage import keys
 from storage.config import Settings, WorkerSettings
@@ -185,44 +184,40 @@ def test_h265_output_is_tagged_hvc1(stack: Stack, style_worker: WorkerProcess, t
 def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(stack: Stack, style_worker: WorkerProcess,
                                                                    tmp_path: Path) -> None:
     worker = style_worker
-    if True:
-        rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192),
-                                              audio_seconds=3.0))
-        job = stack.client.submit("style", params={**BUILTIN, "size": 512}, inputs={"keys": [rel]})
-        records = RecordStore(stack.settings)
+    rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192),
+                                          audio_seconds=3.0))
+    job = stack.client.submit("style", params={**BUILTIN, "size": 512}, inputs={"keys": [rel]})
+    records = RecordStore(stack.settings)
 
-        def mid_segment() -> bool:
-            try:
-                items = records.get_items(job["id"], range(records.get_job(job["id"]).total))
-            except Exception:
-                return False
-            progress = records.item_progress(job["id"])
-            for it in items:
-                done, total = progress.get(it.index, (0, 0))
-                if it.state == "running" and 0 < done < total:
-                    return True
+    def mid_segment() -> bool:
+        try:
+            items = records.get_items(job["id"], range(records.get_job(job["id"]).total))
+        except Exception:
             return False
+        progress = records.item_progress(job["id"])
+        for it in items:
+            done, total = progress.get(it.index, (0, 0))
+            if it.state == "running" and 0 < done < total:
+                return True
+        return False
 
-        deadline = time.monotonic() + 120
-        while not mid_segment():
-            assert time.monotonic() < deadline, "no segment was seen half done"
-            time.sleep(0.05)
-        children = worker.children()
-        for pid in children:
-            os.kill(pid, signal.SIGKILL)
-        final = stack.client.wait(job["id"], timeout=300)
-        assert final["state"] == "succeeded", final
-        items = list(stack.client.results(job["id"]))
-        assert len(items) == 3 and sorted(it["info"]["segment"] for it in items) == list(range(3))
-        assert max(it["attempts"] for it in items) == 2  # the killed segment ran again, once
-        outs = [o["key"] for it in items for o in it["outputs"]]
-        assert len(outs) == len(set(outs)) == 3
-        [video] = final["summary"]["videos"]
-        urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
-        out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
-        pts, _, _ = decoded(out)
-        assert pts == decoded(tmp_path / "long.mp4")[0]
-        assert worker.alive() and worker.children() and worker.children() != children
+    wait_until(mid_segment, 120, 0.05, error=lambda: AssertionError("no segment was seen half done"))
+    children = worker.children()
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    final = stack.client.wait(job["id"], timeout=300)
+    assert final["state"] == "succeeded", final
+    items = list(stack.client.results(job["id"]))
+    assert len(items) == 3 and sorted(it["info"]["segment"] for it in items) == list(range(3))
+    assert max(it["attempts"] for it in items) == 2  # the killed segment ran again, once
+    outs = [o["key"] for it in items for o in it["outputs"]]
+    assert len(outs) == len(set(outs)) == 3
+    [video] = final["summary"]["videos"]
+    urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+    out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
+    pts, _, _ = decoded(out)
+    assert pts == decoded(tmp_path / "long.mp4")[0]
+    assert worker.alive() and worker.children() and worker.children() != children
 
 
 def face_clip(path: Path) -> Path:
