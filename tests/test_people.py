@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.spatial.distance import cdist
 
 from workers.people.cluster import ALGORITHMS, Algorithm, Cluster, cluster_faces, medoid
 from workers.people.identify import Gallery, Prototype, identify, person_distances
@@ -44,7 +45,7 @@ def test_exact_search_equals_brute_force() -> None:
     index.add(x[:600], [f"v{i}" for i in range(600)])
     index.add(x[600:], [f"v{i}" for i in range(600, 1000)])
     hits = index.search(q, k=7)
-    brute = np.linalg.norm(q[:, None, :].astype(np.float64) - x[None, :, :], axis=2)
+    brute = cdist(q, x)
     for row, found in zip(brute, hits, strict=True):
         expected = np.argsort(row)[:7]
         assert [h[0] for h in found] == [f"v{i}" for i in expected]
@@ -71,7 +72,7 @@ def test_index_save_load_and_edges() -> None:
 
 def test_radius_pairs_and_distances_match_brute_force() -> None:
     x, _ = synthetic_people(20, 5)
-    brute = np.linalg.norm(x[:, None, :].astype(np.float64) - x[None, :, :], axis=2)
+    brute = cdist(x, x)
     i, j, d = radius_pairs(x, THRESHOLD, max_block_cells=1000)
     expected = {(a, b) for a, b in zip(*np.nonzero(brute < THRESHOLD), strict=True) if a < b}
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == expected
