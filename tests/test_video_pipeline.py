@@ -23,7 +23,7 @@ from storage import keys
 from storage.config import Settings, WorkerSettings
 from storage.objects import ObjectStore
 from storage.records import RecordStore
-from workers.video.clips import pan, write_clip
+from workers.video.clips import pan, write_audio, write_clip
 from workers.video.source import upload_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -89,34 +89,9 @@ def clip(path: Path, seconds: float = 3.0, size: tuple[int, int] = (160, 96), **
 
 def faststart_truncated(path: Path, tmp: Path) -> Path:
     """An MP4 whose index sits at the front (as phones and web servers write them), cut at 60 %."""
-    full = tmp / "full-faststart.mp4"
-    frames = pan(50, 2.0, (160, 96))
-    with av.open(str(full), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream("libx264", rate=FPS)
-        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
-        for i, rgb in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
+    full = write_clip(tmp / "full-faststart.mp4", pan(50, 2.0, (160, 96)), FPS, faststart=True)
     data = full.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.6)])
-    return path
-
-
-def audio_only(path: Path) -> Path:
-    with av.open(str(path), "w", format="mp4") as out:
-        s = out.add_stream("aac", rate=16000)
-        s.layout = "mono"
-        for start in range(0, 16000, 1024):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16000, start
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
     return path
 
 
@@ -136,7 +111,7 @@ def test_video_is_stylized_in_segments_joined_with_its_audio_and_bad_videos_fail
     good = clip(tmp_path / "holiday.mp4", audio_seconds=3.0, rotation=90)
     rels = [stack.put("v/holiday.mp4", good),
             stack.put("v/truncated.mp4", faststart_truncated(tmp_path / "truncated.mp4", tmp_path)),
-            stack.put("v/voice.mp4", audio_only(tmp_path / "voice.mp4")),
+            stack.put("v/voice.mp4", write_audio(tmp_path / "voice.mp4")),
             stack.put("v/one-frame.mp4", write_clip(tmp_path / "one.mp4", pan(1, 0.0, (160, 96)), FPS))]
     job = stack.client.submit("style", params=BUILTIN, inputs={"keys": rels})
     final = stack.client.wait(job["id"], timeout=240)
