@@ -21,7 +21,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from tqdm import tqdm
 
 from api.cli_common import CliError
@@ -43,15 +49,49 @@ FLAGS = {"builtin": "--builtin", "styles": "--style", "strength": "--strength", 
          "protect_faces": "--protect-faces"}
 
 
-class CliSettings(BaseSettings):
-    """Server address and key: flags win, then NIGHTSHIFT_URL / NIGHTSHIFT_API_KEY, then the config file."""
+class CliEnv(BaseSettings):
+    """What only the environment sets: where the config file and the local stack are, and debug."""
 
-    model_config = SettingsConfigDict(env_prefix="NIGHTSHIFT_", extra="ignore")
-    url: str = DEFAULT_URL
-    api_key: str | None = None
+    # an empty variable counts as unset, so NIGHTSHIFT_URL= falls back to the config file
+    model_config = SettingsConfigDict(env_prefix="NIGHTSHIFT_", extra="ignore", env_ignore_empty=True)
     config: Path = Field(default_factory=lambda: Path.home() / ".config" / "nightshift" / "config.json")
     data_dir: Path = Path(".nightshift")
     debug: bool = False
+
+
+class _ConfigFile(JsonConfigSettingsSource):
+    """The config file's "url" and "api_key" (missing file: none), with errors that say which file to fix."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {file_path} ({exc}): fix or remove it") from None
+        if not isinstance(data, dict):
+            raise CliError(f"{file_path} must hold a JSON object like {{\"url\": ..., \"api_key\": ...}}")
+        return {name: str(data[name]) for name in ("url", "api_key") if data.get(name)}
+
+
+class CliSettings(CliEnv):
+    """Server address and key: NIGHTSHIFT_URL / NIGHTSHIFT_API_KEY win over the config file's "url" / "api_key"
+    (flags and --data-dir win over both: `resolve_target`)."""
+
+    url: str = DEFAULT_URL
+    api_key: str | None = None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ConfigFile(settings_cls, json_file=CliEnv().config)
+
+    def origin(self, name: str) -> str:
+        """Where the setting `name` came from, for messages: its variable, the config file, or "" (the default)."""
+        if name not in self.model_fields_set:
+            return ""
+        return f"NIGHTSHIFT_{name.upper()}" if name in EnvSettingsSource(type(self))() else str(self.config)
 
 
 @dataclass
@@ -80,18 +120,6 @@ def _stack(data_dir: Path) -> tuple[str | None, str | None]:
     return url, key
 
 
-def _config_file(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read {path} ({exc}): fix or remove it") from None
-    if not isinstance(data, dict):
-        raise CliError(f"{path} must hold a JSON object like {{\"url\": ..., \"api_key\": ...}}")
-    return data
-
-
 def _same_server(a: str, b: str) -> bool:
     pa, pb = urlsplit(a), urlsplit(b)
     host_a, host_b = pa.hostname or "", pb.hostname or ""
@@ -102,7 +130,6 @@ def _same_server(a: str, b: str) -> bool:
 def resolve_target(args: argparse.Namespace) -> Target:
     """The API address and key: flags, then --data-dir, then the environment, the config file, ./.nightshift."""
     s = CliSettings()
-    cfg = _config_file(s.config)
     explicit = Path(args.data_dir) if getattr(args, "data_dir", None) else None
     stacks = [d for d in (explicit, s.data_dir) if d is not None]
     stack_url, stack_key = _stack(explicit) if explicit else (None, None)
@@ -114,10 +141,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
         url, url_from = args.url, "--url"
     elif stack_url:
         url, url_from = stack_url, f"{explicit}/stack.json"
-    elif "url" in s.model_fields_set:
-        url, url_from = s.url, "NIGHTSHIFT_URL"
-    elif cfg.get("url"):
-        url, url_from = str(cfg["url"]), str(s.config)
+    elif s.origin("url"):
+        url, url_from = s.url, s.origin("url")
     elif default_url:
         url, url_from = default_url, f"{s.data_dir}/stack.json"
     else:
@@ -128,9 +153,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
     elif stack_key:
         key, key_from = stack_key, f"{explicit}/api-key"
     elif s.api_key:
-        key, key_from = s.api_key, "NIGHTSHIFT_API_KEY"
-    elif cfg.get("api_key"):
-        key, key_from = str(cfg["api_key"]), str(s.config)
+        key, key_from = s.api_key, s.origin("api_key")
     elif default_key and (urlsplit(url).hostname or "") in LOOPBACK:
         key, key_from = default_key, f"{s.data_dir}/api-key"  # the local stack's key, never sent elsewhere
     else:
@@ -504,7 +527,7 @@ def sample_images(folder: Path) -> list[Path]:
 
 
 def _stack_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir) if getattr(args, "data_dir", None) else CliSettings().data_dir
+    return Path(args.data_dir) if getattr(args, "data_dir", None) else CliEnv().data_dir
 
 
 def _check_port(port: int) -> None:
@@ -743,6 +766,13 @@ def _error_line(args: argparse.Namespace, exc: BaseException) -> str:
     return str(exc)
 
 
+def _debug() -> bool:
+    try:
+        return CliEnv().debug
+    except ValidationError:  # NIGHTSHIFT_DEBUG=maybe: no traceback either
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.on_interrupt = None
@@ -755,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nightshift: {_one_line(_error_line(args, exc))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        if CliSettings().debug:
+        if _debug():
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
         print(f"nightshift: unexpected error ({type(exc).__name__}: {first[:300]}); NIGHTSHIFT_DEBUG=1 shows the "

@@ -33,13 +33,10 @@ from storage.jobs import finalize_job
 from storage.manifest import iter_manifest_items, read_manifest
 from storage.names import FINISHED_STATES, JobKind, JobState
 from storage.records import Item, Job, new_id, now
-from workers.contract import PHOTO_KINDS, Inputs, JobRequest, is_video_name, parse_params
+from workers.contract import ARCHIVE_SUFFIXES, PHOTO_KINDS, Inputs, JobRequest, is_video_name, parse_params
 from workers.dispatch import enqueue_chunks, enqueue_ingest
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
-ARCHIVE_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-tar", "application/gzip",
-                 "application/x-gtar", "application/x-gzip")
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 VIDEO_UPLOAD_BASE = 800_000  # uploaded videos' input keys (photos count from 0, archives from 900,000)
 
 

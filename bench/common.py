@@ -7,8 +7,7 @@ import os
 import platform
 import resource
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -62,15 +61,6 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def timed(fn: Callable[[], Any], repeat: int = 1) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -40,6 +40,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storage.config import WorkerSettings  # noqa: E402
+from workers.faces.types import iou  # noqa: E402
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".tif", ".tiff", ".bmp"}
 MATCH_IOU = 0.3  # MTCNN and HOG boxes frame a face differently; 0.3 still pairs one face with itself
@@ -184,19 +185,11 @@ def run_pipeline(
 # --- parity ---------------------------------------------------------------------------------------
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def parity(ours: list[FaceResult], reference: list[FaceResult]) -> dict[str, float]:
     """Greedy box matching per photo; embedding distances of matched faces."""
     matched, distances, only_ours, only_ref = 0, [], 0, 0
     for (boxes, vecs), (ref_boxes, ref_vecs) in zip(ours, reference, strict=True):
-        pairs = sorted(((_iou(a, b), i, j) for i, a in enumerate(boxes) for j, b in enumerate(ref_boxes)), reverse=True)
+        pairs = sorted(((iou(a, b), i, j) for i, a in enumerate(boxes) for j, b in enumerate(ref_boxes)), reverse=True)
         used_i, used_j = set(), set()
         for overlap, i, j in pairs:
             if overlap < MATCH_IOU or i in used_i or j in used_j:

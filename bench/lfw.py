@@ -23,58 +23,29 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.calibration import (  # noqa: E402
+    Pair,
+    choose_threshold,
+    kfold_verification,
+    pair_distances,
+    read_lfw_pairs,
+)
 from workers.contract import FacesParams  # noqa: E402
 from workers.faces.engine import FaceEngine  # noqa: E402
 from workers.faces.types import Face  # noqa: E402
 from workers.imaging import decode_image  # noqa: E402
-from workers.people.calibration import choose_threshold, kfold_verification  # noqa: E402
 
 # Where dlib's frontal detector puts the face in a 250x250 deep-funneled LFW image, as fractions of the
 # side (its mean box over LFW is about (70, 79)-(177, 186)).
 FALLBACK_CENTRE = (0.49, 0.53)
 FALLBACK_SIDE = 0.43
 FARS = (1e-2, 1e-3)
-
-
-@dataclass(frozen=True)
-class Pair:
-    fold: int
-    same: bool
-    a: str  # image path relative to images/
-    b: str
-
-
-def image_path(name: str, number: str) -> str:
-    return f"{name}/{name}_{int(number):04d}.jpg"
-
-
-def read_pairs(path: Path, limit: int | None = None) -> list[Pair]:
-    """The pairs of `path`; `limit` keeps about that many, equally from every fold and both classes."""
-    lines = path.read_text().splitlines()
-    folds, per_class = (int(v) for v in lines[0].split())
-    keep = per_class if limit is None else max(1, min(per_class, limit // (2 * folds)))
-    pairs = []
-    body = [line.split() for line in lines[1:] if line.strip()]
-    for fold in range(folds):
-        block = body[fold * 2 * per_class : (fold + 1) * 2 * per_class]
-        for k, fields in enumerate(block):
-            same = k < per_class
-            if (k % per_class) >= keep:
-                continue
-            if same:
-                name, i, j = fields
-                pairs.append(Pair(fold, True, image_path(name, i), image_path(name, j)))
-            else:
-                name1, i, name2, j = fields
-                pairs.append(Pair(fold, False, image_path(name1, i), image_path(name2, j)))
-    return pairs
 
 
 def fallback_face(width: int, height: int) -> Face:
@@ -168,7 +139,7 @@ def tar_at_far(vectors: np.ndarray, people: np.ndarray, fars: tuple[float, ...] 
 
 def evaluate(pairs: list[Pair], vectors: dict[str, np.ndarray]) -> dict[str, object]:
     """The LFW protocol over the folds of `pairs`, the AUC, TAR at FAR over all pairs of the images."""
-    d = np.array([np.linalg.norm(vectors[p.a].astype(np.float64) - vectors[p.b]) for p in pairs])
+    d = pair_distances(pairs, vectors.__getitem__)
     same = np.array([p.same for p in pairs])
     report = kfold_verification(d, same, [p.fold for p in pairs])
     names = sorted(vectors)
@@ -255,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     from workers.models.base import set_cpu_threads
 
     set_cpu_threads(args.threads)
-    pairs = read_pairs(args.dir / "pairs.txt", args.limit)
-    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    pairs = read_lfw_pairs((args.dir / "pairs.txt").read_text(), args.limit)
+    names = sorted({name for p in pairs for name in p.files()})
     root = args.dir / "images"
     stem = f"{args.dir.name}-{args.detector}-{args.detect_size}" + (f"-{len(names)}" if args.limit else "") + (
         f"-score{args.score_threshold:g}" if args.score_threshold is not None else "")

@@ -19,15 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.calibration import choose_threshold, kfold_verification, pair_distances, read_lfw_pairs
 from bench.cluster import DEFAULT_CACHE, Faces, lfw_faces
-from workers.people.calibration import (
-    IDENTIFY_MIN_MARGIN,
-    IDENTIFY_THRESHOLD,
-    choose_threshold,
-    kfold_verification,
-    read_lfw_pairs,
-    thresholds_for,
-)
+from workers.people.calibration import IDENTIFY_MIN_MARGIN, IDENTIFY_THRESHOLD, thresholds_for
 from workers.people.identify import Gallery, Prototype, identify, person_distances
 from workers.people.search import ExactIndex
 
@@ -39,9 +33,7 @@ def verification(folder: Path, faces: Faces) -> dict[str, object] | None:
         return None
     row = {f: k for k, f in enumerate(faces.files)}
     pairs = [p for p in read_lfw_pairs(pairs_file.read_text()) if all(f in row for f in p.files())]
-    a = faces.embeddings[[row[p.files()[0]] for p in pairs]]
-    b = faces.embeddings[[row[p.files()[1]] for p in pairs]]
-    d = np.linalg.norm(a.astype(np.float64) - b, axis=1)
+    d = pair_distances(pairs, lambda f: faces.embeddings[row[f]])
     same = np.array([p.same for p in pairs])
     report = kfold_verification(d, same, [p.fold for p in pairs])
     overall = choose_threshold(d, same)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +119,3 @@ def photo(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
     return jpeg_bytes(noisy)
 
 
-def wait_until(predicate, timeout: float = 60.0, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise TimeoutError("condition not met in time")

@@ -7,9 +7,10 @@ import json
 
 import requests
 
+from api.devstack.servers import wait_until
 from api.devstack.stack import ApiServer
 from storage.names import JobState
-from tests.conftest import Services, new_tenant_key, photo, wait_until
+from tests.conftest import Services, new_tenant_key, photo
 
 
 def _error(resp) -> dict:

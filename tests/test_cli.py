@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import socket
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms
 
-from api.cli import build_parser, main
+from api.cli import build_parser, expand, main, resolve_target
 from api.client import Client
 from api.devstack.servers import free_port
 from api.devstack.stack import ApiServer
@@ -203,6 +204,42 @@ def test_style_and_builtin_together_are_refused_before_any_upload(tmp_path, caps
     assert code == 2 and err == "nightshift: no such file or folder: holiday/\n"
     code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "7", "--size", "8", "--url", dead)
     assert code == 2 and err == "nightshift: --size: Input should be greater than or equal to 32\n"
+
+
+def test_every_archive_the_api_takes_goes_up_as_an_archive(tmp_path) -> None:
+    names = ["a.zip", "b.tar", "c.tgz", "d.tar.gz", "e.tar.bz2", "f.TAR.XZ", "g.jpg", "h.xz"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"-")
+    sources = expand([str(tmp_path / n) for n in names])
+    assert [p.name for p in sources.archives] == names[:6]
+    assert [name for _, name in sources.photos] == ["g.jpg", "h.xz"]  # the API answers for what it cannot read
+
+
+def test_the_config_file_is_used_below_the_environment_and_the_flags(tmp_path, capsys, monkeypatch) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"url": "http://photos.example:8080", "api_key": "from-file", "data_dir": "else"}))
+    monkeypatch.setenv("NIGHTSHIFT_CONFIG", str(config))
+    no_flags = argparse.Namespace(url=None, api_key=None, data_dir=None)
+    t = resolve_target(no_flags)
+    assert (t.url, t.url_from) == ("http://photos.example:8080", str(config))
+    assert (t.key, t.key_from) == ("from-file", str(config))
+    assert t.stacks == [Path(".nightshift")]  # the file sets the server and key, nothing else
+    monkeypatch.setenv("NIGHTSHIFT_API_KEY", "from-env")
+    monkeypatch.setenv("NIGHTSHIFT_URL", "")  # empty: unset
+    t = resolve_target(no_flags)
+    assert (t.url, t.url_from, t.key, t.key_from) == ("http://photos.example:8080", str(config), "from-env",
+                                                      "NIGHTSHIFT_API_KEY")
+    monkeypatch.setenv("NIGHTSHIFT_URL", "http://env.example:9000")
+    assert (resolve_target(no_flags).url, resolve_target(no_flags).url_from) == ("http://env.example:9000",
+                                                                                  "NIGHTSHIFT_URL")
+    t = resolve_target(argparse.Namespace(url="http://flag.example:1", api_key="from-flag", data_dir=None))
+    assert (t.url, t.url_from, t.key, t.key_from) == ("http://flag.example:1", "--url", "from-flag", "--api-key")
+    config.write_text("{not json")
+    code, _, err = run(capsys, "jobs")
+    assert code == 2 and err.startswith(f"nightshift: cannot read {config} (") and err.endswith("fix or remove it\n")
+    config.write_text("[]")
+    code, _, err = run(capsys, "jobs")
+    assert code == 2 and err == f'nightshift: {config} must hold a JSON object like {{"url": ..., "api_key": ...}}\n'
 
 
 def test_keys_creates_and_revokes(services, api_server: ApiServer, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

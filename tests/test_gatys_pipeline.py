@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from api.client import Client, InvalidRequest
-from tests.conftest import Services, photo, wait_until
+from api.devstack.servers import wait_until
+from tests.conftest import Services, photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GATYS = {"method": "gatys", "size": 64,

@@ -20,6 +20,18 @@ def test_corpus_case(case: Case) -> None:
         assert case.expect in str(err.value)
 
 
+def test_cmyk_jpeg_keeps_its_colours() -> None:
+    """PIL's decoder stores CMYK JPEGs the Adobe way (inverted); decoding must give the photo back, not its negative."""
+    import numpy as np
+
+    from tests.corpus import _photo, _save
+
+    photo = _photo()
+    img = decode_image(_save(photo.convert("CMYK"), "JPEG", quality=95))
+    error = np.abs(np.asarray(img, dtype=np.int16) - np.asarray(photo, dtype=np.int16)).mean()
+    assert error < 4, error
+
+
 def test_draft_mode_decodes_small() -> None:
     from tests.corpus import _photo, _save
 

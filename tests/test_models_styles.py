@@ -11,10 +11,11 @@ from PIL import Image
 
 from api.cli import main
 from api.client import Client, InvalidRequest
+from api.devstack.servers import wait_until
 from api.devstack.stack import ApiServer
 from storage.coordination import WorkerInfo
 from storage.records import RecordStore
-from tests.conftest import Services, photo, wait_until
+from tests.conftest import Services, photo
 from workers.capabilities import weights_present
 from workers.contract import BUILTIN_STYLE_NAMES
 from workers.models.catalog import MODELS

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from api.client import ApiError, Client
-from api.devstack.servers import ServerProcess, start_redis, start_s3
+from api.devstack.servers import ServerProcess, start_redis, start_s3, wait_until
 from api.devstack.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
 from storage import keys
 from storage.config import Settings, WorkerSettings
@@ -68,25 +68,21 @@ class Env:
 
     def wait(self, job_id: str, timeout: float = 240) -> dict:
         """Poll the records directly (the API may be briefly unavailable during an outage)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def finished() -> dict | None:
             try:
                 job = self.job(job_id)
-                if job["state"] in ("succeeded", "failed", "cancelled", "partial"):
-                    return job
             except Exception:  # Redis restarting
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"job {job_id} did not finish; worker log:\n{self.workers[-1].log_path.read_text()[-4000:]}")
+                return None
+            return job if job["state"] in ("succeeded", "failed", "cancelled", "partial") else None
+
+        return wait_until(finished, timeout, 0.3, error=lambda: TimeoutError(
+            f"job {job_id} did not finish; worker log:\n{self.workers[-1].log_path.read_text()[-4000:]}"))
 
     def wait_done(self, job_id: str, at_least: int, timeout: float = 120) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done = self.job(job_id)["counts"]["done"]
-            if done >= at_least:
-                return int(done)
-            time.sleep(0.1)
-        raise TimeoutError(f"fewer than {at_least} items done")
+        done = wait_until(lambda: (n := self.job(job_id)["counts"]["done"]) >= at_least and n, timeout, 0.1,
+                          error=lambda: TimeoutError(f"fewer than {at_least} items done"))
+        return int(done)
 
     def outputs(self, job_id: str) -> list[str]:
         return [o.key for o in self.store.list(keys.job_root(TENANT, job_id) + "items/")]

@@ -16,11 +16,12 @@ import requests
 from PIL import Image
 
 from api.client import Client
+from api.devstack.servers import wait_until
 from storage import keys
 from storage.names import ItemState, JobKind, JobState
 from storage.records import Item, Job, new_id
 from storage.redisdb import RedisKeys
-from tests.conftest import Services, new_tenant_key, photo, wait_until
+from tests.conftest import Services, new_tenant_key, photo
 from workers.celery_app import create_celery
 from workers.context import WorkerContext
 from workers.ingest import ingest

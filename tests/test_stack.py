@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from api import cli
-from api.devstack.servers import free_port
+from api.devstack.servers import ServerError, free_port, wait_until
 from api.devstack.stack import LocalStack
 from storage.config import WorkerSettings, settings_env
-from tests.conftest import Services, new_tenant_key, wait_until
+from tests.conftest import Services, new_tenant_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,6 +25,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def _ready(url: str) -> tuple[int, dict]:
     resp = requests.get(url + "/readyz", timeout=5)
     return resp.status_code, resp.json()
+
+
+def test_wait_until_returns_the_first_truthy_value_or_raises_the_error_it_was_given() -> None:
+    answers = iter([0, None, "ready", "later"])
+    assert wait_until(lambda: next(answers), timeout=5, poll=0) == "ready"
+    with pytest.raises(ServerError, match="never came up"):
+        wait_until(lambda: False, timeout=0.05, poll=0.01, error=lambda: ServerError("never came up"))
+    with pytest.raises(TimeoutError):
+        wait_until(lambda: 0, timeout=0.05, poll=0.01)
 
 
 def test_local_stack_restarts_dead_workers_reports_them_and_keeps_its_ports(tmp_path: Path, capsys) -> None:

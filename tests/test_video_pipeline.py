@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,13 @@ import numpy as np
 import pytest
 
 from api.client import Client
-from api.devstack.servers import ServerProcess, start_redis, start_s3
+from api.devstack.servers import ServerProcess, start_redis, start_s3, wait_until
 from api.devstack.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
 from storage import keys
 from storage.config import Settings, WorkerSettings
 from storage.objects import ObjectStore
 from storage.records import RecordStore
-from workers.video.clips import pan, write_clip
+from workers.video.clips import pan, write_audio, write_clip
 from workers.video.source import upload_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,34 +89,9 @@ def clip(path: Path, seconds: float = 3.0, size: tuple[int, int] = (160, 96), **
 
 def faststart_truncated(path: Path, tmp: Path) -> Path:
     """An MP4 whose index sits at the front (as phones and web servers write them), cut at 60 %."""
-    full = tmp / "full-faststart.mp4"
-    frames = pan(50, 2.0, (160, 96))
-    with av.open(str(full), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream("libx264", rate=FPS)
-        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
-        for i, rgb in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
+    full = write_clip(tmp / "full-faststart.mp4", pan(50, 2.0, (160, 96)), FPS, faststart=True)
     data = full.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.6)])
-    return path
-
-
-def audio_only(path: Path) -> Path:
-    with av.open(str(path), "w", format="mp4") as out:
-        s = out.add_stream("aac", rate=16000)
-        s.layout = "mono"
-        for start in range(0, 16000, 1024):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16000, start
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
     return path
 
 
@@ -137,7 +111,7 @@ def test_video_is_stylized_in_segments_joined_with_its_audio_and_bad_videos_fail
     good = clip(tmp_path / "holiday.mp4", audio_seconds=3.0, rotation=90)
     rels = [stack.put("v/holiday.mp4", good),
             stack.put("v/truncated.mp4", faststart_truncated(tmp_path / "truncated.mp4", tmp_path)),
-            stack.put("v/voice.mp4", audio_only(tmp_path / "voice.mp4")),
+            stack.put("v/voice.mp4", write_audio(tmp_path / "voice.mp4")),
             stack.put("v/one-frame.mp4", write_clip(tmp_path / "one.mp4", pan(1, 0.0, (160, 96)), FPS))]
     job = stack.client.submit("style", params=BUILTIN, inputs={"keys": rels})
     final = stack.client.wait(job["id"], timeout=240)
@@ -185,44 +159,40 @@ def test_h265_output_is_tagged_hvc1(stack: Stack, style_worker: WorkerProcess, t
 def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(stack: Stack, style_worker: WorkerProcess,
                                                                    tmp_path: Path) -> None:
     worker = style_worker
-    if True:
-        rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192),
-                                              audio_seconds=3.0))
-        job = stack.client.submit("style", params={**BUILTIN, "size": 512}, inputs={"keys": [rel]})
-        records = RecordStore(stack.settings)
+    rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192),
+                                          audio_seconds=3.0))
+    job = stack.client.submit("style", params={**BUILTIN, "size": 512}, inputs={"keys": [rel]})
+    records = RecordStore(stack.settings)
 
-        def mid_segment() -> bool:
-            try:
-                items = records.get_items(job["id"], range(records.get_job(job["id"]).total))
-            except Exception:
-                return False
-            progress = records.item_progress(job["id"])
-            for it in items:
-                done, total = progress.get(it.index, (0, 0))
-                if it.state == "running" and 0 < done < total:
-                    return True
+    def mid_segment() -> bool:
+        try:
+            items = records.get_items(job["id"], range(records.get_job(job["id"]).total))
+        except Exception:
             return False
+        progress = records.item_progress(job["id"])
+        for it in items:
+            done, total = progress.get(it.index, (0, 0))
+            if it.state == "running" and 0 < done < total:
+                return True
+        return False
 
-        deadline = time.monotonic() + 120
-        while not mid_segment():
-            assert time.monotonic() < deadline, "no segment was seen half done"
-            time.sleep(0.05)
-        children = worker.children()
-        for pid in children:
-            os.kill(pid, signal.SIGKILL)
-        final = stack.client.wait(job["id"], timeout=300)
-        assert final["state"] == "succeeded", final
-        items = list(stack.client.results(job["id"]))
-        assert len(items) == 3 and sorted(it["info"]["segment"] for it in items) == list(range(3))
-        assert max(it["attempts"] for it in items) == 2  # the killed segment ran again, once
-        outs = [o["key"] for it in items for o in it["outputs"]]
-        assert len(outs) == len(set(outs)) == 3
-        [video] = final["summary"]["videos"]
-        urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
-        out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
-        pts, _, _ = decoded(out)
-        assert pts == decoded(tmp_path / "long.mp4")[0]
-        assert worker.alive() and worker.children() and worker.children() != children
+    wait_until(mid_segment, 120, 0.05, error=lambda: AssertionError("no segment was seen half done"))
+    children = worker.children()
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    final = stack.client.wait(job["id"], timeout=300)
+    assert final["state"] == "succeeded", final
+    items = list(stack.client.results(job["id"]))
+    assert len(items) == 3 and sorted(it["info"]["segment"] for it in items) == list(range(3))
+    assert max(it["attempts"] for it in items) == 2  # the killed segment ran again, once
+    outs = [o["key"] for it in items for o in it["outputs"]]
+    assert len(outs) == len(set(outs)) == 3
+    [video] = final["summary"]["videos"]
+    urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+    out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
+    pts, _, _ = decoded(out)
+    assert pts == decoded(tmp_path / "long.mp4")[0]
+    assert worker.alive() and worker.children() and worker.children() != children
 
 
 def face_clip(path: Path) -> Path:

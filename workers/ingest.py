@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nightshift.ingest")
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 
 
 class ArchiveError(ItemFailure, ValueError):

@@ -22,14 +22,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
 from storage.config import S3Settings
 
+T = TypeVar("T")
+
 
 class ServerError(RuntimeError):
     """A local server could not be found or started; the message says which and why."""
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 60.0, poll: float = 0.2, *,
+               error: Callable[[], Exception] | None = None) -> T:
+    """Call `predicate` every `poll` seconds until it returns something truthy, and return that.
+
+    After `timeout` seconds raise `error()` (built then, so it can tell the state at that moment; a
+    TimeoutError by default). What `predicate` raises goes through: that is how it ends the wait early.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise error() if error else TimeoutError("condition not met in time")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -185,19 +204,22 @@ def start_redis(data_dir: Path, port: int | None = None, *, aof: bool = True, pa
     proc = _spawn("redis", argv, data_dir / "redis.log", data_dir)
     server = ServerProcess("redis", proc, data_dir / "redis.log", {"redis": port})
     client = redis.Redis(port=port, password=password, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             raise ServerError(f"redis server exited: {server.log_tail()}")
         try:
-            if client.ping():
-                return server
-        except redis.RedisError:
-            time.sleep(0.05)
-        except Exception:  # loading the AOF answers LOADING; keep waiting
-            time.sleep(0.05)
-    server.stop()
-    raise ServerError(f"redis server did not answer within {timeout:.0f}s: {server.log_tail()}")
+            return bool(client.ping())
+        except Exception:  # refused while it starts, LOADING while it replays the AOF: keep waiting
+            return False
+
+    try:
+        wait_until(answers, timeout, 0.05, error=lambda: ServerError(
+            f"redis server did not answer within {timeout:.0f}s: {server.log_tail()}"))
+    except ServerError:
+        server.stop()
+        raise
+    return server
 
 
 def s3_credentials(data_dir: Path) -> tuple[str, str]:
@@ -257,17 +279,23 @@ def start_s3(data_dir: Path, base_port: int | None = None, *, bucket: str = "nig
     settings = S3Settings(endpoint=f"127.0.0.1:{ports['s3']}", access_key=access, secret_key=secret, bucket=bucket,
                           retries=0)
     store = ObjectStore(settings)
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    last: list[Exception] = []
+
+    def writable() -> bool:
         if proc.poll() is not None:
             raise ServerError(f"S3 server exited: {server.log_tail()}")
         try:
             store.ensure_bucket()
             store.put_bytes(".ready", b"ok", "text/plain")
-            return server, settings.model_copy(update={"retries": S3Settings().retries})
+            return True
         except Exception as exc:  # not ready yet: connection refused, 5xx while volumes start
-            last = exc
-            time.sleep(0.2)
-    server.stop()
-    raise ServerError(f"S3 server not ready within {timeout:.0f}s ({last}): {server.log_tail()}")
+            last[:] = [exc]
+            return False
+
+    try:
+        wait_until(writable, timeout, error=lambda: ServerError(
+            f"S3 server not ready within {timeout:.0f}s ({last[0] if last else None}): {server.log_tail()}"))
+    except ServerError:
+        server.stop()
+        raise
+    return server, settings.model_copy(update={"retries": S3Settings().retries})

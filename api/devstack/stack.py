@@ -31,6 +31,7 @@ from api.devstack.servers import (
     s3_credentials,
     start_redis,
     start_s3,
+    wait_until,
 )
 from storage.config import S3Settings, Settings, WorkerSettings, settings_env
 from storage.names import Queue
@@ -115,14 +116,14 @@ def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_di
 
 
 def wait_worker_ready(worker: WorkerProcess, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until Celery logs that the worker is ready; RuntimeError with its log when it exits or is late."""
+
+    def ready() -> bool:
         if not worker.alive():
             raise RuntimeError(f"worker for {worker.queue} exited:\n{worker.log_path.read_text()[-3000:]}")
-        if b"ready." in worker.log_path.read_bytes():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"worker for {worker.queue} not ready in {timeout:.0f}s")
+        return b"ready." in worker.log_path.read_bytes()
+
+    wait_until(ready, timeout, error=lambda: RuntimeError(f"worker for {worker.queue} not ready in {timeout:.0f}s"))
 
 
 class ApiServer:

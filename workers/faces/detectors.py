@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from workers.faces.types import Face, rotated_size
+from workers.faces.types import Face, iou, rotated_size
 from workers.models.base import InferenceModel, apply_torch_threads
 
 # dlib's frontal detector scans an 80x80 window over an image pyramid, so its smallest face is 80 px
@@ -391,7 +391,7 @@ def refine_landmarks(refiner: Detector, images: Sequence[np.ndarray], found: lis
     out = [list(faces) for faces in found]
     for refined, (i, k, x0, y0, sx, sy) in zip(refiner.detect_batch(crops) if crops else [], where, strict=True):
         face = found[i][k]
-        best = max(((_iou(c.scaled(sx, sy).box, _shift(face.box, -x0, -y0)), c) for c in refined if c.landmarks
+        best = max(((iou(c.scaled(sx, sy).box, _shift(face.box, -x0, -y0)), c) for c in refined if c.landmarks
                     is not None), default=None, key=lambda t: t[0])
         if best is not None and best[0] >= 0.3:
             points = np.asarray(best[1].landmarks, np.float32) * np.array([sx, sy], np.float32) + np.array([x0, y0])
@@ -401,14 +401,6 @@ def refine_landmarks(refiner: Detector, images: Sequence[np.ndarray], found: lis
 
 def _shift(box: tuple[float, float, float, float], dx: float, dy: float) -> tuple[float, float, float, float]:
     return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:

@@ -15,8 +15,16 @@ Box = tuple[float, float, float, float]
 Size = tuple[int, int]  # (width, height), PIL's order
 
 ROTATIONS = (0, 90, 180, 270)
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 _MIRROR_ORDER = (1, 0, 2, 4, 3)  # a mirror image's left eye is the original's right eye
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes; 0 when both are empty."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _check_angle(angle: int) -> int:

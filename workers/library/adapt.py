@@ -32,7 +32,15 @@ from workers.library.fold import distances
 from workers.library.recluster import recluster
 from workers.library.transform import Transform, transform_for
 from workers.library.triplets import FaceLabels, TrainConfig, TrainResult, train_head
-from workers.library.validate import Exemplars, Labelled, Structure, figures, stable_unit, structure
+from workers.library.validate import (
+    Exemplars,
+    Labelled,
+    Structure,
+    figures,
+    stable_unit,
+    structure,
+    vectors_at,
+)
 
 log = logging.getLogger("nightshift.library")
 MIN_GROUP = 3  # faces a group needs to lend some to the held-out part
@@ -84,7 +92,7 @@ def labelled(state: LibraryState, holdout: float, seed: int) -> Labelled:
                 places.append(place)
                 group.append(-1)
             rejected.setdefault(rows[place], set()).update(hit)
-    vectors = _read(state, places)
+    vectors = vectors_at(state, places)
     labels = FaceLabels(np.array(group, np.int64), np.array(named, bool),
                         [rejected.get(n, set()) for n in range(len(faces))])
     return Labelled(faces, places, vectors, labels, people, _held_out(faces, labels.group, holdout, seed))
@@ -100,16 +108,6 @@ def _held_out(faces: list[str], group: np.ndarray, holdout: float, seed: int) ->
             order = sorted(rows, key=lambda r: stable_unit(seed, faces[r]))
             held[order[: max(1, round(holdout * len(rows)))]] = True
     return held
-
-
-def _read(state: LibraryState, places: list[tuple[str, int]]) -> np.ndarray:
-    out = np.zeros((len(places), state.dim), np.float32)
-    by_segment: dict[str, list[int]] = {}
-    for n, (segment, _) in enumerate(places):
-        by_segment.setdefault(segment, []).append(n)
-    for segment, ns in by_segment.items():
-        out[ns] = state.vectors(segment, [places[n][1] for n in ns])
-    return out
 
 
 def others(state: LibraryState, covered: set[str]) -> Exemplars:
@@ -213,7 +211,7 @@ def _library_sample(state: LibraryState, seed: int) -> tuple[np.ndarray, list[st
         rows = [r for r in range(ref.faces) if r not in skip]
         take = min(len(rows), math.ceil(SPREAD_SAMPLE * ref.faces / total))
         places += [(ref.id, int(r)) for r in sorted(rng.choice(rows, take, replace=False))] if take else []
-    return _read(state, places), [state.person_of(s, r) for s, r in places]
+    return vectors_at(state, places), [state.person_of(s, r) for s, r in places]
 
 
 def _training(result: TrainResult, data: Labelled) -> dict[str, float]:

@@ -176,7 +176,7 @@ def structure(state: LibraryState, labelled_people: set[str], before: Transform,
         faces += [m.face for m in members]
     if not places:
         return Structure(0, 0, 0, 0)
-    vectors = _vectors(state, places)
+    vectors = vectors_at(state, places)
     forbidden = [set(state.rejected(s, r)) for s, r in places]
     was = choose(everyone.scores(before, vectors, faces), everyone.people, forbidden, t)
     now = choose(everyone.scores(after, vectors, faces), everyone.people, forbidden, t)
@@ -197,7 +197,7 @@ def _changed(owners: list[str], was: list[str | None], now: list[str | None]) ->
     return moved | {own for own, n in balance.items() if n < 0}
 
 
-def _vectors(state: LibraryState, places: list[tuple[str, int]]) -> np.ndarray:
+def vectors_at(state: LibraryState, places: list[tuple[str, int]]) -> np.ndarray:
     """Raw vectors of (segment, row) faces, in order, read segment by segment."""
     out = np.zeros((len(places), state.dim), np.float32)
     by_segment: dict[str, list[int]] = {}

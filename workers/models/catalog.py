@@ -97,14 +97,6 @@ MODELS: tuple[ModelCard, ...] = (
 )
 
 
-def card(model_id: str) -> ModelCard:
-    """The model `model_id`; raises KeyError naming the known ids."""
-    for model in MODELS:
-        if model.id == model_id:
-            return model
-    raise KeyError(f"unknown model {model_id!r}; known: {', '.join(m.id for m in MODELS)}")
-
-
 def modules_to_check() -> list[str]:
     """The libraries workers report (found without importing them)."""
     return sorted({m for model in MODELS for m in model.modules})

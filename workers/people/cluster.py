@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy.spatial.distance import pdist, squareform
 
 from workers.people.search import as_matrix, distances, radius_pairs
 
@@ -376,6 +377,4 @@ def medoid(x: np.ndarray) -> int:
     x = x.astype(np.float64)
     if len(x) > _MEDOID_EXACT_MAX:
         return int(np.argmin(np.linalg.norm(x - x.mean(axis=0), axis=1)))
-    norms = np.einsum("ij,ij->i", x, x)
-    d = np.sqrt(np.maximum(norms[:, None] + norms[None, :] - 2 * x @ x.T, 0))
-    return int(np.argmin(d.sum(axis=1)))
+    return int(np.argmin(squareform(pdist(x)).sum(axis=1)))

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from workers.context import WorkerContext
 
@@ -49,7 +50,7 @@ def match_tracks(tracks: Sequence[np.ndarray], people: np.ndarray, person_ids: S
     if not len(tracks) or not len(people):
         return [None] * len(tracks)
     x = np.asarray(tracks, dtype=np.float32)
-    d = np.linalg.norm(x[:, None, :] - np.asarray(people, dtype=np.float32)[None], axis=-1)
+    d = cdist(x, np.asarray(people, dtype=np.float32))
     names = sorted(set(person_ids))
     per_person = np.empty((len(x), len(names)))
     for j, p in enumerate(names):

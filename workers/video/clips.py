@@ -60,14 +60,14 @@ def pan_flow(speed: float, frames: int, size: tuple[int, int]) -> list[tuple[np.
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0, *, audio_seconds: float | None = None,
                rotation: int = 0, codec: str = "libx264", pts: Sequence[int] | None = None,
-               time_base: Fraction | None = None) -> Path:
+               time_base: Fraction | None = None, faststart: bool = False) -> Path:
     """Encode RGB frames to `path`; `audio_seconds` adds a 440 Hz AAC tone; `pts` (in `time_base`) gives
-    a variable frame rate."""
+    a variable frame rate; `faststart` puts the index before the frames, as phones and web servers do."""
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
     tb = time_base or Fraction(1, int(round(float(rate) * 512)))
-    with av.open(str(path), mode="w") as out:
+    with av.open(str(path), mode="w", options={"movflags": "faststart"} if faststart else {}) as out:
         video: Any = out.add_stream(codec, rate=rate)
         video.pix_fmt = "yuv420p"
         video.time_base = tb
@@ -91,6 +91,17 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0, *, a
             out.mux(packet)
         if sound is not None and audio_seconds:
             _tone(out, sound, audio_seconds)
+    return path
+
+
+def write_audio(path: Path, seconds: float = 1.0) -> Path:
+    """An AAC tone and no video stream, in the container `path`'s suffix names (a voice memo saved as .mp4)."""
+    import av
+
+    with av.open(str(path), mode="w") as out:
+        sound: Any = out.add_stream("aac", rate=16000)
+        sound.layout = "mono"
+        _tone(out, sound, seconds)
     return path
 
 

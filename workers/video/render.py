@@ -28,10 +28,6 @@ from workers.video.temporal import MotionAnalyser, Spill, auto_strength, flicker
 Progress = Callable[[int], None]  # frames of the segment done so far; may raise to stop the work
 
 
-class SegmentStopped(Exception):
-    """The progress callback asked to stop (the job was cancelled)."""
-
-
 @dataclass
 class SegmentResult:
     frames: int
