@@ -11,7 +11,8 @@ the faces night 2 put into people who existed: precision (the right person) and 
 person existed, how many joined them), and whether new people are pure. Each trial draws other people.
 
 `scale` times adding `--add` faces to synthetic libraries of each size (people of Zipf-distributed sizes,
-a tenth of faces unassigned) and a full re-cluster, each point in its own process (its peak RSS is its own),
+a tenth of faces unassigned) and a full re-cluster; the library is built in one process and the fold and the
+re-cluster each run in a fresh one (their peak RSS is their own, as in a worker),
 on a real local Redis and S3; with --plot it writes library-scale.png.
 """
 
@@ -51,7 +52,9 @@ def local_library(tenant: str = "bench") -> Iterator[Any]:
     s3, s3_settings = start_s3(root / "s3")
     try:
         settings = Settings(redis_url=local_redis_url(redis.ports["redis"], "bench"), s3=s3_settings)
-        yield LibraryStore(ObjectStore(s3_settings), RecordStore(settings), tenant)
+        lib = LibraryStore(ObjectStore(s3_settings), RecordStore(settings), tenant)
+        lib.settings = settings  # type: ignore[attr-defined]  # for a step measured in its own process
+        yield lib
     finally:
         s3.stop()
         redis.stop()
@@ -187,8 +190,6 @@ def synthetic_library(n_faces: int, dim: int, rng: np.random.Generator) -> tuple
 
 def scale_point(size: int, add: int, recluster: bool) -> dict[str, Any]:
     from storage.library.state import LibraryState
-    from workers.library.fold import fold
-    from workers.library.recluster import recluster as full_recluster
 
     rng = np.random.default_rng(size)
     vectors, owner = synthetic_library(size + add, 128, rng)
@@ -224,22 +225,48 @@ def scale_point(size: int, add: int, recluster: bool) -> dict[str, Any]:
         new_ref = _segment(lib, "f" * 17, model, [(f"n{int(r)}", vectors[int(r)]) for r in extra])
         rss_before = peak_rss_mb()
         del vectors
-        gc.collect()
-        reset_peak_rss()  # the fold's own peak, as a worker that only folds would have it
-        t0 = time.perf_counter()
-        head, report = lib.commit(lambda state: fold(state, [new_ref]), lock_ttl=600)
-        fold_s = time.perf_counter() - t0
-        result: dict[str, Any] = {"faces": size, "people": len(lib.people(head).people), "build_s": built,
-                                  "add": add, "fold_s": fold_s, "assigned": report.assigned,
-                                  "peak_rss_mb_build": rss_before, "peak_rss_mb": peak_rss_mb()}
+        # each step in a fresh process, as a worker runs it: its peak RSS is its own, not the build's heap
+        folded = _in_process(lib, "fold", new_ref.model_dump_json())
+        result: dict[str, Any] = {"faces": size, "people": len(lib.people(lib.head()).people), "build_s": built,
+                                  "add": add, "fold_s": folded["seconds"], "assigned": folded["assigned"],
+                                  "peak_rss_mb_build": rss_before, "peak_rss_mb": folded["peak_rss_mb"]}
         if recluster:
-            gc.collect()
-            reset_peak_rss()
-            t0 = time.perf_counter()
-            lib.commit(lambda state: full_recluster(state), lock_ttl=1800)
-            result["recluster_s"] = time.perf_counter() - t0
-            result["peak_rss_mb_recluster"] = peak_rss_mb()
+            reclustered = _in_process(lib, "recluster", "")
+            result["recluster_s"] = reclustered["seconds"]
+            result["peak_rss_mb_recluster"] = reclustered["peak_rss_mb"]
     return result
+
+
+def _in_process(lib: Any, step: str, arg: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.library", "_step", step, lib.settings.model_dump_json(), lib.tenant, arg]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"{step} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _step(step: str, settings_json: str, tenant: str, arg: str) -> dict[str, Any]:
+    """One library step on the servers of a running bench, measured in this fresh process."""
+    from storage.config import Settings
+    from storage.library import LibraryStore
+    from storage.library.documents import SegmentRef
+    from storage.objects import ObjectStore
+    from storage.records import RecordStore
+    from workers.library.fold import fold
+    from workers.library.recluster import recluster as full_recluster
+
+    settings = Settings.model_validate_json(settings_json)
+    lib = LibraryStore(ObjectStore(settings.s3), RecordStore(settings), tenant)
+    gc.collect()
+    reset_peak_rss()  # imports and connections are not the step's
+    t0 = time.perf_counter()
+    if step == "fold":
+        _, report = lib.commit(lambda state: fold(state, [SegmentRef.model_validate_json(arg)]), lock_ttl=1800)
+        out: dict[str, Any] = {"assigned": report.assigned}
+    else:
+        lib.commit(lambda state: full_recluster(state), lock_ttl=3600)
+        out = {}
+    return {**out, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
 
 
 def scale(args: argparse.Namespace) -> dict[str, Any]:
@@ -280,7 +307,9 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     a.set(xscale="log", yscale="log", xlabel="faces in the library", ylabel="seconds", title="time")
     a.legend()
     b.plot([r["faces"] for r in ok], [r["peak_rss_mb"] for r in ok], "o-", label="add 1,000 faces")
-    b.set(xscale="log", xlabel="faces in the library", ylabel="peak RSS (MB)", title="memory")
+    b.plot([r["faces"] for r in rc], [r["peak_rss_mb_recluster"] for r in rc], "s--", label="full re-cluster")
+    b.set(xscale="log", yscale="log", xlabel="faces in the library", ylabel="peak RSS (MB)", title="memory")
+    b.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -290,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_point"]:
         print(json.dumps(scale_point(int(argv[1]), int(argv[2]), argv[3] == "1")))
+        return 0
+    if argv[:1] == ["_step"]:
+        print(json.dumps(_step(*argv[1:5])))
         return 0
     parser = argparse.ArgumentParser(prog="bench.library", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
