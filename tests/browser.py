@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +29,7 @@ CHROMIUM_ARGS = (
     "--disable-sync",
 )
 APT_TIMEOUT_S = 900
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 def _which_chromium() -> str | None:
@@ -66,3 +70,26 @@ def find_chromium() -> str:
 def launch_chromium(playwright: Any) -> Any:
     """A headless Chromium browser (playwright Browser) on the system binary, with no network side channels."""
     return playwright.chromium.launch(executable_path=find_chromium(), args=list(CHROMIUM_ARGS), headless=True)
+
+
+@contextmanager
+def failure_screenshot(pg: Any, name: str) -> Iterator[None]:
+    """On a failure, what the page looked like goes to test-artifacts/ with the traceback."""
+    try:
+        yield
+    except BaseException:
+        shot(pg, name)
+        raise
+
+
+def shot(pg: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def images_loaded(pg: Any, selector: str) -> int:
+    """How many images match; fails unless every one of them decoded (naturalWidth > 0)."""
+    pg.wait_for_function(
+        "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
+        arg=selector, timeout=15_000)
+    return int(pg.eval_on_selector_all(selector, "imgs => imgs.length"))

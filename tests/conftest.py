@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import io
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -34,6 +38,50 @@ class Services:
     @property
     def store(self) -> ObjectStore:
         return ObjectStore(self.settings.s3)
+
+
+@dataclass
+class OwnStack(Services):
+    """A test module's own servers and API (for faults and settings the shared stack must not see), with a client
+    holding one tenant's key and the workers it started."""
+
+    api: ApiServer
+    client: Client
+    key: str
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def add_worker(self, queue: str, app: str, concurrency: int = 1,
+                   extra_env: dict[str, str] | None = None) -> WorkerProcess:
+        w = start_worker(self.settings, queue, concurrency=concurrency, log_dir=self.root / "logs", app=app,
+                         extra_env=extra_env)
+        self.workers.append(w)
+        wait_worker_ready(w)
+        return w
+
+
+S = TypeVar("S", bound=OwnStack)
+
+
+@contextmanager
+def own_stack(cls: type[S], root: Path, tenant: str, *, password: str | None = None, **settings: Any) -> Iterator[S]:
+    """Redis (with `password`), S3 and the API for `Settings(**settings)`; everything stops on exit, workers
+    first (the servers a test restarted included)."""
+    redis = start_redis(root / "redis", password=password)
+    s3, s3_settings = start_s3(root / "s3")
+    port = redis.ports["redis"]
+    url = local_redis_url(port, password) if password else f"redis://127.0.0.1:{port}/0"
+    config = Settings(redis_url=url, s3=s3_settings, data_dir=root, **settings)
+    api = ApiServer(config).start()
+    key = RecordStore(config).apikeys.create(tenant)
+    stack = cls(config, redis, s3, root, api, Client(api.url, key), key)
+    try:
+        yield stack
+    finally:
+        for w in stack.workers:
+            w.kill()
+        stack.api.stop()
+        stack.s3.stop()
+        stack.redis.stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,6 +126,32 @@ def api_server(services: Services) -> Iterator[ApiServer]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium (tests/browser.py) for the tests of one module."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    from tests.browser import launch_chromium
+
+    with sync_api.sync_playwright() as pw:
+        b = launch_chromium(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page that fails the test on any uncaught script error or CSP violation."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+    pg.on("console", lambda msg: problems.append(f"console: {msg.text}")
+          if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    yield pg
+    context.close()
+    assert not problems, problems
+
+
 def new_tenant_key(services: Services, tenant: str | None = None) -> tuple[str, str]:
     tenant = tenant or "t" + secrets.token_hex(4)
     return tenant, services.records.apikeys.create(tenant)
@@ -99,6 +173,20 @@ def http(api_server: ApiServer, tenant_key: tuple[str, str]) -> Iterator[object]
     c = api_server.app.test_client()
     c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tenant_key[1]}"
     yield c
+
+
+HEAVY = ("torch", "dlib", "facenet_pytorch", "onnxruntime", "onnx", "skimage.transform")
+
+
+def fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter (for what a process imports or sets up when it starts)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1]).stdout
+
+
+def heavy_imports(modules: str) -> list[str]:
+    """The heavy packages (HEAVY) that importing `modules` (comma-separated) loads in a new interpreter."""
+    return fresh_python(f"import sys, {modules}; print(*sorted(m for m in {HEAVY!r} if m in sys.modules))").split()
 
 
 def jpeg_bytes(img: Image.Image | np.ndarray, quality: int = 90) -> bytes:

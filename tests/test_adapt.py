@@ -19,17 +19,14 @@ import torch
 from scipy.spatial.distance import cdist
 
 from api.client import Client
-from api.devstack.servers import start_redis, start_s3
-from api.devstack.stack import ApiServer, local_redis_url, start_worker, wait_worker_ready
-from storage.config import Settings, WorkerSettings
+from storage.config import WorkerSettings
 from storage.library import Decision, LibraryState, LibraryStore
 from storage.library.adapters import Adapters
 from storage.library.documents import AdapterDoc, SegmentDoc, SegmentFace, SegmentRef
-from storage.records import RecordStore
 from tests.adapt_worker import GLASSES_FROM, face_vector
-from tests.conftest import Services
+from tests.browser import failure_screenshot, shot
+from tests.conftest import OwnStack, Services, own_stack
 from tests.library_worker import DIM, SYNTHETIC, identity_photo
-from tests.test_web import browser, failure_screenshot, page, shot  # noqa: F401 - fixtures
 from workers.contract import AdaptParams
 from workers.library.adapt import adapt_library, adopt, judge, keep_spread, labelled, others
 from workers.library.fold import fold
@@ -283,21 +280,10 @@ def test_identification_search_and_folds_compare_through_the_adopted_head(night)
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
     """Redis, S3, the API and a faces worker running `tests.adapt_worker` (the synthetic engine, with glasses)."""
-    root = tmp_path_factory.mktemp("adapt")
-    password = secrets.token_urlsafe(12)
-    redis = start_redis(root / "redis", password=password)
-    s3, s3_settings = start_s3(root / "s3")
-    settings = Settings(redis_url=local_redis_url(redis.ports["redis"], password), s3=s3_settings, data_dir=root,
-                        key_prefix="adapt", worker=WorkerSettings(chunk_size=16, batch_size=8, heartbeat_s=1))
-    api = ApiServer(settings).start()
-    worker = start_worker(settings, "faces", log_dir=root / "logs", app="tests.adapt_worker")
-    wait_worker_ready(worker)
-    key = RecordStore(settings).apikeys.create("glasses")
-    yield Client(api.url, key), api.url
-    worker.stop()
-    api.stop()
-    s3.stop()
-    redis.stop()
+    with own_stack(OwnStack, tmp_path_factory.mktemp("adapt"), "glasses", password=secrets.token_urlsafe(12),
+                   key_prefix="adapt", worker=WorkerSettings(chunk_size=16, batch_size=8, heartbeat_s=1)) as s:
+        s.add_worker("faces", "tests.adapt_worker")
+        yield s.client, s.api.url
 
 
 @pytest.mark.integration
@@ -344,7 +330,7 @@ def test_learning_from_names_through_the_api_and_the_cli(stack, tmp_path: Path, 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_the_learn_button_in_a_real_browser(stack, page) -> None:  # noqa: F811 - fixture
+def test_the_learn_button_in_a_real_browser(stack, page) -> None:
     """"Learn from names" on the People page starts an adapt job; its page shows the verdict (after the test
     above, so the library has named people)."""
     client, url = stack

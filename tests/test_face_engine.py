@@ -7,13 +7,12 @@ the tests need no evaluation data. Model tests are marked slow; models load once
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import fresh_python, heavy_imports
 from workers.contract import FacesParams
 from workers.faces.detectors import pad_groups
 from workers.faces.index import (
@@ -166,14 +165,9 @@ def test_thumbnail_is_an_upright_square_jpeg() -> None:
 
 
 def test_package_import_is_light() -> None:
-    code = (
-        "import sys, workers.faces, workers.faces.engine, workers.faces.index, workers.faces.detectors, "
-        "workers.faces.embedders, workers.faces.weights, workers.faces.sface, workers.faces.fused, "
-        "workers.faces.torch_embedder, workers.faces.spaces, workers.models.onnx_session; "
-        "print(sorted(m for m in ('torch', 'dlib', 'facenet_pytorch', 'onnxruntime', 'onnx') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("workers.faces, workers.faces.engine, workers.faces.index, workers.faces.detectors, "
+                         "workers.faces.embedders, workers.faces.weights, workers.faces.sface, workers.faces.fused, "
+                         "workers.faces.torch_embedder, workers.faces.spaces, workers.models.onnx_session") == []
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -188,8 +182,7 @@ def test_dlib_only_pipeline_never_imports_torch() -> None:
         "result = engine.index_photo(Image.fromarray(data.astronaut())); "
         "print(len(result) > 0, 'torch' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "False"]
+    assert fresh_python(code).split() == ["True", "False"]
 
 
 @pytest.fixture(scope="module")

@@ -11,43 +11,22 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from api.client import Client
-from api.devstack.servers import ServerProcess, start_redis, start_s3
-from api.devstack.stack import ApiServer, WorkerProcess, local_redis_url, start_worker, wait_worker_ready
-from storage.config import LibrarySettings, Settings, WorkerSettings
+from storage.config import LibrarySettings, WorkerSettings
 from storage.library import Decision, LibraryStore
-from storage.objects import ObjectStore
-from storage.records import RecordStore
 from storage.redisdb import RedisKeys
+from tests.browser import failure_screenshot, images_loaded, shot
+from tests.conftest import OwnStack, own_stack
 from tests.library_worker import identity_photo
-from tests.test_web import browser, failure_screenshot, images_loaded, page, shot  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TENANT = "family"
 
 
-@dataclass
-class LibEnv:
-    root: Path
-    settings: Settings
-    servers: list[ServerProcess]
-    api: ApiServer
-    worker: WorkerProcess
-    client: Client
-
-    @property
-    def store(self) -> ObjectStore:
-        return ObjectStore(self.settings.s3)
-
-    @property
-    def records(self) -> RecordStore:
-        return RecordStore(self.settings)
-
+class LibEnv(OwnStack):
     @property
     def library(self) -> LibraryStore:
         return LibraryStore(self.store, self.records, TENANT)
@@ -55,22 +34,11 @@ class LibEnv:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibEnv]:
-    root = tmp_path_factory.mktemp("library")
-    password = secrets.token_urlsafe(12)
-    redis = start_redis(root / "redis", password=password)
-    s3, s3_settings = start_s3(root / "s3")
-    settings = Settings(redis_url=local_redis_url(redis.ports["redis"], password), s3=s3_settings, data_dir=root,
-                        key_prefix="lib", library=LibrarySettings(min_faces=3),
-                        worker=WorkerSettings(chunk_size=8, batch_size=4, heartbeat_s=1, watchdog_interval_s=2))
-    api = ApiServer(settings).start()
-    worker = start_worker(settings, "faces", log_dir=root / "logs", app="tests.library_worker")
-    wait_worker_ready(worker)
-    key = RecordStore(settings).apikeys.create(TENANT)
-    yield LibEnv(root, settings, [redis, s3], api, worker, Client(api.url, key))
-    worker.stop()
-    api.stop()
-    s3.stop()
-    redis.stop()
+    with own_stack(LibEnv, tmp_path_factory.mktemp("library"), TENANT, password=secrets.token_urlsafe(12),
+                   key_prefix="lib", library=LibrarySettings(min_faces=3),
+                   worker=WorkerSettings(chunk_size=8, batch_size=4, heartbeat_s=1, watchdog_interval_s=2)) as e:
+        e.add_worker("faces", "tests.library_worker")
+        yield e
 
 
 def night(env: LibEnv, tmp: Path, photos: dict[str, list[tuple[int, int]]]) -> dict:
@@ -261,7 +229,7 @@ def test_the_cli_works_the_library(env: LibEnv, tmp_path: Path, capsys) -> None:
     assert "belong to nobody yet" in capsys.readouterr().out
 
 
-def test_the_people_page_in_a_real_browser(env: LibEnv, tmp_path: Path, page) -> None:  # noqa: F811 - fixture
+def test_the_people_page_in_a_real_browser(env: LibEnv, tmp_path: Path, page) -> None:
     """The library's People view in Chromium: covers, a person's page, rename, "not them", merge by face,
     unassigned faces and search by name (screenshots in test-artifacts/)."""
     key = env.client.session.headers["Authorization"].split(" ", 1)[1]

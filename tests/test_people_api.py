@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from api.client import ApiError, Client
+from tests.browser import images_loaded, shot
 from tests.conftest import jpeg_bytes
 from tests.test_faces_pipeline import astronaut, group_photo
-from tests.test_web import browser, images_loaded, page, shot  # noqa: F401 - browser fixtures
 from workers.faces.spaces import space_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -134,7 +134,7 @@ def test_real_faces_become_one_person_and_decisions_survive_a_recluster(indexed)
     assert err.value.status == 404
 
 
-def test_people_page_in_a_real_browser(indexed, api_server, page) -> None:  # noqa: F811 - fixture
+def test_people_page_in_a_real_browser(indexed, api_server, page) -> None:
     """The web page's People view of the library: a card with the person's cover (screenshot)."""
     client, _, _ = indexed
     key = client.session.headers["Authorization"].split(" ", 1)[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +15,13 @@ from api.client import Client, InvalidRequest
 from storage import keys
 from storage.manifest import iter_manifest_items, read_manifest
 from storage.names import ItemErrorCode
+from tests.browser import ARTIFACTS
 from tests.conftest import Services, photo
 from tests.corpus import CASES
 
 pytestmark = [pytest.mark.integration]
 BUILTIN = {"method": "builtin", "builtin": [7]}
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
 
 
 def upload_photos(services: Services, tenant: str, n: int, prefix: str, size: tuple[int, int] = (64, 48)) -> list[str]:

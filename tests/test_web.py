@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,10 @@ from api import create_app
 from api.devstack.servers import wait_until
 from api.devstack.stack import ApiServer
 from storage.config import Settings
-from tests.browser import launch_chromium
+from tests.browser import failure_screenshot, images_loaded, shot
 from tests.conftest import photo
 
 STATIC = Path(__file__).resolve().parents[1] / "api" / "static"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 REQUIRED_CSP = ("default-src 'self'", "img-src 'self' data: blob: http: https:", "connect-src 'self'",
                 "script-src 'self'")
 
@@ -74,52 +71,6 @@ def test_scripts_never_write_html_or_evaluate_strings() -> None:
 
 
 # --- in a real browser ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
-    with sync_api.sync_playwright() as pw:
-        b = launch_chromium(pw)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh page that fails the test on any uncaught script error or CSP violation."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
-    pg.on("console", lambda msg: problems.append(f"console: {msg.text}")
-          if msg.type == "error" and "Content Security Policy" in msg.text else None)
-    yield pg
-    context.close()
-    assert not problems, problems
-
-
-@contextmanager
-def failure_screenshot(pg: Any, name: str) -> Iterator[None]:
-    """On a failure, what the page looked like goes to test-artifacts/ with the traceback."""
-    try:
-        yield
-    except BaseException:
-        shot(pg, name)
-        raise
-
-
-def shot(pg: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
-def images_loaded(pg: Any, selector: str) -> int:
-    """How many images match; fails unless every one of them decoded (naturalWidth > 0)."""
-    pg.wait_for_function(
-        "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
-        arg=selector, timeout=15_000)
-    return int(pg.eval_on_selector_all(selector, "imgs => imgs.length"))
 
 
 @pytest.mark.integration
