@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage import keys
 from storage.names import ItemErrorCode, ItemState, JobKind
 from storage.records import Item, Job
 from workers.context import WorkerContext
@@ -99,6 +100,21 @@ class JobHandler(ABC):
         self._cancel_checked = now
         if self.ctx.records.cancel_requested(self.job.id):
             raise JobCancelled(self.job.id)
+
+    def process_items(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
+        """What the pipeline calls: the batch's photos go to `process_batch` together, each video item (a
+        segment spec, workers/video) to `process_video`; the results come back in the batch's order."""
+        is_video = [keys.is_video_segment(it.key) for it in batch]
+        photos = [it for it, video in zip(batch, is_video, strict=True) if not video]
+        results = {r.index: r for r in self.process_batch(photos, chunk_index)} if photos else {}
+        for item, video in zip(batch, is_video, strict=True):
+            if video:
+                results[item.index] = self.process_video(item)
+        return [results[it.index] for it in batch]
+
+    def process_video(self, item: ItemInput) -> ItemResult:
+        """One video item; the kinds that take videos override this."""
+        return ItemResult.failed(item.index, ItemErrorCode.UNSUPPORTED, f"{self.job.kind} jobs do not take videos")
 
     def prepare(self, item: ItemInput) -> None:  # noqa: B027 - an optional hook
         """Work on one downloaded item that needs no model (decode, hash), run in a prefetch thread while

@@ -64,7 +64,7 @@ def _run_batch(handler: JobHandler, inputs: list[ItemInput], chunk_index: int,
     started early may have landed, and is overwritten by the item's next attempt)."""
     with handler.deferring(start_early) as writes:
         try:
-            results = handler.process_batch(inputs, chunk_index)
+            results = handler.process_items(inputs, chunk_index)
         except JobCancelled:
             return [ItemResult.cancelled(one.index) for one in inputs], []
         except StoreUnavailable:

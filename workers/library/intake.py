@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -150,5 +151,4 @@ def recluster_library(ctx: WorkerContext, tenant: str, *, algorithm: str = "aver
         return recluster(state, algorithm=algorithm, threshold=threshold, min_faces=min_faces)
 
     head, report = lib.commit(change, wait=600, lock_ttl=120)
-    return {"faces": report.faces, "people": report.people, "new_people": report.new_people,
-            "changed_people": report.changed_people, "unassigned": report.unassigned, "version": head.version}
+    return {**asdict(report), "version": head.version}

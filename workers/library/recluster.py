@@ -22,13 +22,16 @@ from workers.people.labels import Labels, PersonLabel, cluster_people
 from workers.people.labels import Person as LabelledPerson
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReclusterReport:
-    faces: int = 0
-    people: int = 0
-    new_people: int = 0
-    changed_people: int = 0
-    unassigned: int = 0
+    """What a re-cluster did (the job's summary): faces grouped, people after it, people it made, people whose
+    faces changed, faces left unassigned."""
+
+    faces: int
+    people: int
+    new_people: int
+    changed_people: int
+    unassigned: int
 
 
 def _labels(state: LibraryState, rejected: dict[str, set[str]]) -> tuple[Labels, list[LabelledPerson]]:
@@ -44,17 +47,16 @@ def _labels(state: LibraryState, rejected: dict[str, set[str]]) -> tuple[Labels,
         if confirmed or rejected.get(pid) or person.name:
             people[pid] = PersonLabel(name=person.name, confirmed=frozenset(confirmed),
                                       rejected=frozenset(rejected.get(pid, set())))
-        old.append(LabelledPerson(pid, person.name, tuple(m.face for m in members), person.cover_face or "",
-                                  person.photos))
+        old.append(LabelledPerson(pid, tuple(m.face for m in members), person.cover_face or "", person.photos,
+                                  person.name))
     return Labels(people=people, merged=dict(state.merged)), old
 
 
 def recluster(state: LibraryState, *, algorithm: str = "average", threshold: float | None = None,
               min_faces: int = 3) -> ReclusterReport:
     """Group every face of `state` again under the constraints of what users said (module docstring)."""
-    report = ReclusterReport()
     if state.space is None:
-        return report
+        return ReclusterReport(0, 0, 0, 0, 0)
     t = SPACES[state.space].thresholds
     rows: list[tuple[str, int]] = []
     ids: list[str] = []
@@ -75,13 +77,13 @@ def recluster(state: LibraryState, *, algorithm: str = "average", threshold: flo
                 rejected.setdefault(state.resolve(pid), set()).add(face_ids[int(row)])
     vectors = np.concatenate(parts) if parts else np.zeros((0, state.dim), np.float32)
     compared = transform_for(state.lib, state.adapter)(vectors)  # as the library compares faces; stored raw
-    report.faces = len(ids)
     labels, old = _labels(state, rejected)
     people = cluster_people(compared, ids, photos, labels, threshold=threshold or t.cluster, old_people=old,
                             algorithm=algorithm, min_faces=1) if ids else []  # type: ignore[arg-type]
     position = {face: n for n, face in enumerate(ids)}
     target: dict[tuple[str, int], str | None] = dict.fromkeys(rows)
     taken = set(state.people) | set(state.merged)
+    new_people = 0
     for person in people:
         pid = person.id
         if pid not in state.people:
@@ -89,15 +91,14 @@ def recluster(state: LibraryState, *, algorithm: str = "average", threshold: flo
                 continue  # too few to be somebody yet: they wait as unassigned
             pid = person_id_for(min(person.face_ids), taken)
             taken.add(pid)
-            report.new_people += 1
+            new_people += 1
         for face in person.face_ids:
             target[rows[position[face]]] = pid
     _assign_leftovers(state, target, rows, ids, photos, compared, rejected, t)
     by_face = {face: vectors[n] for n, face in enumerate(ids)}
-    report.changed_people = len(state.reassign(target, by_face))
-    report.people = len({p for p in target.values() if p})
-    report.unassigned = sum(p is None for p in target.values())
-    return report
+    changed = state.reassign(target, by_face)
+    return ReclusterReport(faces=len(ids), people=len({p for p in target.values() if p}), new_people=new_people,
+                           changed_people=len(changed), unassigned=sum(p is None for p in target.values()))
 
 
 def _assign_leftovers(state: LibraryState, target: dict[tuple[str, int], str | None], rows: list[tuple[str, int]],

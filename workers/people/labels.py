@@ -27,18 +27,10 @@ _FORMAT = "nightshift.labels.v1"
 
 
 @dataclass(frozen=True)
-class Person:
+class Person(Cluster):
     """A cluster as users see it: a stable person id, a name when someone gave one, and the faces."""
 
-    id: str
-    name: str | None
-    face_ids: tuple[str, ...]
-    representative: str
-    photo_count: int
-
-    @property
-    def size(self) -> int:
-        return len(self.face_ids)
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +186,7 @@ def carry_labels(old_people: Sequence[Person], new_clusters: Sequence[Cluster], 
         person_id = ids.get(k) or _fresh_id(cluster.id, used)
         used.add(person_id)
         name = labels.people[person_id].name if person_id in labels.people else None
-        people.append(Person(person_id, name, cluster.face_ids, cluster.representative, cluster.photo_count))
+        people.append(Person(person_id, cluster.face_ids, cluster.representative, cluster.photo_count, name))
     return sorted(people, key=lambda p: (-p.size, p.id))
 
 

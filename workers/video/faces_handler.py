@@ -154,15 +154,8 @@ def embed_tracklets(engine: FaceEngine, tracklets: list[Any]) -> tuple[list[np.n
 class FacesMediaHandler(FacesHandler):
     """`faces` for photos and videos alike."""
 
-    def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
-        videos = [it for it in batch if keys.is_video_segment(it.key)]
-        photos = [it for it in batch if not keys.is_video_segment(it.key)]
-        results = {r.index: r for r in super().process_batch(photos, chunk_index)} if photos else {}
-        for item in videos:
-            results[item.index] = self.index_video(item)
-        return [results[it.index] for it in batch]
-
-    def index_video(self, item: ItemInput) -> ItemResult:
+    def process_video(self, item: ItemInput) -> ItemResult:
+        """Track the faces of one whole video, embed each track's best crops and attach tracks to people."""
         spec = SegmentSpec.model_validate_json(item.data)
         params = self.params.video
         started = time.perf_counter()

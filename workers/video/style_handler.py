@@ -32,15 +32,7 @@ log = logging.getLogger("nightshift.video")
 class StyleMediaHandler(StyleHandler):
     """`style` for photos and videos alike (one job for an archive that holds both)."""
 
-    def process_batch(self, batch: list[ItemInput], chunk_index: int) -> list[ItemResult]:
-        segments = [it for it in batch if keys.is_video_segment(it.key)]
-        photos = [it for it in batch if not keys.is_video_segment(it.key)]
-        results = {r.index: r for r in super().process_batch(photos, chunk_index)} if photos else {}
-        for item in segments:
-            results[item.index] = self.render(item)
-        return [results[it.index] for it in batch]
-
-    def render(self, item: ItemInput) -> ItemResult:
+    def process_video(self, item: ItemInput) -> ItemResult:
         """Render one segment in every variant; a bad video or a missing model fails this item alone."""
         spec = SegmentSpec.model_validate_json(item.data)
         try:
