@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import table
 from workers.people.calibration import CLUSTER_THRESHOLD, thresholds_for
 from workers.people.cluster import Algorithm, cluster_faces
 
@@ -230,20 +231,12 @@ def run_bench(faces: Faces, thresholds: Sequence[float], baseline: bool = True) 
 
 def markdown(results: Sequence[Scores], faces: Faces) -> str:
     people, counts = np.unique(faces.people, return_counts=True)
-    lines = [
-        f"{faces.model or 'dlib descriptors (HOG)'}: "
-        f"{len(faces.people)} faces, {len(people)} people ({int((counts > 1).sum())} with 2+ photos, "
-        f"{int((counts == 1).sum())} distractors with one)",
-        "",
-        "| method | pairwise P | pairwise R | pairwise F1 | BCubed F1 | clusters (2+ faces) | time s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.method} | {r.pairwise_precision:.4f} | {r.pairwise_recall:.4f} | {r.pairwise_f1:.4f} | "
-            f"{r.bcubed_f1:.4f} | {r.clusters} ({r.multi_clusters}) | {r.seconds:.2f} |"
-        )
-    return "\n".join(lines)
+    summary = (f"{faces.model or 'dlib descriptors (HOG)'}: {len(faces.people)} faces, {len(people)} people "
+               f"({int((counts > 1).sum())} with 2+ photos, {int((counts == 1).sum())} distractors with one)")
+    return summary + "\n\n" + table(
+        ["method", "pairwise P", "pairwise R", "pairwise F1", "BCubed F1", "clusters (2+ faces)", "time s"],
+        [[r.method, f"{r.pairwise_precision:.4f}", f"{r.pairwise_recall:.4f}", f"{r.pairwise_f1:.4f}",
+          f"{r.bcubed_f1:.4f}", f"{r.clusters} ({r.multi_clusters})", f"{r.seconds:.2f}"] for r in results], "---:")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -76,14 +76,15 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "---") -> str:
+    """A Markdown table; floats get three significant digits (format them first for more), `align` is every
+    column's divider ("---:": right-aligned)."""
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
         return str(v)
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align for _ in headers) + " |"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -115,6 +115,19 @@ def plot(path: Path, xs: list[float], seconds: list[float], rss: list[float], xl
     plt.close(fig)
 
 
+def _section(out: Path, title: str, name: str, x: str, headers: list[str], cells: list[list[Any]],
+             runs: list[dict[str, Any]]) -> None:
+    """One table (`cells` then the memory columns of `runs`) and its time-and-memory plot against `x`."""
+    print(f"## Scaling: {title}\n")
+    print(table([*headers, "RSS after load (MB)", "peak RSS (MB)"],
+                [[*row, r["rss_start_mb"], r["rss_peak_mb"]] for row, r in zip(cells, runs, strict=True)]))
+    if runs:
+        path = out / f"scaling-{name}.png"
+        plot(path, [r[x] for r in runs], [r["seconds"] for r in runs], [r["rss_peak_mb"] for r in runs], x,
+             f"{title.split(' (')[0].capitalize()}: time and peak memory")
+        print(f"\n![{title.split(' (')[0]} scaling]({path.name})\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--faces", default="100,1000,10000")
@@ -129,23 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     faces = [_child("faces", n) for n in args.faces.split(",") if n]
-    print("## Scaling: face indexing (engine, CPU, MTCNN + dlib ResNet, 320x240 photos)\n")
-    print(table(["photos", "faces", "seconds", "photos/s", "RSS after load (MB)", "peak RSS (MB)"],
-                [[r["photos"], r["faces"], r["seconds"], r["photos"] / r["seconds"], r["rss_start_mb"],
-                  r["rss_peak_mb"]] for r in faces]))
-    if faces:
-        plot(args.out / "scaling-faces.png", [r["photos"] for r in faces], [r["seconds"] for r in faces],
-             [r["rss_peak_mb"] for r in faces], "photos", "Face indexing: time and peak memory")
-        print(f"\n![face indexing scaling]({(args.out / 'scaling-faces.png').name})\n")
+    _section(args.out, "face indexing (engine, CPU, MTCNN + dlib ResNet, 320x240 photos)", "faces", "photos",
+             ["photos", "faces", "seconds", "photos/s"],
+             [[r["photos"], r["faces"], r["seconds"], r["photos"] / r["seconds"]] for r in faces], faces)
     style = [_child("style", mp) for mp in args.style_mp.split(",") if mp]
-    print("## Scaling: style transfer (built-in style 7, tiled, CPU)\n")
-    print(table(["megapixels", "size", "seconds", "s per MP", "RSS after load (MB)", "peak RSS (MB)"],
-                [[r["megapixels"], r["size"], r["seconds"], r["seconds"] / r["megapixels"], r["rss_start_mb"],
-                  r["rss_peak_mb"]] for r in style]))
-    if style:
-        plot(args.out / "scaling-style.png", [r["megapixels"] for r in style], [r["seconds"] for r in style],
-             [r["rss_peak_mb"] for r in style], "megapixels", "Style transfer: time and peak memory")
-        print(f"\n![style scaling]({(args.out / 'scaling-style.png').name})\n")
+    _section(args.out, "style transfer (built-in style 7, tiled, CPU)", "style", "megapixels",
+             ["megapixels", "size", "seconds", "s per MP"],
+             [[r["megapixels"], r["size"], r["seconds"], r["seconds"] / r["megapixels"]] for r in style], style)
     write_json(args.json, {"machine": machine(), "faces": faces, "style": style})
     return 0
 

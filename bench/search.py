@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.calibration import choose_threshold, kfold_verification, pair_distances, read_lfw_pairs
 from bench.cluster import DEFAULT_CACHE, Faces, lfw_faces
+from bench.common import table
 from workers.people.calibration import IDENTIFY_MIN_MARGIN, IDENTIFY_THRESHOLD, thresholds_for
 from workers.people.identify import Gallery, Prototype, identify, person_distances
 from workers.people.search import ExactIndex
@@ -184,37 +185,25 @@ def markdown(report: dict[str, object]) -> str:
             f"queries, top-1 {100 * ident['top1']:.2f} % ({ident['ms_per_query']:.3f} ms/query); "
             f"{ident['strangers']} strangers (not enrolled)",
             "",
-            "| threshold | min margin | known: right | known: wrong | known: unknown | strangers named |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for s in ident["sweep"]:
-            lines.append(
-                f"| {s['threshold']:.3f} | {s['min_margin']:.3f} | {100 * s['known_right']:.2f} % | "
-                f"{100 * s['known_wrong']:.2f} % | {100 * s['known_unknown']:.2f} % | "
-                f"{100 * s['strangers_named']:.2f} % |"
-            )
-        lines += [
+            table(["threshold", "min margin", "known: right", "known: wrong", "known: unknown", "strangers named"],
+                  [[f"{s['threshold']:.3f}", f"{s['min_margin']:.3f}", *(f"{100 * s[k]:.2f} %" for k in (
+                      "known_right", "known_wrong", "known_unknown", "strangers_named"))] for s in ident["sweep"]],
+                  "---:"),
             "",
-            "| enrolled | people | queries | top-1 min | top-1 mean | named right at 2 % strangers: min | mean |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            table(["enrolled", "people", "queries", "top-1 min", "top-1 mean", "named right at 2 % strangers: min",
+                   "mean"],
+                  [[int(p["enrolled"]), int(p["people"]), int(p["queries"]), f"{100 * p['min_top1']:.2f} %",
+                    f"{100 * p['mean_top1']:.2f} %",
+                    f"{100 * p['min_named_right']:.2f} % (t {p['min_threshold']:.3f})",
+                    f"{100 * p['mean_named_right']:.2f} % (t {p['mean_threshold']:.3f})"] for p in ident["prototypes"]],
+                  "---:"),
+            "",
         ]
-        for p in ident["prototypes"]:
-            lines.append(
-                f"| {int(p['enrolled'])} | {int(p['people'])} | {int(p['queries'])} | {100 * p['min_top1']:.2f} % | "
-                f"{100 * p['mean_top1']:.2f} % | {100 * p['min_named_right']:.2f} % "
-                f"(t {p['min_threshold']:.3f}) | {100 * p['mean_named_right']:.2f} % (t {p['mean_threshold']:.3f}) |"
-            )
-        lines.append("")
-    lines += [
-        "| faces | ExactIndex batched ms/query | ExactIndex single ms | naive ms | build s | same top-k |",
-        "| ---: | ---: | ---: | ---: | ---: | :---: |",
-    ]
     rows: list[dict[str, float]] = report["latency"]  # type: ignore[assignment]
-    for r in rows:
-        lines.append(
-            f"| {r['n']:,} | {r['exact_batched_ms']:.3f} | {r['exact_single_ms']:.2f} | {r['naive_ms']:.2f} | "
-            f"{r['build_s']:.2f} | {'yes' if r['same_results'] else 'NO'} |"
-        )
+    lines.append(table(
+        ["faces", "ExactIndex batched ms/query", "ExactIndex single ms", "naive ms", "build s", "same top-k"],
+        [[f"{r['n']:,}", f"{r['exact_batched_ms']:.3f}", f"{r['exact_single_ms']:.2f}", f"{r['naive_ms']:.2f}",
+          f"{r['build_s']:.2f}", "yes" if r["same_results"] else "NO"] for r in rows], "---:"))
     return "\n".join(lines)
 
 
