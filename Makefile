@@ -28,6 +28,7 @@ up: setup
 
 lint: setup
 	$(VENV)/bin/ruff check api workers storage tests bench
+	$(VENV)/bin/ruff format --check api workers storage tests bench
 	$(VENV)/bin/lint-imports
 
 typecheck: setup

@@ -34,8 +34,10 @@ def install_auth(app: Flask) -> None:
         allowed, remaining, reset = keys.hit(key, limit)
         g.rate = (limit, remaining, reset)
         if not allowed:
-            raise RateLimited(f"more than {limit} requests per minute for this key; "
-                              f"retry in {reset}s", headers={"Retry-After": str(reset)})
+            raise RateLimited(
+                f"more than {limit} requests per minute for this key; retry in {reset}s",
+                headers={"Retry-After": str(reset)},
+            )
         g.tenant = tenant
 
     @app.after_request

@@ -43,10 +43,19 @@ EXIT_INTERRUPTED = 130
 DEFAULT_URL = "http://127.0.0.1:8787"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # job parameters and the flags that set them, so a validation message names what the user typed
-FLAGS = {"builtin": "--builtin", "styles": "--style", "strength": "--strength", "size": "--size",
-         "format": "--format", "quality": "--quality", "preserve_colors": "--preserve-colors",
-         "style_scale": "--style-scale", "detector": "--detector", "strip_metadata": "--strip-metadata",
-         "protect_faces": "--protect-faces"}
+FLAGS = {
+    "builtin": "--builtin",
+    "styles": "--style",
+    "strength": "--strength",
+    "size": "--size",
+    "format": "--format",
+    "quality": "--quality",
+    "preserve_colors": "--preserve-colors",
+    "style_scale": "--style-scale",
+    "detector": "--detector",
+    "strip_metadata": "--strip-metadata",
+    "protect_faces": "--protect-faces",
+}
 
 
 class CliEnv(BaseSettings):
@@ -68,7 +77,7 @@ class _ConfigFile(JsonConfigSettingsSource):
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read {file_path} ({exc}): fix or remove it") from None
         if not isinstance(data, dict):
-            raise CliError(f"{file_path} must hold a JSON object like {{\"url\": ..., \"api_key\": ...}}")
+            raise CliError(f'{file_path} must hold a JSON object like {{"url": ..., "api_key": ...}}')
         return {name: str(data[name]) for name in ("url", "api_key") if data.get(name)}
 
 
@@ -80,11 +89,14 @@ class CliSettings(CliEnv):
     api_key: str | None = None
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _ConfigFile(settings_cls, json_file=CliEnv().config)
 
     def origin(self, name: str) -> str:
@@ -134,8 +146,10 @@ def resolve_target(args: argparse.Namespace) -> Target:
     stacks = [d for d in (explicit, s.data_dir) if d is not None]
     stack_url, stack_key = _stack(explicit) if explicit else (None, None)
     if explicit and not (stack_url or stack_key):
-        raise CliError(f"{explicit} holds no local stack (no stack.json or api-key): start one with "
-                       f"`nightshift up --data-dir {explicit}`, or give --url and --api-key")
+        raise CliError(
+            f"{explicit} holds no local stack (no stack.json or api-key): start one with "
+            f"`nightshift up --data-dir {explicit}`, or give --url and --api-key"
+        )
     default_url, default_key = _stack(s.data_dir)
     if args.url:
         url, url_from = args.url, "--url"
@@ -174,15 +188,20 @@ def key_hint(target: Target) -> str:
         if url and key and _same_server(url, target.url):
             if key != target.key:
                 sent = f" (the key sent came from {target.key_from})" if target.key_from else ""
-                return (f"the stack at {target.url} keeps its key in {folder / 'api-key'}: use --data-dir {folder}"
-                        f"{sent}")
-            return (f"{folder / 'api-key'} is the key of the stack last started from {folder}; the server at "
-                    f"{target.url} is another one: give its --data-dir, or --url/--api-key")
+                return f"the stack at {target.url} keeps its key in {folder / 'api-key'}: use --data-dir {folder}{sent}"
+            return (
+                f"{folder / 'api-key'} is the key of the stack last started from {folder}; the server at "
+                f"{target.url} is another one: give its --data-dir, or --url/--api-key"
+            )
     if target.key is None:
-        return ("no API key was given: pass --api-key KEY, set NIGHTSHIFT_API_KEY, or --data-dir DIR of a local "
-                "stack (its key is in DIR/api-key)")
-    return (f"the key from {target.key_from} is not one this server knows: use a key it issued (operators create "
-            "them with `nightshift keys TENANT`; a local stack keeps its key in DATA_DIR/api-key)")
+        return (
+            "no API key was given: pass --api-key KEY, set NIGHTSHIFT_API_KEY, or --data-dir DIR of a local "
+            "stack (its key is in DIR/api-key)"
+        )
+    return (
+        f"the key from {target.key_from} is not one this server knows: use a key it issued (operators create "
+        "them with `nightshift keys TENANT`; a local stack keeps its key in DATA_DIR/api-key)"
+    )
 
 
 def _print(args: argparse.Namespace, human: str, data: Any) -> None:
@@ -228,11 +247,18 @@ def expand(raw_sources: Sequence[str]) -> Sources:
         p = Path(raw).expanduser()
         if p.is_dir():
             # hidden files too are left out: macOS writes ._IMG_0001.JPG resource forks next to photos
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                           and (f.suffix.lower() in IMAGE_SUFFIXES or is_video_name(f.name)))
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and not f.name.startswith(".")
+                and (f.suffix.lower() in IMAGE_SUFFIXES or is_video_name(f.name))
+            )
             if not found:
-                raise CliError(f"no photos or videos in {raw} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
-                               "and common video files)")
+                raise CliError(
+                    f"no photos or videos in {raw} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+                    "and common video files)"
+                )
             out.photos += [(f, f.relative_to(p).as_posix()) for f in found]
         elif p.is_file():
             if p.name.lower().endswith(ARCHIVE_SUFFIXES):
@@ -284,8 +310,9 @@ def follow(client: Client, job_id: str, quiet: bool = False) -> dict[str, Any]:
         bar.total = c["total"]
         bar.n = c["total"] - c["pending"]
         eta = job.get("eta_s")
-        bar.set_postfix_str(f"{job['state']} failed={c['failed']} skipped={c['skipped']}"
-                            + (f" eta={eta:.0f}s" if eta else ""))
+        bar.set_postfix_str(
+            f"{job['state']} failed={c['failed']} skipped={c['skipped']}" + (f" eta={eta:.0f}s" if eta else "")
+        )
         bar.refresh()
 
     try:
@@ -351,13 +378,17 @@ def _finish(args: argparse.Namespace, client: Client, job: dict[str, Any]) -> in
     if not (getattr(args, "wait", False) or getattr(args, "download", None)):
         _print(args, f"submitted {job_id} ({job['state']}); follow with: nightshift wait {job_id}", job)
         return 0
-    args.on_interrupt = (f"stopped following {job_id}; the job goes on: follow it with `nightshift wait {job_id}`, "
-                         f"cancel it with `nightshift cancel {job_id}`")
+    args.on_interrupt = (
+        f"stopped following {job_id}; the job goes on: follow it with `nightshift wait {job_id}`, "
+        f"cancel it with `nightshift cancel {job_id}`"
+    )
     job = follow(client, job_id, args.json)
     if args.download:
         folder = Path(args.download) / job_id
-        args.on_interrupt = (f"download interrupted; the results stay on the server: `nightshift results {job_id} "
-                             f"--download DIR` into another folder")
+        args.on_interrupt = (
+            f"download interrupted; the results stay on the server: `nightshift results {job_id} "
+            f"--download DIR` into another folder"
+        )
         paths = download(client, job_id, folder, args.json)
         if not args.json:
             print(f"downloaded {len(paths)} files to {folder}/")
@@ -371,8 +402,14 @@ def _finish(args: argparse.Namespace, client: Client, job: dict[str, Any]) -> in
     return EXIT.get(job["state"], 2)
 
 
-def _submit(client: Client, args: argparse.Namespace, kind: str, sources: Sources, params: dict[str, Any],
-            styles: Sequence[Path] = ()) -> dict[str, Any]:
+def _submit(
+    client: Client,
+    args: argparse.Namespace,
+    kind: str,
+    sources: Sources,
+    params: dict[str, Any],
+    styles: Sequence[Path] = (),
+) -> dict[str, Any]:
     inputs = {"prefix": sources.prefix} if sources.prefix else None
     if not (sources.photos or sources.archives or sources.prefix):
         raise CliError("no photos to submit")
@@ -380,13 +417,22 @@ def _submit(client: Client, args: argparse.Namespace, kind: str, sources: Source
     client.request("GET", "/v1/jobs", params={"limit": 1})
     size = sources.size + sum(p.stat().st_size for p in styles)
     files = len(sources.photos) + len(sources.archives) + len(styles)
-    bar = None if args.json or not files else tqdm(total=size, unit="B", unit_scale=True,
-                                                   desc=f"upload {files} files", dynamic_ncols=True)
-    args.on_interrupt = ("interrupted before the API confirmed the job: if it was created, `nightshift jobs` "
-                         "lists it")
+    bar = (
+        None
+        if args.json or not files
+        else tqdm(total=size, unit="B", unit_scale=True, desc=f"upload {files} files", dynamic_ncols=True)
+    )
+    args.on_interrupt = "interrupted before the API confirmed the job: if it was created, `nightshift jobs` lists it"
     try:
-        job = client.submit(kind, files=sources.photos, archives=sources.archives, styles=styles, params=params,
-                            inputs=inputs, label=args.label)
+        job = client.submit(
+            kind,
+            files=sources.photos,
+            archives=sources.archives,
+            styles=styles,
+            params=params,
+            inputs=inputs,
+            label=args.label,
+        )
     finally:
         if bar is not None:
             bar.update(size)
@@ -403,10 +449,14 @@ def cmd_style(args: argparse.Namespace) -> int:
     if args.gatys and not args.style:
         raise CliError("--gatys needs --style PAINTING (the Gatys method optimises toward a painting)")
     if not (args.style or args.builtin):
-        raise CliError("give --style PAINTING.jpg or --builtin 7 (or a blend like 3:0.5,12:0.5; "
-                       "`nightshift styles` lists them)")
-    params: dict[str, Any] = {"strength": args.strength, "preserve_colors": args.preserve_colors,
-                              "strip_metadata": args.strip_metadata}
+        raise CliError(
+            "give --style PAINTING.jpg or --builtin 7 (or a blend like 3:0.5,12:0.5; `nightshift styles` lists them)"
+        )
+    params: dict[str, Any] = {
+        "strength": args.strength,
+        "preserve_colors": args.preserve_colors,
+        "strip_metadata": args.strip_metadata,
+    }
     for name in ("size", "format", "quality", "style_scale", "protect_faces"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
@@ -456,8 +506,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     client = _client(args)
-    args.on_interrupt = (f"stopped following {args.job}; the job goes on: `nightshift wait {args.job}` follows it "
-                         f"again, `nightshift cancel {args.job}` cancels it")
+    args.on_interrupt = (
+        f"stopped following {args.job}; the job goes on: `nightshift wait {args.job}` follows it "
+        f"again, `nightshift cancel {args.job}` cancels it"
+    )
     job = follow(client, args.job, args.json)
     _print(args, summary_line(job), job)
     return EXIT.get(job["state"], 2)
@@ -477,14 +529,17 @@ def cmd_results(args: argparse.Namespace) -> int:
         _print(args, f"downloaded {len(paths)} files to {folder}/", [str(p) for p in paths])
         return 0
     items = list(client.results(args.job))
-    lines = [f"{it['index']:>6} {it['state']:<9} {it['name']}  " + (it["error"] or
-             ", ".join(o["name"] for o in it["outputs"])) for it in items]
+    lines = [
+        f"{it['index']:>6} {it['state']:<9} {it['name']}  "
+        + (it["error"] or ", ".join(o["name"] for o in it["outputs"]))
+        for it in items
+    ]
     _print(args, "\n".join(lines) or "no items", items)
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    photo, = _existing_files([args.photo], "photo")
+    (photo,) = _existing_files([args.photo], "photo")
     res = _client(args).search(photo, k=args.k)
     lines = [f"{m['distance']:.3f}  {m['photo']}  face {m['face']}" for m in res.get("matches", [])]
     _print(args, "\n".join(lines) or "no matches", res)
@@ -493,8 +548,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_styles(args: argparse.Namespace) -> int:
     styles = _client(args).styles()
-    lines = [f"{s['index']:>3}  {s['name']:<28} {s.get('thumbnail_url') or '(preview not rendered yet)'}"
-             for s in styles]
+    lines = [
+        f"{s['index']:>3}  {s['name']:<28} {s.get('thumbnail_url') or '(preview not rendered yet)'}" for s in styles
+    ]
     _print(args, "\n".join(lines), styles)
     return 0
 
@@ -534,8 +590,10 @@ def _check_port(port: int) -> None:
     from api.devstack.servers import port_is_free
 
     if not port_is_free(port):
-        raise CliError(f"port {port} is in use (is a stack already running? `nightshift jobs` talks to it): "
-                       "stop it, or choose another --port")
+        raise CliError(
+            f"port {port} is in use (is a stack already running? `nightshift jobs` talks to it): "
+            "stop it, or choose another --port"
+        )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -550,8 +608,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  web page: {stack.url}/ui#key={stack.api_key}")
     else:
         print(f"  web page: {stack.url}/ui  (paste the key from {data_dir / 'api-key'})")
-    print(f"  S3 {stack.settings.s3.endpoint if stack.settings else ''}  bucket nightshift; logs in "
-          f"{data_dir / 'logs'}.  Ctrl-C stops everything.")
+    print(
+        f"  S3 {stack.settings.s3.endpoint if stack.settings else ''}  bucket nightshift; logs in "
+        f"{data_dir / 'logs'}.  Ctrl-C stops everything."
+    )
     stop = {"now": False}
 
     def handle(_sig: int, _frm: Any) -> None:
@@ -621,8 +681,10 @@ def _redis_for_keys(args: argparse.Namespace) -> Any:
         return stack_settings(data_dir)
     if os.environ.get("NIGHTSHIFT_REDIS_URL"):
         return Settings()
-    raise CliError(f"no local stack in {data_dir} and NIGHTSHIFT_REDIS_URL is not set: name the Redis of your "
-                   "deployment (or --data-dir of a local stack)")
+    raise CliError(
+        f"no local stack in {data_dir} and NIGHTSHIFT_REDIS_URL is not set: name the Redis of your "
+        "deployment (or --data-dir of a local stack)"
+    )
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -646,8 +708,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
             raise CliError("give a TENANT to create a key for (or --revoke KEY)")
         key = keys.create(args.tenant, args.name or "")
     except (StoreUnavailable, redis.RedisError):
-        raise CliError(f"cannot reach Redis at {settings.redis_url}: start the stack (`nightshift up`), or set "
-                       "NIGHTSHIFT_REDIS_URL") from None
+        raise CliError(
+            f"cannot reach Redis at {settings.redis_url}: start the stack (`nightshift up`), or set "
+            "NIGHTSHIFT_REDIS_URL"
+        ) from None
     except ValueError as exc:  # a bad tenant id
         raise CliError(str(exc)) from None
     _print(args, key, {"tenant": args.tenant, "api_key": key})
@@ -663,15 +727,26 @@ def _global_flags(p: argparse.ArgumentParser, *, on_subcommand: bool) -> None:
     default: Any = argparse.SUPPRESS if on_subcommand else None
     p.add_argument("--url", default=default, help="API address (or NIGHTSHIFT_URL, or the config file)")
     p.add_argument("--api-key", default=default, help="API key (or NIGHTSHIFT_API_KEY, or the config file)")
-    p.add_argument("--data-dir", default=default, metavar="DIR",
-                   help="a local stack's folder: its API address and key (default ./.nightshift)")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if on_subcommand else False,
-                   help="machine-readable output")
+    p.add_argument(
+        "--data-dir",
+        default=default,
+        metavar="DIR",
+        help="a local stack's folder: its API address and key (default ./.nightshift)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if on_subcommand else False,
+        help="machine-readable output",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nightshift", description="Overnight style transfer and face indexing. "
-                                "Exit codes: 0 done, 1 partial, 2 failed or usage error, 130 interrupted.")
+    p = argparse.ArgumentParser(
+        prog="nightshift",
+        description="Overnight style transfer and face indexing. "
+        "Exit codes: 0 done, 1 partial, 2 failed or usage error, 130 interrupted.",
+    )
     _global_flags(p, on_subcommand=False)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -696,8 +771,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = command("style", cmd_style, "stylize photos")
     st.add_argument("photos", nargs="+", help="photos, folders, archives or a store prefix (s3://prefix)")
     st.add_argument("--style", action="append", help="a painting to use as the style (repeatable)")
-    st.add_argument("--builtin", action="append",
-                    help="a built-in style or blend, e.g. 7 or 3:0.5,12:0.5 (repeatable; `nightshift styles`)")
+    st.add_argument(
+        "--builtin",
+        action="append",
+        help="a built-in style or blend, e.g. 7 or 3:0.5,12:0.5 (repeatable; `nightshift styles`)",
+    )
     st.add_argument("--gatys", action="store_true", help="use the (slow) Gatys optimisation method")
     st.add_argument("--strength", type=float, default=1.0, help="0-1: how much of the style (default 1)")
     st.add_argument("--preserve-colors", choices=["none", "luminance", "histogram"], default="none")
@@ -705,17 +783,25 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--style-scale", type=float, help="brush-stroke scale (2: strokes twice as big)")
     st.add_argument("--format", choices=["png", "jpeg", "webp"])
     st.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100")
-    st.add_argument("--protect-faces", type=float, metavar="0-1",
-                    help="how much of the photo comes back inside faces, which most styles paint over (default "
-                    "0.65, 0.8 for styles 15 and 17; 0: none)")
-    st.add_argument("--strip-metadata", action="store_true",
-                    help="drop the photos' EXIF (date, camera, GPS) and colour profile from the outputs")
+    st.add_argument(
+        "--protect-faces",
+        type=float,
+        metavar="0-1",
+        help="how much of the photo comes back inside faces, which most styles paint over (default "
+        "0.65, 0.8 for styles 15 and 17; 0: none)",
+    )
+    st.add_argument(
+        "--strip-metadata",
+        action="store_true",
+        help="drop the photos' EXIF (date, camera, GPS) and colour profile from the outputs",
+    )
     job_opts(st)
 
     fc = command("faces", cmd_faces, "index every face in folders, photos, archives or a store prefix (s3://prefix)")
     fc.add_argument("sources", nargs="*", help="photos, folders, archives or a store prefix (s3://prefix)")
-    fc.add_argument("--unassigned", action="store_true", help="list the library's faces that belong to nobody yet "
-                    "(no indexing)")
+    fc.add_argument(
+        "--unassigned", action="store_true", help="list the library's faces that belong to nobody yet (no indexing)"
+    )
     fc.add_argument("--detector", choices=["yunet", "mtcnn", "hog"], help="default: the server's (yunet)")
     fc.add_argument("--try-rotations", action="store_true")
     fc.add_argument("--force", action="store_true", help="re-index photos already indexed")
@@ -788,8 +874,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _debug():
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"nightshift: unexpected error ({type(exc).__name__}: {first[:300]}); NIGHTSHIFT_DEBUG=1 shows the "
-              "traceback; please report it", file=sys.stderr)
+        print(
+            f"nightshift: unexpected error ({type(exc).__name__}: {first[:300]}); NIGHTSHIFT_DEBUG=1 shows the "
+            "traceback; please report it",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
 

@@ -22,8 +22,10 @@ def _when(ts: float | None) -> str:
 def person_line(p: dict[str, Any]) -> str:
     name = p.get("name") or "(unnamed)"
     hidden = "  [hidden]" if p.get("hidden") else ""
-    return f"{p['id']}  {name:<28} {p['faces']:>5} faces in {p['photos']:>5} photos, latest {_when(p.get('latest'))}" \
+    return (
+        f"{p['id']}  {name:<28} {p['faces']:>5} faces in {p['photos']:>5} photos, latest {_when(p.get('latest'))}"
         + hidden
+    )
 
 
 def faces_summary(job: dict[str, Any]) -> str | None:
@@ -39,8 +41,10 @@ def faces_summary(job: dict[str, Any]) -> str | None:
     if lib.get("pending"):
         return f"{line}; the library is busy: they join it shortly (nightshift people refresh)"
     refused = "".join(f"\n  not added: {r}" for r in lib.get("refused", []))
-    return (f"{line}; {lib.get('people', 0)} people ({lib.get('new_people', 0)} new, {lib.get('grew', 0)} grew), "
-            f"{lib.get('unassigned', 0)} unassigned" + refused)
+    return (
+        f"{line}; {lib.get('people', 0)} people ({lib.get('new_people', 0)} new, {lib.get('grew', 0)} grew), "
+        f"{lib.get('unassigned', 0)} unassigned" + refused
+    )
 
 
 def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
@@ -49,8 +53,10 @@ def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
         people = list(client.people("all" if args.all else "visible"))
         lib = client.library()
         stats = lib.get("stats", {})
-        header = (f"{stats.get('people', 0)} people ({stats.get('named', 0)} named), {stats.get('faces', 0)} faces, "
-                  f"{stats.get('unassigned', 0)} unassigned")
+        header = (
+            f"{stats.get('people', 0)} people ({stats.get('named', 0)} named), {stats.get('faces', 0)} faces, "
+            f"{stats.get('unassigned', 0)} unassigned"
+        )
         out(args, "\n".join([header, *(person_line(p) for p in people)]), {"library": lib, "people": people})
         return 0
     if action == "show":
@@ -70,8 +76,12 @@ def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
         return 0
     if action == "recluster":
         job = client.recluster()
-        out(args, f"re-clustering the library: job {job['id']} (names, merges and moves are kept); "
-                  f"follow with: nightshift wait {job['id']}", job)
+        out(
+            args,
+            f"re-clustering the library: job {job['id']} (names, merges and moves are kept); "
+            f"follow with: nightshift wait {job['id']}",
+            job,
+        )
         return 0
     if action == "refresh":
         res = client.request("POST", "/v1/people/refresh")
@@ -85,10 +95,12 @@ def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
 def adapter_line(a: dict[str, Any]) -> str:
     before, after = a["before"], a["after"]
     mark = "in use" if a["in_use"] else ("accepted" if a["accepted"] else "refused")
-    return (f"v{a['version']}  {_when(a['created_at'])}  {mark:<8}  held-out faces right {before['right']} -> "
-            f"{after['right']}, wrong {before['wrong']} -> {after['wrong']}; verification "
-            f"{before['verification']:.3f} -> {after['verification']:.3f}; {a['changed_people']} of "
-            f"{a['unlabelled_people']} unnamed people would change")
+    return (
+        f"v{a['version']}  {_when(a['created_at'])}  {mark:<8}  held-out faces right {before['right']} -> "
+        f"{after['right']}, wrong {before['wrong']} -> {after['wrong']}; verification "
+        f"{before['verification']:.3f} -> {after['verification']:.3f}; {a['changed_people']} of "
+        f"{a['unlabelled_people']} unnamed people would change"
+    )
 
 
 def _learning(action: str, args: argparse.Namespace, client: Client, out: Out) -> int:
@@ -109,8 +121,12 @@ def _learning(action: str, args: argparse.Namespace, client: Client, out: Out) -
         return 0
     job = client.learn(**({"recluster": True} if args.recluster else {}))
     if not args.wait:
-        out(args, f"learning from your names: job {job['id']}; follow with: nightshift wait {job['id']}, then "
-                  "nightshift people learned", job)
+        out(
+            args,
+            f"learning from your names: job {job['id']}; follow with: nightshift wait {job['id']}, then "
+            "nightshift people learned",
+            job,
+        )
         return 0
     done = client.wait(job["id"])
     summary = done.get("summary") or {}
@@ -154,8 +170,9 @@ def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
 def cmd_unassigned(args: argparse.Namespace, client: Client, out: Out) -> int:
     faces = list(client.unassigned())
     lines = [f"{len(faces)} faces belong to nobody yet (assign one: nightshift people assign FACE PERSON)"]
-    lines += [f"  {f['face']}  {f['photo_key']}" + (f"  (not {', '.join(f['not'])})" if f.get("not") else "")
-              for f in faces]
+    lines += [
+        f"  {f['face']}  {f['photo_key']}" + (f"  (not {', '.join(f['not'])})" if f.get("not") else "") for f in faces
+    ]
     out(args, "\n".join(lines), faces)
     return 0
 
@@ -195,10 +212,25 @@ def add_parsers(command: Command, client_of: Callable[[argparse.Namespace], Clie
         return lambda args: func(args, client_of(args), out)
 
     pe = command("people", run(_people_args), "the library's people: list, show, name, merge, hide, recluster, learn")
-    pe.add_argument("action", nargs="?", choices=["list", "show", "name", "merge", "hide", "unhide", "recluster",
-                                                  "refresh", "learn", "learned", "rollback"],
-                    help="default: list. learn: learn from your names (a head used only when it helps); "
-                         "learned: what was learnt; rollback: stop using the head in use")
+    pe.add_argument(
+        "action",
+        nargs="?",
+        choices=[
+            "list",
+            "show",
+            "name",
+            "merge",
+            "hide",
+            "unhide",
+            "recluster",
+            "refresh",
+            "learn",
+            "learned",
+            "rollback",
+        ],
+        help="default: list. learn: learn from your names (a head used only when it helps); "
+        "learned: what was learnt; rollback: stop using the head in use",
+    )
     pe.add_argument("person", nargs="?", help="a person id (show, name, merge, hide)")
     pe.add_argument("rest", nargs="*", help="name: the name; merge: the person to merge into PERSON")
     pe.add_argument("--all", action="store_true", help="list hidden people too")

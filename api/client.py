@@ -96,8 +96,12 @@ class Client:
                 err = resp.json()["error"]
                 err["message"]  # noqa: B018 - our error shape, or not the API at all
             except (ValueError, KeyError, TypeError):
-                raise ApiError(resp.status_code, "http_error", f"{self.url} answered HTTP {resp.status_code} "
-                               "without a Nightshift error: is this the Nightshift API?") from None
+                raise ApiError(
+                    resp.status_code,
+                    "http_error",
+                    f"{self.url} answered HTTP {resp.status_code} "
+                    "without a Nightshift error: is this the Nightshift API?",
+                ) from None
             cls = _ERRORS.get(resp.status_code, ApiError)
             raise cls(resp.status_code, err.get("code", ""), err.get("message", ""), err.get("details"))
         if not resp.content:
@@ -105,8 +109,11 @@ class Client:
         try:
             return resp.json()
         except ValueError:
-            raise ApiError(resp.status_code, "bad_response", f"{self.url} answered something that is not JSON: "
-                           "is this the Nightshift API?") from None
+            raise ApiError(
+                resp.status_code,
+                "bad_response",
+                f"{self.url} answered something that is not JSON: is this the Nightshift API?",
+            ) from None
 
     def _send(self, method: str, url: str, **kw: Any) -> requests.Response:
         try:
@@ -119,12 +126,19 @@ class Client:
             raise Unreachable(f"cannot call the API at {self.url}: {exc}") from None
 
     # -- jobs ----------------------------------------------------------------------------------
-    def submit(self, kind: str, *, files: Sequence[str | Path | tuple[str | Path, str]] = (),
-               styles: Sequence[str | Path] = (),
-               archives: Sequence[str | Path] = (), params: dict[str, Any] | None = None,
-               inputs: dict[str, Any] | None = None, label: str | None = None,
-               idempotency_key: str | None = None,
-               on_upload: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        kind: str,
+        *,
+        files: Sequence[str | Path | tuple[str | Path, str]] = (),
+        styles: Sequence[str | Path] = (),
+        archives: Sequence[str | Path] = (),
+        params: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        label: str | None = None,
+        idempotency_key: str | None = None,
+        on_upload: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
         """Submit a job; local files are uploaded in the same request (multipart).
 
         A file is a path (named by its file name) or ``(path, name)``, where the name is the photo's path
@@ -140,8 +154,11 @@ class Client:
         named = [(Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), Path(f).name) for f in files]
         with ExitStack() as stack:
             parts: list[tuple[str, Any]] = []
-            for field, entries in (("files", named), ("style", [(Path(p), Path(p).name) for p in styles]),
-                                   ("archive", [(Path(p), Path(p).name) for p in archives])):
+            for field, entries in (
+                ("files", named),
+                ("style", [(Path(p), Path(p).name) for p in styles]),
+                ("archive", [(Path(p), Path(p).name) for p in archives]),
+            ):
                 for path, name in entries:
                     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
                     parts.append((field, (name, stack.enter_context(open(path, "rb")), ctype)))
@@ -149,10 +166,17 @@ class Client:
             if label:
                 data["label"] = label
             if on_upload:
-                on_upload(len(parts), sum(p.stat().st_size for p, _ in named)
-                          + sum(Path(p).stat().st_size for p in [*styles, *archives]))
-            return self.request("POST", "/v1/jobs", data=data, files=parts,  # type: ignore[no-any-return]
-                                headers=headers)
+                on_upload(
+                    len(parts),
+                    sum(p.stat().st_size for p, _ in named) + sum(Path(p).stat().st_size for p in [*styles, *archives]),
+                )
+            return self.request(
+                "POST",
+                "/v1/jobs",
+                data=data,
+                files=parts,  # type: ignore[no-any-return]
+                headers=headers,
+            )
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
@@ -191,8 +215,14 @@ class Client:
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         return self.results_page(job_id, 0, 1)["artifacts"]  # type: ignore[no-any-return]
 
-    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5,
-             on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Poll until the job finishes; calls `on_progress(job)` on every poll."""
         deadline = time.monotonic() + timeout if timeout else None
         while True:
@@ -214,8 +244,10 @@ class Client:
             raise Unreachable(f"cannot download {dest.name} from the object store ({_reason(exc)})") from None
         with resp:
             if resp.status_code >= 400:
-                raise DownloadError(f"the object store refused {dest.name} (HTTP {resp.status_code}): the link may "
-                                    "have expired; run the download again")
+                raise DownloadError(
+                    f"the object store refused {dest.name} (HTTP {resp.status_code}): the link may "
+                    "have expired; run the download again"
+                )
             try:
                 fh = open(dest, "xb")
             except FileExistsError:
@@ -246,12 +278,15 @@ class Client:
         existing = [p for p in plan.values() if p.exists() or p.is_symlink()]
         if existing:
             more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-            raise DownloadError(f"{existing[0]}{more} already exist{'' if more else 's'}: nothing was overwritten "
-                                f"or downloaded; move them away or download into another folder")
+            raise DownloadError(
+                f"{existing[0]}{more} already exist{'' if more else 's'}: nothing was overwritten "
+                f"or downloaded; move them away or download into another folder"
+            )
         return plan
 
-    def download_results(self, job_id: str, folder: str | Path,
-                         on_file: Callable[[Path], None] | None = None) -> list[Path]:
+    def download_results(
+        self, job_id: str, folder: str | Path, on_file: Callable[[Path], None] | None = None
+    ) -> list[Path]:
         """Download every output and job file of a job into `folder`, keeping the items' relative paths.
 
         Returns the files written. Nothing is overwritten (see `download_plan`); links are listed afresh
@@ -277,8 +312,9 @@ class Client:
         grant = self.request("POST", "/v1/uploads", json={"names": [path.name]})["uploads"][0]
         with open(path, "rb") as fh:
             try:
-                resp = requests.post(grant["url"], data=grant["fields"], files={"file": (path.name, fh)},
-                                     timeout=max(self.timeout, 600))
+                resp = requests.post(
+                    grant["url"], data=grant["fields"], files={"file": (path.name, fh)}, timeout=max(self.timeout, 600)
+                )
             except requests.RequestException as exc:
                 raise Unreachable(f"cannot upload {path.name} to the object store ({_reason(exc)})") from None
         if resp.status_code >= 300:
@@ -299,14 +335,20 @@ class Client:
     # -- faces & people (present when the server has them) -------------------------------------
     def verify(self, a: str | Path, b: str | Path) -> dict[str, Any]:
         with open(a, "rb") as fa, open(b, "rb") as fb:
-            return self.request("POST", "/v1/faces/verify",  # type: ignore[no-any-return]
-                                files=[("a", (Path(a).name, fa)), ("b", (Path(b).name, fb))])
+            return self.request(
+                "POST",
+                "/v1/faces/verify",  # type: ignore[no-any-return]
+                files=[("a", (Path(a).name, fa)), ("b", (Path(b).name, fb))],
+            )
 
     def identify(self, photo: str | Path) -> dict[str, Any]:
         """Who is in a photo: each face with the library person it clearly is, or nobody."""
         with open(photo, "rb") as fh:
-            return self.request("POST", "/v1/faces/identify",  # type: ignore[no-any-return]
-                                files=[("photo", (Path(photo).name, fh))])
+            return self.request(
+                "POST",
+                "/v1/faces/identify",  # type: ignore[no-any-return]
+                files=[("photo", (Path(photo).name, fh))],
+            )
 
     # -- the library of people -----------------------------------------------------------------------
     def library(self) -> dict[str, Any]:
@@ -322,8 +364,11 @@ class Client:
 
     def person(self, person_id: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """A person and a page of their photos (newest first)."""
-        return self.request("GET", f"/v1/people/{person_id}",  # type: ignore[no-any-return]
-                            params={"offset": offset, "limit": limit})
+        return self.request(
+            "GET",
+            f"/v1/people/{person_id}",  # type: ignore[no-any-return]
+            params={"offset": offset, "limit": limit},
+        )
 
     def person_photos(self, person_id: str) -> Iterator[dict[str, Any]]:
         offset: int | None = 0
@@ -337,8 +382,11 @@ class Client:
         return self.request("PATCH", f"/v1/people/{person_id}", json=fields)  # type: ignore[no-any-return]
 
     def merge(self, into: str, other: str) -> dict[str, Any]:
-        return self.request("POST", "/v1/people/merge",  # type: ignore[no-any-return]
-                            json={"into": into, "from": other})
+        return self.request(
+            "POST",
+            "/v1/people/merge",  # type: ignore[no-any-return]
+            json={"into": into, "from": other},
+        )
 
     def unassigned(self) -> Iterator[dict[str, Any]]:
         offset: int | None = 0
@@ -349,8 +397,11 @@ class Client:
 
     def set_face_person(self, face_id: str, person_id: str | None) -> dict[str, Any]:
         """Say who a face is (None: not the person it is with now)."""
-        return self.request("POST", f"/v1/faces/{face_id}/person",  # type: ignore[no-any-return]
-                            json={"person": person_id})
+        return self.request(
+            "POST",
+            f"/v1/faces/{face_id}/person",  # type: ignore[no-any-return]
+            json={"person": person_id},
+        )
 
     def recluster(self) -> dict[str, Any]:
         return self.request("POST", "/v1/people/recluster", json={})  # type: ignore[no-any-return]
@@ -363,13 +414,20 @@ class Client:
         return self.request("GET", "/v1/people/learn")  # type: ignore[no-any-return]
 
     def rollback_learning(self, recluster: bool = False) -> dict[str, Any]:
-        return self.request("POST", "/v1/people/learn/rollback",  # type: ignore[no-any-return]
-                            json={"recluster": recluster})
+        return self.request(
+            "POST",
+            "/v1/people/learn/rollback",  # type: ignore[no-any-return]
+            json={"recluster": recluster},
+        )
 
     def search(self, photo: str | Path, k: int = 10) -> dict[str, Any]:
         with open(photo, "rb") as fh:
-            return self.request("POST", "/v1/faces/search", data={"k": str(k)},  # type: ignore[no-any-return]
-                                files=[("photo", (Path(photo).name, fh))])
+            return self.request(
+                "POST",
+                "/v1/faces/search",
+                data={"k": str(k)},  # type: ignore[no-any-return]
+                files=[("photo", (Path(photo).name, fh))],
+            )
 
 
 def check_url(url: str) -> str:
@@ -388,12 +446,16 @@ def check_url(url: str) -> str:
 def _reason(exc: BaseException) -> str:
     """The root cause of a connection error in a few words (requests nests urllib3's errors deeply)."""
     text = str(exc)
-    for needle, words in (("Connection refused", "connection refused: is the server running?"),
-                          ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
-                          ("Failed to resolve", "unknown host"), ("timed out", "timed out"),
-                          ("Network is unreachable", "network unreachable"),
-                          ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
-                          ("Connection reset", "connection reset")):
+    for needle, words in (
+        ("Connection refused", "connection refused: is the server running?"),
+        ("Name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("Failed to resolve", "unknown host"),
+        ("timed out", "timed out"),
+        ("Network is unreachable", "network unreachable"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+        ("Connection reset", "connection reset"),
+    ):
         if needle in text:
             return words
     return type(exc).__name__
@@ -402,11 +464,13 @@ def _reason(exc: BaseException) -> str:
 def _plan(plan: dict[str, Path], folder: Path, name: str) -> None:
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if not parts or name.startswith(("/", "\\")) or any(p in ("..", ".", "") or ":" in p for p in parts):
-        raise DownloadError(f"the server named a file {name!r}, which is not a safe relative path: nothing was "
-                            "downloaded")
+        raise DownloadError(
+            f"the server named a file {name!r}, which is not a safe relative path: nothing was downloaded"
+        )
     target = folder.joinpath(*parts)
     # case-insensitive disks (macOS, Windows) would put IMG.JPG and img.jpg in one file
     if any(str(other).casefold() == str(target).casefold() for other in plan.values()):
-        raise DownloadError(f"two results of this job would both be written to {target}: nothing was downloaded "
-                            "(please report this)")
+        raise DownloadError(
+            f"two results of this job would both be written to {target}: nothing was downloaded (please report this)"
+        )
     plan[name] = target

@@ -32,8 +32,9 @@ class HttpError(Exception):
     code: str = "internal"
     headers: dict[str, str]
 
-    def __init__(self, message: str, details: Any = None, *, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, details: Any = None, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message, self.details = message, details
         if code is not None:
@@ -153,9 +154,16 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 # werkzeug's own answers (routing, body size, form parsing) in the same vocabulary
-_WERKZEUG_CODES = {400: BadRequest.code, 401: Unauthorized.code, 403: Forbidden.code, 404: NotFound.code,
-                   405: "method_not_allowed", 413: PayloadTooLarge.code, 415: UnsupportedMediaType.code,
-                   429: RateLimited.code}
+_WERKZEUG_CODES = {
+    400: BadRequest.code,
+    401: Unauthorized.code,
+    403: Forbidden.code,
+    404: NotFound.code,
+    405: "method_not_allowed",
+    413: PayloadTooLarge.code,
+    415: UnsupportedMediaType.code,
+    429: RateLimited.code,
+}
 
 
 def register_error_handlers(app: Flask) -> None:

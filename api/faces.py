@@ -54,7 +54,6 @@ class SearchRequest(BaseModel):
     jobs: list[str] | None = Field(None, max_length=1000, description="index jobs to search (default: all)")
 
 
-
 def json_body(model: type[BaseModel]) -> Any:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -70,8 +69,10 @@ def ask(task: TaskName, *args: Any) -> dict[str, Any]:
     try:
         answer = result.get(timeout=timeout, propagate=True)
     except CeleryTimeout:
-        raise WorkerTimeout(f"no faces worker answered within {timeout:.0f}s; is a faces worker "
-                            "running? Try again, or use a job for large inputs") from None
+        raise WorkerTimeout(
+            f"no faces worker answered within {timeout:.0f}s; is a faces worker "
+            "running? Try again, or use a job for large inputs"
+        ) from None
     except Exception as exc:
         raise WorkerFailed(f"the faces worker failed: {type(exc).__name__}") from None
     finally:
@@ -185,8 +186,6 @@ def _faces_job(t: str, job_id: str) -> None:
     job = svc().records.get_job(job_id, t)
     if job.kind != JobKind.FACES:
         raise InvalidRequest(f"job {job_id} is not a faces index job")
-
-
 
 
 @bp.post("/faces/identify")

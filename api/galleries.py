@@ -75,8 +75,9 @@ def enroll_person(gallery_id: str) -> tuple[Response, int]:
         raise NoUsablePhoto("none of the photos shows exactly one face", answer["errors"])
     failed = {e["photo"] for e in answer["errors"]}
     try:
-        doc = galleries().enrol(gallery_id, name, answer["embeddings"], [k for k in stored if k not in failed],
-                                answer["model"])
+        doc = galleries().enrol(
+            gallery_id, name, answer["embeddings"], [k for k in stored if k not in failed], answer["model"]
+        )
     except SpacesDiffer as exc:
         raise ModelMismatch(str(exc)) from None
     return jsonify({**doc.public(), "errors": answer["errors"]}), 201

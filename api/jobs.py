@@ -40,7 +40,6 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1")
 VIDEO_UPLOAD_BASE = 800_000  # uploaded videos' input keys (photos count from 0, archives from 900,000)
 
 
-
 def _json_field(form: Any, name: str, default: Any) -> Any:
     raw = form.get(name)
     if raw is None or raw == "":
@@ -57,17 +56,22 @@ def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage
     if ctype == "application/json":
         limit = svc().settings.api.max_json_mb
         if (request.content_length or 0) > limit * 1024 * 1024:
-            raise PayloadTooLarge(f"a JSON body is at most {limit} MB: name a prefix or upload an "
-                                  "archive instead of listing every key")
+            raise PayloadTooLarge(
+                f"a JSON body is at most {limit} MB: name a prefix or upload an archive instead of listing every key"
+            )
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            raise BadJson("the body must be a JSON object like "
-                          '{"kind": "style", "params": {...}, "inputs": {"keys": [...]}}')
+            raise BadJson(
+                'the body must be a JSON object like {"kind": "style", "params": {...}, "inputs": {"keys": [...]}}'
+            )
         return body, [], [], []
     if ctype == "multipart/form-data":
         form = request.form
-        body = {"kind": form.get("kind"), "params": _json_field(form, "params", {}),
-                "inputs": _json_field(form, "inputs", {})}
+        body = {
+            "kind": form.get("kind"),
+            "params": _json_field(form, "params", {}),
+            "inputs": _json_field(form, "inputs", {}),
+        }
         if form.get("label"):
             body["label"] = form.get("label")
         if body["kind"] is None:
@@ -81,8 +85,7 @@ def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage
                 archives.append(f)
         unknown = set(request.files) - {"files", "style", "archive"}
         if unknown:
-            raise BadRequest(f"unknown file field(s) {sorted(unknown)}: use 'files', 'style' "
-                             "or 'archive'")
+            raise BadRequest(f"unknown file field(s) {sorted(unknown)}: use 'files', 'style' or 'archive'")
         return body, files, styles, archives
     raise UnsupportedMediaType("send application/json or multipart/form-data")
 
@@ -90,8 +93,9 @@ def _read_request() -> tuple[dict[str, Any], list[FileStorage], list[FileStorage
 def _check_limits(files: list[FileStorage]) -> None:
     limit = svc().settings.api.max_files
     if len(files) > limit:
-        raise TooManyFiles(f"{len(files)} files in one request; the limit is {limit}: "
-                           "upload an archive or use an object prefix")
+        raise TooManyFiles(
+            f"{len(files)} files in one request; the limit is {limit}: upload an archive or use an object prefix"
+        )
 
 
 def _store_upload(key: str, f: FileStorage) -> None:
@@ -107,9 +111,11 @@ def _job_response(job: Job, status: int = 200) -> tuple[Response, int]:
     frames = svc().records.progress(job.id)
     if frames:
         body["frames"] = frames  # video work counts frames: items (segments) are coarse
-    body["links"] = {"self": url_for("jobs.get_job", job_id=job.id),
-                     "results": url_for("jobs.job_results", job_id=job.id),
-                     "cancel": url_for("jobs.cancel_job", job_id=job.id)}
+    body["links"] = {
+        "self": url_for("jobs.get_job", job_id=job.id),
+        "results": url_for("jobs.job_results", job_id=job.id),
+        "cancel": url_for("jobs.cancel_job", job_id=job.id),
+    }
     return jsonify(body), status
 
 
@@ -122,8 +128,7 @@ def _check_inputs(t: str, inputs: Inputs) -> None:
     store = svc().store
     missing = [rel for rel in inputs.archives if not store.exists(keys.tenant_key(t, rel))]
     if missing:
-        raise InvalidRequest(f"inputs.archives: {missing[0]!r} not found in your storage",
-                             {"missing": missing[:100]})
+        raise InvalidRequest(f"inputs.archives: {missing[0]!r} not found in your storage", {"missing": missing[:100]})
     if inputs.prefix and next(store.list(keys.tenant_key(t, inputs.prefix)), None) is None:
         raise InvalidRequest(f"inputs.prefix: no objects under {inputs.prefix!r} in your storage")
 
@@ -143,8 +148,7 @@ def _check_refs(t: str, kind: JobKind, params: Any) -> None:
         except RecordNotFound:
             raise InvalidRequest(f"params.index_jobs: job {job_id} not found") from None
         if ref.kind != JobKind.FACES:
-            raise InvalidRequest(f"params.index_jobs: job {job_id} is a {ref.kind} job, "
-                                 "not a faces index job")
+            raise InvalidRequest(f"params.index_jobs: job {job_id} is a {ref.kind} job, not a faces index job")
 
 
 @bp.post("/jobs")
@@ -159,12 +163,15 @@ def submit_job() -> tuple[Response, int]:
         raise BadRequest("Idempotency-Key must be 1 to 200 characters")
     job_id = new_id("j")
     if idem:
-        fingerprint = _fingerprint(req, [("files", f) for f in files] + [("style", f) for f in style_files]
-                                   + [("archive", f) for f in archives])
+        fingerprint = _fingerprint(
+            req,
+            [("files", f) for f in files] + [("style", f) for f in style_files] + [("archive", f) for f in archives],
+        )
         winner, bound = s.records.claim_idempotency(t, idem, job_id, fingerprint)
         if bound != fingerprint:
-            raise IdempotencyMismatch("this Idempotency-Key was already used with a different "
-                                      "request: use a new key for a new job")
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request: use a new key for a new job"
+            )
         if winner != job_id:
             return _replay(t, winner)
     try:
@@ -195,16 +202,21 @@ def _replay(t: str, job_id: str) -> tuple[Response, int]:
             break
         except RecordNotFound:
             if now() > deadline:
-                raise Conflict("a submission with this Idempotency-Key is still being created; "
-                               "retry shortly") from None
+                raise Conflict("a submission with this Idempotency-Key is still being created; retry shortly") from None
             time.sleep(0.1)
     resp.headers["Idempotent-Replayed"] = "true"
     resp.headers["Location"] = url_for("jobs.get_job", job_id=job_id)
     return resp, status
 
 
-def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], style_files: list[FileStorage],
-            archives: list[FileStorage]) -> tuple[Response, int]:
+def _create(
+    t: str,
+    job_id: str,
+    req: JobRequest,
+    files: list[FileStorage],
+    style_files: list[FileStorage],
+    archives: list[FileStorage],
+) -> tuple[Response, int]:
     s = svc()
     style_keys = []
     for n, f in enumerate(style_files):
@@ -243,15 +255,24 @@ def _create(t: str, job_id: str, req: JobRequest, files: list[FileStorage], styl
             archive_keys.append(keys.strip_tenant(t, key))
         inputs = Inputs(keys=photo_keys, prefix=inputs.prefix, archives=archive_keys, videos=videos)
         if inputs.empty and not items:
-            raise InvalidRequest("inputs: no photos: upload 'files', an 'archive', or give "
-                                 "inputs.keys / inputs.prefix / inputs.archives")
+            raise InvalidRequest(
+                "inputs: no photos: upload 'files', an 'archive', or give inputs.keys / inputs.prefix / inputs.archives"
+            )
     else:
         items = [Item(0, str(req.kind), "")]
     needs_ingest = bool(inputs.prefix or inputs.archives or inputs.videos)
     # the record keeps what ingest needs; named keys are already items (a 100,000-key body stays out of it)
-    job = Job(id=job_id, kind=req.kind, tenant=t, state=JobState.QUEUED,
-              params=params.model_dump(mode="json"), inputs=inputs.model_dump(mode="json", exclude={"keys"}),
-              label=req.label, created_at=now(), ingested=not needs_ingest)
+    job = Job(
+        id=job_id,
+        kind=req.kind,
+        tenant=t,
+        state=JobState.QUEUED,
+        params=params.model_dump(mode="json"),
+        inputs=inputs.model_dump(mode="json", exclude={"keys"}),
+        label=req.label,
+        created_at=now(),
+        ingested=not needs_ingest,
+    )
     s.records.create_job(job, items)
     if items:
         enqueue_chunks(s.celery, job_id, req.kind, [it.index for it in items], s.settings.worker.chunk_size)
@@ -290,8 +311,7 @@ def _job_from_manifest(t: str, job_id: str) -> Job:
 @bp.get("/jobs")
 def list_jobs() -> Response:
     query = parse_query(JobsQuery)
-    jobs = svc().records.list_jobs(tenant(), state=query.state, kind=query.kind, limit=query.limit,
-                                   before=query.before)
+    jobs = svc().records.list_jobs(tenant(), state=query.state, kind=query.kind, limit=query.limit, before=query.before)
     body: dict[str, Any] = {"jobs": [j.to_public() for j in jobs]}
     body["next_before"] = jobs[-1].created_at if len(jobs) == query.limit else None
     return jsonify(body)
@@ -316,8 +336,11 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
 
 def _output_entry(t: str, key: str, name: str | None = None) -> dict[str, Any]:
     """A stored object as a client sees it: key, name (a relative path to download it to), presigned URL."""
-    return {"key": keys.strip_tenant(t, key), "name": name or key.rsplit("/", 1)[-1],
-            "url": svc().store.presigned_get(key)}
+    return {
+        "key": keys.strip_tenant(t, key),
+        "name": name or key.rsplit("/", 1)[-1],
+        "url": svc().store.presigned_get(key),
+    }
 
 
 @bp.get("/jobs/<job:job_id>/results")
@@ -331,20 +354,36 @@ def job_results(job_id: str) -> Response:
     for it in items:
         if state and it.state != state:
             continue
-        out.append({"index": it.index, "name": it.name, "state": str(it.state), "error": it.error,
-                    "error_code": it.error_code, "attempts": it.attempts, "info": it.info,
-                    "input": _output_entry(t, it.key, it.name) if it.key else None,
-                    "outputs": [_output_entry(t, k, keys.output_name(it.name, k)) for k in it.outputs]})
+        out.append(
+            {
+                "index": it.index,
+                "name": it.name,
+                "state": str(it.state),
+                "error": it.error,
+                "error_code": it.error_code,
+                "attempts": it.attempts,
+                "info": it.info,
+                "input": _output_entry(t, it.key, it.name) if it.key else None,
+                "outputs": [_output_entry(t, k, keys.output_name(it.name, k)) for k in it.outputs],
+            }
+        )
     artifacts = []
     if job.state in FINISHED_STATES:
         artifacts.append(_output_entry(t, keys.manifest(t, job_id)))
         for rel in job.extra.get("artifacts", []):
             artifacts.append(_output_entry(t, keys.tenant_key(t, rel)))
     # the page refreshes links before they expire (they are presigned for this long)
-    return jsonify({"job": job.to_public(), "items": out, "artifacts": artifacts, "offset": offset,
-                    "limit": limit, "next_offset": end if end < job.total else None,
-                    "urls_expire_in_s": svc().settings.s3.presign_expiry_s})
-
+    return jsonify(
+        {
+            "job": job.to_public(),
+            "items": out,
+            "artifacts": artifacts,
+            "offset": offset,
+            "limit": limit,
+            "next_offset": end if end < job.total else None,
+            "urls_expire_in_s": svc().settings.s3.presign_expiry_s,
+        }
+    )
 
 
 def _items_page(t: str, job_id: str, offset: int, limit: int) -> tuple[Job, list[Item]]:

@@ -12,8 +12,12 @@ _configured = False
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": round(time.time(), 3), "level": record.levelname, "logger": record.name,
-               "msg": record.getMessage()}
+        out = {
+            "ts": round(time.time(), 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         for field in ("job_id", "item", "tenant", "path", "status"):
             if hasattr(record, field):
                 out[field] = getattr(record, field)

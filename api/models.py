@@ -24,8 +24,11 @@ def runnable(model: ModelCard, workers: list[WorkerInfo]) -> bool | None:
     serving = [w for w in workers if model.queue in w.queues]
     if not serving:
         return None
-    return any(all(w.weights.get(name, False) for name in model.weights)
-               and all(w.modules.get(m, False) for m in model.modules) for w in serving)
+    return any(
+        all(w.weights.get(name, False) for name in model.weights)
+        and all(w.modules.get(m, False) for m in model.modules)
+        for w in serving
+    )
 
 
 def _live() -> list[WorkerInfo]:
@@ -47,7 +50,8 @@ def check_runnable(kind: str, params: Any) -> None:
                 f"params.{model.param}: {model.value!r} needs {', '.join(model.weights or model.modules)}, "
                 f"which no live {model.queue} worker has. To enable it: {model.how_to_provide}. "
                 "GET /v1/models lists what the workers have",
-                details=[{"field": f"params.{model.param}", "model": model.id}])
+                details=[{"field": f"params.{model.param}", "model": model.id}],
+            )
 
 
 @bp.get("/models")
@@ -55,13 +59,26 @@ def list_models() -> Response:
     workers = _live()
     models = []
     for model in MODELS:
-        models.append({
-            "id": model.id, "selected_by": model.selected_by, "description": model.description,
-            "weights": list(model.weights), "libraries": list(model.modules),
-            "weights_present": runnable(model, workers),
-            "live_workers": sum(1 for w in workers if model.queue in w.queues),
-            "out_of_the_box": model.out_of_the_box, "source": model.source, "licence": model.licence,
-            "how_to_provide": model.how_to_provide,
-        })
-    return jsonify({"models": models, "workers": [{"name": w.name, "queues": w.queues, "device": w.device,
-                                                   "seen_at": w.seen_at} for w in workers]})
+        models.append(
+            {
+                "id": model.id,
+                "selected_by": model.selected_by,
+                "description": model.description,
+                "weights": list(model.weights),
+                "libraries": list(model.modules),
+                "weights_present": runnable(model, workers),
+                "live_workers": sum(1 for w in workers if model.queue in w.queues),
+                "out_of_the_box": model.out_of_the_box,
+                "source": model.source,
+                "licence": model.licence,
+                "how_to_provide": model.how_to_provide,
+            }
+        )
+    return jsonify(
+        {
+            "models": models,
+            "workers": [
+                {"name": w.name, "queues": w.queues, "device": w.device, "seen_at": w.seen_at} for w in workers
+            ],
+        }
+    )

@@ -85,17 +85,31 @@ def thumbnail_url(face_id: str | None) -> str | None:
 
 
 def person_view(p: Person) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "hidden": p.hidden, "faces": p.faces, "photos": p.photos,
-            "latest": p.latest, "created_at": p.created_at, "updated_at": p.updated_at,
-            "cover": {"face": p.cover_face, "chosen": p.cover is not None,
-                      "thumbnail_url": thumbnail_url(p.cover_face)},
-            "links": {"self": url_for("people.get_person", person_id=p.id)}}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "hidden": p.hidden,
+        "faces": p.faces,
+        "photos": p.photos,
+        "latest": p.latest,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+        "cover": {"face": p.cover_face, "chosen": p.cover is not None, "thumbnail_url": thumbnail_url(p.cover_face)},
+        "links": {"self": url_for("people.get_person", person_id=p.id)},
+    }
 
 
 def face_view(m: Member) -> dict[str, Any]:
-    return {"face": m.face, "box": list(m.box), "score": m.score, "confirmed": m.confirmed, "photo": m.photo,
-            "photo_key": m.photo_key, "taken": m.taken,
-            "thumbnail_url": str(svc().store.presigned_get(keys.tenant_key(tenant(), m.thumb))) if m.thumb else None}
+    return {
+        "face": m.face,
+        "box": list(m.box),
+        "score": m.score,
+        "confirmed": m.confirmed,
+        "photo": m.photo,
+        "photo_key": m.photo_key,
+        "taken": m.taken,
+        "thumbnail_url": str(svc().store.presigned_get(keys.tenant_key(tenant(), m.thumb))) if m.thumb else None,
+    }
 
 
 def _people(head: Head | None) -> tuple[dict[str, Person], dict[str, str]]:
@@ -129,11 +143,17 @@ def decide(*decisions: Decision) -> tuple[Head | None, int]:
 
 
 def _busy() -> tuple[Response, int]:
-    return jsonify({"pending": True, "message": "saved: the library is busy (a re-cluster or a night's faces "
-                                                "are being added); your change applies when that ends"}), 202
+    return jsonify(
+        {
+            "pending": True,
+            "message": "saved: the library is busy (a re-cluster or a night's faces "
+            "are being added); your change applies when that ends",
+        }
+    ), 202
 
 
 # -- reading --------------------------------------------------------------------------------------------
+
 
 @bp.get("/library")
 def library_summary() -> Response:
@@ -144,8 +164,16 @@ def library_summary() -> Response:
     if head is None:
         return jsonify({"version": 0, "space": None, "stats": {}, "waiting_jobs": waiting})
     stats = {k: v for k, v in head.stats.items() if ":" not in k}
-    return jsonify({"version": head.version, "space": head.space, "stats": stats, "waiting_jobs": waiting,
-                    "segments": len(head.segments), "updated_at": head.created_at})
+    return jsonify(
+        {
+            "version": head.version,
+            "space": head.space,
+            "stats": stats,
+            "waiting_jobs": waiting,
+            "segments": len(head.segments),
+            "updated_at": head.created_at,
+        }
+    )
 
 
 @bp.get("/people")
@@ -155,13 +183,25 @@ def list_people() -> Response:
     query = parse_query(PeopleQuery)
     which, (offset, limit) = query.filter, page_of(query)
     people = list(library().people(library().head()).people)
-    keep = {"visible": lambda p: not p.hidden, "all": lambda p: True, "named": lambda p: bool(p.name) and not p.hidden,
-            "unnamed": lambda p: not p.name and not p.hidden, "hidden": lambda p: p.hidden}[which]
+    keep = {
+        "visible": lambda p: not p.hidden,
+        "all": lambda p: True,
+        "named": lambda p: bool(p.name) and not p.hidden,
+        "unnamed": lambda p: not p.name and not p.hidden,
+        "hidden": lambda p: p.hidden,
+    }[which]
     chosen = [p for p in people if keep(p)]
     page = chosen[offset : offset + limit]
     end = offset + len(page)
-    return jsonify({"people": [person_view(p) for p in page], "total": len(chosen), "offset": offset,
-                    "limit": limit, "next_offset": end if end < len(chosen) else None})
+    return jsonify(
+        {
+            "people": [person_view(p) for p in page],
+            "total": len(chosen),
+            "offset": offset,
+            "limit": limit,
+            "next_offset": end if end < len(chosen) else None,
+        }
+    )
 
 
 @bp.get("/people/<person:person_id>")
@@ -186,10 +226,18 @@ def get_person(person_id: str) -> Response:
     for p in page:
         p["url"] = svc().store.presigned_get(keys.tenant_key(tenant(), p["key"]))
     end = offset + len(page)
-    return jsonify({"person": person_view(person), "photos": page, "total_photos": len(photos), "offset": offset,
-                    "limit": limit, "next_offset": end if end < len(photos) else None,
-                    "videos": _videos(pid, merged) if offset == 0 else [],
-                    **({"merged_into": pid} if pid != person_id else {})})
+    return jsonify(
+        {
+            "person": person_view(person),
+            "photos": page,
+            "total_photos": len(photos),
+            "offset": offset,
+            "limit": limit,
+            "next_offset": end if end < len(photos) else None,
+            "videos": _videos(pid, merged) if offset == 0 else [],
+            **({"merged_into": pid} if pid != person_id else {}),
+        }
+    )
 
 
 def _videos(pid: str, merged: dict[str, str]) -> list[dict[str, Any]]:
@@ -203,9 +251,13 @@ def _videos(pid: str, merged: dict[str, str]) -> list[dict[str, Any]]:
                 doc = PersonVideo.model_validate_json(store.get_bytes(obj.key))
             except ObjectNotFound:
                 continue
-            out.append({**doc.model_dump(mode="json"),
-                        "url": store.presigned_get(keys.tenant_key(t, doc.video_key)),
-                        "thumbnail_url": store.presigned_get(keys.tenant_key(t, doc.thumb)) if doc.thumb else None})
+            out.append(
+                {
+                    **doc.model_dump(mode="json"),
+                    "url": store.presigned_get(keys.tenant_key(t, doc.video_key)),
+                    "thumbnail_url": store.presigned_get(keys.tenant_key(t, doc.thumb)) if doc.thumb else None,
+                }
+            )
     return sorted(out, key=lambda v: (v["job"], v["item"]))
 
 
@@ -214,9 +266,11 @@ def merge_suggestions() -> Response:
     """Pairs of people who may be one person, closest first (merge them, or leave them)."""
     head = library().head()
     people, _ = _people(head)
-    out = [{"a": person_view(people[s.a]), "b": person_view(people[s.b]), "distance": s.distance}
-           for s in (head.suggestions if head else []) if s.a in people and s.b in people
-           and not (people[s.a].hidden or people[s.b].hidden)]
+    out = [
+        {"a": person_view(people[s.a]), "b": person_view(people[s.b]), "distance": s.distance}
+        for s in (head.suggestions if head else [])
+        if s.a in people and s.b in people and not (people[s.a].hidden or people[s.b].hidden)
+    ]
     return jsonify({"suggestions": out})
 
 
@@ -243,17 +297,18 @@ def list_faces() -> Response:
             if pid is not None or row in skip:
                 continue
             if seen >= offset and len(out) < limit:
-                out.append({**face_view(Member.of(ref.id, row, faces[row])),
-                            "not": doc.rejected.get(str(row), [])})
+                out.append({**face_view(Member.of(ref.id, row, faces[row])), "not": doc.rejected.get(str(row), [])})
             seen += 1
         if len(out) >= limit:
             break
     end = offset + len(out)
-    return jsonify({"faces": out, "total": total, "offset": offset, "limit": limit,
-                    "next_offset": end if end < total else None})
+    return jsonify(
+        {"faces": out, "total": total, "offset": offset, "limit": limit, "next_offset": end if end < total else None}
+    )
 
 
 # -- deciding ------------------------------------------------------------------------------------------
+
 
 @bp.patch("/people/<person:person_id>")
 def patch_person(person_id: str) -> tuple[Response, int]:
@@ -288,8 +343,9 @@ def merge_people() -> tuple[Response, int]:
     if head is None:
         return _busy()
     people, merged = _people(head)
-    return jsonify({"person": person_view(people[_resolve(req.into, merged)]), "merged": req.from_,
-                    "version": head.version}), 200
+    return jsonify(
+        {"person": person_view(people[_resolve(req.into, merged)]), "merged": req.from_, "version": head.version}
+    ), 200
 
 
 @bp.post("/faces/<face:face_id>/person")
@@ -313,8 +369,7 @@ def set_face_person(face_id: str) -> tuple[Response, int]:
     head, _ = decide(decision)
     if head is None:
         return _busy()
-    return jsonify({"face": face_id, "person": decision.person if req.person else None,
-                    "version": head.version}), 200
+    return jsonify({"face": face_id, "person": decision.person if req.person else None, "version": head.version}), 200
 
 
 @bp.post("/people/recluster")
@@ -337,13 +392,24 @@ def refresh() -> tuple[Response, int]:
 
 # -- learning from decisions ----------------------------------------------------------------------------
 
+
 def adapter_view(doc: AdapterDoc, in_use: int | None) -> dict[str, Any]:
     v = doc.validation
-    return {"version": doc.version, "created_at": doc.created_at, "accepted": doc.accepted,
-            "in_use": in_use == doc.version, "reason": doc.reason, "space": doc.space,
-            "library_version": doc.library_version, "held_out": v.held_out, "before": v.before.model_dump(),
-            "after": v.after.model_dump(), "unlabelled_people": v.unlabelled_people,
-            "changed_people": v.changed_people, "training": doc.training}
+    return {
+        "version": doc.version,
+        "created_at": doc.created_at,
+        "accepted": doc.accepted,
+        "in_use": in_use == doc.version,
+        "reason": doc.reason,
+        "space": doc.space,
+        "library_version": doc.library_version,
+        "held_out": v.held_out,
+        "before": v.before.model_dump(),
+        "after": v.after.model_dump(),
+        "unlabelled_people": v.unlabelled_people,
+        "changed_people": v.changed_people,
+        "training": doc.training,
+    }
 
 
 @bp.post("/people/learn")
@@ -365,8 +431,14 @@ def learned() -> Response:
     in_use = adapters.version(head.adapter if head else None)
     docs = adapters.all()
     current = next((d for d in docs if d.version == in_use), None)
-    return jsonify({"in_use": in_use, "rollback_to": adapters.version(current.previous) if current else None,
-                    "can_roll_back": current is not None, "adapters": [adapter_view(d, in_use) for d in docs]})
+    return jsonify(
+        {
+            "in_use": in_use,
+            "rollback_to": adapters.version(current.previous) if current else None,
+            "can_roll_back": current is not None,
+            "adapters": [adapter_view(d, in_use) for d in docs],
+        }
+    )
 
 
 @bp.post("/people/learn/rollback")

@@ -53,8 +53,9 @@ def parse_query(model: type[Q]) -> Q:
         details = validation_details(exc)
         name = str(details[0]["field"])
         expected = _expected(model, name)
-        message = f"query parameter '{name}' {expected}" if expected else f"query parameter '{name}': " \
-                  f"{details[0]['message']}"
+        message = (
+            f"query parameter '{name}' {expected}" if expected else f"query parameter '{name}': {details[0]['message']}"
+        )
         raise BadRequest(message, details) from None
 
 

@@ -32,6 +32,11 @@ def list_styles() -> Response:
     for index, name in enumerate(BUILTIN_STYLE_NAMES):
         key = previews.keys[index] if previews and index < len(previews.keys) else None
         styles.append({"index": index, "name": name, "thumbnail_url": store.presigned_get(key) if key else None})
-    return jsonify({"styles": styles, "previews": "ready" if previews else "pending",
-                    "sample": previews.sample if previews else None,
-                    "urls_expire_in_s": svc().settings.s3.presign_expiry_s})
+    return jsonify(
+        {
+            "styles": styles,
+            "previews": "ready" if previews else "pending",
+            "sample": previews.sample if previews else None,
+            "urls_expire_in_s": svc().settings.s3.presign_expiry_s,
+        }
+    )

@@ -17,7 +17,8 @@ from storage.records import new_id
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     names: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
-        min_length=1, max_length=1000, description="file names to upload")
+        min_length=1, max_length=1000, description="file names to upload"
+    )
 
 
 bp = Blueprint("uploads", __name__, url_prefix="/v1")
@@ -38,9 +39,23 @@ def create_uploads() -> tuple[Response, int]:
     for index, name in enumerate(req.names):
         key = keys.upload(t, upload_id, index, name)
         url, fields = ctx.store.presigned_post(key, limit)
-        out.append({"name": name, "key": keys.strip_tenant(t, key), "method": "POST", "url": url,
-                    "fields": fields, "max_bytes": limit, "expires_in": expiry})
-    return jsonify({"upload_id": upload_id, "uploads": out,
-                    "next": "POST each file as multipart form data to its url (its fields first, the file last "
-                            "in a field named 'file'), then POST /v1/jobs with inputs.keys or inputs.archives "
-                            f"(or inputs.prefix 'uploads/{upload_id}/')"}), 201
+        out.append(
+            {
+                "name": name,
+                "key": keys.strip_tenant(t, key),
+                "method": "POST",
+                "url": url,
+                "fields": fields,
+                "max_bytes": limit,
+                "expires_in": expiry,
+            }
+        )
+    return jsonify(
+        {
+            "upload_id": upload_id,
+            "uploads": out,
+            "next": "POST each file as multipart form data to its url (its fields first, the file last "
+            "in a field named 'file'), then POST /v1/jobs with inputs.keys or inputs.archives "
+            f"(or inputs.prefix 'uploads/{upload_id}/')",
+        }
+    ), 201

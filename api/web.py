@@ -11,18 +11,20 @@ from flask import Blueprint, Response, redirect, render_template, url_for
 bp = Blueprint("web", __name__, static_folder="static", static_url_path="/ui/static", template_folder="templates")
 
 # Presigned S3 URLs live on another host, hence http:/https: for images and videos; everything else is same-origin.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob: http: https:",
-    "media-src 'self' blob: http: https:",
-    "connect-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob: http: https:",
+        "media-src 'self' blob: http: https:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 
 @bp.after_request

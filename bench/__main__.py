@@ -23,8 +23,20 @@ from bench.common import machine
 
 # the model id the default FacesParams store (bench/lfw.py names its vector cache after it)
 DEFAULT_MODEL_ID = "dlib+sface@v1+mirror"
-NAMES = ["pipeline", "style", "faces", "lfw", "embed", "cluster", "search", "scaling", "throughput", "video",
-         "adapt", "library"]
+NAMES = [
+    "pipeline",
+    "style",
+    "faces",
+    "lfw",
+    "embed",
+    "cluster",
+    "search",
+    "scaling",
+    "throughput",
+    "video",
+    "adapt",
+    "library",
+]
 
 
 def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[tuple[str, list[str], int]]:
@@ -32,8 +44,11 @@ def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[t
     # the default embedder's vectors of every lfw-dev face, written by the lfw benchmark (full mode)
     vectors = ["--cache", str(out / f"{lfw.name}-mtcnn-1024-{DEFAULT_MODEL_ID}.npz")] if lfw and full else []
     p: list[tuple[str, list[str], int]] = [
-        ("pipeline", ["--photos", "24" if full else "12", "--ceiling-photos", "32" if full else "16",
-                      "--submissions", "1000"], 900 if full else 600),
+        (
+            "pipeline",
+            ["--photos", "24" if full else "12", "--ceiling-photos", "32" if full else "16", "--submissions", "1000"],
+            900 if full else 600,
+        ),
         ("style", ([str(photos)] if photos else []) + ["--count", "16" if full else "8", "--rounds", "1"], 420),
         ("faces", ([str(photos)] if photos else []) + ["--limit", "64" if full else "24"], 420),
     ]
@@ -44,13 +59,31 @@ def plan(lfw: Path | None, photos: Path | None, out: Path, full: bool) -> list[t
     p += [
         ("embed", (["--data", str(lfw)] if lfw else []) + ["--faces", "64", "--batches", "1,32"], 300),
         ("cluster", ([str(lfw), *vectors] if lfw and full else []), 1800 if full else 180),
-        ("search", ([str(lfw), *vectors] if lfw and full else []) + ["--sizes", "10000,100000,1000000"],
-         1800 if full else 300),
-        ("scaling", ["--out", str(out), "--faces", "100,1000,10000" if full else "100,400",
-                     "--style-mp", "1,4,16,64" if full else "1,4,16"], 1800 if full else 420),
+        (
+            "search",
+            ([str(lfw), *vectors] if lfw and full else []) + ["--sizes", "10000,100000,1000000"],
+            1800 if full else 300,
+        ),
+        (
+            "scaling",
+            [
+                "--out",
+                str(out),
+                "--faces",
+                "100,1000,10000" if full else "100,400",
+                "--style-mp",
+                "1,4,16,64" if full else "1,4,16",
+            ],
+            1800 if full else 420,
+        ),
         ("throughput", ["--photos", "2000" if full else "400"], 1200 if full else 300),
-        ("video", (["--lfw", str(lfw)] if lfw else []) + ["--out", str(out)]
-         + ([] if full else ["--frames", "32", "--styles", "3,21"]), 2400 if full else 1200),
+        (
+            "video",
+            (["--lfw", str(lfw)] if lfw else [])
+            + ["--out", str(out)]
+            + ([] if full else ["--frames", "32", "--styles", "3,21"]),
+            2400 if full else 1200,
+        ),
     ]
     return p
 
@@ -59,11 +92,16 @@ def run_all(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     facts = machine()
-    lines = [f"# Nightshift benchmarks — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}", "",
-             f"Machine: {facts.get('cores')} cores, {facts.get('ram_gb')} GB RAM, {facts.get('cpu')}; "
-             f"GPU: {_gpu()}; Python {facts.get('python')}.",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()), "",
-             f"Mode: {'full' if args.full else 'quick (make bench)'}; LFW: {args.lfw or 'not given'}.", ""]
+    lines = [
+        f"# Nightshift benchmarks — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"Machine: {facts.get('cores')} cores, {facts.get('ram_gb')} GB RAM, {facts.get('cpu')}; "
+        f"GPU: {_gpu()}; Python {facts.get('python')}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()),
+        "",
+        f"Mode: {'full' if args.full else 'quick (make bench)'}; LFW: {args.lfw or 'not given'}.",
+        "",
+    ]
     failures = 0
     for name, bench_args, limit in plan(args.lfw, args.photos, out, args.full):
         if args.only and name not in args.only.split(","):
@@ -94,8 +132,12 @@ def run_all(args: argparse.Namespace) -> int:
 
 def _gpu() -> str:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() or "none"
     except (OSError, subprocess.TimeoutExpired):
         return "none"
@@ -107,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"bench.{argv[0]}")
         result = module.main(argv[1:])
         return result if isinstance(result, int) else 0
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("what", choices=["all"])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--lfw", type=Path, help="LFW folder with pairs.txt and images/")

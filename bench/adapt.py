@@ -76,18 +76,23 @@ def space_for(model: str, override: str | None) -> Any:
 
     if override:
         verify, cluster, assign, margin = (float(v) for v in override.split(","))
-        t = Thresholds(verify=verify, cluster=cluster, identify=assign, identify_margin=margin, assign=assign,
-                       assign_margin=margin)
-        return register_space(EmbeddingSpace(id=f"bench:{model}", dim=0, thresholds=t, models=(model,),
-                                             calibration="bench/adapt.py --thresholds"))
+        t = Thresholds(
+            verify=verify, cluster=cluster, identify=assign, identify_margin=margin, assign=assign, assign_margin=margin
+        )
+        return register_space(
+            EmbeddingSpace(
+                id=f"bench:{model}", dim=0, thresholds=t, models=(model,), calibration="bench/adapt.py --thresholds"
+            )
+        )
     try:
         return space_of(model)
     except UnknownSpace as exc:
         raise SystemExit(f"{exc}: give --thresholds verify,cluster,assign,assign_margin") from None
 
 
-def build_library(lib: Any, vectors: np.ndarray, names: np.ndarray, files: np.ndarray, model: str,
-                  d: Draw) -> dict[str, int]:
+def build_library(
+    lib: Any, vectors: np.ndarray, names: np.ndarray, files: np.ndarray, model: str, d: Draw
+) -> dict[str, int]:
     """Every face but the named people's other photos, folded; then the named people, each made of their shots
     (what a user gets by assigning those faces to a person and naming it). Returns face id -> row."""
     from storage.library.documents import SegmentDoc, SegmentFace
@@ -96,10 +101,21 @@ def build_library(lib: Any, vectors: np.ndarray, names: np.ndarray, files: np.nd
 
     rows = sorted(set(range(len(vectors))) - set(d.others))
     job = "j" + "a" * 16
-    faces = [SegmentFace(face=f"{job}:{n}:0", job=job, item=n, photo=hashlib.sha256(str(files[r]).encode()).hexdigest(),
-                         photo_key=str(files[r]), box=(0.0, 0.0, 100.0, 100.0), score=0.99) for n, r in enumerate(rows)]
-    ref = lib.put_segment(SegmentDoc.of(f"{job}-000", job, model, vectors.shape[1], faces),
-                          vectors[rows].astype(np.float32))
+    faces = [
+        SegmentFace(
+            face=f"{job}:{n}:0",
+            job=job,
+            item=n,
+            photo=hashlib.sha256(str(files[r]).encode()).hexdigest(),
+            photo_key=str(files[r]),
+            box=(0.0, 0.0, 100.0, 100.0),
+            score=0.99,
+        )
+        for n, r in enumerate(rows)
+    ]
+    ref = lib.put_segment(
+        SegmentDoc.of(f"{job}-000", job, model, vectors.shape[1], faces), vectors[rows].astype(np.float32)
+    )
     lib.commit(lambda state: fold(state, [ref]), lock_ttl=600)
     row_of = {f.face: r for f, r in zip(faces, rows, strict=True)}
     place = {r: n for n, r in enumerate(rows)}
@@ -193,21 +209,35 @@ def trial(data: dict[str, Any], k: int, args: argparse.Namespace, seed: int) -> 
     vectors, names, files, model = data["embeddings"], data["names"], data["files"], data["model"]
     space = space_for(model, args.thresholds)
     d = draw(names, k, args.shots, np.random.default_rng(seed))
-    params = AdaptParams(seed=seed, **({"margin": args.margin} if args.margin else {}),
-                         **({"weight": args.weight} if args.weight is not None else {}),
-                         **({"steps": args.steps} if args.steps else {}), **({"rank": args.rank} if args.rank else {}))
+    params = AdaptParams(
+        seed=seed,
+        **({"margin": args.margin} if args.margin else {}),
+        **({"weight": args.weight} if args.weight is not None else {}),
+        **({"steps": args.steps} if args.steps else {}),
+        **({"rank": args.rank} if args.rank else {}),
+    )
     with local_library() as lib:
         build_library(lib, vectors, names, files, model, d)
         t0 = time.perf_counter()
         doc = learn(lib, lib.head(), params)
         seconds = time.perf_counter() - t0
         matrix = Adapters(lib).matrix(doc)
-    result: dict[str, Any] = {"k": k, "seed": seed, "accepted": doc.accepted, "reason": doc.reason,
-                              "learn_s": seconds, "train_s": doc.training.get("seconds", 0.0),
-                              "changed": doc.validation.changed_people, "unlabelled": doc.validation.unlabelled_people}
+    result: dict[str, Any] = {
+        "k": k,
+        "seed": seed,
+        "accepted": doc.accepted,
+        "reason": doc.reason,
+        "learn_s": seconds,
+        "train_s": doc.training.get("seconds", 0.0),
+        "changed": doc.validation.changed_people,
+        "unlabelled": doc.validation.unlabelled_people,
+    }
     for label, x in (("before", vectors), ("after", vectors @ matrix)):
-        result[label] = {"assign": assignment(x, names, d, space.thresholds),
-                         "cluster": clustering(x, names, d, space.thresholds), "tar": tar(x, names, d)}
+        result[label] = {
+            "assign": assignment(x, names, d, space.thresholds),
+            "cluster": clustering(x, names, d, space.thresholds),
+            "tar": tar(x, names, d),
+        }
     return result
 
 
@@ -234,25 +264,50 @@ def report(results: dict[int, list[dict[str, Any]]], model: str, args: argparse.
                     cells.append(f"{p:.3f} / {r:.3f}")
             cells += [f"{_mean(trials, 'before', 'tar', who):.3f}", f"{_mean(trials, 'after', 'tar', who):.3f}"]
             if who == "named":
-                cells += [f"{sum(t['accepted'] for t in trials)}/{len(trials)}",
-                          f"{_mean(trials, 'changed'):.1f} of {_mean(trials, 'unlabelled'):.0f}",
-                          f"{_mean(trials, 'train_s'):.1f} / {_mean(trials, 'learn_s'):.1f}"]
+                cells += [
+                    f"{sum(t['accepted'] for t in trials)}/{len(trials)}",
+                    f"{_mean(trials, 'changed'):.1f} of {_mean(trials, 'unlabelled'):.0f}",
+                    f"{_mean(trials, 'train_s'):.1f} / {_mean(trials, 'learn_s'):.1f}",
+                ]
             else:
                 cells += ["", "", ""]
             rows.append(cells)
-    print(f"\n## Learning from names: {args.vectors} ({model}), {args.shots} named photos per person, "
-          f"{args.trials} trials (means)\n")
-    print(table(["K named", "people", "assignment P / R before", "after", "clustering pairwise P / R before",
-                 "after", "TAR@FAR1e-3 before", "after", "adopted", "unlabelled people changed",
-                 "train / learn s"], rows))
-    reasons = sorted({t["reason"].split(":")[0] + ": " + t["reason"].split(":", 1)[1].split(";")[0]
-                      for ts in results.values() for t in ts})
+    print(
+        f"\n## Learning from names: {args.vectors} ({model}), {args.shots} named photos per person, "
+        f"{args.trials} trials (means)\n"
+    )
+    print(
+        table(
+            [
+                "K named",
+                "people",
+                "assignment P / R before",
+                "after",
+                "clustering pairwise P / R before",
+                "after",
+                "TAR@FAR1e-3 before",
+                "after",
+                "adopted",
+                "unlabelled people changed",
+                "train / learn s",
+            ],
+            rows,
+        )
+    )
+    reasons = sorted(
+        {
+            t["reason"].split(":")[0] + ": " + t["reason"].split(":", 1)[1].split(";")[0]
+            for ts in results.values()
+            for t in ts
+        }
+    )
     print("\nVerdicts (first reason): " + " | ".join(reasons))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.adapt", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench.adapt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("vectors")
     parser.add_argument("--k", default="10,50,200", help="how many people are named, comma-separated")
     parser.add_argument("--shots", type=int, default=3, help="photos the user labels per named person")

@@ -63,8 +63,9 @@ def stage_totals() -> dict[str, tuple[float, float]]:
     return out
 
 
-def per_photo_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
-                 photos: int) -> dict[str, float]:
+def per_photo_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], photos: int
+) -> dict[str, float]:
     """Milliseconds per photo spent in each of STAGES between two `stage_totals` (faces: model = detect+embed)."""
     spent = {s: after.get(s, (0.0, 0.0))[0] - before.get(s, (0.0, 0.0))[0] for s in set(before) | set(after)}
     out = {s: 1000 * spent.get(s, 0.0) / photos for s in STAGES if s != "model"}
@@ -87,8 +88,12 @@ class Stack:
 
         redis = start_redis(root / "redis")
         s3, s3_settings = start_s3(root / "s3")
-        settings = Settings(redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0", s3=s3_settings, data_dir=root,
-                            worker=WorkerSettings(**worker))
+        settings = Settings(
+            redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0",
+            s3=s3_settings,
+            data_dir=root,
+            worker=WorkerSettings(**worker),
+        )
         return cls(root, [redis, s3], settings)
 
     def context(self, **worker: Any) -> Any:
@@ -186,14 +191,17 @@ class Run:
     def __add__(self, other: Run) -> Run:
         """Two runs as one (rounds of an interleaved comparison)."""
         n = self.photos + other.photos
-        stages = {s: (self.stages_ms.get(s, 0) * self.photos + other.stages_ms.get(s, 0) * other.photos) / n
-                  for s in STAGES}
-        return Run(n, self.seconds + other.seconds, stages, self.done + other.done,
-                   self.cpu_seconds + other.cpu_seconds)
+        stages = {
+            s: (self.stages_ms.get(s, 0) * self.photos + other.stages_ms.get(s, 0) * other.photos) / n for s in STAGES
+        }
+        return Run(
+            n, self.seconds + other.seconds, stages, self.done + other.done, self.cpu_seconds + other.cpu_seconds
+        )
 
 
-def run_job(ctx: Any, kind: str, params: dict[str, Any], blobs: Sequence[bytes], *, tenant: str = "bench",
-            chunk_size: int = 16) -> Run:
+def run_job(
+    ctx: Any, kind: str, params: dict[str, Any], blobs: Sequence[bytes], *, tenant: str = "bench", chunk_size: int = 16
+) -> Run:
     """Process a job of `blobs` chunk by chunk in this process, as one worker process would (the job is not
     finalized: its end-of-job outputs are not the steady state). Photos/s and per-stage ms per photo."""
     from storage import keys
@@ -220,8 +228,9 @@ def run_job(ctx: Any, kind: str, params: dict[str, Any], blobs: Sequence[bytes],
 _ENGINES: dict[tuple[str, str, str], Any] = {}
 
 
-def _engine(kind: str, params: dict[str, Any], device: str, build: Callable[[], Any],
-            warm: Callable[[Any], None]) -> Any:
+def _engine(
+    kind: str, params: dict[str, Any], device: str, build: Callable[[], Any], warm: Callable[[Any], None]
+) -> Any:
     """One loaded engine per setting for the in-process references (rounds reuse it)."""
     key = (kind, repr(sorted(params.items())), device)
     if key not in _ENGINES:
@@ -239,8 +248,13 @@ def in_process_style(blobs: Sequence[bytes], params: dict[str, Any], device: str
 
     p = StyleParams.model_validate(params)
     # one onnxruntime thread, as a worker process runs it (worker.threads)
-    engine = _engine("style", params, device, lambda: StyleEngine(device=device, threads=1),
-                     lambda e: e.render(decode_image(blobs[0]), e.expand(p, {})[0]))
+    engine = _engine(
+        "style",
+        params,
+        device,
+        lambda: StyleEngine(device=device, threads=1),
+        lambda e: e.render(decode_image(blobs[0]), e.expand(p, {})[0]),
+    )
     variant = engine.expand(p, {})[0]
     spent = dict.fromkeys(STAGES, 0.0)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -267,13 +281,18 @@ def in_process_faces(blobs: Sequence[bytes], params: dict[str, Any], device: str
     from workers.imaging import decode_reduced
 
     p = FacesParams.model_validate(params)
-    engine = _engine("faces", params, device, lambda: FaceEngine(p, device=device, mirror=p.mirror),
-                     lambda e: e.index_batch([decode_reduced(blobs[0], p.detect_size)[0]]))
+    engine = _engine(
+        "faces",
+        params,
+        device,
+        lambda: FaceEngine(p, device=device, mirror=p.mirror),
+        lambda e: e.index_batch([decode_reduced(blobs[0], p.detect_size)[0]]),
+    )
     spent = dict.fromkeys(STAGES, 0.0)
     t0, c0 = time.perf_counter(), time.process_time()
     for start in range(0, len(blobs), batch):
         t = time.perf_counter()
-        images = [decode_reduced(b, p.detect_size)[0] for b in blobs[start:start + batch]]
+        images = [decode_reduced(b, p.detect_size)[0] for b in blobs[start : start + batch]]
         spent["decode"] += time.perf_counter() - t
         t = time.perf_counter()
         found = engine.index_batch(images)

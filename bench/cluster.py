@@ -94,8 +94,9 @@ def lfw_faces(folder: Path, cache: Path | None = DEFAULT_CACHE) -> Faces:
             if cached == files:
                 embeddings = stored["embeddings"].astype(np.float32)
             elif "model" in stored:
-                raise SystemExit(f"{cache} holds {stored['model']} vectors of other files: run bench/lfw.py on "
-                                 f"{folder} first")
+                raise SystemExit(
+                    f"{cache} holds {stored['model']} vectors of other files: run bench/lfw.py on {folder} first"
+                )
     if embeddings is None:
         print(f"embedding {len(files)} images with dlib (about 0.15 s each) ...", flush=True)
         embeddings = embed_images(folder, files)
@@ -214,8 +215,12 @@ def run_bench(faces: Faces, thresholds: Sequence[float], baseline: bool = True) 
     """Every method on `faces`; dlib's baseline only on dlib descriptors (its 0.5 is dlib's scale)."""
     centre = thresholds_for(faces.model).cluster
     methods: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
-    if baseline and importlib.util.find_spec("dlib") and faces.embeddings.shape[1] == 128 and (
-            not faces.model or faces.model.startswith("dlib-resnet")):
+    if (
+        baseline
+        and importlib.util.find_spec("dlib")
+        and faces.embeddings.shape[1] == 128
+        and (not faces.model or faces.model.startswith("dlib-resnet"))
+    ):
         methods.append(("dlib chinese_whispers 0.50 (baseline)", dlib_baseline))
     for t in thresholds:
         methods.append((f"average linkage {t:.3f}", ours("average", t)))
@@ -231,20 +236,41 @@ def run_bench(faces: Faces, thresholds: Sequence[float], baseline: bool = True) 
 
 def markdown(results: Sequence[Scores], faces: Faces) -> str:
     people, counts = np.unique(faces.people, return_counts=True)
-    summary = (f"{faces.model or 'dlib descriptors (HOG)'}: {len(faces.people)} faces, {len(people)} people "
-               f"({int((counts > 1).sum())} with 2+ photos, {int((counts == 1).sum())} distractors with one)")
-    return summary + "\n\n" + table(
-        ["method", "pairwise P", "pairwise R", "pairwise F1", "BCubed F1", "clusters (2+ faces)", "time s"],
-        [[r.method, f"{r.pairwise_precision:.4f}", f"{r.pairwise_recall:.4f}", f"{r.pairwise_f1:.4f}",
-          f"{r.bcubed_f1:.4f}", f"{r.clusters} ({r.multi_clusters})", f"{r.seconds:.2f}"] for r in results], "---:")
+    summary = (
+        f"{faces.model or 'dlib descriptors (HOG)'}: {len(faces.people)} faces, {len(people)} people "
+        f"({int((counts > 1).sum())} with 2+ photos, {int((counts == 1).sum())} distractors with one)"
+    )
+    return (
+        summary
+        + "\n\n"
+        + table(
+            ["method", "pairwise P", "pairwise R", "pairwise F1", "BCubed F1", "clusters (2+ faces)", "time s"],
+            [
+                [
+                    r.method,
+                    f"{r.pairwise_precision:.4f}",
+                    f"{r.pairwise_recall:.4f}",
+                    f"{r.pairwise_f1:.4f}",
+                    f"{r.bcubed_f1:.4f}",
+                    f"{r.clusters} ({r.multi_clusters})",
+                    f"{r.seconds:.2f}",
+                ]
+                for r in results
+            ],
+            "---:",
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", type=Path, help="LFW-style folder; synthetic data without it")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding cache (.npz)")
-    parser.add_argument("--thresholds", help="comma-separated average-linkage thresholds (default: around the "
-                        f"calibrated one of the vectors' space; {CLUSTER_THRESHOLD:.2f} for dlib descriptors)")
+    parser.add_argument(
+        "--thresholds",
+        help="comma-separated average-linkage thresholds (default: around the "
+        f"calibrated one of the vectors' space; {CLUSTER_THRESHOLD:.2f} for dlib descriptors)",
+    )
     parser.add_argument("--min-photos", type=int, default=2, help="people with at least this many photos")
     parser.add_argument("--distractors", type=int, help="people with one photo to add (default: all)")
     parser.add_argument("--no-baseline", action="store_true", help="skip dlib's chinese whispers")

@@ -15,8 +15,11 @@ from typing import Any
 
 def machine() -> dict[str, Any]:
     """Cores, RAM, CPU, GPU (if torch sees one) and package versions."""
-    facts: dict[str, Any] = {"cores": os.cpu_count(), "python": platform.python_version(),
-                             "cpu": platform.processor() or platform.machine()}
+    facts: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+    }
     try:
         with open("/proc/meminfo") as fh:
             facts["ram_gb"] = round(int(fh.readline().split()[1]) / 1024 / 1024, 1)
@@ -79,6 +82,7 @@ def median(values: Sequence[float]) -> float:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "---") -> str:
     """A Markdown table; floats get three significant digits (format them first for more), `align` is every
     column's divider ("---:": right-aligned)."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"

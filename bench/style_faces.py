@@ -96,8 +96,9 @@ def pictures(folder: Path) -> None:
     styles = (3, 7, 17, 1)
     sheet = Image.new("RGB", (3 * 240, len(styles) * 240 + 24), "white")
     draw = ImageDraw.Draw(sheet)
-    for c, text in enumerate(("no protection (protect_faces 0)", "default (0.65; 0.8 for 15 and 17)",
-                              "protect_faces 0.9")):
+    for c, text in enumerate(
+        ("no protection (protect_faces 0)", "default (0.65; 0.8 for 15 and 17)", "protect_faces 0.9")
+    ):
         draw.text((c * 240 + 4, 5), text, fill=(20, 20, 20), font=font)
     for r, style in enumerate(styles):
         variant = expand_variants(StyleParams(method="builtin", builtin=[style]))[0]
@@ -173,8 +174,11 @@ def main(argv: list[str] | None = None) -> None:
             n = len(originals)
             for p, c in counts.items():
                 key = f"{style}/{strength}/{p}"
-                cache[key] = {"detected": c["detected"] / n, "same_person": c["same"] / n,
-                              "median_distance": float(np.median(c["distances"]))}
+                cache[key] = {
+                    "detected": c["detected"] / n,
+                    "same_person": c["same"] / n,
+                    "median_distance": float(np.median(c["distances"])),
+                }
                 print(f"{key}: {cache[key]}  ({time.perf_counter() - t0:.0f} s)", flush=True)
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(cache, indent=1))

@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     redis = start_redis(root / "redis")
     s3, s3s = start_s3(root / "s3")
-    settings = Settings(redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0", s3=s3s, data_dir=root,
-                        worker=WorkerSettings(chunk_size=16, batch_size=8))
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0",
+        s3=s3s,
+        data_dir=root,
+        worker=WorkerSettings(chunk_size=16, batch_size=8),
+    )
     ports = [free_port() for _ in range(args.workers)]
     workers = [start_worker(settings, "faces", log_dir=root / "logs", metrics_port=p) for p in ports]
     api = ApiServer(settings).start()
@@ -99,23 +103,45 @@ def main(argv: list[str] | None = None) -> int:
     t90 = min(t for t, f in marks.items() if f >= 0.9)
     steady = 0.8 * args.photos / max(t90 - t10, 1e-9)
     print(f"## Whole-stack throughput ({args.photos} photos, {args.workers} faces workers, this machine)\n")
-    print(table(["measure", "value"], [
-        ["job state", job["state"]], ["faces found", job.get("summary", {}).get("faces")],
-        ["wall time (s)", total], ["photos/s overall, with the library fold at the end", args.photos / total],
-        ["photos/s overall, up to the last photo recorded (without the fold)", args.photos / items_s],
-        ["library fold at the job's end (s)", total - items_s],
-        ["library fold summary", str(job.get("summary", {}).get("library"))[:100]],
-        ["photos/s steady state (10-90 %)", steady],
-        ["worker RSS at 5 % (MB, per worker)", " / ".join(f"{v:.0f}" for v in rss_early)],
-        ["worker RSS at the end (MB, per worker)", " / ".join(f"{v:.0f}" for v in rss)],
-    ]))
+    print(
+        table(
+            ["measure", "value"],
+            [
+                ["job state", job["state"]],
+                ["faces found", job.get("summary", {}).get("faces")],
+                ["wall time (s)", total],
+                ["photos/s overall, with the library fold at the end", args.photos / total],
+                ["photos/s overall, up to the last photo recorded (without the fold)", args.photos / items_s],
+                ["library fold at the job's end (s)", total - items_s],
+                ["library fold summary", str(job.get("summary", {}).get("library"))[:100]],
+                ["photos/s steady state (10-90 %)", steady],
+                ["worker RSS at 5 % (MB, per worker)", " / ".join(f"{v:.0f}" for v in rss_early)],
+                ["worker RSS at the end (MB, per worker)", " / ".join(f"{v:.0f}" for v in rss)],
+            ],
+        )
+    )
     busy = sum(s for s, _ in stages.values()) or 1.0
     print("\nWhere the time goes (worker metrics, summed over workers):\n")
-    print(table(["stage", "seconds", "share", "ms per call"],
-                [[k, s, f"{100 * s / busy:.0f} %", 1000 * s / max(n, 1)] for k, (s, n) in sorted(stages.items())]))
-    write_json(args.json, {"machine": machine(), "photos": args.photos, "seconds": total, "items_seconds": items_s,
-                           "faces": job.get("summary", {}).get("faces"), "steady_per_s": steady,
-                           "stages": stages, "worker_rss_mb": rss, "worker_rss_early_mb": rss_early})
+    print(
+        table(
+            ["stage", "seconds", "share", "ms per call"],
+            [[k, s, f"{100 * s / busy:.0f} %", 1000 * s / max(n, 1)] for k, (s, n) in sorted(stages.items())],
+        )
+    )
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "photos": args.photos,
+            "seconds": total,
+            "items_seconds": items_s,
+            "faces": job.get("summary", {}).get("faces"),
+            "steady_per_s": steady,
+            "stages": stages,
+            "worker_rss_mb": rss,
+            "worker_rss_early_mb": rss_early,
+        },
+    )
     return 0
 
 

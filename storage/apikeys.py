@@ -36,8 +36,10 @@ class ApiKeys:
         """Register a key chosen elsewhere (e.g. the local stack's generated key)."""
         check_tenant(tenant)
         with unavailable_on_error():
-            self._r.hset(self.keys.api_key(hash_key(api_key)),
-                         mapping={"tenant": tenant, "name": name, "created_at": time.time()})
+            self._r.hset(
+                self.keys.api_key(hash_key(api_key)),
+                mapping={"tenant": tenant, "name": name, "created_at": time.time()},
+            )
 
     def tenant_of(self, api_key: str) -> str | None:
         with unavailable_on_error():

@@ -76,8 +76,9 @@ class Coordination:
 
         The lock expires `ttl` seconds after its last extension; a thread extends it every ttl/3.
         """
-        lock = self._r.lock(self.keys.lock(name), timeout=ttl, blocking=wait > 0, blocking_timeout=wait or None,
-                            thread_local=False)
+        lock = self._r.lock(
+            self.keys.lock(name), timeout=ttl, blocking=wait > 0, blocking_timeout=wait or None, thread_local=False
+        )
         with unavailable_on_error():
             acquired = lock.acquire()
         if not acquired:

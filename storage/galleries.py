@@ -36,9 +36,16 @@ class GalleryDoc(BaseModel):
     people: dict[str, GalleryPerson] = Field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "version": self.version, "model": self.model or None,
-                "people": [{"name": n, "photos": len(p.photos), "embeddings": len(p.embeddings)}
-                           for n, p in sorted(self.people.items())]}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "model": self.model or None,
+            "people": [
+                {"name": n, "photos": len(p.photos), "embeddings": len(p.embeddings)}
+                for n, p in sorted(self.people.items())
+            ],
+        }
 
 
 class Galleries:
@@ -74,8 +81,9 @@ class Galleries:
             newest[gallery_id] = max(newest.get(gallery_id, ""), obj.key)
         return [GalleryDoc.model_validate_json(self.store.get_bytes(k)) for k in newest.values()]
 
-    def enrol(self, gallery_id: str, name: str, embeddings: list[list[float]], photos: list[str],
-              model: str) -> GalleryDoc:
+    def enrol(
+        self, gallery_id: str, name: str, embeddings: list[list[float]], photos: list[str], model: str
+    ) -> GalleryDoc:
         """Add `name`'s vectors and photos as the next version. Raises ModelMismatch, ObjectNotFound."""
         for _ in range(ATTEMPTS):
             doc = self.latest(gallery_id)

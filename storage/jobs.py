@@ -61,8 +61,15 @@ def ready_to_end(job: Job) -> bool:
     return not job.state.finished and job.ingested and job.finished_items >= job.total
 
 
-def finalize_job(records: RecordStore, store: ObjectStore, job_id: str, summarize: Summarize = plain_summary, *,
-                 wait: float = 0.0, lock_ttl: float = FINALIZE_LOCK_TTL_S) -> bool:
+def finalize_job(
+    records: RecordStore,
+    store: ObjectStore,
+    job_id: str,
+    summarize: Summarize = plain_summary,
+    *,
+    wait: float = 0.0,
+    lock_ttl: float = FINALIZE_LOCK_TTL_S,
+) -> bool:
     """End `job_id` if every item is final: True when this call ended it.
 
     Raises LockBusy when another process is finalizing it (after `wait` seconds), FinalizeLost when the

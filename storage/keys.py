@@ -85,7 +85,7 @@ def tenant_key(tenant: str, rel: str) -> str:
 
 def strip_tenant(tenant: str, key: str) -> str:
     root = tenant_root(tenant)
-    return key[len(root):] if key.startswith(root) else key
+    return key[len(root) :] if key.startswith(root) else key
 
 
 def upload(tenant: str, upload_id: str, index: int, name: str) -> str:
@@ -186,7 +186,6 @@ def query_photo(tenant: str, unique: str, name: str) -> str:
     """A photo sent with a question (verify, search, identify); deleted after the answer, and expired by the
     bucket's lifecycle rule on ``t/*/tmp/`` if that fails."""
     return f"{tenant_root(tenant)}{QUERY_FOLDER}{unique}/{safe_name(name, 'photo')}"
-
 
 
 def library_root(tenant: str) -> str:

@@ -47,12 +47,30 @@ class ItemRecord(BaseModel):
 
     @classmethod
     def of(cls, item: Item) -> ItemRecord:
-        return cls(index=item.index, name=item.name, key=item.key, state=item.state, error=item.error,
-                   error_code=item.error_code, attempts=item.attempts, outputs=item.outputs, info=item.info)
+        return cls(
+            index=item.index,
+            name=item.name,
+            key=item.key,
+            state=item.state,
+            error=item.error,
+            error_code=item.error_code,
+            attempts=item.attempts,
+            outputs=item.outputs,
+            info=item.info,
+        )
 
     def to_item(self) -> Item:
-        return Item(self.index, self.name, self.key, self.state, self.attempts, self.error, list(self.outputs),
-                    dict(self.info), self.error_code)
+        return Item(
+            self.index,
+            self.name,
+            self.key,
+            self.state,
+            self.attempts,
+            self.error,
+            list(self.outputs),
+            dict(self.info),
+            self.error_code,
+        )
 
 
 class JobManifest(BaseModel):
@@ -74,14 +92,31 @@ class JobManifest(BaseModel):
 
     def to_job(self) -> Job:
         c = self.counts
-        return Job(id=self.id, kind=self.kind, tenant=self.tenant, state=self.state, params=self.params, inputs={},
-                   label=self.label, created_at=self.created_at, started_at=self.started_at,
-                   finished_at=self.finished_at, total=c.total, done=c.done, failed=c.failed, skipped=c.skipped,
-                   cancelled=c.cancelled, ingested=True, error=self.error, extra=self.summary)
+        return Job(
+            id=self.id,
+            kind=self.kind,
+            tenant=self.tenant,
+            state=self.state,
+            params=self.params,
+            inputs={},
+            label=self.label,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            total=c.total,
+            done=c.done,
+            failed=c.failed,
+            skipped=c.skipped,
+            cancelled=c.cancelled,
+            ingested=True,
+            error=self.error,
+            extra=self.summary,
+        )
 
 
-def write_manifest(store: ObjectStore, job: Job, state: JobState, items: Iterable[Item], summary: dict[str, Any],
-                   error: str | None) -> JobManifest:
+def write_manifest(
+    store: ObjectStore, job: Job, state: JobState, items: Iterable[Item], summary: dict[str, Any], error: str | None
+) -> JobManifest:
     """Write items.jsonl (streamed) and manifest.json for a job ending in `state`."""
     items_key = keys.job_artifact(job.tenant, job.id, ITEMS_NAME)
     with tempfile.TemporaryFile() as fh:
@@ -91,11 +126,19 @@ def write_manifest(store: ObjectStore, job: Job, state: JobState, items: Iterabl
         fh.seek(0)
         store.put_stream(items_key, fh, size, "application/x-ndjson")
     manifest = JobManifest(
-        id=job.id, kind=job.kind, tenant=job.tenant, state=state, label=job.label, params=job.params,
-        created_at=job.created_at, started_at=job.started_at, finished_at=time.time(),
-        counts=Counts(total=job.total, done=job.done, failed=job.failed, skipped=job.skipped,
-                      cancelled=job.cancelled),
-        error=error, summary=summary, items_key=keys.strip_tenant(job.tenant, items_key),
+        id=job.id,
+        kind=job.kind,
+        tenant=job.tenant,
+        state=state,
+        label=job.label,
+        params=job.params,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=time.time(),
+        counts=Counts(total=job.total, done=job.done, failed=job.failed, skipped=job.skipped, cancelled=job.cancelled),
+        error=error,
+        summary=summary,
+        items_key=keys.strip_tenant(job.tenant, items_key),
     )
     store.put_bytes(keys.manifest(job.tenant, job.id), manifest.model_dump_json(indent=1).encode(), "application/json")
     return manifest

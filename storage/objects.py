@@ -31,8 +31,14 @@ T = TypeVar("T")
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload", "NotFound"}
 _PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
-_TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "ServerBusy",
-              "XMinioServerNotInitialized"}
+_TRANSIENT = {
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "ServerBusy",
+    "XMinioServerNotInitialized",
+}
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,10 @@ class ObjectStore:
         secure = settings.secure if settings.public_secure is None else settings.public_secure
         # Presigning is offline (region is given), so this client never has to reach `public`.
         self._public = Minio(
-            public, access_key=settings.access_key, secret_key=settings.secret_key, secure=secure,
+            public,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=secure,
             region=settings.region,
         )
 
@@ -106,8 +115,14 @@ class ObjectStore:
                 last = exc
             if attempt < attempts:
                 sleep = min(delay, self.settings.backoff_max_s) * (0.8 + 0.4 * random.random())
-                log.warning("object store %s failed (%s), retry %d/%d in %.1fs", what, type(last).__name__,
-                            attempt, attempts - 1, sleep)
+                log.warning(
+                    "object store %s failed (%s), retry %d/%d in %.1fs",
+                    what,
+                    type(last).__name__,
+                    attempt,
+                    attempts - 1,
+                    sleep,
+                )
                 time.sleep(sleep)
                 delay *= 2
         raise StoreUnavailable(f"object store unreachable for {what}: {type(last).__name__}") from None
@@ -131,9 +146,16 @@ class ObjectStore:
         """True when the endpoint answers within about a second and the bucket exists (one attempt)."""
         if self._quick is None:
             s = self.settings
-            self._quick = Minio(s.endpoint, access_key=s.access_key, secret_key=s.secret_key, secure=s.secure,
-                                region=s.region, http_client=urllib3.PoolManager(
-                                    timeout=urllib3.Timeout(connect=1.0, read=1.0), retries=False, maxsize=2))
+            self._quick = Minio(
+                s.endpoint,
+                access_key=s.access_key,
+                secret_key=s.secret_key,
+                secure=s.secure,
+                region=s.region,
+                http_client=urllib3.PoolManager(
+                    timeout=urllib3.Timeout(connect=1.0, read=1.0), retries=False, maxsize=2
+                ),
+            )
         try:
             return bool(self._quick.bucket_exists(self.bucket))
         except Exception:
@@ -163,8 +185,9 @@ class ObjectStore:
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, indent=1, default=str).encode(), "application/json")
 
-    def put_stream(self, key: str, stream: IO[bytes], length: int = -1,
-                   content_type: str = "application/octet-stream") -> None:
+    def put_stream(
+        self, key: str, stream: IO[bytes], length: int = -1, content_type: str = "application/octet-stream"
+    ) -> None:
         """Write from a stream without holding it in memory (multipart above `part_size`).
 
         A seekable stream is rewound and retried on transient errors; a non-seekable one is not.
@@ -291,7 +314,9 @@ class ObjectStore:
         """A short-lived GET URL signed for the public endpoint."""
         headers = {"response-content-disposition": f'attachment; filename="{filename}"'} if filename else None
         return self._public.presigned_get_object(
-            self.bucket, key, expires=timedelta(seconds=expires_s or self.settings.presign_expiry_s),
+            self.bucket,
+            key,
+            expires=timedelta(seconds=expires_s or self.settings.presign_expiry_s),
             response_headers=headers,
         )
 
@@ -301,8 +326,9 @@ class ObjectStore:
         S3 enforces the size only for POST policies (`content-length-range`), never for presigned PUTs.
         Returns the form's URL and its fields; the file goes last, in a field named `file`.
         """
-        policy = PostPolicy(self.bucket, datetime.now(UTC)
-                            + timedelta(seconds=expires_s or self.settings.presign_expiry_s))
+        policy = PostPolicy(
+            self.bucket, datetime.now(UTC) + timedelta(seconds=expires_s or self.settings.presign_expiry_s)
+        )
         policy.add_equals_condition("key", key)
         policy.add_content_length_range_condition(0, max_bytes)
         fields = self._public.presigned_post_policy(policy)

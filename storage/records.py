@@ -309,11 +309,23 @@ class RecordStore(Coordination):
         created = job.created_at or now()
         items = self._unique_names(job.id, items)
         fields: dict[str, str | int | float] = {
-            "id": job.id, "kind": str(job.kind), "tenant": job.tenant, "state": str(job.state),
-            "params": json.dumps(job.params), "inputs": json.dumps(job.inputs), "label": job.label or "",
-            "created_at": created, "total": len(items), "done": 0, "failed": 0,
-            "skipped": 0, "cancelled": 0, "ingested": "1" if job.ingested else "0", "cancel_requested": "0",
-            "enqueued": len(items), "ingest_cursor": 0,
+            "id": job.id,
+            "kind": str(job.kind),
+            "tenant": job.tenant,
+            "state": str(job.state),
+            "params": json.dumps(job.params),
+            "inputs": json.dumps(job.inputs),
+            "label": job.label or "",
+            "created_at": created,
+            "total": len(items),
+            "done": 0,
+            "failed": 0,
+            "skipped": 0,
+            "cancelled": 0,
+            "ingested": "1" if job.ingested else "0",
+            "cancel_requested": "0",
+            "enqueued": len(items),
+            "ingest_cursor": 0,
         }
         with unavailable_on_error():
             pipe = self._r.pipeline(transaction=True)
@@ -341,8 +353,19 @@ class RecordStore(Coordination):
     def _add_items(self, pipe: Any, job_id: str, items: Iterable[Item]) -> None:
         for it in items:
             key = self.keys.item(job_id, it.index)
-            pipe.hset(key, mapping={"index": it.index, "name": it.name, "key": it.key, "state": str(it.state),
-                                    "attempts": 0, "error": "", "outputs": "[]", "info": "{}"})
+            pipe.hset(
+                key,
+                mapping={
+                    "index": it.index,
+                    "name": it.name,
+                    "key": it.key,
+                    "state": str(it.state),
+                    "attempts": 0,
+                    "error": "",
+                    "outputs": "[]",
+                    "info": "{}",
+                },
+            )
             pipe.expire(key, self.ttl)
 
     def add_items(self, job_id: str, items: Sequence[Item], *, ingest_cursor: int | None = None) -> None:
@@ -383,18 +406,36 @@ class RecordStore(Coordination):
         if not h or (tenant is not None and h.get("tenant") != tenant):
             raise RecordNotFound(f"job {job_id} not found")
         return Job(
-            id=h["id"], kind=JobKind(h["kind"]), tenant=h["tenant"], state=JobState(h["state"]),
-            params=json.loads(h.get("params") or "{}"), inputs=json.loads(h.get("inputs") or "{}"),
-            label=h.get("label") or None, created_at=float(h.get("created_at") or 0),
-            started_at=_f(h.get("started_at")), finished_at=_f(h.get("finished_at")),
-            total=int(h.get("total") or 0), done=int(h.get("done") or 0), failed=int(h.get("failed") or 0),
-            skipped=int(h.get("skipped") or 0), cancelled=int(h.get("cancelled") or 0),
-            ingested=h.get("ingested") == "1", cancel_requested=h.get("cancel_requested") == "1",
-            error=h.get("error") or None, extra=json.loads(h.get("extra") or "{}"),
+            id=h["id"],
+            kind=JobKind(h["kind"]),
+            tenant=h["tenant"],
+            state=JobState(h["state"]),
+            params=json.loads(h.get("params") or "{}"),
+            inputs=json.loads(h.get("inputs") or "{}"),
+            label=h.get("label") or None,
+            created_at=float(h.get("created_at") or 0),
+            started_at=_f(h.get("started_at")),
+            finished_at=_f(h.get("finished_at")),
+            total=int(h.get("total") or 0),
+            done=int(h.get("done") or 0),
+            failed=int(h.get("failed") or 0),
+            skipped=int(h.get("skipped") or 0),
+            cancelled=int(h.get("cancelled") or 0),
+            ingested=h.get("ingested") == "1",
+            cancel_requested=h.get("cancel_requested") == "1",
+            error=h.get("error") or None,
+            extra=json.loads(h.get("extra") or "{}"),
         )
 
-    def list_jobs(self, tenant: str, *, state: str | None = None, kind: str | None = None,
-                  limit: int = 50, before: float | None = None) -> list[Job]:
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[Job]:
         """Newest first; `before` is the created_at cursor of the previous page."""
         out: list[Job] = []
         hi: float | str = f"({before}" if before is not None else "+inf"
@@ -441,19 +482,26 @@ class RecordStore(Coordination):
         return count
 
     def set_job_fields(self, job_id: str, **fields: Any) -> None:
-        enc = {k: (json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v)))
-               for k, v in fields.items()}
+        enc = {
+            k: (json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v)))
+            for k, v in fields.items()
+        }
         with unavailable_on_error():
             self._r.hset(self.keys.job(job_id), mapping=enc)
 
-    def complete_job(self, job_id: str, state: JobState, error: str | None = None,
-                     extra: dict[str, Any] | None = None) -> bool:
+    def complete_job(
+        self, job_id: str, state: JobState, error: str | None = None, extra: dict[str, Any] | None = None
+    ) -> bool:
         """The job's terminal transition; True for the one caller that made it, False if it had finished."""
         if state not in FINISHED_STATES:
             raise ValueError(f"{state} is not a terminal job state")
         with unavailable_on_error():
-            return bool(self._complete_job(keys=[self.keys.job(job_id), self.keys.live_jobs()],
-                                           args=[str(state), now(), error or "", json.dumps(extra or {})]))
+            return bool(
+                self._complete_job(
+                    keys=[self.keys.job(job_id), self.keys.live_jobs()],
+                    args=[str(state), now(), error or "", json.dumps(extra or {})],
+                )
+            )
 
     # -- items -----------------------------------------------------------------------------
     def get_items(self, job_id: str, indices: Iterable[int]) -> list[Item]:
@@ -473,9 +521,14 @@ class RecordStore(Coordination):
     @staticmethod
     def _to_item(h: dict[str, str]) -> Item:
         return Item(
-            index=int(h["index"]), name=h.get("name", ""), key=h.get("key", ""), state=ItemState(h["state"]),
-            attempts=int(h.get("attempts") or 0), error=h.get("error") or None,
-            outputs=json.loads(h.get("outputs") or "[]"), info=json.loads(h.get("info") or "{}"),
+            index=int(h["index"]),
+            name=h.get("name", ""),
+            key=h.get("key", ""),
+            state=ItemState(h["state"]),
+            attempts=int(h.get("attempts") or 0),
+            error=h.get("error") or None,
+            outputs=json.loads(h.get("outputs") or "[]"),
+            info=json.loads(h.get("info") or "{}"),
             error_code=ItemErrorCode(h["error_code"]) if h.get("error_code") else None,
         )
 
@@ -501,18 +554,34 @@ class RecordStore(Coordination):
         with unavailable_on_error():
             self._r.hincrby(self.keys.item(job_id, index), "attempts", -1)
 
-    def finish_item(self, job_id: str, index: int, state: ItemState, *, error: str | None = None,
-                    error_code: ItemErrorCode | None = None, outputs: Sequence[str] = (),
-                    info: dict[str, Any] | None = None) -> int:
+    def finish_item(
+        self,
+        job_id: str,
+        index: int,
+        state: ItemState,
+        *,
+        error: str | None = None,
+        error_code: ItemErrorCode | None = None,
+        outputs: Sequence[str] = (),
+        info: dict[str, Any] | None = None,
+    ) -> int:
         """Record an item's terminal state once. Returns 0 (already final), 1, or 2 (job complete)."""
         if state not in TERMINAL_ITEM_STATES:
             raise ValueError(f"{state} is not a terminal item state")
         with unavailable_on_error():
-            return int(self._finish_item(
-                keys=[self.keys.item(job_id, index), self.keys.job(job_id)],
-                args=[str(state), error or "", error_code or "", json.dumps(list(outputs)), json.dumps(info or {}),
-                      now()],
-            ))
+            return int(
+                self._finish_item(
+                    keys=[self.keys.item(job_id, index), self.keys.job(job_id)],
+                    args=[
+                        str(state),
+                        error or "",
+                        error_code or "",
+                        json.dumps(list(outputs)),
+                        json.dumps(info or {}),
+                        now(),
+                    ],
+                )
+            )
 
     # -- progress in units finer than items (frames of a video segment) ------------------
     def set_progress(self, job_id: str, index: int, done: int, total: int) -> None:
@@ -550,8 +619,13 @@ class RecordStore(Coordination):
         for res in results:
             if res.state not in TERMINAL_ITEM_STATES:
                 raise ValueError(f"{res.state} is not a terminal item state")
-            args += [str(res.state), res.error or "", res.error_code or "", json.dumps(list(res.outputs)),
-                     json.dumps(res.info or {})]
+            args += [
+                str(res.state),
+                res.error or "",
+                res.error_code or "",
+                json.dumps(list(res.outputs)),
+                json.dumps(res.info or {}),
+            ]
         keys = [self.keys.job(job_id), *(self.keys.item(job_id, res.index) for res in results)]
         with unavailable_on_error():
             return [int(n) for n in self._finish_items(keys=keys, args=args)]

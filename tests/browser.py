@@ -45,8 +45,9 @@ def _apt_install_chromium() -> None:
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False)
         if proc.returncode != 0:
-            pytest.skip(f"could not install chromium ({' '.join(cmd)} exited {proc.returncode}): "
-                        f"{proc.stderr.strip()[-400:]}")
+            pytest.skip(
+                f"could not install chromium ({' '.join(cmd)} exited {proc.returncode}): {proc.stderr.strip()[-400:]}"
+            )
 
 
 def find_chromium() -> str:
@@ -55,11 +56,15 @@ def find_chromium() -> str:
     if path:
         return path
     if not shutil.which("apt-get"):
-        pytest.skip("no chromium on PATH and no apt-get to install it: install Chromium (Debian: apt-get install "
-                    "chromium) to run the browser tests")
+        pytest.skip(
+            "no chromium on PATH and no apt-get to install it: install Chromium (Debian: apt-get install "
+            "chromium) to run the browser tests"
+        )
     if os.geteuid() != 0:
-        pytest.skip("no chromium on PATH and not root, so it cannot be installed here: run "
-                    "'sudo apt-get install chromium' to run the browser tests")
+        pytest.skip(
+            "no chromium on PATH and not root, so it cannot be installed here: run "
+            "'sudo apt-get install chromium' to run the browser tests"
+        )
     _apt_install_chromium()
     path = _which_chromium()
     if not path:
@@ -91,5 +96,7 @@ def images_loaded(pg: Any, selector: str) -> int:
     """How many images match; fails unless every one of them decoded (naturalWidth > 0)."""
     pg.wait_for_function(
         "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
-        arg=selector, timeout=15_000)
+        arg=selector,
+        timeout=15_000,
+    )
     return int(pg.eval_on_selector_all(selector, "imgs => imgs.length"))

@@ -50,10 +50,12 @@ class OwnStack(Services):
     key: str
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def add_worker(self, queue: str, app: str, concurrency: int = 1,
-                   extra_env: dict[str, str] | None = None) -> WorkerProcess:
-        w = start_worker(self.settings, queue, concurrency=concurrency, log_dir=self.root / "logs", app=app,
-                         extra_env=extra_env)
+    def add_worker(
+        self, queue: str, app: str, concurrency: int = 1, extra_env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        w = start_worker(
+            self.settings, queue, concurrency=concurrency, log_dir=self.root / "logs", app=app, extra_env=extra_env
+        )
         self.workers.append(w)
         wait_worker_ready(w)
         return w
@@ -96,9 +98,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     redis = start_redis(root / "redis", password=password)
     s3, s3_settings = start_s3(root / "s3")
     settings = Settings(
-        redis_url=local_redis_url(redis.ports["redis"], password), s3=s3_settings, data_dir=root, key_prefix="nst",
-        worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3, heartbeat_s=1,
-                              vgg19_weights=root / "vgg19-random.pth"),  # written by the Gatys test
+        redis_url=local_redis_url(redis.ports["redis"], password),
+        s3=s3_settings,
+        data_dir=root,
+        key_prefix="nst",
+        worker=WorkerSettings(
+            chunk_size=4, batch_size=2, max_attempts=3, heartbeat_s=1, vgg19_weights=root / "vgg19-random.pth"
+        ),  # written by the Gatys test
         api=ApiSettings(rate_limit_per_minute=100_000),
     )
     yield Services(settings, redis, s3, root)
@@ -108,8 +114,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 def workers(services: Services) -> Iterator[dict[str, WorkerProcess]]:
-    procs = {q: start_worker(services.settings, q, log_dir=services.root / "logs",
-                             metrics_port=free_port() if q == "style" else 0) for q in ("style", "faces")}
+    procs = {
+        q: start_worker(
+            services.settings, q, log_dir=services.root / "logs", metrics_port=free_port() if q == "style" else 0
+        )
+        for q in ("style", "faces")
+    }
     try:
         for w in procs.values():
             wait_worker_ready(w)
@@ -145,8 +155,14 @@ def page(browser: Any) -> Iterator[Any]:
     pg = context.new_page()
     problems: list[str] = []
     pg.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
-    pg.on("console", lambda msg: problems.append(f"console: {msg.text}")
-          if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    pg.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
     yield pg
     context.close()
     assert not problems, problems
@@ -180,8 +196,13 @@ HEAVY = ("torch", "dlib", "facenet_pytorch", "onnxruntime", "onnx", "skimage.tra
 
 def fresh_python(code: str) -> str:
     """What `code` prints in a new interpreter (for what a process imports or sets up when it starts)."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).resolve().parents[1]).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
 
 
 def heavy_imports(modules: str) -> list[str]:
@@ -205,5 +226,3 @@ def photo(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
     base = np.stack([(xx * (3 + seed % 5)) % 256, (yy * (2 + seed % 3)) % 256, (xx + yy + seed * 17) % 256], -1)
     noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
     return jpeg_bytes(noisy)
-
-

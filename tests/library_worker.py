@@ -28,10 +28,17 @@ from workers.tasks import app
 __all__ = ["app", "identity_photo", "SYNTHETIC"]
 SIDE = 80  # one face square
 DIM = 128
-SYNTHETIC = register_space(EmbeddingSpace(
-    id="synthetic-v1", dim=DIM, models=("synthetic@v1",), calibration="tests/library_worker.py",
-    thresholds=Thresholds(verify=0.8, cluster=0.7, identify=0.7, identify_margin=0.05, assign=0.7,
-                          assign_margin=0.05)))
+SYNTHETIC = register_space(
+    EmbeddingSpace(
+        id="synthetic-v1",
+        dim=DIM,
+        models=("synthetic@v1",),
+        calibration="tests/library_worker.py",
+        thresholds=Thresholds(
+            verify=0.8, cluster=0.7, identify=0.7, identify_margin=0.05, assign=0.7, assign_margin=0.05
+        ),
+    )
+)
 
 
 def identity_photo(faces: list[tuple[int, int]], width_blocks: int | None = None) -> bytes:

@@ -50,6 +50,7 @@ def one_thread() -> Iterator[None]:
 
 # -- the loss and the mining ----------------------------------------------------------------------------
 
+
 def _line(points: list[float]) -> torch.Tensor:
     return torch.tensor([[p] for p in points], dtype=torch.float64)
 
@@ -89,8 +90,9 @@ def test_negatives_come_only_from_names_and_moves() -> None:
 
 def _glasses_data(people: int = 6) -> tuple[np.ndarray, FaceLabels]:
     rows = [(p, look) for p in range(people) for look in (0, 1, GLASSES_FROM, GLASSES_FROM + 1)]
-    return np.stack([face_vector(p, k) for p, k in rows]), FaceLabels(np.array([p for p, _ in rows]),
-                                                                       np.ones(people, bool))
+    return np.stack([face_vector(p, k) for p, k in rows]), FaceLabels(
+        np.array([p for p, _ in rows]), np.ones(people, bool)
+    )
 
 
 def test_training_starts_at_the_identity_is_deterministic_and_learns_what_names_say() -> None:
@@ -125,18 +127,31 @@ def test_keep_spread_keeps_impostor_distances_and_leaves_genuine_pulls() -> None
 
 # -- on a library (real Redis and S3) ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def lib(services: Services) -> LibraryStore:
     return LibraryStore(services.store, services.records, "adapt-" + secrets.token_hex(4))
 
 
-def _segment(lib: LibraryStore, faces: list[tuple[int, int]], night: int = 1
-             ) -> tuple[SegmentRef, dict[str, tuple[int, int]]]:
+def _segment(
+    lib: LibraryStore, faces: list[tuple[int, int]], night: int = 1
+) -> tuple[SegmentRef, dict[str, tuple[int, int]]]:
     job = f"j{night:016x}"  # fixed: which faces are held out follows from their ids
-    rows = [SegmentFace(face=f"{job}:{n}:0", job=job, item=n, photo=hashlib.sha256(f"{job}{n}".encode()).hexdigest(),
-                        photo_key=f"{job}/{n}.png", box=(0.0, 0.0, 80.0, 80.0), score=0.99) for n in range(len(faces))]
-    ref = lib.put_segment(SegmentDoc.of(f"{job}-000", job, MODEL, DIM, rows),
-                          np.stack([face_vector(*f) for f in faces]))
+    rows = [
+        SegmentFace(
+            face=f"{job}:{n}:0",
+            job=job,
+            item=n,
+            photo=hashlib.sha256(f"{job}{n}".encode()).hexdigest(),
+            photo_key=f"{job}/{n}.png",
+            box=(0.0, 0.0, 80.0, 80.0),
+            score=0.99,
+        )
+        for n in range(len(faces))
+    ]
+    ref = lib.put_segment(
+        SegmentDoc.of(f"{job}-000", job, MODEL, DIM, rows), np.stack([face_vector(*f) for f in faces])
+    )
     return ref, {r.face: f for r, f in zip(rows, faces, strict=True)}
 
 
@@ -149,8 +164,9 @@ def _who(lib: LibraryStore, identity: dict[str, tuple[int, int]]) -> dict[str, s
 def night(lib: LibraryStore) -> Iterator[tuple[LibraryStore, dict[str, tuple[int, int]], dict]]:
     """People 1-12 (four photos each), people 1-4 also with glasses; 1-4 named and merged with their glasses
     selves, 5 named. Yields (library, face -> (person, look), (person, glasses) -> library person id)."""
-    faces = [(p, k) for p in range(1, 13) for k in range(4)] + [(p, GLASSES_FROM + k) for p in range(1, 5)
-                                                                  for k in range(4)]
+    faces = [(p, k) for p in range(1, 13) for k in range(4)] + [
+        (p, GLASSES_FROM + k) for p in range(1, 5) for k in range(4)
+    ]
     ref, identity = _segment(lib, faces)
     lib.commit(lambda state: fold(state, [ref]))
     by = {}
@@ -185,8 +201,9 @@ def test_a_head_that_hurts_is_refused(night) -> None:
     assert moved.people == 7 and moved.changed > moved.limit
     accepted, reason = judge(before, after, moved)
     assert not accepted and "verification" in reason and "unlabelled people would change" in reason
-    same, why = judge(before, figures(data, distractors, identity, T), structure(state, covered, identity, identity,
-                                                                               T, seed=0))
+    same, why = judge(
+        before, figures(data, distractors, identity, T), structure(state, covered, identity, identity, T, seed=0)
+    )
     assert not same and "no better" in why
 
 
@@ -277,11 +294,18 @@ def test_identification_search_and_folds_compare_through_the_adopted_head(night)
 
 # -- through the API, the CLI and a real worker process -----------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
     """Redis, S3, the API and a faces worker running `tests.adapt_worker` (the synthetic engine, with glasses)."""
-    with own_stack(OwnStack, tmp_path_factory.mktemp("adapt"), "glasses", password=secrets.token_urlsafe(12),
-                   key_prefix="adapt", worker=WorkerSettings(chunk_size=16, batch_size=8, heartbeat_s=1)) as s:
+    with own_stack(
+        OwnStack,
+        tmp_path_factory.mktemp("adapt"),
+        "glasses",
+        password=secrets.token_urlsafe(12),
+        key_prefix="adapt",
+        worker=WorkerSettings(chunk_size=16, batch_size=8, heartbeat_s=1),
+    ) as s:
         s.add_worker("faces", "tests.adapt_worker")
         yield s.client, s.api.url
 
@@ -298,8 +322,10 @@ def test_learning_from_names_through_the_api_and_the_cli(stack, tmp_path: Path, 
         (tmp_path / name).write_bytes(identity_photo(faces))
     job = client.wait(client.submit("faces", files=sorted(tmp_path.iterdir()))["id"], timeout=300)
     assert job["state"] == "succeeded" and job["summary"]["library"]["new_people"] == 16, job
-    identity = {f"{job['id']}:{item['index']}:0": (photos[item["name"]][0][0], photos[item["name"]][0][1] >= 50)
-                for item in client.results(job["id"])}
+    identity = {
+        f"{job['id']}:{item['index']}:0": (photos[item["name"]][0][0], photos[item["name"]][0][1] >= 50)
+        for item in client.results(job["id"])
+    }
     by: dict[tuple[int, bool], str] = {}
     for person in client.people("all"):
         shown = client.request("GET", f"/v1/people/{person['id']}", params={"limit": 1000})
@@ -331,7 +357,7 @@ def test_learning_from_names_through_the_api_and_the_cli(stack, tmp_path: Path, 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_learn_button_in_a_real_browser(stack, page) -> None:
-    """"Learn from names" on the People page starts an adapt job; its page shows the verdict (after the test
+    """ "Learn from names" on the People page starts an adapt job; its page shows the verdict (after the test
     above, so the library has named people)."""
     client, url = stack
     key = client.session.headers["Authorization"].split(" ", 1)[1]

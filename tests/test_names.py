@@ -14,7 +14,7 @@ def test_item_names_are_clean_relative_paths() -> None:
     assert keys.item_name("DCIM/100CANON/IMG_0001.JPG", "f") == "DCIM/100CANON/IMG_0001.JPG"
     assert keys.item_name("..\\..\\etc/passwd", "f") == "etc/passwd"  # never climbs, never absolute
     assert keys.item_name("/abs/./x.jpg", "f") == "abs/x.jpg"
-    assert keys.item_name('C:\\Users\\me\\a<b>?.jpg', "f") == "C_/Users/me/a_b__.jpg"
+    assert keys.item_name("C:\\Users\\me\\a<b>?.jpg", "f") == "C_/Users/me/a_b__.jpg"
     assert keys.item_name("\x00\x1f", "fallback") == "__"
     assert keys.item_name("", "fallback") == keys.item_name("../..", "fallback") == "fallback"
     long = keys.item_name("é" * 400 + ".jpg", "f")
@@ -37,8 +37,16 @@ def test_output_names_are_the_item_path_plus_what_the_output_is() -> None:
 def test_item_names_are_unique_in_a_job_even_across_later_additions(services: Services) -> None:
     records = services.records
     job = Job(id="jnames1", kind=JobKind.STYLE, tenant="t1", state=JobState.QUEUED, params={}, inputs={})
-    records.create_job(job, [Item(0, "a/1.jpg", "k"), Item(1, "b/1.jpg", "k"), Item(2, "a/1.png", "k"),
-                             Item(3, "A/1.JPG", "k"), Item(4, "../../x.jpg", "k")])
+    records.create_job(
+        job,
+        [
+            Item(0, "a/1.jpg", "k"),
+            Item(1, "b/1.jpg", "k"),
+            Item(2, "a/1.png", "k"),
+            Item(3, "A/1.JPG", "k"),
+            Item(4, "../../x.jpg", "k"),
+        ],
+    )
     # an archive listed later holds the same paths
     later = [Item(5, "a/1.jpg", "k"), Item(6, "a/1~2.jpg", "k")]
     records.add_items(job.id, later)
@@ -55,8 +63,7 @@ def test_item_names_are_unique_in_a_job_even_across_later_additions(services: Se
 @pytest.mark.integration
 def test_many_copies_of_one_name_stay_cheap(services: Services) -> None:
     records = services.records
-    job = Job(id="jnames2", kind=JobKind.STYLE, tenant="t1", state=JobState.QUEUED, params={}, inputs={},
-              ingested=True)
+    job = Job(id="jnames2", kind=JobKind.STYLE, tenant="t1", state=JobState.QUEUED, params={}, inputs={}, ingested=True)
     records.create_job(job, [Item(i, "IMG_0001.JPG", "k") for i in range(2000)])
     names = {it.name for it in records.get_items(job.id, range(2000))}
     assert len(names) == 2000 and "IMG_0001~2000.JPG" in names

@@ -52,8 +52,9 @@ class Log:
 class SpyStore:
     """The real object store, logging each input download and output upload (it adds nothing else)."""
 
-    def __init__(self, store: ObjectStore, log: Log, fail_on: str | None = None,
-                 hold: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, log: Log, fail_on: str | None = None, hold: tuple[str, str] | None = None
+    ) -> None:
         self._store, self._log, self._fail_on = store, log, fail_on
         self._hold = hold  # (key suffix, event): that upload waits until the event was logged
 
@@ -93,8 +94,14 @@ class RecordingHandler(JobHandler):
         for item in batch:
             assert item.prepared == item.data.upper()  # the pipeline handed over what `prepare` made
             names = [f"{item.name}.out"] + [f"{item.name}.{j}.out" for j in range(1, self.outputs)]
-            written = [self.write(keys.item_output(self.job.tenant, self.job.id, item.index, name),
-                                  lambda d=item.prepared: (d, "text/plain"), item=item.index) for name in names]
+            written = [
+                self.write(
+                    keys.item_output(self.job.tenant, self.job.id, item.index, name),
+                    lambda d=item.prepared: (d, "text/plain"),
+                    item=item.index,
+                )
+                for name in names
+            ]
             if self.outputs > HELD_WRITES:  # the writes past those held start at once: the last lands meanwhile
                 self.log.wait_for(f"upload {names[-1]}", BOUND_S)
             out.append(ItemResult(item.index, ItemState.DONE, written))
@@ -106,23 +113,42 @@ class RecordingHandler(JobHandler):
 def run(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """run(n_items, on_model, overlap=True, fail_on=None) -> (job id, log, ctx)"""
 
-    def go(n: int, on_model: Any, *, overlap: bool = True, fail_on: str | None = None, batch: int = 2,
-           hold: tuple[str, str] | None = None, outputs: int = 1) -> tuple[str, Log, WorkerContext, Any]:
+    def go(
+        n: int,
+        on_model: Any,
+        *,
+        overlap: bool = True,
+        fail_on: str | None = None,
+        batch: int = 2,
+        hold: tuple[str, str] | None = None,
+        outputs: int = 1,
+    ) -> tuple[str, Log, WorkerContext, Any]:
         log = Log()
-        settings = services.settings.model_copy(update={"worker": services.settings.worker.model_copy(
-            update={"batch_size": batch, "overlap": overlap})})
+        settings = services.settings.model_copy(
+            update={"worker": services.settings.worker.model_copy(update={"batch_size": batch, "overlap": overlap})}
+        )
         records = RecordStore(settings)
         store = services.store
-        job = Job(id=new_id("j"), kind=JobKind.STYLE, tenant=TENANT, state=JobState.QUEUED, params={}, inputs={},
-                  ingested=True)
+        job = Job(
+            id=new_id("j"),
+            kind=JobKind.STYLE,
+            tenant=TENANT,
+            state=JobState.QUEUED,
+            params={},
+            inputs={},
+            ingested=True,
+        )
         items = []
         for i in range(n):
             key = keys.tenant_key(TENANT, f"{job.id}/p{i}")
             store.put_bytes(key, f"photo {i}".encode())
             items.append(Item(i, f"p{i}", key))
         records.create_job(job, items)
-        handler_cls = type("H", (RecordingHandler,), {"log": log, "outputs": outputs,
-                                                      "on_model": staticmethod(on_model) if on_model else None})
+        handler_cls = type(
+            "H",
+            (RecordingHandler,),
+            {"log": log, "outputs": outputs, "on_model": staticmethod(on_model) if on_model else None},
+        )
         monkeypatch.setattr(pipeline, "handler_for", lambda job_, ctx_: handler_cls(job_, ctx_))
         ctx = WorkerContext(settings, records, SpyStore(store, log, fail_on, hold))  # type: ignore[arg-type]
         result = None

@@ -90,8 +90,12 @@ def test_gallery_enrol_and_identify(indexed) -> None:
     client, job_id, folder = indexed
     gallery = client.request("POST", "/v1/galleries", json={"name": "crew"})
     with open(folder / "a-original.jpg", "rb") as fh:
-        enrolled = client.request("POST", f"/v1/galleries/{gallery['id']}/people", data={"name": "Eileen"},
-                                  files=[("photos", ("a.jpg", fh, "image/jpeg"))])
+        enrolled = client.request(
+            "POST",
+            f"/v1/galleries/{gallery['id']}/people",
+            data={"name": "Eileen"},
+            files=[("photos", ("a.jpg", fh, "image/jpeg"))],
+        )
     assert enrolled["version"] == 1 and enrolled["people"] == [{"name": "Eileen", "photos": 1, "embeddings": 1}]
     job = client.submit("identify", params={"gallery": gallery["id"], "index_jobs": [job_id]})
     job = client.wait(job["id"], timeout=120)

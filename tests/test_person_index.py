@@ -23,8 +23,9 @@ def _index(rng: np.random.Generator, people: int = 300, dim: int = 64) -> tuple[
         parts[p][1::2] -= way
         centres[p] += way  # queries of them look like the first group, far from the middle of the two
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    index = PersonIndex([f"p{n}" for n in range(people)], starts.astype(np.int64),
-                        np.concatenate(parts).astype(np.float32))
+    index = PersonIndex(
+        [f"p{n}" for n in range(people)], starts.astype(np.int64), np.concatenate(parts).astype(np.float32)
+    )
     return index, centres
 
 
@@ -45,8 +46,9 @@ def test_scores_under_a_limit_are_the_exact_scores() -> None:
         np.testing.assert_allclose(pruned[finite], exact[finite], atol=1e-3)  # float32 distances: sqrt of a difference
     t = Thresholds(verify=1.0, cluster=0.6, identify=0.6, identify_margin=0.04, assign=0.6, assign_margin=0.05)
     banned = [set() for _ in queries]
-    assert choose(index.scores(queries, limit=t.assign + t.assign_margin), index.people, banned, t) == \
-        choose(exact, index.people, banned, t)  # every face goes where it went without the shortcut
+    assert choose(index.scores(queries, limit=t.assign + t.assign_margin), index.people, banned, t) == choose(
+        exact, index.people, banned, t
+    )  # every face goes where it went without the shortcut
 
 
 def test_a_persons_nearest_people_are_found_without_comparing_everyone() -> None:

@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.integration]
 BUILTIN = {"method": "builtin", "builtin": [7]}
 
 
-
 def upload_photos(services: Services, tenant: str, n: int, prefix: str, size: tuple[int, int] = (64, 48)) -> list[str]:
     rels = []
     for i in range(n):
@@ -70,7 +69,8 @@ def test_style_job_end_to_end_over_http(workers, client: Client, services: Servi
 
 
 def test_contact_sheet_heads_columns_with_the_style_images_and_fits_landscape_rows(
-        workers, client: Client, tmp_path) -> None:
+    workers, client: Client, tmp_path
+) -> None:
     from workers.style import sheet as sh
 
     (tmp_path / "wide.jpg").write_bytes(photo(11, (160, 90)))
@@ -79,8 +79,12 @@ def test_contact_sheet_heads_columns_with_the_style_images_and_fits_landscape_ro
         path = tmp_path / f"painting{n}.png"
         Image.new("RGB", (64, 64), colour).save(path)
         paintings.append(path)
-    job = client.submit("style", files=[tmp_path / "wide.jpg"], styles=paintings,
-                        params={"method": "arbitrary", "size": 160, "grid": {"strength": [0.5, 1.0]}})
+    job = client.submit(
+        "style",
+        files=[tmp_path / "wide.jpg"],
+        styles=paintings,
+        params={"method": "arbitrary", "size": 160, "grid": {"strength": [0.5, 1.0]}},
+    )
     job = client.wait(job["id"], timeout=180)
     assert job["state"] == "succeeded", job
     art = next(a for a in client.artifacts(job["id"]) if a["name"] == "contact-sheet.jpg")
@@ -100,8 +104,9 @@ def test_contact_sheet_heads_columns_with_the_style_images_and_fits_landscape_ro
     assert heads[3][2] > 200 > heads[3][0] and heads[4][2] > 200 > heads[4][0]
 
 
-def test_two_hundred_items_complete_with_correct_counts(workers, client: Client, services: Services,
-                                                        tenant_key) -> None:
+def test_two_hundred_items_complete_with_correct_counts(
+    workers, client: Client, services: Services, tenant_key
+) -> None:
     rels = upload_photos(services, tenant_key[0], 200, "batch200", (40, 32))
     job = client.submit("style", params=BUILTIN, inputs={"keys": rels})
     job = client.wait(job["id"], timeout=300)
@@ -121,15 +126,18 @@ def test_three_corrupt_among_twenty_ends_partial(workers, client: Client, servic
     assert job["state"] == "partial"
     assert job["counts"]["done"] == 17 and job["counts"]["failed"] == 3
     failed = {it["name"]: it["error"] for it in client.results(job["id"], state="failed")}
-    assert failed == {"mixed/zero.jpg": "empty file (0 bytes)",
-                      "mixed/text.jpg": "not a supported image (JPEG, PNG, WebP, HEIC, TIFF, GIF, BMP)",
-                      "mixed/cut.jpg": failed["mixed/cut.jpg"]}
+    assert failed == {
+        "mixed/zero.jpg": "empty file (0 bytes)",
+        "mixed/text.jpg": "not a supported image (JPEG, PNG, WebP, HEIC, TIFF, GIF, BMP)",
+        "mixed/cut.jpg": failed["mixed/cut.jpg"],
+    }
     assert failed["mixed/cut.jpg"].startswith("corrupt or truncated")
     assert sum(len(it["outputs"]) for it in client.results(job["id"])) == 17
 
 
-def test_failed_items_carry_their_error_code_next_to_their_reason(workers, client: Client, services: Services,
-                                                                  tenant_key, tmp_path) -> None:
+def test_failed_items_carry_their_error_code_next_to_their_reason(
+    workers, client: Client, services: Services, tenant_key, tmp_path
+) -> None:
     """A corrupt photo, a key that names nothing and an archive member over the pixel limit (refused at ingest):
     each item says why for people (`error`, as before) and for programs (`error_code`), in the results and in
     the manifest that outlives Redis."""
@@ -145,7 +153,10 @@ def test_failed_items_carry_their_error_code_next_to_their_reason(workers, clien
     items = {it["name"]: it for it in client.results(job["id"])}
     assert job["state"] == "failed"
     assert {name: it["error_code"] for name, it in items.items()} == {
-        "cut.jpg": "decode_failed", "nowhere/gone.jpg": "input_missing", "bomb.png": "too_large"}
+        "cut.jpg": "decode_failed",
+        "nowhere/gone.jpg": "input_missing",
+        "bomb.png": "too_large",
+    }
     assert items["cut.jpg"]["error"].startswith("corrupt or truncated")
     assert items["nowhere/gone.jpg"]["error"] == "input object is missing: nowhere/gone.jpg"
     assert items["bomb.png"]["error"].startswith("image too large: 12000x10000")
@@ -191,8 +202,9 @@ def test_empty_prefix_is_refused_at_submit(client: Client) -> None:
         client.submit("style", params=BUILTIN, inputs={"prefix": "nothing-here/"})
 
 
-def test_retried_submission_with_idempotency_key_runs_once(workers, client: Client, services: Services,
-                                                           tenant_key) -> None:
+def test_retried_submission_with_idempotency_key_runs_once(
+    workers, client: Client, services: Services, tenant_key
+) -> None:
     rels = upload_photos(services, tenant_key[0], 2, "idem", (40, 32))
     a = client.submit("style", params=BUILTIN, inputs={"keys": rels}, idempotency_key="nightly-2026-11-28")
     b = client.submit("style", params=BUILTIN, inputs={"keys": rels}, idempotency_key="nightly-2026-11-28")

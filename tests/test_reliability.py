@@ -33,8 +33,12 @@ class Env(OwnStack):
         return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
 
     def worker(self, fault: str = "", sleep: float = 0.2, concurrency: int = 1) -> WorkerProcess:
-        return self.add_worker("style", "tests.fault_worker", concurrency,
-                               {"NIGHTSHIFT_FAULT": fault, "NIGHTSHIFT_FAULT_SLEEP": str(sleep)})
+        return self.add_worker(
+            "style",
+            "tests.fault_worker",
+            concurrency,
+            {"NIGHTSHIFT_FAULT": fault, "NIGHTSHIFT_FAULT_SLEEP": str(sleep)},
+        )
 
     def photos(self, n: int, prefix: str = "in", names: dict[int, str] | None = None) -> list[str]:
         rels = []
@@ -57,12 +61,22 @@ class Env(OwnStack):
                 return None
             return job if job["state"] in ("succeeded", "failed", "cancelled", "partial") else None
 
-        return wait_until(finished, timeout, 0.3, error=lambda: TimeoutError(
-            f"job {job_id} did not finish; worker log:\n{self.workers[-1].log_path.read_text()[-4000:]}"))
+        return wait_until(
+            finished,
+            timeout,
+            0.3,
+            error=lambda: TimeoutError(
+                f"job {job_id} did not finish; worker log:\n{self.workers[-1].log_path.read_text()[-4000:]}"
+            ),
+        )
 
     def wait_done(self, job_id: str, at_least: int, timeout: float = 120) -> int:
-        done = wait_until(lambda: (n := self.job(job_id)["counts"]["done"]) >= at_least and n, timeout, 0.1,
-                          error=lambda: TimeoutError(f"fewer than {at_least} items done"))
+        done = wait_until(
+            lambda: (n := self.job(job_id)["counts"]["done"]) >= at_least and n,
+            timeout,
+            0.1,
+            error=lambda: TimeoutError(f"fewer than {at_least} items done"),
+        )
         return int(done)
 
     def outputs(self, job_id: str) -> list[str]:
@@ -72,9 +86,21 @@ class Env(OwnStack):
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     # the watchdog's clocks in seconds instead of minutes, so recoveries fit in a test
-    with own_stack(Env, tmp_path, TENANT, key_prefix="rel",
-                   worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3, heartbeat_s=0.5, lease_s=3,
-                                         watchdog_interval_s=1, watchdog_grace_s=3)) as e:
+    with own_stack(
+        Env,
+        tmp_path,
+        TENANT,
+        key_prefix="rel",
+        worker=WorkerSettings(
+            chunk_size=4,
+            batch_size=2,
+            max_attempts=3,
+            heartbeat_s=0.5,
+            lease_s=3,
+            watchdog_interval_s=1,
+            watchdog_grace_s=3,
+        ),
+    ) as e:
         yield e
 
 
@@ -164,8 +190,13 @@ def test_cancel_stops_within_one_batch_and_counts_stay_true(env: Env) -> None:
 
 
 def test_job_longer_than_the_visibility_timeout_runs_exactly_once(tmp_path: Path, env: Env) -> None:
-    env.settings = env.settings.model_copy(update={"worker": env.settings.worker.model_copy(
-        update={"soft_time_limit_s": 5, "time_limit_s": 6, "visibility_margin_s": 2})})
+    env.settings = env.settings.model_copy(
+        update={
+            "worker": env.settings.worker.model_copy(
+                update={"soft_time_limit_s": 5, "time_limit_s": 6, "visibility_margin_s": 2}
+            )
+        }
+    )
     assert env.settings.visibility_timeout_s == 8 > env.settings.worker.time_limit_s
     env.worker(fault="slow", sleep=1.0, concurrency=2)
     env.worker(fault="slow", sleep=1.0, concurrency=1)  # a second consumer that would take a redelivery

@@ -33,8 +33,9 @@ def _objects(services: Services, prefix: str) -> list[str]:
     return [o.key for o in services.store.list(prefix)]
 
 
-def test_long_names_never_make_outputs_overwrite_each_other(workers, client: Client, services: Services,
-                                                           tenant_key, tmp_path) -> None:
+def test_long_names_never_make_outputs_overwrite_each_other(
+    workers, client: Client, services: Services, tenant_key, tmp_path
+) -> None:
     """A 150-character stem with three built-in variants and a two-value strength grid: six outputs, six objects."""
     path = tmp_path / ("a" * 150 + ".jpg")
     path.write_bytes(photo(1, (64, 48)))
@@ -58,12 +59,15 @@ def test_grid_values_that_round_alike_each_get_their_render(workers, client: Cli
     assert len({o["key"] for o in next(client.results(job["id"]))["outputs"]}) == 2
 
 
-@pytest.mark.parametrize("params", [
-    {"method": "builtin", "builtin": [True]},
-    {"method": "builtin", "builtin": ["3:nan"]},
-    {"method": "builtin", "builtin": [{"3": "Infinity"}]},
-    {"method": "builtin", "builtin": [7], "strength": "NaN"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"method": "builtin", "builtin": [True]},
+        {"method": "builtin", "builtin": ["3:nan"]},
+        {"method": "builtin", "builtin": [{"3": "Infinity"}]},
+        {"method": "builtin", "builtin": [7], "strength": "NaN"},
+    ],
+)
 def test_non_finite_numbers_and_booleans_are_refused(http, params) -> None:
     resp = http.post("/v1/jobs", json={"kind": "style", "params": params, "inputs": {"keys": ["x.jpg"]}})
     assert resp.status_code == 422, resp.get_json()
@@ -71,6 +75,7 @@ def test_non_finite_numbers_and_booleans_are_refused(http, params) -> None:
 
 
 # -- 1. every key a request names is resolved inside the caller's tenant ---------------------------------
+
 
 def _zip_of(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
@@ -91,14 +96,19 @@ def test_another_tenants_archive_is_a_missing_name_and_cannot_be_probed(services
     a.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {a_key}"
     b.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {b_key}"
     archive = (io.BytesIO(_zip_of({"secret.jpg": photo(3)})), "family.zip")
-    job = a.post("/v1/jobs", data={"kind": "style", "params": '{"method": "builtin", "builtin": [7]}',
-                                    "archive": archive}, content_type="multipart/form-data").get_json()
+    job = a.post(
+        "/v1/jobs",
+        data={"kind": "style", "params": '{"method": "builtin", "builtin": [7]}', "archive": archive},
+        content_type="multipart/form-data",
+    ).get_json()
     stored = [o.key for o in services.store.list(keys.job_root(a_tenant, job["id"]) + "inputs/")]
     assert stored and stored[0].endswith("family.zip")
     answers = []
     for name in (stored[0], stored[0] + ".nope"):  # one of A's keys that exists, one that does not
-        resp = b.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [7]},
-                                        "inputs": {"archives": [name]}})
+        resp = b.post(
+            "/v1/jobs",
+            json={"kind": "style", "params": {"method": "builtin", "builtin": [7]}, "inputs": {"archives": [name]}},
+        )
         answers.append((resp.status_code, resp.get_json()["error"]["message"].replace(".nope", "")))
     assert answers[0] == answers[1] and answers[0][0] == 422 and "not found in your storage" in answers[0][1]
 
@@ -108,9 +118,15 @@ def test_ingest_resolves_archive_keys_inside_the_jobs_tenant(services: Services)
     ctx = _ctx(services)
     victim = "victim" + new_id()
     services.store.put_bytes(keys.tenant_key(victim, "private.zip"), _zip_of({"x.jpg": photo(4)}))
-    job = Job(id=new_id("j"), kind=JobKind.STYLE, tenant="thief" + new_id(), state=JobState.QUEUED,
-              params={"method": "builtin", "builtin": [7]},
-              inputs={"archives": [keys.tenant_key(victim, "private.zip")]}, created_at=time.time())
+    job = Job(
+        id=new_id("j"),
+        kind=JobKind.STYLE,
+        tenant="thief" + new_id(),
+        state=JobState.QUEUED,
+        params={"method": "builtin", "builtin": [7]},
+        inputs={"archives": [keys.tenant_key(victim, "private.zip")]},
+        created_at=time.time(),
+    )
     ctx.records.create_job(job)
     ingest(ctx, job.id)
     items = ctx.records.get_items(job.id, range(ctx.records.get_job(job.id).total))
@@ -122,6 +138,7 @@ def test_ingest_resolves_archive_keys_inside_the_jobs_tenant(services: Services)
 
 # -- 5. every job reaches a terminal state -----------------------------------------------------------------
 
+
 def test_an_ingest_that_breaks_fails_the_job_with_its_reason(services: Services, monkeypatch) -> None:
     import workers.ingest as ingest_module
 
@@ -131,8 +148,15 @@ def test_an_ingest_that_breaks_fails_the_job_with_its_reason(services: Services,
 
     monkeypatch.setattr(ingest_module, "iter_sources", broken)
     ctx = _ctx(services)
-    job = Job(id=new_id("j"), kind=JobKind.STYLE, tenant="t" + new_id(), state=JobState.QUEUED,
-              params={"method": "builtin", "builtin": [7]}, inputs={"prefix": "x/"}, created_at=time.time())
+    job = Job(
+        id=new_id("j"),
+        kind=JobKind.STYLE,
+        tenant="t" + new_id(),
+        state=JobState.QUEUED,
+        params={"method": "builtin", "builtin": [7]},
+        inputs={"prefix": "x/"},
+        created_at=time.time(),
+    )
     ctx.records.create_job(job)
     ingest(ctx, job.id)
     final = ctx.records.get_job(job.id)
@@ -142,8 +166,16 @@ def test_an_ingest_that_breaks_fails_the_job_with_its_reason(services: Services,
 
 def test_cancel_ends_a_job_that_no_worker_holds(services: Services, api_server, http, tenant_key) -> None:
     """Its messages were lost (a Redis crash): cancel must still end it, at once, with a manifest."""
-    job = Job(id=new_id("j"), kind=JobKind.STYLE, tenant=tenant_key[0], state=JobState.QUEUED,
-              params={"method": "builtin", "builtin": [7]}, inputs={}, created_at=time.time(), ingested=True)
+    job = Job(
+        id=new_id("j"),
+        kind=JobKind.STYLE,
+        tenant=tenant_key[0],
+        state=JobState.QUEUED,
+        params={"method": "builtin", "builtin": [7]},
+        inputs={},
+        created_at=time.time(),
+        ingested=True,
+    )
     services.records.create_job(job, [Item(i, f"{i}.jpg", "x") for i in range(5)])  # nothing enqueued
     resp = http.post(f"/v1/jobs/{job.id}/cancel")
     assert resp.status_code == 202
@@ -155,6 +187,7 @@ def test_cancel_ends_a_job_that_no_worker_holds(services: Services, api_server, 
 
 # -- 10, 11, 12: hostile bodies, ids, idempotency, uploads ------------------------------------------------
 
+
 def test_deeply_nested_json_is_a_400_on_every_json_endpoint(http) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     for path in ("/v1/jobs", "/v1/uploads", "/v1/faces/verify", "/v1/galleries"):
@@ -165,8 +198,7 @@ def test_deeply_nested_json_is_a_400_on_every_json_endpoint(http) -> None:
 @pytest.mark.parametrize("job_id", ["..", ".", "%2E%2E", "..%2F..", "j" + "0" * 15 + "g"])
 def test_odd_job_ids_are_404s_never_500s(api_server, tenant_key, job_id) -> None:
     for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/results"):
-        resp = requests.get(api_server.url + path, headers={"Authorization": f"Bearer {tenant_key[1]}"},
-                            timeout=10)
+        resp = requests.get(api_server.url + path, headers={"Authorization": f"Bearer {tenant_key[1]}"}, timeout=10)
         assert resp.status_code == 404, (path, resp.status_code)
 
 
@@ -184,26 +216,35 @@ def test_upload_names_that_sanitise_alike_get_their_own_keys(http, services: Ser
     grants = http.post("/v1/uploads", json={"names": ["a b.zip", "a_b.zip", "x/a_b.zip"]}).get_json()["uploads"]
     assert len({g["key"] for g in grants}) == 3
     for n, grant in enumerate(grants):
-        resp = requests.post(grant["url"], data=grant["fields"], files={"file": ("f", f"file {n}".encode())},
-                             timeout=10)
+        resp = requests.post(
+            grant["url"], data=grant["fields"], files={"file": ("f", f"file {n}".encode())}, timeout=10
+        )
         assert resp.ok
-    assert [services.store.get_bytes(keys.tenant_key(tenant_key[0], g["key"])) for g in grants] == \
-        [b"file 0", b"file 1", b"file 2"]
+    assert [services.store.get_bytes(keys.tenant_key(tenant_key[0], g["key"])) for g in grants] == [
+        b"file 0",
+        b"file 1",
+        b"file 2",
+    ]
 
 
 # -- 7, 8: bounded work per request ---------------------------------------------------------------------
 
+
 def test_the_job_record_does_not_hold_a_huge_key_list_and_bodies_are_bounded(http, services: Services) -> None:
     names = [f"big/{'x' * 480}{i:06d}.jpg" for i in range(20_000)]  # ~10 MB of keys
-    resp = http.post("/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [7]},
-                                       "inputs": {"keys": names}})
+    resp = http.post(
+        "/v1/jobs", json={"kind": "style", "params": {"method": "builtin", "builtin": [7]}, "inputs": {"keys": names}}
+    )
     assert resp.status_code == 202
     job_id = resp.get_json()["id"]
     http.post(f"/v1/jobs/{job_id}/cancel")
     record = services.records.get_job(job_id)
     assert record.total == 20_000 and "keys" not in record.inputs
-    huge = {"kind": "style", "params": {"method": "builtin", "builtin": [7]},
-            "inputs": {"keys": [f"k/{'y' * 900}{i}.jpg" for i in range(20_000)]}}  # ~18 MB
+    huge = {
+        "kind": "style",
+        "params": {"method": "builtin", "builtin": [7]},
+        "inputs": {"keys": [f"k/{'y' * 900}{i}.jpg" for i in range(20_000)]},
+    }  # ~18 MB
     resp = http.post("/v1/jobs", data=json.dumps(huge), content_type="application/json")
     assert resp.status_code == 413 and "prefix" in resp.get_json()["error"]["message"]
 
@@ -217,20 +258,24 @@ def test_too_many_renders_per_photo_are_refused(http) -> None:
 def test_an_output_size_over_the_pixel_limit_fails_the_item(workers, client: Client, tmp_path) -> None:
     path = tmp_path / "tiny.jpg"
     path.write_bytes(photo(6, (64, 64)))  # 16384 x 16384 asked = 268 MP
-    job = client.wait(client.submit("style", files=[path], params={"method": "builtin", "builtin": [7],
-                                                                   "size": 16384})["id"], timeout=120)
+    job = client.wait(
+        client.submit("style", files=[path], params={"method": "builtin", "builtin": [7], "size": 16384})["id"],
+        timeout=120,
+    )
     item = next(client.results(job["id"]))
     assert job["state"] == "failed" and item["state"] == "failed" and "MP limit" in item["error"]
 
 
-def test_archive_members_are_checked_by_header_before_they_are_stored(workers, client: Client, services: Services,
-                                                                     tenant_key, tmp_path) -> None:
+def test_archive_members_are_checked_by_header_before_they_are_stored(
+    workers, client: Client, services: Services, tenant_key, tmp_path
+) -> None:
     bomb = io.BytesIO()
     Image.new("1", (20_000, 20_000)).save(bomb, "PNG")  # 400 MP from a few kB
     archive = tmp_path / "mixed.zip"
     archive.write_bytes(_zip_of({"ok.jpg": photo(7), "bomb.png": bomb.getvalue(), "notes.jpg": b"not a photo"}))
-    job = client.wait(client.submit("style", archives=[archive], params={"method": "builtin", "builtin": [7]})["id"],
-                      timeout=120)
+    job = client.wait(
+        client.submit("style", archives=[archive], params={"method": "builtin", "builtin": [7]})["id"], timeout=120
+    )
     by_name = {it["name"]: it for it in client.results(job["id"])}
     assert by_name["ok.jpg"]["state"] == "done"
     assert by_name["bomb.png"]["state"] == "failed" and "too large" in by_name["bomb.png"]["error"]
@@ -239,8 +284,9 @@ def test_archive_members_are_checked_by_header_before_they_are_stored(workers, c
     assert not any(k.endswith(("bomb.png", "notes.jpg")) for k in stored)
 
 
-def test_cancel_is_seen_between_the_renders_of_one_photo(workers, client: Client, services: Services,
-                                                        tenant_key, tmp_path) -> None:
+def test_cancel_is_seen_between_the_renders_of_one_photo(
+    workers, client: Client, services: Services, tenant_key, tmp_path
+) -> None:
     path = tmp_path / "p.jpg"
     path.write_bytes(photo(8, (384, 288)))
     params = {"method": "builtin", "builtin": list(range(16)), "grid": {"strength": [0.4, 0.7, 1.0]}}  # 48 renders
@@ -255,23 +301,28 @@ def test_cancel_is_seen_between_the_renders_of_one_photo(workers, client: Client
 
 # -- 14: answers after the records expire ------------------------------------------------------------------
 
-def test_results_answer_from_the_manifest_after_redis_records_expire(workers, client: Client, services: Services,
-                                                                    tmp_path) -> None:
+
+def test_results_answer_from_the_manifest_after_redis_records_expire(
+    workers, client: Client, services: Services, tmp_path
+) -> None:
     path = tmp_path / "keep.jpg"
     path.write_bytes(photo(9, (48, 40)))
-    job = client.wait(client.submit("style", files=[path], params={"method": "builtin", "builtin": [7]})["id"],
-                      timeout=120)
+    job = client.wait(
+        client.submit("style", files=[path], params={"method": "builtin", "builtin": [7]})["id"], timeout=120
+    )
     before = list(client.results(job["id"]))
     rk = RedisKeys(services.settings.key_prefix)
     services.records.client.delete(rk.job(job["id"]), rk.item(job["id"], 0))  # what the TTL does after 30 days
     assert client.job(job["id"])["state"] == "succeeded"
     after = list(client.results(job["id"]))
-    assert [(it["name"], it["state"], [o["key"] for o in it["outputs"]]) for it in after] == \
-        [(it["name"], it["state"], [o["key"] for o in it["outputs"]]) for it in before]
+    assert [(it["name"], it["state"], [o["key"] for o in it["outputs"]]) for it in after] == [
+        (it["name"], it["state"], [o["key"] for o in it["outputs"]]) for it in before
+    ]
     assert requests.get(after[0]["outputs"][0]["url"], timeout=10).status_code == 200
 
 
 # -- 15: the embedded servers need credentials -------------------------------------------------------------
+
 
 def test_embedded_servers_refuse_anonymous_access(services: Services) -> None:
     with pytest.raises(redis.AuthenticationError):
@@ -296,7 +347,8 @@ def test_presigned_uploads_cap_their_size(services: Services) -> None:
     too_big = requests.post(url, data=fields, files={"file": ("a.zip", b"x" * 5000)}, timeout=10)
     assert too_big.status_code == 400 and "EntityTooLarge" in too_big.text
     assert not store.exists("t/cap/uploads/u/0000-a.zip")
-    other = requests.post(url, data={**fields, "key": "t/cap/uploads/u/other.zip"}, files={"file": ("a", b"x")},
-                          timeout=10)
+    other = requests.post(
+        url, data={**fields, "key": "t/cap/uploads/u/other.zip"}, files={"file": ("a", b"x")}, timeout=10
+    )
     assert other.status_code == 403  # the form writes its own key and no other
     assert requests.post(url, data=fields, files={"file": ("a.zip", b"x" * 500)}, timeout=10).ok

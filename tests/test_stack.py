@@ -74,10 +74,19 @@ def test_keys_never_guesses_a_redis(tmp_path: Path, monkeypatch, capsys) -> None
 def test_slow_clients_do_not_starve_the_production_server(services: Services) -> None:
     """gunicorn as compose runs it, with 300 connections that send half a request and wait."""
     port = free_port()
-    env = {**os.environ, **settings_env(services.settings), "NIGHTSHIFT_API_BIND": f"127.0.0.1:{port}",
-           "NIGHTSHIFT_API_WORKERS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    env = {
+        **os.environ,
+        **settings_env(services.settings),
+        "NIGHTSHIFT_API_BIND": f"127.0.0.1:{port}",
+        "NIGHTSHIFT_API_WORKERS": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     slow: list[socket.socket] = []
     try:
@@ -117,8 +126,10 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_killed_stack_leaves_no_server_running(tmp_path: Path) -> None:
     """kill -9 of the process that started the servers (a `nightshift up`, a test run): they stop too."""
-    code = ("import sys, time; from pathlib import Path; from api.devstack.servers import start_redis; "
-            f"r = start_redis(Path({str(tmp_path)!r})); print(r.proc.pid, flush=True); time.sleep(120)")
+    code = (
+        "import sys, time; from pathlib import Path; from api.devstack.servers import start_redis; "
+        f"r = start_redis(Path({str(tmp_path)!r})); print(r.proc.pid, flush=True); time.sleep(120)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         server = int(parent.stdout.readline())  # type: ignore[union-attr]

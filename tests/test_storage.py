@@ -84,8 +84,9 @@ def test_key_layout_rejects_traversal_and_namespaces_tenants() -> None:
 
 
 def _job(records: RecordStore, n: int, tenant: str = "acme") -> Job:
-    job = Job(id=new_id("j"), kind=JobKind.STYLE, tenant=tenant, state=JobState.QUEUED, params={}, inputs={},
-              ingested=True)
+    job = Job(
+        id=new_id("j"), kind=JobKind.STYLE, tenant=tenant, state=JobState.QUEUED, params={}, inputs={}, ingested=True
+    )
     records.create_job(job, [Item(i, f"{i}.jpg", f"k/{i}") for i in range(n)])
     return job
 
@@ -109,13 +110,20 @@ def test_a_batch_of_transitions_is_counted_once_in_one_call(services: Services) 
     records = services.records
     job = _job(records, 4)
     assert records.finish_item(job.id, 1, ItemState.DONE) == 1
-    outcomes = records.finish_items(job.id, [ItemOutcome(0, ItemState.DONE, outputs=["a"], info={"n": 1}),
-                                             ItemOutcome(1, ItemState.FAILED, error="late"),  # already final
-                                             ItemOutcome(2, ItemState.SKIPPED)])
+    outcomes = records.finish_items(
+        job.id,
+        [
+            ItemOutcome(0, ItemState.DONE, outputs=["a"], info={"n": 1}),
+            ItemOutcome(1, ItemState.FAILED, error="late"),  # already final
+            ItemOutcome(2, ItemState.SKIPPED),
+        ],
+    )
     assert outcomes == [1, 0, 1]
     cancelled = ItemOutcome(3, ItemState.CANCELLED, error="job cancelled", error_code=ItemErrorCode.CANCELLED)
-    assert records.finish_items(job.id, [ItemOutcome(2, ItemState.DONE), cancelled]) \
-        == [0, 2]  # a redelivered batch: only the new item counts, and it completes the job
+    assert records.finish_items(job.id, [ItemOutcome(2, ItemState.DONE), cancelled]) == [
+        0,
+        2,
+    ]  # a redelivered batch: only the new item counts, and it completes the job
     assert records.get_items(job.id, [3])[0].error_code == ItemErrorCode.CANCELLED
     got = records.get_job(job.id)
     assert (got.done, got.failed, got.skipped, got.cancelled) == (2, 0, 1, 1)
@@ -158,7 +166,9 @@ def test_list_jobs_paginates_newest_first(services: Services) -> None:
 def test_redis_outage_raises_store_unavailable() -> None:
     from storage.config import Settings
 
-    records = RecordStore(Settings(redis_url="redis://127.0.0.1:1/0"),)
+    records = RecordStore(
+        Settings(redis_url="redis://127.0.0.1:1/0"),
+    )
     records.client.connection_pool.connection_kwargs["retry"] = None
     with pytest.raises(StoreUnavailable):
         records.get_job("x")

@@ -261,8 +261,10 @@ def test_captions_name_the_style_and_what_differs() -> None:
     assert builtin_style(((3, 0.5), (12, 0.5))) == "50% 3 Blue-red ribbons + 50% 12 Lavender haze"
     looks = [Look("arbitrary", "starry-night", s, c) for s in (0.5, 1.0) for c in ("none", "luminance")]
     assert captions(looks) == [
-        "starry-night, strength 0.5, colours none", "starry-night, strength 0.5, colours luminance",
-        "starry-night, strength 1, colours none", "starry-night, strength 1, colours luminance",
+        "starry-night, strength 0.5, colours none",
+        "starry-night, strength 0.5, colours luminance",
+        "starry-night, strength 1, colours none",
+        "starry-night, strength 1, colours luminance",
     ]
     assert captions([Look("builtin", "7 Primary-colour blocks")]) == ["7 Primary-colour blocks"]
     assert captions([Look("builtin", "7 x", 0.6)]) == ["7 x, strength 0.6"]

@@ -53,8 +53,9 @@ def test_a_style_job_keeps_the_face_recognisable(workers, client: Client, tmp_pa
         job = client.wait(job["id"], timeout=180)
         item = next(iter(client.results(job["id"])))
         assert item["info"]["faces_protected"] == (0 if amount == 0 else 1)
-        out = np.asarray(Image.open(io.BytesIO(requests.get(item["outputs"][0]["url"], timeout=10).content)),
-                         dtype=float)
+        out = np.asarray(
+            Image.open(io.BytesIO(requests.get(item["outputs"][0]["url"], timeout=10).content)), dtype=float
+        )
         errors[amount] = float(np.abs(out[y1:y2, x1:x2] - photo[y1:y2, x1:x2]).mean())
         corner = float(np.abs(out[:60, :60] - photo[:60, :60]).mean())
         assert corner > 40  # away from the face the style is at full strength either way

@@ -98,12 +98,18 @@ def face_scenes() -> list[tuple[str, np.ndarray, list[tuple[int, int, int, int]]
         ("astronaut", astro, [ASTRONAUT_BOX]),
         ("mirrored", np.ascontiguousarray(astro[:, ::-1]), [(width - 1 - x2, y1, width - 1 - x1, y2)]),
         ("rotated 25", rotated, [ASTRONAUT_BOX]),
-        ("cut at the border", np.ascontiguousarray(astro[y1 - 10 :, x1 + 20 :]),
-         [(-20, 10, x2 - x1 - 20, y2 - y1 + 10)]),
+        (
+            "cut at the border",
+            np.ascontiguousarray(astro[y1 - 10 :, x1 + 20 :]),
+            [(-20, 10, x2 - x1 - 20, y2 - y1 + 10)],
+        ),
         ("shrunk", _resize(astro, 0.6), [_scaled(ASTRONAUT_BOX, 0.6)]),
         ("enlarged 3x", _resize(astro, 3.0), [_scaled(ASTRONAUT_BOX, 3.0)]),
-        ("two faces, one enlarged", _side_by_side(big_astro, _resize(camera, 2.5)),
-         [_scaled(ASTRONAUT_BOX, 5.0), _shifted(_scaled(CAMERAMAN_BOX, 2.5), big_astro.shape[1])]),
+        (
+            "two faces, one enlarged",
+            _side_by_side(big_astro, _resize(camera, 2.5)),
+            [_scaled(ASTRONAUT_BOX, 5.0), _shifted(_scaled(CAMERAMAN_BOX, 2.5), big_astro.shape[1])],
+        ),
         ("astronaut and cameraman", _side_by_side(astro, camera), [ASTRONAUT_BOX, _shifted(CAMERAMAN_BOX, width)]),
     ]
 
@@ -183,8 +189,9 @@ def test_missing_weights_raise_a_clear_error(tmp_path: Path) -> None:
 # ---- network -----------------------------------------------------------------------------------
 
 
-def test_descriptors_match_dlib_on_the_same_chips(reference: tuple[np.ndarray, np.ndarray], embedder: object,
-                                                  resnet_path: Path) -> None:
+def test_descriptors_match_dlib_on_the_same_chips(
+    reference: tuple[np.ndarray, np.ndarray], embedder: object, resnet_path: Path
+) -> None:
     from workers.faces.dlib_resnet import DlibFaceResNet, embed_chips
 
     chips, expected = reference
@@ -198,8 +205,9 @@ def test_descriptors_match_dlib_on_the_same_chips(reference: tuple[np.ndarray, n
     assert np.linalg.norm(raw - expected, axis=1).max() < 1e-3
 
 
-def test_jitter_is_seeded_and_stays_near_the_plain_descriptor(reference: tuple[np.ndarray, np.ndarray],
-                                                              embedder: object) -> None:
+def test_jitter_is_seeded_and_stays_near_the_plain_descriptor(
+    reference: tuple[np.ndarray, np.ndarray], embedder: object
+) -> None:
     chips = reference[0][:1]
     plain = embedder.embed_chips(chips)  # type: ignore[attr-defined]
     first = embedder.embed_chips(chips, jitter=2)  # type: ignore[attr-defined]
@@ -260,8 +268,10 @@ def test_embedder_matches_the_dlib_path(scenes: list, embedder: object) -> None:
     assert type(get_embedder("dlib-resnet-torch", device="cpu")) is type(embedder)
     reference = DlibEmbedder()
     _, image, _, _ = scenes[-1]
-    faces = [Face(box=(float(x1), float(y1), float(x2 + 1), float(y2 + 1)), score=1.0)
-             for x1, y1, x2, y2 in face_scenes()[-1][2]]
+    faces = [
+        Face(box=(float(x1), float(y1), float(x2 + 1), float(y2 + 1)), score=1.0)
+        for x1, y1, x2, y2 in face_scenes()[-1][2]
+    ]
     size = (image.shape[1], image.shape[0])
     turned = np.ascontiguousarray(np.rot90(image, 1))
     turned_faces = [face.rotated(90, size) for face in faces]

@@ -70,12 +70,12 @@ def test_nothing_smears_into_what_was_hidden() -> None:
     frames = []
     for t in range(16):
         f = bg.copy()
-        f[30:80, 20 + 6 * t: 70 + 6 * t] = (250, 30, 30)
+        f[30:80, 20 + 6 * t : 70 + 6 * t] = (250, 30, 30)
         frames.append(f)
     out = list(smooth(frames, analysed(frames).motion, 0.9))
     t = 12
     uncovered = np.zeros(SIZE[::-1], bool)
-    uncovered[32:78, 20 + 6 * (t - 3): 20 + 6 * t - 2] = True  # covered three frames ago, background now
+    uncovered[32:78, 20 + 6 * (t - 3) : 20 + 6 * t - 2] = True  # covered three frames ago, background now
     diff = np.abs(out[t].astype(int) - frames[t].astype(int)).sum(-1)
     assert diff[uncovered].mean() < 12, "the square left a trail"
     trail = np.abs(ema(frames, 0.9)[t].astype(int) - frames[t].astype(int)).sum(-1)

@@ -40,9 +40,15 @@ class Stack(OwnStack):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with own_stack(Stack, tmp_path_factory.mktemp("vstack"), TENANT, key_prefix="vid",
-                   worker=WorkerSettings(chunk_size=4, batch_size=2, max_attempts=3, video_segment_seconds=1.0,
-                                         video_context_frames=6)) as s:
+    with own_stack(
+        Stack,
+        tmp_path_factory.mktemp("vstack"),
+        TENANT,
+        key_prefix="vid",
+        worker=WorkerSettings(
+            chunk_size=4, batch_size=2, max_attempts=3, video_segment_seconds=1.0, video_context_frames=6
+        ),
+    ) as s:
         yield s
 
 
@@ -75,12 +81,15 @@ def audio_packets(path: Path) -> list[bytes]:
 
 
 def test_video_is_stylized_in_segments_joined_with_its_audio_and_bad_videos_fail_alone(
-        stack: Stack, style_worker: WorkerProcess, tmp_path: Path) -> None:
+    stack: Stack, style_worker: WorkerProcess, tmp_path: Path
+) -> None:
     good = clip(tmp_path / "holiday.mp4", audio_seconds=3.0, rotation=90)
-    rels = [stack.put("v/holiday.mp4", good),
-            stack.put("v/truncated.mp4", faststart_truncated(tmp_path / "truncated.mp4", tmp_path)),
-            stack.put("v/voice.mp4", write_audio(tmp_path / "voice.mp4")),
-            stack.put("v/one-frame.mp4", write_clip(tmp_path / "one.mp4", pan(1, 0.0, (160, 96)), FPS))]
+    rels = [
+        stack.put("v/holiday.mp4", good),
+        stack.put("v/truncated.mp4", faststart_truncated(tmp_path / "truncated.mp4", tmp_path)),
+        stack.put("v/voice.mp4", write_audio(tmp_path / "voice.mp4")),
+        stack.put("v/one-frame.mp4", write_clip(tmp_path / "one.mp4", pan(1, 0.0, (160, 96)), FPS)),
+    ]
     job = stack.client.submit("style", params=BUILTIN, inputs={"keys": rels})
     final = stack.client.wait(job["id"], timeout=240)
     items = {it["name"]: it for it in stack.client.results(job["id"])}
@@ -110,8 +119,9 @@ def test_video_is_stylized_in_segments_joined_with_its_audio_and_bad_videos_fail
 
 def test_h265_output_is_tagged_hvc1(stack: Stack, style_worker: WorkerProcess, tmp_path: Path) -> None:
     rel = stack.put("h265/clip.mp4", clip(tmp_path / "clip.mp4", seconds=1.2))
-    job = stack.client.submit("style", params={**BUILTIN, "video": {"codec": "h265", "temporal": 0.5}},
-                              inputs={"keys": [rel]})
+    job = stack.client.submit(
+        "style", params={**BUILTIN, "video": {"codec": "h265", "temporal": 0.5}}, inputs={"keys": [rel]}
+    )
     final = stack.client.wait(job["id"], timeout=180)
     assert final["state"] == "succeeded", final
     [video] = final["summary"]["videos"]
@@ -124,11 +134,11 @@ def test_h265_output_is_tagged_hvc1(stack: Stack, style_worker: WorkerProcess, t
         assert len(list(c.decode(s))) == 30
 
 
-def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(stack: Stack, style_worker: WorkerProcess,
-                                                                   tmp_path: Path) -> None:
+def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(
+    stack: Stack, style_worker: WorkerProcess, tmp_path: Path
+) -> None:
     worker = style_worker
-    rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192),
-                                          audio_seconds=3.0))
+    rel = stack.put("kill/long.mp4", clip(tmp_path / "long.mp4", seconds=3.0, size=(320, 192), audio_seconds=3.0))
     job = stack.client.submit("style", params={**BUILTIN, "size": 512}, inputs={"keys": [rel]})
     records = RecordStore(stack.settings)
 
@@ -173,13 +183,12 @@ def face_clip(path: Path) -> Path:
     for i in range(75):
         img = np.full((240, 320, 3), (40, 90, 140), np.uint8) if i >= 65 else np.full((240, 320, 3), 120, np.uint8)
         if 12 <= i < 62:
-            img[60:175, 40 + i:140 + i] = face
+            img[60:175, 40 + i : 140 + i] = face
         frames.append(img)
     return write_clip(path, frames, FPS)
 
 
-def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: Stack, page: Any,
-                                                                       tmp_path: Path) -> None:
+def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: Stack, page: Any, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
     from PIL import Image
     from skimage import data
@@ -187,8 +196,11 @@ def test_faces_in_a_video_become_a_track_that_joins_its_library_person(stack: St
     worker = stack.add_worker("faces", "workers.tasks")
     # three photos of her make a person in the tenant's library (three agreeing faces form one)
     face = Image.fromarray(data.astronaut())
-    photos = {"a.jpg": face, "b.jpg": face.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-              "c.jpg": face.crop((60, 0, 460, 400)).resize((300, 300))}
+    photos = {
+        "a.jpg": face,
+        "b.jpg": face.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "c.jpg": face.crop((60, 0, 460, 400)).resize((300, 300)),
+    }
     for name, img in photos.items():
         img.save(tmp_path / name, quality=92)
     first = stack.client.submit("faces", files=[tmp_path / n for n in photos])
@@ -235,8 +247,9 @@ def _person_page_shows_the_video(page: Any, url: str, key: str, person_id: str) 
     shot(page, "web-person-videos.png")
 
 
-def test_the_job_page_plays_the_stylized_video_beside_its_original(stack: Stack, style_worker: WorkerProcess,
-                                                                  page: Any, tmp_path: Path) -> None:
+def test_the_job_page_plays_the_stylized_video_beside_its_original(
+    stack: Stack, style_worker: WorkerProcess, page: Any, tmp_path: Path
+) -> None:
     upload = clip(tmp_path / "beach.mp4", seconds=2.0, size=(320, 192), audio_seconds=2.0)
     job = stack.client.submit("style", files=[upload], params=BUILTIN)  # an upload takes the video route too
     final = stack.client.wait(job["id"], timeout=180)
@@ -246,9 +259,12 @@ def test_the_job_page_plays_the_stylized_video_beside_its_original(stack: Stack,
     page.wait_for_selector("#videos video.output")
     assert page.locator("#videos video").count() == 2
     assert page.locator("#gallery .pair").count() == 0  # segment files are not shown as pictures
-    page.wait_for_function("() => [...document.querySelectorAll('#videos video')].every(v => "
-                           "v.readyState >= 1 && v.videoWidth > 0)", timeout=20_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#videos video')].every(v => v.readyState >= 1 && v.videoWidth > 0)",
+        timeout=20_000,
+    )
     page.evaluate("() => { document.querySelector('#videos video.original').currentTime = 1.0; }")
-    page.wait_for_function("() => Math.abs(document.querySelector('#videos video.output').currentTime - 1.0)"
-                           " < 0.1", timeout=10_000)
+    page.wait_for_function(
+        "() => Math.abs(document.querySelector('#videos video.output').currentTime - 1.0) < 0.1", timeout=10_000
+    )
     shot(page, "web-video.png")

@@ -43,15 +43,18 @@ def test_probe_reads_size_rate_rotation_audio_and_variable_frame_rate(tmp_path: 
     assert probe_path(str(vfr), SETTINGS).variable_rate
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("truncated-index-at-end", "not a readable video"),
-    ("truncated-faststart", "truncated video"),
-    ("audio-only", "no video stream"),
-    ("one-frame", "single frame"),
-    ("not-a-video", "not a readable video"),
-    ("unknown-codec", "unsupported video codec"),
-    ("empty", "not a readable video"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("truncated-index-at-end", "not a readable video"),
+        ("truncated-faststart", "truncated video"),
+        ("audio-only", "no video stream"),
+        ("one-frame", "single frame"),
+        ("not-a-video", "not a readable video"),
+        ("unknown-codec", "unsupported video codec"),
+        ("empty", "not a readable video"),
+    ],
+)
 def test_bad_videos_fail_with_a_reason(tmp_path: Path, case: str, reason: str) -> None:
     path = tmp_path / f"{case}.mp4"
     if case == "truncated-index-at-end":
@@ -76,11 +79,14 @@ def test_bad_videos_fail_with_a_reason(tmp_path: Path, case: str, reason: str) -
         probe_path(str(path), SETTINGS)
 
 
-@pytest.mark.parametrize("limit, reason", [
-    ({"video_max_pixels": 96 * 64 - 1}, "frames too large"),
-    ({"video_max_seconds": 1.0}, "too long"),
-    ({"video_max_fps": 24.0}, "frame rate too high"),
-])
+@pytest.mark.parametrize(
+    "limit, reason",
+    [
+        ({"video_max_pixels": 96 * 64 - 1}, "frames too large"),
+        ({"video_max_seconds": 1.0}, "too long"),
+        ({"video_max_fps": 24.0}, "frame rate too high"),
+    ],
+)
 def test_limits_are_settings(tmp_path: Path, limit: dict, reason: str) -> None:
     clip = small(tmp_path / "a.mp4", 30)
     probe_path(str(clip), SETTINGS)

@@ -29,8 +29,9 @@ def engine() -> StyleEngine:
     return e
 
 
-def render(engine: StyleEngine, clip: Path, out: Path, segment_seconds: float | None, context: int = 10,
-           temporal: float = 0.8) -> tuple[list[int], list[np.ndarray], int]:
+def render(
+    engine: StyleEngine, clip: Path, out: Path, segment_seconds: float | None, context: int = 10, temporal: float = 0.8
+) -> tuple[list[int], list[np.ndarray], int]:
     info = probe_path(str(clip), WorkerSettings())
     plan = plan_segments(info, str(clip), clip.name, 0, segment_seconds=segment_seconds, context_frames=context)
     parts = []
@@ -62,8 +63,9 @@ def test_segments_join_into_the_video_rendered_whole(engine: StyleEngine, tmp_pa
 
 def test_variable_frame_rate_and_rotation_survive(engine: StyleEngine, tmp_path: Path) -> None:
     steps = [0, 1, 2, 4, 5, 8, 9, 10, 14, 15, 16, 17, 20, 24, 25, 26, 30, 31, 33, 34]
-    clip = write_clip(tmp_path / "vfr.mp4", pan(len(steps), 2.0, (128, 80)), 25, pts=[s * 512 for s in steps],
-                      rotation=270)
+    clip = write_clip(
+        tmp_path / "vfr.mp4", pan(len(steps), 2.0, (128, 80)), 25, pts=[s * 512 for s in steps], rotation=270
+    )
     pts, frames, rotation = render(engine, clip, tmp_path / "out.mp4", 0.4, context=4)
     with av.open(str(clip)) as c:
         src = list(c.decode(video=0))
@@ -71,8 +73,9 @@ def test_variable_frame_rate_and_rotation_survive(engine: StyleEngine, tmp_path:
     assert frames[0].shape == src[0].to_ndarray(format="rgb24").shape  # stored the same way round
 
 
-def test_an_arbitrary_style_below_full_strength_gets_one_style_vector_per_shot(engine: StyleEngine,
-                                                                              tmp_path: Path) -> None:
+def test_an_arbitrary_style_below_full_strength_gets_one_style_vector_per_shot(
+    engine: StyleEngine, tmp_path: Path
+) -> None:
     from workers.video.clips import canvas
 
     frames = pan(12, 1.0, (128, 80)) + pan(12, 1.0, (128, 80), start=900.0)  # a cut after frame 12
@@ -91,8 +94,9 @@ def test_an_arbitrary_style_below_full_strength_gets_one_style_vector_per_shot(e
     engine.style_vector = counting  # type: ignore[method-assign]
     try:
         with av.open(str(clip)) as container:
-            result = render_segment(container, spec, [variant], engine, VideoStyleParams(), [0.0],
-                                    [tmp_path / "out.mp4"])
+            result = render_segment(
+                container, spec, [variant], engine, VideoStyleParams(), [0.0], [tmp_path / "out.mp4"]
+            )
     finally:
         del engine.style_vector
     assert len(result.cuts) == 1 and result.frames == 24

@@ -13,8 +13,9 @@ FRAME = np.zeros((240, 320, 3), np.uint8)
 
 def face(x: float, y: float = 60.0, size: float = 60.0, score: float = 0.99, turn: float = 0.0) -> Face:
     cx = x + size / 2
-    lm = np.array([[cx - 12, y + 22], [cx + 12, y + 22], [cx + turn, y + 34], [cx - 10, y + 46], [cx + 10, y + 46]],
-                  np.float32)
+    lm = np.array(
+        [[cx - 12, y + 22], [cx + 12, y + 22], [cx + turn, y + 34], [cx - 10, y + 46], [cx + 10, y + 46]], np.float32
+    )
     return Face(box=(x, y, x + size, y + size), score=score, landmarks=lm)
 
 
@@ -81,9 +82,11 @@ def test_webvtt_lists_who_is_on_screen() -> None:
     vtt = webvtt(tracks, ["Ann", "Bo"], pad=0.25, duration=4.0)
     assert vtt.splitlines()[:2] == ["WEBVTT", ""]
     cues = [block.splitlines() for block in vtt.strip().split("\n\n")[1:]]
-    assert [c[1:] for c in cues] == [["00:00:00.750 --> 00:00:01.750", "Ann"],
-                                     ["00:00:01.750 --> 00:00:02.250", "Ann, Bo"],
-                                     ["00:00:02.250 --> 00:00:03.250", "Ann"]]
+    assert [c[1:] for c in cues] == [
+        ["00:00:00.750 --> 00:00:01.750", "Ann"],
+        ["00:00:01.750 --> 00:00:02.250", "Ann, Bo"],
+        ["00:00:02.250 --> 00:00:03.250", "Ann"],
+    ]
 
 
 def test_a_track_joins_a_person_only_on_a_clear_match() -> None:

@@ -18,8 +18,12 @@ from tests.browser import failure_screenshot, images_loaded, shot
 from tests.conftest import photo
 
 STATIC = Path(__file__).resolve().parents[1] / "api" / "static"
-REQUIRED_CSP = ("default-src 'self'", "img-src 'self' data: blob: http: https:", "connect-src 'self'",
-                "script-src 'self'")
+REQUIRED_CSP = (
+    "default-src 'self'",
+    "img-src 'self' data: blob: http: https:",
+    "connect-src 'self'",
+    "script-src 'self'",
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +68,10 @@ def test_every_module_the_page_imports_is_served(app: Flask) -> None:
 
 
 def test_scripts_never_write_html_or_evaluate_strings() -> None:
-    banned = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
-                        r"setTimeout\(\s*['\"`]")
+    banned = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
+        r"setTimeout\(\s*['\"`]"
+    )
     for path in STATIC.glob("*.js"):
         assert not banned.search(path.read_text()), path.name
 
@@ -74,8 +80,9 @@ def test_scripts_never_write_html_or_evaluate_strings() -> None:
 
 
 @pytest.mark.integration
-def test_submit_a_style_job_and_see_the_gallery(workers, api_server: ApiServer, tenant_key, page: Any,
-                                                tmp_path: Path) -> None:
+def test_submit_a_style_job_and_see_the_gallery(
+    workers, api_server: ApiServer, tenant_key, page: Any, tmp_path: Path
+) -> None:
     photos = []
     for i in range(2):
         path = tmp_path / f"web{i}.jpg"
@@ -152,14 +159,16 @@ def test_a_wrong_key_in_the_address_is_not_called_saved(api_server: ApiServer, p
 
 
 @pytest.mark.integration
-def test_result_links_are_refreshed_before_they_expire(workers, services, client, tenant_key, page: Any,
-                                                       tmp_path: Path) -> None:
+def test_result_links_are_refreshed_before_they_expire(
+    workers, services, client, tenant_key, page: Any, tmp_path: Path
+) -> None:
     """With links that live 6 s, a gallery left open still shows its images a minute later."""
     (tmp_path / "a.jpg").write_bytes(photo(5, (120, 90)))
-    job = client.wait(client.submit("style", files=[tmp_path / "a.jpg"],
-                                    params={"method": "builtin", "builtin": [7]})["id"], timeout=120)
-    short = services.settings.model_copy(update={"s3": services.settings.s3.model_copy(
-        update={"presign_expiry_s": 6})})
+    job = client.wait(
+        client.submit("style", files=[tmp_path / "a.jpg"], params={"method": "builtin", "builtin": [7]})["id"],
+        timeout=120,
+    )
+    short = services.settings.model_copy(update={"s3": services.settings.s3.model_copy(update={"presign_expiry_s": 6})})
     server = ApiServer(short).start()
     try:
         with failure_screenshot(page, "web-refresh-failure.png"):
@@ -169,8 +178,11 @@ def test_result_links_are_refreshed_before_they_expire(workers, services, client
             first = page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.src)")
             assert len(first) == 2 and images_loaded(page, "#gallery img, #contact-sheet img") == 3  # before, after
             wait_until(lambda: requests.get(first[1], timeout=5).status_code == 403, timeout=20)  # it did expire
-            page.wait_for_function("() => Number(document.querySelector('#gallery').closest('[data-links-refreshed]')"
-                                   "?.dataset.linksRefreshed || 0) >= 1", timeout=20_000)
+            page.wait_for_function(
+                "() => Number(document.querySelector('#gallery').closest('[data-links-refreshed]')"
+                "?.dataset.linksRefreshed || 0) >= 1",
+                timeout=20_000,
+            )
             fresh = page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.src)")
             assert all(a != b for a, b in zip(first, fresh, strict=True))
             assert all(requests.get(url, timeout=5).status_code == 200 for url in fresh)
@@ -181,13 +193,28 @@ def test_result_links_are_refreshed_before_they_expire(workers, services, client
 
 
 @pytest.mark.integration
-def test_face_search_captions_stay_in_their_cards(api_server: ApiServer, tenant_key, page: Any,
-                                                  tmp_path: Path) -> None:
+def test_face_search_captions_stay_in_their_cards(api_server: ApiServer, tenant_key, page: Any, tmp_path: Path) -> None:
     long_names = [f"Marie-Thérèse Annunziata de la Croix-Beaumont-Villeneuve the {i}th" for i in range(5)]
-    page.route("**/v1/faces/search", lambda route: route.fulfill(json={"matches": [
-        {"distance": 0.3 + i / 20, "photo": f"Family archive/2019 summer/DSC_{i:04d}_edited_final.jpg",
-         "photo_url": f"http://faces.test/p{i}.jpg", "face": f"f{i}", "person": f"p{i}", "name": name,
-         "thumbnail_url": f"http://faces.test/m{i}.jpg", "job": "jf1"} for i, name in enumerate(long_names)]}))
+    page.route(
+        "**/v1/faces/search",
+        lambda route: route.fulfill(
+            json={
+                "matches": [
+                    {
+                        "distance": 0.3 + i / 20,
+                        "photo": f"Family archive/2019 summer/DSC_{i:04d}_edited_final.jpg",
+                        "photo_url": f"http://faces.test/p{i}.jpg",
+                        "face": f"f{i}",
+                        "person": f"p{i}",
+                        "name": name,
+                        "thumbnail_url": f"http://faces.test/m{i}.jpg",
+                        "job": "jf1",
+                    }
+                    for i, name in enumerate(long_names)
+                ]
+            }
+        ),
+    )
     page.route("http://faces.test/**", lambda route: route.fulfill(body=photo(7, (64, 64)), content_type="image/jpeg"))
     query = tmp_path / "query.jpg"
     query.write_bytes(photo(3, (80, 80)))
@@ -197,10 +224,13 @@ def test_face_search_captions_stay_in_their_cards(api_server: ApiServer, tenant_
     page.click("#face-search button[type=submit]")
     page.wait_for_selector("#search-results .match")
     assert images_loaded(page, "#search-results img") == 5
-    boxes = page.eval_on_selector_all("#search-results .match", """cards => cards.map(c => {
+    boxes = page.eval_on_selector_all(
+        "#search-results .match",
+        """cards => cards.map(c => {
         const card = c.getBoundingClientRect(), cap = c.querySelector('figcaption').getBoundingClientRect();
         return [card.left, card.right, cap.left, cap.right, c.querySelector('figcaption').scrollWidth,
-                c.querySelector('figcaption').clientWidth]; })""")
+                c.querySelector('figcaption').clientWidth]; })""",
+    )
     for left, right, cap_left, cap_right, scroll_w, client_w in boxes:
         assert left - 0.5 <= cap_left and cap_right <= right + 0.5 and scroll_w <= client_w + 1
     page.locator("#face-search").scroll_into_view_if_needed()

@@ -57,8 +57,14 @@ def modules_present() -> dict[str, bool]:
 
 
 def worker_info(name: str, queues: Sequence[str], settings: Settings, started_at: float) -> WorkerInfo:
-    return WorkerInfo(name=name, queues=sorted(queues), weights=weights_present(settings), modules=modules_present(),
-                      device=settings.worker.device, started_at=started_at)
+    return WorkerInfo(
+        name=name,
+        queues=sorted(queues),
+        weights=weights_present(settings),
+        modules=modules_present(),
+        device=settings.worker.device,
+        started_at=started_at,
+    )
 
 
 class Heartbeat:

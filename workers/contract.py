@@ -24,11 +24,31 @@ NUM_BUILTIN_STYLES = 26
 # The package that ships the 26-style network names none of them ("the model I started from never came with
 # any"); these names describe what each style does to a photo (docs/styles.md shows them).
 BUILTIN_STYLE_NAMES: tuple[str, ...] = (
-    "Pastel sky", "Yellow and black ink", "Grey charcoal", "Blue-red ribbons", "Red and ochre",
-    "Expressionist patchwork", "Indigo cells", "Primary-colour blocks", "Coloured pencil", "Teal and crimson pattern",
-    "Sepia oil", "Ink on parchment", "Lavender haze", "Lime and teal outlines", "Ice-blue wash",
-    "Pastel stained glass", "Blue hatching", "Red brick weave", "Sand woodcut", "Starry blue swirls",
-    "Ember red", "Pop-art cutout", "Ink wash on cream", "Dusky green oil", "Navy etching on cream",
+    "Pastel sky",
+    "Yellow and black ink",
+    "Grey charcoal",
+    "Blue-red ribbons",
+    "Red and ochre",
+    "Expressionist patchwork",
+    "Indigo cells",
+    "Primary-colour blocks",
+    "Coloured pencil",
+    "Teal and crimson pattern",
+    "Sepia oil",
+    "Ink on parchment",
+    "Lavender haze",
+    "Lime and teal outlines",
+    "Ice-blue wash",
+    "Pastel stained glass",
+    "Blue hatching",
+    "Red brick weave",
+    "Sand woodcut",
+    "Starry blue swirls",
+    "Ember red",
+    "Pop-art cutout",
+    "Ink wash on cream",
+    "Dusky green oil",
+    "Navy etching on cream",
     "Copper and slate mosaic",
 )
 
@@ -115,8 +135,25 @@ class StyleGrid(_Strict):
     style_scale: list[Annotated[float, Field(gt=0, le=4)]] | None = Field(None, min_length=1, max_length=8)
 
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".3gp", ".3g2",
-                  ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".y4m")
+VIDEO_SUFFIXES = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mts",
+    ".m2ts",
+    ".ts",
+    ".3gp",
+    ".3g2",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ogv",
+    ".y4m",
+)
 
 
 def is_video_name(name: str) -> bool:
@@ -134,18 +171,22 @@ class VideoStyleParams(_Strict):
     crf: int = Field(20, ge=0, le=51, description="x264/x265 constant rate factor: lower is better and larger")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = "medium"
     temporal: TemporalStrength | list[TemporalStrength] = Field(
-        "auto", description="temporal filter strength 0-0.95 (0: every frame alone), 'auto' (from how much the "
-        "style flickers on each shot), or one value per style, in the order of `styles` or `builtin`")
+        "auto",
+        description="temporal filter strength 0-0.95 (0: every frame alone), 'auto' (from how much the "
+        "style flickers on each shot), or one value per style, in the order of `styles` or `builtin`",
+    )
     audio: bool = Field(True, description="copy the audio stream as it is (no re-encoding)")
 
 
 class VideoFacesParams(_Strict):
     """How a `faces` job reads videos (photos ignore these)."""
 
-    sample_fps: float = Field(2.0, gt=0, le=30, description="frames per second looked at (plus the first frame "
-                              "of every shot)")
-    crops_per_track: int = Field(3, ge=1, le=3, description="best crops embedded per track (score, size, "
-                                 "sharpness, frontalness)")
+    sample_fps: float = Field(
+        2.0, gt=0, le=30, description="frames per second looked at (plus the first frame of every shot)"
+    )
+    crops_per_track: int = Field(
+        3, ge=1, le=3, description="best crops embedded per track (score, size, sharpness, frontalness)"
+    )
     link_iou: float = Field(0.3, gt=0, lt=1, description="box overlap that continues a track between samples")
     max_gap_s: float = Field(1.5, ge=0, le=30, description="a face may be missed this long and keep its track")
 
@@ -171,11 +212,18 @@ class StyleParams(_Strict):
     format: Literal["png", "jpeg", "webp"] = "png"
     quality: int = Field(92, ge=1, le=100)
     protect_faces: float | None = Field(
-        None, ge=0, le=1, description="how much of the photo comes back inside each face (0: none; default: "
+        None,
+        ge=0,
+        le=1,
+        description="how much of the photo comes back inside each face (0: none; default: "
         "0.65, 0.8 for built-in styles 15 and 17): most styles paint faces over until nobody is recognisable "
-        "(docs/styles.md)")
-    strip_metadata: bool = Field(False, description="drop the photo's EXIF (date taken, camera, GPS) and ICC "
-                                 "profile from the outputs; by default they are kept, orientation reset to 1")
+        "(docs/styles.md)",
+    )
+    strip_metadata: bool = Field(
+        False,
+        description="drop the photo's EXIF (date taken, camera, GPS) and ICC "
+        "profile from the outputs; by default they are kept, orientation reset to 1",
+    )
     grid: StyleGrid | None = None
     gatys: GatysParams = Field(default_factory=GatysParams)
     video: VideoStyleParams = Field(default_factory=VideoStyleParams)
@@ -207,14 +255,18 @@ class StyleParams(_Strict):
         grid = self.grid or StyleGrid()
         variants = sources * len(grid.strength or [0]) * len(grid.preserve_colors or [0]) * len(grid.style_scale or [0])
         if variants > MAX_VARIANTS:
-            raise ValueError(f"{variants} renders per photo ({sources} styles x the grid); at most {MAX_VARIANTS}: "
-                             "split the job or shrink the grid")
+            raise ValueError(
+                f"{variants} renders per photo ({sources} styles x the grid); at most {MAX_VARIANTS}: "
+                "split the job or shrink the grid"
+            )
         if self.format == "webp" and self.size is not None and self.size > WEBP_MAX_SIDE:
             raise ValueError(f"webp holds at most {WEBP_MAX_SIDE} px per side: use png or jpeg for size {self.size}")
         sources = len(self.builtin) if self.method == "builtin" else len(self.styles)
         if isinstance(self.video.temporal, list) and len(self.video.temporal) != sources:
-            raise ValueError(f"video.temporal lists {len(self.video.temporal)} strengths for {sources} styles: "
-                             "give one per style, or one value for all")
+            raise ValueError(
+                f"video.temporal lists {len(self.video.temporal)} strengths for {sources} styles: "
+                "give one per style, or one value for all"
+            )
         return self
 
     def temporal_for(self, source: int) -> float | Literal["auto"]:
@@ -227,19 +279,30 @@ class FacesParams(_Strict):
     """Parameters of a `faces` (index) job."""
 
     detector: Literal["yunet", "mtcnn", "hog"] = Field(
-        "yunet", description="yunet: YuNet finds faces, MTCNN places their landmarks (the default: several times "
-        "faster than mtcnn alone, as accurate); mtcnn; hog: dlib's HOG detector (no landmarks)")
+        "yunet",
+        description="yunet: YuNet finds faces, MTCNN places their landmarks (the default: several times "
+        "faster than mtcnn alone, as accurate); mtcnn; hog: dlib's HOG detector (no landmarks)",
+    )
     embedder: Literal["auto", "dlib-resnet", "dlib-resnet-torch", "sface", "dlib+sface"] = Field(
-        "auto", description="face embedding model; auto: dlib+sface (chosen on LFW, docs/benchmarks.md). Vectors of "
-        "different models are not comparable")
+        "auto",
+        description="face embedding model; auto: dlib+sface (chosen on LFW, docs/benchmarks.md). Vectors of "
+        "different models are not comparable",
+    )
     min_face_size: int = Field(20, ge=8, le=2000)
-    score_threshold: float | None = Field(None, ge=0, le=1, description="score a detection needs; default: the "
-                                          "detector's own (MTCNN probability 0.9, YuNet score 0.8)")
+    score_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="score a detection needs; default: the detector's own (MTCNN probability 0.9, YuNet score 0.8)",
+    )
     detect_size: int = Field(1024, ge=160, le=4096, description="long side the detector sees")
     try_rotations: bool = False
     jitter: int = Field(0, ge=0, le=100, description="dlib num_jitters")
-    mirror: bool = Field(True, description="average each embedding with the mirror image's (more accurate, "
-                         "twice the embedding work; a different model id: not comparable with mirror=false)")
+    mirror: bool = Field(
+        True,
+        description="average each embedding with the mirror image's (more accurate, "
+        "twice the embedding work; a different model id: not comparable with mirror=false)",
+    )
     thumbnails: bool = True
     force: bool = False
     video: VideoFacesParams = Field(default_factory=VideoFacesParams)
@@ -249,8 +312,11 @@ class IdentifyParams(_Strict):
     """Parameters of an `identify` job: match the library's faces against an enrolled gallery."""
 
     gallery: str
-    index_jobs: list[str] = Field(default_factory=list, max_length=100,
-                                  description="only faces these faces jobs brought (default: the whole library)")
+    index_jobs: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="only faces these faces jobs brought (default: the whole library)",
+    )
     threshold: float | None = Field(None, gt=0, le=2)
 
 
@@ -261,17 +327,24 @@ class ClusterParams(_Strict):
     """
 
     algorithm: Literal["average", "complete", "chinese_whispers"] = Field(
-        "average", description="average/complete linkage or Chinese whispers, all with cannot-link constraints")
-    threshold: float | None = Field(None, gt=0, le=2, description="distance under which faces join; default: "
-                                    "calibrated for the library's embedding space")
+        "average", description="average/complete linkage or Chinese whispers, all with cannot-link constraints"
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description="distance under which faces join; default: calibrated for the library's embedding space",
+    )
     sheets: bool = Field(True, description="write a contact sheet of the people")
 
     @model_validator(mode="before")
     @classmethod
     def _retired(cls, value: Any) -> Any:
         if isinstance(value, dict) and ("index_jobs" in value or "min_faces" in value):
-            raise ValueError("cluster jobs now re-cluster your whole library (people are no longer per job): "
-                             "drop index_jobs and min_faces (a setting: library.min_faces)")
+            raise ValueError(
+                "cluster jobs now re-cluster your whole library (people are no longer per job): "
+                "drop index_jobs and min_faces (a setting: library.min_faces)"
+            )
         return value
 
 
@@ -283,8 +356,9 @@ class AdaptParams(_Strict):
     steps: int = Field(200, ge=1, le=5000)
     holdout: float = Field(0.25, ge=0.1, le=0.5, description="share of each person's labelled faces held out")
     rank: int = Field(32, ge=1, le=512, description="rank of the head's change to the identity")
-    margin: float = Field(1.0, gt=0, le=10, description="the triplet margin alpha, in units of the space's "
-                          "verify threshold squared")
+    margin: float = Field(
+        1.0, gt=0, le=10, description="the triplet margin alpha, in units of the space's verify threshold squared"
+    )
     weight: float = Field(0.1, ge=0, le=100, description="how strongly the head is held near the identity")
     recluster: bool = Field(False, description="once adopted, re-cluster the library through the head")
 
@@ -307,8 +381,11 @@ class Inputs(_Strict):
     keys: list[str] = Field(default_factory=list, max_length=100_000)
     prefix: str | None = Field(None, min_length=1, max_length=1024)
     archives: list[str] = Field(default_factory=list, max_length=100)
-    videos: list[str] = Field(default_factory=list, max_length=10_000, description="videos (probed and planned "
-                              "by ingest; the API moves keys and uploads with a video suffix here)")
+    videos: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="videos (probed and planned by ingest; the API moves keys and uploads with a video suffix here)",
+    )
 
     @property
     def empty(self) -> bool:

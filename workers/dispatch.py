@@ -11,11 +11,12 @@ from workers.celery_app import QUEUE_OF_KIND
 
 
 def chunks(indices: Sequence[int], size: int) -> list[list[int]]:
-    return [list(indices[i:i + size]) for i in range(0, len(indices), size)]
+    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
 
 
-def enqueue_chunks(app: Celery, job_id: str, kind: JobKind, indices: Sequence[int], chunk_size: int,
-                   first_chunk: int = 0) -> int:
+def enqueue_chunks(
+    app: Celery, job_id: str, kind: JobKind, indices: Sequence[int], chunk_size: int, first_chunk: int = 0
+) -> int:
     """Send one message per chunk of item indices; returns the number of chunks sent."""
     queue = QUEUE_OF_KIND[kind].value
     parts = chunks(indices, chunk_size)

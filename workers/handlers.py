@@ -142,8 +142,9 @@ class JobHandler(ABC):
         return key
 
     @contextmanager
-    def deferring(self, start_early: Callable[[DeferredWrite], Future[None]] | None = None
-                  ) -> Iterator[list[DeferredWrite]]:
+    def deferring(
+        self, start_early: Callable[[DeferredWrite], Future[None]] | None = None
+    ) -> Iterator[list[DeferredWrite]]:
         """Collect the writes of the block instead of running them (the pipeline decides when they run).
         Past HELD_WRITES, `start_early` (when given) runs each new write at once, so memory stays bounded."""
         collected: list[DeferredWrite] = []

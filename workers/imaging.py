@@ -48,8 +48,13 @@ def _register_heif() -> None:
 
 
 def _looks_like_archive(data: bytes) -> bool:
-    return data[:4] == b"PK\x03\x04" or data[:2] == b"\x1f\x8b" or data[257:262] == b"ustar" \
-        or data[:3] == b"BZh" or data[:6] == b"\xfd7zXZ\x00"
+    return (
+        data[:4] == b"PK\x03\x04"
+        or data[:2] == b"\x1f\x8b"
+        or data[257:262] == b"ustar"
+        or data[:3] == b"BZh"
+        or data[:6] == b"\xfd7zXZ\x00"
+    )
 
 
 def probe(data: bytes) -> tuple[str, int, int]:
@@ -66,8 +71,9 @@ def probe(data: bytes) -> tuple[str, int, int]:
         raise ImageDecodeError(f"image too large: {exc}", ItemErrorCode.TOO_LARGE) from None
     except UnidentifiedImageError:
         if _looks_like_archive(data):
-            raise ImageDecodeError("an archive, not an image: nested archives are not expanded; "
-                                   "submit it as an archive of its own") from None
+            raise ImageDecodeError(
+                "an archive, not an image: nested archives are not expanded; submit it as an archive of its own"
+            ) from None
         raise ImageDecodeError("not a supported image (JPEG, PNG, WebP, HEIC, TIFF, GIF, BMP)") from None
     except OSError as exc:
         raise ImageDecodeError(f"corrupt or truncated image header: {exc}") from None
@@ -84,8 +90,11 @@ def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = 
         raise ImageDecodeError("empty file (0 bytes)")
     fmt, width, height = probe(data)
     if width * height > max_pixels:
-        raise ImageDecodeError(f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
-                               f"{max_pixels / 1e6:.0f} MP limit", ItemErrorCode.TOO_LARGE)
+        raise ImageDecodeError(
+            f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+            f"{max_pixels / 1e6:.0f} MP limit",
+            ItemErrorCode.TOO_LARGE,
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -122,8 +131,9 @@ def reduced_side(width: int, height: int, min_side: int) -> int | None:
     return -(-max(width, height) // scale) if scale > 1 else None
 
 
-def decode_reduced(data: bytes, min_side: int, *,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, tuple[int, int]]:
+def decode_reduced(
+    data: bytes, min_side: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Image.Image, tuple[int, int]]:
     """Decode a photo at the cheapest resolution whose long side is still >= `min_side` (JPEG draft mode: a
     12 MP photo for a 1024 px detector decodes at 3 MP, about 3x faster); other formats decode in full.
 
@@ -142,8 +152,9 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
-def decode_jpegs(blobs: Sequence[bytes], min_side: int, *, device: str,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[Image.Image, tuple[int, int]] | None]:
+def decode_jpegs(
+    blobs: Sequence[bytes], min_side: int, *, device: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[tuple[Image.Image, tuple[int, int]] | None]:
     """JPEGs decoded together on `device` by torchvision (nvJPEG on CUDA, one batched call), each reduced on
     the device to the size `decode_reduced` gives. Per photo (image, full upright size), or None for one
     it did not take (not a JPEG, too large, a decoder error): decode that one with `decode_reduced`, which
@@ -165,14 +176,12 @@ def decode_jpegs(blobs: Sequence[bytes], min_side: int, *, device: str,
         return out
     tensors = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in fit]
     try:
-        decoded: list[Any] = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device,
-                                         apply_exif_orientation=True)
+        decoded: list[Any] = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
     except RuntimeError:  # one bad photo fails the batched call: try them one by one
         decoded = []
         for tensor in tensors:
             try:
-                decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device,
-                                           apply_exif_orientation=True))
+                decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
             except RuntimeError:
                 decoded.append(None)
     for i, img in zip(fit, decoded, strict=True):
@@ -193,8 +202,9 @@ def encode_jpegs(images: Sequence[Image.Image], quality: int, *, device: str) ->
     import torch
     from torchvision.io import encode_jpeg
 
-    tensors = [torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous().to(device)
-               for img in images]
+    tensors = [
+        torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous().to(device) for img in images
+    ]
     encoded = encode_jpeg(tensors, quality=quality)
     return [bytes(e.cpu().numpy().tobytes()) for e in encoded]
 

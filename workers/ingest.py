@@ -80,8 +80,9 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
         if count > w.max_archive_members:
             raise ArchiveError(f"archive {name} has more than {w.max_archive_members} members", ItemErrorCode.TOO_LARGE)
         if total > w.max_archive_bytes:
-            raise ArchiveError(f"archive {name} expands beyond {w.max_archive_bytes} bytes (zip bomb?)",
-                               ItemErrorCode.TOO_LARGE)
+            raise ArchiveError(
+                f"archive {name} expands beyond {w.max_archive_bytes} bytes (zip bomb?)", ItemErrorCode.TOO_LARGE
+            )
 
     def member(name: str, data: bytes | None) -> Entry:
         if data is None:
@@ -133,8 +134,7 @@ def iter_archive(path: str, name: str, ctx: WorkerContext) -> Iterator[Entry]:
 def _junk(name: str) -> bool:
     """Desktop metadata that rides along in archives (macOS forks, Finder and Explorer files): skipped quietly."""
     path = PurePosixPath(name.replace("\\", "/"))
-    return any(p.startswith("__MACOSX") for p in path.parts) or path.name in SKIP_NAMES \
-        or path.name.startswith("._")
+    return any(p.startswith("__MACOSX") for p in path.parts) or path.name in SKIP_NAMES or path.name.startswith("._")
 
 
 def _unsafe(name: str) -> Entry:
@@ -152,7 +152,7 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
         for obj in ctx.store.list(keys.tenant_key(tenant, inputs.prefix)):
             if obj.key.endswith("/.keep") or obj.size == 0 and obj.key.endswith("/"):
                 continue
-            yield Entry(obj.key[len(root):], key=obj.key)
+            yield Entry(obj.key[len(root) :], key=obj.key)
     for rel in inputs.videos:
         yield Entry(_video_name(rel), key=keys.tenant_key(tenant, rel))
     for rel in inputs.archives:
@@ -178,8 +178,11 @@ def iter_sources(ctx: WorkerContext, tenant: str, inputs: Inputs) -> Iterator[En
                 yield Entry(name, error=exc)
                 continue
             if not members:
-                yield Entry.failed(name, ItemErrorCode.DECODE_FAILED,
-                                   f"archive {name} holds no files (only folders or desktop metadata)")
+                yield Entry.failed(
+                    name,
+                    ItemErrorCode.DECODE_FAILED,
+                    f"archive {name} holds no files (only folders or desktop metadata)",
+                )
 
 
 def checked_member(entry: Entry, max_pixels: int) -> Entry:
@@ -192,8 +195,12 @@ def checked_member(entry: Entry, max_pixels: int) -> Entry:
     except ImageDecodeError as exc:
         return Entry(entry.name, error=exc)
     if width * height > max_pixels:
-        return Entry.failed(entry.name, ItemErrorCode.TOO_LARGE, f"image too large: {width}x{height} = "
-                            f"{width * height / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit")
+        return Entry.failed(
+            entry.name,
+            ItemErrorCode.TOO_LARGE,
+            f"image too large: {width}x{height} = "
+            f"{width * height / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit",
+        )
     return entry
 
 
@@ -221,8 +228,10 @@ def ingest(ctx: WorkerContext, job_id: str) -> dict[str, int]:
         return {"items": job.total}
     try:
         # one ingest per job at a time (a redelivery or the watchdog's repeat while the first still runs)
-        with ctx.records.hold_lock(f"ingest:{job_id}", ttl=60, wait=0), \
-                ctx.records.lease(job_id, f"{holder_id()}:ingest", ttl=ctx.settings.worker.lease_s):
+        with (
+            ctx.records.hold_lock(f"ingest:{job_id}", ttl=60, wait=0),
+            ctx.records.lease(job_id, f"{holder_id()}:ingest", ttl=ctx.settings.worker.lease_s),
+        ):
             total = _ingest(ctx, ctx.records.get_job(job_id))
     except LockBusy:
         return {"items": job.total, "busy": 1}

@@ -64,8 +64,9 @@ class Stages:
         self.io.shutdown(wait=True, cancel_futures=True)
 
 
-def load_batch(ctx: WorkerContext, handler: JobHandler, batch: Sequence[Item],
-               io: ThreadPoolExecutor) -> list[ItemInput | ItemResult]:
+def load_batch(
+    ctx: WorkerContext, handler: JobHandler, batch: Sequence[Item], io: ThreadPoolExecutor
+) -> list[ItemInput | ItemResult]:
     """Download a batch's inputs in parallel and let the handler prepare them (decode). A missing input is
     a failed result; an outage raises StoreUnavailable once every download has ended."""
 
@@ -145,8 +146,9 @@ def commit_batch(ctx: WorkerContext, job_id: str, results: Sequence[ItemResult])
     if not checked:
         return []
     with metrics.STAGE.labels(stage="records").time():
-        outcomes = ctx.records.finish_items(job_id, [
-            ItemOutcome(r.index, r.state, r.error, r.outputs, r.info, r.error_code) for r in checked])
+        outcomes = ctx.records.finish_items(
+            job_id, [ItemOutcome(r.index, r.state, r.error, r.outputs, r.info, r.error_code) for r in checked]
+        )
     for result, outcome in zip(checked, outcomes, strict=True):
         if outcome:
             metrics.ITEMS.labels(state=str(result.state)).inc()
@@ -158,18 +160,28 @@ def _unique_outputs(job_id: str, result: ItemResult) -> ItemResult:
         return result
     dupes = sorted({k for k in result.outputs if result.outputs.count(k) > 1})
     log.error("item %s/%s wrote two outputs to one key: %s", job_id, result.index, dupes)
-    return ItemResult.failed(result.index, ItemErrorCode.INTERNAL, f"internal error: two outputs would share the key "
-                             f"{dupes[0]!r}; nothing was overwritten silently, please report this")
+    return ItemResult.failed(
+        result.index,
+        ItemErrorCode.INTERNAL,
+        f"internal error: two outputs would share the key "
+        f"{dupes[0]!r}; nothing was overwritten silently, please report this",
+    )
 
 
-def finish_batch(ctx: WorkerContext, job_id: str, results: Sequence[ItemResult], writes: Sequence[DeferredWrite],
-                 io: ThreadPoolExecutor) -> list[ItemResult]:
+def finish_batch(
+    ctx: WorkerContext,
+    job_id: str,
+    results: Sequence[ItemResult],
+    writes: Sequence[DeferredWrite],
+    io: ThreadPoolExecutor,
+) -> list[ItemResult]:
     """The writer's work for one batch: its writes, then its records (an item whose write failed fails)."""
     errors = run_writes(ctx, writes, io)
     batch_error = errors.get(None)
     final = []
     for r in results:
         error = errors.get(r.index) or batch_error
-        final.append(ItemResult.failed(r.index, ItemErrorCode.INTERNAL, error) if error and r.state == ItemState.DONE
-                     else r)
+        final.append(
+            ItemResult.failed(r.index, ItemErrorCode.INTERNAL, error) if error and r.state == ItemState.DONE else r
+        )
     return commit_batch(ctx, job_id, final)

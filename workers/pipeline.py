@@ -56,9 +56,12 @@ def plan_batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
     yield from batched([it for it in items if it.attempts == 0], size)
 
 
-def _run_batch(handler: JobHandler, inputs: list[ItemInput], chunk_index: int,
-               start_early: Callable[[DeferredWrite], Future[None]] | None = None,
-               ) -> tuple[list[ItemResult], list[DeferredWrite]]:
+def _run_batch(
+    handler: JobHandler,
+    inputs: list[ItemInput],
+    chunk_index: int,
+    start_early: Callable[[DeferredWrite], Future[None]] | None = None,
+) -> tuple[list[ItemResult], list[DeferredWrite]]:
     """Run a batch on the model; if the handler fails as a whole, retry item by item so only the bad one
     fails. Returns the results and the writes of the items that are done (the others' are dropped; one
     started early may have landed, and is overwritten by the item's next attempt)."""
@@ -72,8 +75,11 @@ def _run_batch(handler: JobHandler, inputs: list[ItemInput], chunk_index: int,
         except Exception as exc:
             if len(inputs) == 1:
                 log.exception("item %s failed", inputs[0].name)
-                return [ItemResult.failed(inputs[0].index, ItemErrorCode.INTERNAL,
-                                          f"processing failed: {type(exc).__name__}: {exc}")], []
+                return [
+                    ItemResult.failed(
+                        inputs[0].index, ItemErrorCode.INTERNAL, f"processing failed: {type(exc).__name__}: {exc}"
+                    )
+                ], []
         else:
             done = {r.index for r in results if r.state == ItemState.DONE}
             return results, [w for w in writes if (w.item in done) or (w.item is None and done)]
@@ -161,8 +167,11 @@ class _Chunk:
                 self._cancel(pending)
                 return
             inputs = [one for one in loaded if isinstance(one, ItemInput)]
-            results, writes = _run_batch(self.handler, inputs, self.chunk_index,
-                                         self.stages.start_early(self.ctx)) if inputs else ([], [])
+            results, writes = (
+                _run_batch(self.handler, inputs, self.chunk_index, self.stages.start_early(self.ctx))
+                if inputs
+                else ([], [])
+            )
             results = [one for one in loaded if isinstance(one, ItemResult)] + results
             if self._cancelled():  # between batches: this batch's writes never start
                 self._cancel(pending)
@@ -181,8 +190,16 @@ class _Chunk:
         self.claimed.update(it.index for it, n in zip(batch, attempts, strict=True) if n)
         over = [it for it, n in zip(batch, attempts, strict=True) if n > cap]
         if over:
-            self._record([ItemResult.failed(it.index, ItemErrorCode.GAVE_UP, f"gave up after {cap} attempts: the "
-                                            "worker crashed or timed out while processing this item") for it in over])
+            self._record(
+                [
+                    ItemResult.failed(
+                        it.index,
+                        ItemErrorCode.GAVE_UP,
+                        f"gave up after {cap} attempts: the worker crashed or timed out while processing this item",
+                    )
+                    for it in over
+                ]
+            )
         todo = [it for it, n in zip(batch, attempts, strict=True) if 0 < n <= cap]  # 0: final meanwhile
         return self.stages.prefetch(load_batch, self.ctx, self.handler, todo, self.stages.io)
 
@@ -207,10 +224,10 @@ class _Chunk:
             self._loading.result()
             self._loading = None
         self._wait_writer()
-        final = {it.index for it in self.ctx.records.get_items(self.job.id, [it.index for it in pending])
-                 if it.terminal}
-        rest = [ItemResult.cancelled(it.index) for it in pending
-                if it.index not in final]
+        final = {
+            it.index for it in self.ctx.records.get_items(self.job.id, [it.index for it in pending]) if it.terminal
+        }
+        rest = [ItemResult.cancelled(it.index) for it in pending if it.index not in final]
         self._record(rest)
         self.counts["cancelled"] += len(rest)
 

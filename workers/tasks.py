@@ -98,8 +98,13 @@ def _sweeping() -> None:
 
 
 # Store outages are retried with Celery's own exponential backoff; a busy finalize lock a few seconds later.
-_RETRY = {"autoretry_for": (StoreUnavailable,), "retry_backoff": True, "retry_backoff_max": 60,
-          "retry_jitter": True, "max_retries": 50}
+_RETRY = {
+    "autoretry_for": (StoreUnavailable,),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 50,
+}
 
 
 @app.task(name=TaskName.PROCESS_CHUNK.value, bind=True, **_RETRY)

@@ -35,8 +35,13 @@ class ServerError(RuntimeError):
     """A local server could not be found or started; the message says which and why."""
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 60.0, poll: float = 0.2, *,
-               error: Callable[[], Exception] | None = None) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 60.0,
+    poll: float = 0.2,
+    *,
+    error: Callable[[], Exception] | None = None,
+) -> T:
     """Call `predicate` every `poll` seconds until it returns something truthy, and return that.
 
     After `timeout` seconds raise `error()` (built then, so it can tell the state at that moment; a
@@ -135,8 +140,9 @@ def _spawn(name: str, argv: list[str], log_path: Path, cwd: Path) -> subprocess.
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # A new session: Ctrl-C in the terminal reaches the stack, which stops servers in order.
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
-                                preexec_fn=die_with_parent)  # noqa: PLW1509 - only prctl, before exec
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True, preexec_fn=die_with_parent
+        )  # noqa: PLW1509 - only prctl, before exec
 
 
 def _package_file(package: str, *parts: str) -> Path | None:
@@ -190,15 +196,32 @@ def redis_password(data_dir: Path) -> str:
     return secret_file(data_dir / "redis-password", lambda: secrets.token_urlsafe(24))
 
 
-def start_redis(data_dir: Path, port: int | None = None, *, aof: bool = True, password: str | None = None,
-                timeout: float = 15.0) -> ServerProcess:
+def start_redis(
+    data_dir: Path, port: int | None = None, *, aof: bool = True, password: str | None = None, timeout: float = 15.0
+) -> ServerProcess:
     """Start a Redis-compatible server on loopback with AOF (everysec) in `data_dir`, requiring `password`
     when one is given (the embedded stack always gives one)."""
     private_dir(data_dir)
     port = port or free_port()
-    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve()),
-            "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec", "--save", "",
-            "--maxmemory-policy", "noeviction", "--protected-mode", "yes"]
+    argv = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir.resolve()),
+        "--appendonly",
+        "yes" if aof else "no",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "yes",
+    ]
     if password:
         argv += ["--requirepass", password]
     proc = _spawn("redis", argv, data_dir / "redis.log", data_dir)
@@ -214,8 +237,12 @@ def start_redis(data_dir: Path, port: int | None = None, *, aof: bool = True, pa
             return False
 
     try:
-        wait_until(answers, timeout, 0.05, error=lambda: ServerError(
-            f"redis server did not answer within {timeout:.0f}s: {server.log_tail()}"))
+        wait_until(
+            answers,
+            timeout,
+            0.05,
+            error=lambda: ServerError(f"redis server did not answer within {timeout:.0f}s: {server.log_tail()}"),
+        )
     except ServerError:
         server.stop()
         raise
@@ -224,8 +251,12 @@ def start_redis(data_dir: Path, port: int | None = None, *, aof: bool = True, pa
 
 def s3_credentials(data_dir: Path) -> tuple[str, str]:
     """The local S3 credentials, generated on first start and kept in the data folder."""
-    raw = secret_file(data_dir / "s3-credentials.json", lambda: json.dumps(
-        {"access_key": "NS" + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30)}))
+    raw = secret_file(
+        data_dir / "s3-credentials.json",
+        lambda: json.dumps(
+            {"access_key": "NS" + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30)}
+        ),
+    )
     cred = json.loads(raw)
     return cred["access_key"], cred["secret_key"]
 
@@ -234,24 +265,48 @@ def _write_weed_security(data_dir: Path) -> None:
     """SeaweedFS's security.toml (read from its working directory): the filer's and volume servers' HTTP
     ports refuse reads and writes without a JWT signed with keys that only the S3 gateway knows, so the
     objects are reachable through S3 with credentials alone (gRPC between the parts stays on loopback)."""
-    keys = json.loads(secret_file(data_dir / "s3-jwt-keys.json", lambda: json.dumps(
-        {name: secrets.token_hex(24) for name in ("volume", "volume_read", "filer", "filer_read")})))
-    sections = {"jwt.signing": "volume", "jwt.signing.read": "volume_read", "jwt.filer_signing": "filer",
-                "jwt.filer_signing.read": "filer_read"}
-    text = "".join(f'[{section}]\nkey = "{keys[name]}"\nexpires_after_seconds = 10\n\n'
-                   for section, name in sections.items())
+    keys = json.loads(
+        secret_file(
+            data_dir / "s3-jwt-keys.json",
+            lambda: json.dumps(
+                {name: secrets.token_hex(24) for name in ("volume", "volume_read", "filer", "filer_read")}
+            ),
+        )
+    )
+    sections = {
+        "jwt.signing": "volume",
+        "jwt.signing.read": "volume_read",
+        "jwt.filer_signing": "filer",
+        "jwt.filer_signing.read": "filer_read",
+    }
+    text = "".join(
+        f'[{section}]\nkey = "{keys[name]}"\nexpires_after_seconds = 10\n\n' for section, name in sections.items()
+    )
     path = data_dir / "security.toml"
     path.write_text(text + "[access]\nui = false\n")
     path.chmod(0o600)
 
 
-WEED_PORTS = ("master", "volume", "filer", "s3", "iceberg", "lance", "admin",
-              "master.grpc", "volume.grpc", "filer.grpc", "s3.grpc", "admin.grpc")
+WEED_PORTS = (
+    "master",
+    "volume",
+    "filer",
+    "s3",
+    "iceberg",
+    "lance",
+    "admin",
+    "master.grpc",
+    "volume.grpc",
+    "filer.grpc",
+    "s3.grpc",
+    "admin.grpc",
+)
 S3_PORT_OFFSET = WEED_PORTS.index("s3")
 
 
-def start_s3(data_dir: Path, base_port: int | None = None, *, bucket: str = "nightshift",
-             timeout: float = 60.0) -> tuple[ServerProcess, S3Settings]:
+def start_s3(
+    data_dir: Path, base_port: int | None = None, *, bucket: str = "nightshift", timeout: float = 60.0
+) -> tuple[ServerProcess, S3Settings]:
     """Start `weed mini` on loopback and wait until it accepts writes; returns the server and settings."""
     from storage.objects import ObjectStore  # local import: servers is usable without the SDK loaded
 
@@ -259,25 +314,51 @@ def start_s3(data_dir: Path, base_port: int | None = None, *, bucket: str = "nig
     access, secret = s3_credentials(data_dir)
     _write_weed_security(data_dir)
     config = data_dir / "s3-identities.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "nightshift", "credentials": [{"accessKey": access, "secretKey": secret}],
-        "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "nightshift",
+                        "credentials": [{"accessKey": access, "secretKey": secret}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    }
+                ]
+            }
+        )
+    )
     config.chmod(0o600)
     b = base_port or free_port_block(12)
     ports = {name: b + i for i, name in enumerate(WEED_PORTS)}
-    argv = [weed_binary(), "mini", f"-dir={(data_dir / 'weed').resolve()}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-            f"-s3.port={ports['s3']}", f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",
-            f"-admin.port={ports['admin']}", f"-master.port.grpc={ports['master.grpc']}",
-            f"-volume.port.grpc={ports['volume.grpc']}", f"-filer.port.grpc={ports['filer.grpc']}",
-            f"-s3.port.grpc={ports['s3.grpc']}", f"-admin.port.grpc={ports['admin.grpc']}", "-admin.ui=false",
-            "-webdav=false", f"-s3.config={config.resolve()}",
-            "-master.volumeSizeLimitMB=256"]
+    argv = [
+        weed_binary(),
+        "mini",
+        f"-dir={(data_dir / 'weed').resolve()}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.iceberg={ports['iceberg']}",
+        f"-s3.port.lance={ports['lance']}",
+        f"-admin.port={ports['admin']}",
+        f"-master.port.grpc={ports['master.grpc']}",
+        f"-volume.port.grpc={ports['volume.grpc']}",
+        f"-filer.port.grpc={ports['filer.grpc']}",
+        f"-s3.port.grpc={ports['s3.grpc']}",
+        f"-admin.port.grpc={ports['admin.grpc']}",
+        "-admin.ui=false",
+        "-webdav=false",
+        f"-s3.config={config.resolve()}",
+        "-master.volumeSizeLimitMB=256",
+    ]
     (data_dir / "weed").mkdir(exist_ok=True)
     proc = _spawn("s3", argv, data_dir / "s3.log", data_dir)
     server = ServerProcess("s3", proc, data_dir / "s3.log", ports)
-    settings = S3Settings(endpoint=f"127.0.0.1:{ports['s3']}", access_key=access, secret_key=secret, bucket=bucket,
-                          retries=0)
+    settings = S3Settings(
+        endpoint=f"127.0.0.1:{ports['s3']}", access_key=access, secret_key=secret, bucket=bucket, retries=0
+    )
     store = ObjectStore(settings)
     last: list[Exception] = []
 
@@ -293,8 +374,13 @@ def start_s3(data_dir: Path, base_port: int | None = None, *, bucket: str = "nig
             return False
 
     try:
-        wait_until(writable, timeout, error=lambda: ServerError(
-            f"S3 server not ready within {timeout:.0f}s ({last[0] if last else None}): {server.log_tail()}"))
+        wait_until(
+            writable,
+            timeout,
+            error=lambda: ServerError(
+                f"S3 server not ready within {timeout:.0f}s ({last[0] if last else None}): {server.log_tail()}"
+            ),
+        )
     except ServerError:
         server.stop()
         raise

@@ -52,10 +52,10 @@ def stack_settings(data_dir: Path) -> Settings:
     FileNotFoundError when no stack was ever started there."""
     state = json.loads((data_dir / "stack.json").read_text())
     access, secret = s3_credentials(data_dir / "s3")
-    s3 = S3Settings(endpoint=f"127.0.0.1:{state['s3_base_port'] + S3_PORT_OFFSET}", access_key=access,
-                    secret_key=secret)
-    return Settings(redis_url=local_redis_url(state["redis_port"], redis_password(data_dir)), s3=s3,
-                    data_dir=data_dir)
+    s3 = S3Settings(
+        endpoint=f"127.0.0.1:{state['s3_base_port'] + S3_PORT_OFFSET}", access_key=access, secret_key=secret
+    )
+    return Settings(redis_url=local_redis_url(state["redis_port"], redis_password(data_dir)), s3=s3, data_dir=data_dir)
 
 
 @dataclass
@@ -92,14 +92,42 @@ class WorkerProcess:
         return [int(p) for p in out.split()]
 
 
-def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_dir: Path, name: str | None = None,
-                 extra_env: dict[str, str] | None = None, max_tasks_per_child: int | None = None,
-                 app: str = "workers.tasks", metrics_port: int = 0) -> WorkerProcess:
+def start_worker(
+    settings: Settings,
+    queue: str,
+    *,
+    concurrency: int = 1,
+    log_dir: Path,
+    name: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    max_tasks_per_child: int | None = None,
+    app: str = "workers.tasks",
+    metrics_port: int = 0,
+) -> WorkerProcess:
     """Start `celery worker` for one queue as a separate process (prefork pool)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     node = name or f"{queue}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-c", str(concurrency),
-            "-P", "prefork", "-n", f"{node}@%h", "--without-gossip", "--without-mingle", "-l", "INFO", "-E"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        str(concurrency),
+        "-P",
+        "prefork",
+        "-n",
+        f"{node}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "INFO",
+        "-E",
+    ]
     if max_tasks_per_child:
         argv += ["--max-tasks-per-child", str(max_tasks_per_child)]
     env = {**os.environ, **settings_env(settings), **(extra_env or {})}
@@ -110,8 +138,15 @@ def start_worker(settings: Settings, queue: str, *, concurrency: int = 1, log_di
     env.setdefault("PYTHONUNBUFFERED", "1")
     log_path = log_dir / f"worker-{node}.log"
     with open(log_path, "ab") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                cwd=str(PROJECT_ROOT), preexec_fn=die_with_parent)  # noqa: PLW1509
+        proc = subprocess.Popen(
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=str(PROJECT_ROOT),
+            preexec_fn=die_with_parent,
+        )  # noqa: PLW1509
     return WorkerProcess(queue, proc, log_path, metrics_port)
 
 
@@ -185,14 +220,20 @@ class LocalStack:
             self.servers.append(start_redis(self.data_dir / "redis", redis_port, password=password))
             s3, s3_settings = start_s3(self.data_dir / "s3", s3_base)
             self.servers.append(s3)
-            self.settings = Settings(redis_url=local_redis_url(redis_port, password), s3=s3_settings,
-                                     data_dir=self.data_dir, worker=self.worker_settings)
-            (self.data_dir / "stack.json").write_text(json.dumps({"redis_port": redis_port, "s3_base_port": s3_base,
-                                                                  "api_port": self.api_port}))
+            self.settings = Settings(
+                redis_url=local_redis_url(redis_port, password),
+                s3=s3_settings,
+                data_dir=self.data_dir,
+                worker=self.worker_settings,
+            )
+            (self.data_dir / "stack.json").write_text(
+                json.dumps({"redis_port": redis_port, "s3_base_port": s3_base, "api_port": self.api_port})
+            )
             self.api_key = self._local_key()
             for queue in self.queues:
-                self.workers.append(start_worker(self.settings, queue, concurrency=self.concurrency,
-                                                 log_dir=self.data_dir / "logs"))
+                self.workers.append(
+                    start_worker(self.settings, queue, concurrency=self.concurrency, log_dir=self.data_dir / "logs")
+                )
             for worker in self.workers:
                 wait_worker_ready(worker)
             if with_api:
@@ -226,8 +267,9 @@ class LocalStack:
             if worker.alive() or time.monotonic() - worker.started < RESTART_BACKOFF_S:
                 continue
             log.warning("worker for %s exited (code %s); restarting it", worker.queue, worker.proc.returncode)
-            self.workers[n] = start_worker(self.settings, worker.queue, concurrency=self.concurrency,
-                                           log_dir=self.data_dir / "logs")
+            self.workers[n] = start_worker(
+                self.settings, worker.queue, concurrency=self.concurrency, log_dir=self.data_dir / "logs"
+            )
             restarted.append(worker.queue)
         return restarted
 

@@ -18,5 +18,16 @@ from storage.library.documents import Decision, Head, Member, Person, SegmentDoc
 from storage.library.state import DecisionInvalid, LibraryState
 from storage.library.store import LibraryBusy, LibraryStore
 
-__all__ = ["Decision", "DecisionInvalid", "Head", "LibraryBusy", "LibraryState", "LibraryStore", "Member",
-           "Person", "SegmentDoc", "SegmentFace", "SegmentRef"]
+__all__ = [
+    "Decision",
+    "DecisionInvalid",
+    "Head",
+    "LibraryBusy",
+    "LibraryState",
+    "LibraryStore",
+    "Member",
+    "Person",
+    "SegmentDoc",
+    "SegmentFace",
+    "SegmentRef",
+]

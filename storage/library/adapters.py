@@ -41,8 +41,9 @@ class Adapters:
         for _ in range(VERSION_ATTEMPTS):
             stored = doc.model_copy(update={"version": version, "weights": weights})
             try:
-                self.lib.store.put_if_absent(keys.library_adapter(self.tenant, version),
-                                             stored.model_dump_json().encode())
+                self.lib.store.put_if_absent(
+                    keys.library_adapter(self.tenant, version), stored.model_dump_json().encode()
+                )
                 return stored
             except PreconditionFailed:
                 version += 1

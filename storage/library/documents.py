@@ -55,9 +55,18 @@ class FaceRows(Sequence[SegmentFace]):
             return [self[r] for r in range(*row.indices(len(self)))]
         c = self.columns
         return SegmentFace.model_construct(
-            face=c["face"][row], job=self.job, item=c["item"][row], photo=c["photo"][row],
-            photo_key=c["photo_key"][row], thumb=c["thumb"][row], box=tuple(c["box"][row]), score=c["score"][row],
-            taken=c["taken"][row], width=c["width"][row], height=c["height"][row])
+            face=c["face"][row],
+            job=self.job,
+            item=c["item"][row],
+            photo=c["photo"][row],
+            photo_key=c["photo_key"][row],
+            thumb=c["thumb"][row],
+            box=tuple(c["box"][row]),
+            score=c["score"][row],
+            taken=c["taken"][row],
+            width=c["width"][row],
+            height=c["height"][row],
+        )
 
     def column(self, name: str) -> list[Any]:
         """One field of every face, in row order (e.g. "photo")."""
@@ -76,8 +85,15 @@ class SegmentDoc(BaseModel):
     photos: dict[str, str] = Field(default_factory=dict)  # sha256 -> photo key (photos without faces too)
 
     @classmethod
-    def of(cls, segment: str, job: str, model: str, dim: int, faces: Sequence[SegmentFace],
-           photos: dict[str, str] | None = None) -> SegmentDoc:
+    def of(
+        cls,
+        segment: str,
+        job: str,
+        model: str,
+        dim: int,
+        faces: Sequence[SegmentFace],
+        photos: dict[str, str] | None = None,
+    ) -> SegmentDoc:
         columns = {c: [getattr(f, c) for f in faces] for c in _COLUMNS}
         columns["box"] = [list(b) for b in columns["box"]]
         return cls(segment=segment, job=job, model=model, dim=dim, columns=columns, photos=photos or {})
@@ -131,8 +147,18 @@ class Member(BaseModel):
 
     @classmethod
     def of(cls, segment: str, row: int, face: SegmentFace, confirmed: bool = False) -> Member:
-        return cls(face=face.face, segment=segment, row=row, photo=face.photo, photo_key=face.photo_key,
-                   thumb=face.thumb, box=face.box, score=face.score, taken=face.taken, confirmed=confirmed)
+        return cls(
+            face=face.face,
+            segment=segment,
+            row=row,
+            photo=face.photo,
+            photo_key=face.photo_key,
+            thumb=face.thumb,
+            box=face.box,
+            score=face.score,
+            taken=face.taken,
+            confirmed=confirmed,
+        )
 
 
 class MembersDoc(BaseModel):

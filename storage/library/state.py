@@ -173,8 +173,16 @@ class LibraryState:
             start += len(faces)
 
     # -- the primitives ----------------------------------------------------------------------------
-    def place(self, segment: str, row: int, to: str | None, *, confirmed: bool = False, reject: bool = False,
-              vector: np.ndarray | None = None) -> None:
+    def place(
+        self,
+        segment: str,
+        row: int,
+        to: str | None,
+        *,
+        confirmed: bool = False,
+        reject: bool = False,
+        vector: np.ndarray | None = None,
+    ) -> None:
         """Make face (segment, row) belong to person `to` (None: unassigned).
 
         `reject` records that it is not the person it leaves (it never joins them again); `confirmed` that a
@@ -207,7 +215,8 @@ class LibraryState:
             if str(row) in doc.rejected and confirmed:
                 doc.rejected[str(row)] = [p for p in doc.rejected[str(row)] if p != to]
             self._candidates.setdefault(to, []).append(
-                (face.face, vector if vector is not None else self.vectors(segment, [row])[0]))
+                (face.face, vector if vector is not None else self.vectors(segment, [row])[0])
+            )
             self._dirty_people.add(to)
         doc.person[row] = to
         self._dirty_segments.add(segment)
@@ -215,8 +224,14 @@ class LibraryState:
     def rejected(self, segment: str, row: int) -> list[str]:
         return self.assignments(segment).rejected.get(str(row), [])
 
-    def new_person(self, faces: list[tuple[str, int]], vectors: np.ndarray | None = None, *,
-                   person_id: str | None = None, name: str | None = None) -> str:
+    def new_person(
+        self,
+        faces: list[tuple[str, int]],
+        vectors: np.ndarray | None = None,
+        *,
+        person_id: str | None = None,
+        name: str | None = None,
+    ) -> str:
         """A person made of these (segment, row) faces."""
         ids = [self.segment_faces(s)[r].face for s, r in faces]
         pid = person_id or person_id_for(min(ids), set(self.people) | set(self.merged))
@@ -224,8 +239,7 @@ class LibraryState:
         self._members[pid] = []
         self._dirty_people.add(pid)
         for n, (segment, row) in enumerate(faces):
-            self.place(segment, row, pid, confirmed=name is not None,
-                       vector=None if vectors is None else vectors[n])
+            self.place(segment, row, pid, confirmed=name is not None, vector=None if vectors is None else vectors[n])
         return pid
 
     def rename(self, person_id: str, name: str | None) -> None:
@@ -289,7 +303,7 @@ class LibraryState:
         self._dirty_people.add(a.id)
 
     def move_out(self, face_id: str, person_id: str) -> None:
-        """"Not this person": the face leaves them (unassigned) and never joins them again. The user looked at
+        """ "Not this person": the face leaves them (unassigned) and never joins them again. The user looked at
         this person to say so: the faces that stay are confirmed, so a re-cluster keeps them together and keeps
         the face out (an unconfirmed rest could regroup around the face under a new id)."""
         segment, row = self.locate(face_id)
@@ -300,13 +314,14 @@ class LibraryState:
         self.reviewed(pid)
 
     def assign_face(self, face_id: str, person_id: str) -> None:
-        """"This is that person": the face joins them, confirmed (it leaves whoever had it)."""
+        """ "This is that person": the face joins them, confirmed (it leaves whoever had it)."""
         segment, row = self.locate(face_id)
         pid = self.person(person_id).id
         photo = self.segment_faces(segment)[row].photo
         if any(m.photo == photo and m.face != face_id for m in self.members(pid)):
-            raise DecisionInvalid(f"{pid} already has a face in that photo: one photo never shows a person twice",
-                                  "conflict")
+            raise DecisionInvalid(
+                f"{pid} already has a face in that photo: one photo never shows a person twice", "conflict"
+            )
         self.reviewed(pid)
         self.place(segment, row, pid, confirmed=True)
 
@@ -372,8 +387,9 @@ class LibraryState:
         self._dirty_people.add(person_id)
 
     def _set_confirmed(self, person_id: str, face_id: str) -> None:
-        self._members[person_id] = [m.model_copy(update={"confirmed": True}) if m.face == face_id else m
-                                    for m in self.members(person_id)]
+        self._members[person_id] = [
+            m.model_copy(update={"confirmed": True}) if m.face == face_id else m for m in self.members(person_id)
+        ]
         self._dirty_people.add(person_id)
 
     # -- writing the next version ------------------------------------------------------------------
@@ -392,23 +408,36 @@ class LibraryState:
         for shard in sorted(self._dirty_shards):
             self._write_shard(shard)
         people = sorted(self.people.values(), key=lambda p: (p.name is None, -p.faces, p.id))
-        doc_key = self.lib.put_doc(keys.library_object(self.lib.tenant, self.version, "people.json.gz"),
-                                   PeopleDoc(people=people, merged=self.merged, exemplars=self._shard_keys))
+        doc_key = self.lib.put_doc(
+            keys.library_object(self.lib.tenant, self.version, "people.json.gz"),
+            PeopleDoc(people=people, merged=self.merged, exemplars=self._shard_keys),
+        )
         live = set(self.people)
         suggestions = [s for s in self.suggestions if s.a in live and s.b in live]
-        return Head(version=self.version, writer=writer, space=self.space, segments=list(self.segments.values()),
-                    people=doc_key, suggestions=suggestions, decisions_applied=self.applied[-RECENT_DECISIONS:],
-                    stats=self.stats(), adapter=self.adapter)
+        return Head(
+            version=self.version,
+            writer=writer,
+            space=self.space,
+            segments=list(self.segments.values()),
+            people=doc_key,
+            suggestions=suggestions,
+            decisions_applied=self.applied[-RECENT_DECISIONS:],
+            stats=self.stats(),
+            adapter=self.adapter,
+        )
 
     def stats(self) -> dict[str, int]:
         for segment in self._dirty_segments:
             ref, doc = self.segments[segment], self._assign[segment]
             ref.unassigned, ref.skipped = doc.unassigned(), len(doc.skip)
-        return {"faces": sum(r.faces - r.skipped for r in self.segments.values()),
-                "photos": sum(r.photos for r in self.segments.values()), "people": len(self.people),
-                "named": sum(1 for p in self.people.values() if p.name),
-                "hidden": sum(1 for p in self.people.values() if p.hidden),
-                "unassigned": sum(r.unassigned for r in self.segments.values())}
+        return {
+            "faces": sum(r.faces - r.skipped for r in self.segments.values()),
+            "photos": sum(r.photos for r in self.segments.values()),
+            "people": len(self.people),
+            "named": sum(1 for p in self.people.values() if p.name),
+            "hidden": sum(1 for p in self.people.values() if p.hidden),
+            "unassigned": sum(r.unassigned for r in self.segments.values()),
+        }
 
     def refresh_exemplars(self, person_ids: set[str]) -> None:
         """Choose these people's exemplars now (from the faces they gained), so later comparisons in the same
@@ -443,21 +472,24 @@ class LibraryState:
         person.faces = len(members)
         person.photos = len({m.photo for m in members})
         person.latest = max((m.taken for m in members if m.taken), default=None)
-        best = max(members, key=lambda m: (m.score * min(m.box[2] - m.box[0], m.box[3] - m.box[1]), m.face),
-                   default=None)
+        best = max(
+            members, key=lambda m: (m.score * min(m.box[2] - m.box[0], m.box[3] - m.box[1]), m.face), default=None
+        )
         person.auto_cover = best.face if best else None
         if person.cover and person.cover not in {m.face for m in members}:
             person.cover = None
         person.updated_at = self._now()
         person.members = self.lib.put_doc(
-            keys.library_object(self.lib.tenant, self.version, f"members/{pid}.json.gz"), MembersDoc(faces=members))
+            keys.library_object(self.lib.tenant, self.version, f"members/{pid}.json.gz"), MembersDoc(faces=members)
+        )
 
     def _write_assignments(self, segment: str) -> None:
         ref = self.segments[segment]
         ref.unassigned = self._assign[segment].unassigned()
         ref.skipped = len(self._assign[segment].skip)
         ref.assign = self.lib.put_doc(
-            keys.library_object(self.lib.tenant, self.version, f"assign/{segment}.json.gz"), self._assign[segment])
+            keys.library_object(self.lib.tenant, self.version, f"assign/{segment}.json.gz"), self._assign[segment]
+        )
 
     def _write_shard(self, shard: str) -> None:
         self._load_shard(shard)

@@ -161,8 +161,11 @@ class LibraryStore:
     def embeddings(self, ref: SegmentRef) -> np.ndarray:
         """All of a segment's vectors, (faces, dim) float32 (cached per process, bounded in bytes)."""
         key = keys.library_segment(self.tenant, ref.id, "embeddings.f32")
-        return _vectors.get(self._where(key), lambda: from_rows(self.store.get_bytes(key), ref.dim),  # type: ignore[no-any-return]
-                            lambda m: int(m.nbytes))
+        return _vectors.get(
+            self._where(key),
+            lambda: from_rows(self.store.get_bytes(key), ref.dim),  # type: ignore[no-any-return]
+            lambda m: int(m.nbytes),
+        )
 
     def embedding_rows(self, ref: SegmentRef, rows: list[int]) -> np.ndarray:
         """Some rows of a segment's vectors: ranged reads when they are few, else the whole object."""
@@ -170,18 +173,27 @@ class LibraryStore:
             return self.embeddings(ref)[rows]
         key = keys.library_segment(self.tenant, ref.id, "embeddings.f32")
         width = ref.dim * 4
-        return np.stack([from_rows(self.store.get_range(key, r * width, width), ref.dim)[0] for r in rows]) \
-            if rows else np.zeros((0, ref.dim), np.float32)
+        return (
+            np.stack([from_rows(self.store.get_range(key, r * width, width), ref.dim)[0] for r in rows])
+            if rows
+            else np.zeros((0, ref.dim), np.float32)
+        )
 
     def photo_index(self, ref: SegmentRef) -> np.ndarray:
         """The segment's photos as sorted 64-bit ids (`photo_ids`): 8 bytes a photo, for duplicate checks."""
         key = keys.library_segment(self.tenant, ref.id, "photos.u64")
-        return _vectors.get(self._where(key), lambda: np.frombuffer(self.store.get_bytes(key), dtype="<u8"),  # type: ignore[no-any-return]
-                            lambda a: int(a.nbytes) + 1)
+        return _vectors.get(
+            self._where(key),
+            lambda: np.frombuffer(self.store.get_bytes(key), dtype="<u8"),  # type: ignore[no-any-return]
+            lambda a: int(a.nbytes) + 1,
+        )
 
     def packed(self, key: str) -> tuple[dict[str, Any], np.ndarray]:
-        return _vectors.get(self._where(key), lambda: unpack(self.store.get_bytes(key)),  # type: ignore[no-any-return]
-                            lambda v: int(v[1].nbytes) + 1)
+        return _vectors.get(
+            self._where(key),
+            lambda: unpack(self.store.get_bytes(key)),  # type: ignore[no-any-return]
+            lambda v: int(v[1].nbytes) + 1,
+        )
 
     # -- writing objects -------------------------------------------------------------------------------
     def put_doc(self, key: str, doc: BaseModel) -> str:
@@ -196,11 +208,11 @@ class LibraryStore:
             raise ValueError(f"{len(doc.faces)} faces but vectors {matrix.shape}")
         self.store.put_bytes(keys.library_segment(self.tenant, doc.segment, "embeddings.f32"), rows_bytes(matrix))
         shas = set(doc.photos) | set(doc.faces.column("photo"))
-        self.store.put_bytes(keys.library_segment(self.tenant, doc.segment, "photos.u64"),
-                             photo_ids(shas).tobytes())
+        self.store.put_bytes(keys.library_segment(self.tenant, doc.segment, "photos.u64"), photo_ids(shas).tobytes())
         self.put_doc(keys.library_segment(self.tenant, doc.segment, "faces.json.gz"), doc)
-        return SegmentRef(id=doc.segment, job=doc.job, model=doc.model, dim=doc.dim, faces=len(doc.faces),
-                          photos=len(doc.photos))
+        return SegmentRef(
+            id=doc.segment, job=doc.job, model=doc.model, dim=doc.dim, faces=len(doc.faces), photos=len(doc.photos)
+        )
 
     # -- intake: segments of finished jobs waiting to join ------------------------------------------
     def offer(self, job_id: str, refs: list[SegmentRef]) -> None:
@@ -226,8 +238,7 @@ class LibraryStore:
     # -- decisions -------------------------------------------------------------------------------------
     def log_decision(self, decision: Decision) -> None:
         """Write a decision to the log (before it changes anything: it can never be lost)."""
-        self.store.put_if_absent(keys.library_decision(self.tenant, decision.id),
-                                 decision.model_dump_json().encode())
+        self.store.put_if_absent(keys.library_decision(self.tenant, decision.id), decision.model_dump_json().encode())
 
     def pending_decisions(self, head: Head | None) -> list[Decision]:
         """Decisions in the log that `head` has not applied, oldest first."""
@@ -242,8 +253,10 @@ class LibraryStore:
 
     def decisions(self) -> list[Decision]:
         """The whole log, oldest first (what users said, for audits and rebuilds)."""
-        return [Decision.model_validate_json(self.store.get_bytes(o.key))
-                for o in self.store.list(keys.library_decisions(self.tenant))]
+        return [
+            Decision.model_validate_json(self.store.get_bytes(o.key))
+            for o in self.store.list(keys.library_decisions(self.tenant))
+        ]
 
     # -- commit ----------------------------------------------------------------------------------------
     def commit(self, change: Callable[[Any], T], *, wait: float = 20.0, lock_ttl: float = 60.0) -> tuple[Head, T]:
@@ -266,15 +279,19 @@ class LibraryStore:
                     head = state.finish(writer_id())
                     if not held.still_held():
                         raise PreconditionFailed("library lock lost before the commit")
-                    self.store.put_if_absent(keys.library_head(self.tenant, head.version),
-                                             head.model_dump_json().encode())
+                    self.store.put_if_absent(
+                        keys.library_head(self.tenant, head.version), head.model_dump_json().encode()
+                    )
             except LockBusy:
-                raise LibraryBusy("the library is busy (a re-cluster or a night's faces are being added); "
-                                  "your change is saved and applies when that ends") from None
+                raise LibraryBusy(
+                    "the library is busy (a re-cluster or a night's faces are being added); "
+                    "your change is saved and applies when that ends"
+                ) from None
             except PreconditionFailed:
                 log.warning("library commit of %s lost a race (attempt %d); retrying", self.tenant, attempt)
                 continue
-            self.store.put_bytes(keys.library_head_hint(self.tenant),
-                                 json.dumps({"version": head.version}).encode(), "application/json")
+            self.store.put_bytes(
+                keys.library_head_hint(self.tenant), json.dumps({"version": head.version}).encode(), "application/json"
+            )
             return head, result
         raise LibraryBusy("the library changed under every attempt to commit; try again")

@@ -26,13 +26,15 @@ import torch
 
 # dlib's 5-point mean face (x, y in [0, 1]), in the order of shape_predictor_5_face_landmarks:
 # two corners of the eye on the image's right, two of the other eye, then the base of the nose.
-FIVE_POINT_TEMPLATE = np.array([
-    [0.8595674595992, 0.2134981538014],
-    [0.6460604764104, 0.2289674387677],
-    [0.1205750620789, 0.2137274526848],
-    [0.3340850613712, 0.2290642403242],
-    [0.4901123135679, 0.6277975316475],
-])
+FIVE_POINT_TEMPLATE = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
 _PYRAMID_OFFSET = np.array([1.25, 0.75])  # pyramid_down<2>::point_down(p) = p / 2 - offset
 
 
@@ -46,8 +48,9 @@ class ChipDetails:
     size: int
 
 
-def face_chip_details(shapes5: np.ndarray | Sequence[np.ndarray], size: int = 150,
-                      padding: float = 0.25) -> ChipDetails:
+def face_chip_details(
+    shapes5: np.ndarray | Sequence[np.ndarray], size: int = 150, padding: float = 0.25
+) -> ChipDetails:
     """``dlib.get_face_chip_details`` for landmark arrays of shape (5, 2) (x, y), vectorised.
 
     Raises ValueError on another shape.
@@ -137,11 +140,19 @@ def pyramid_down(image: torch.Tensor) -> torch.Tensor:
         return image.new_zeros((channels, 0, 0))
     out_w, out_h = (width - 3) // 2, (height - 3) // 2
     even, odd = image[:, :, 0::2].contiguous(), image[:, :, 1::2].contiguous()
-    across = (even[:, :, :out_w] + even[:, :, 2 : out_w + 2] + 4 * (odd[:, :, :out_w] + odd[:, :, 1 : out_w + 1])
-              + 6 * even[:, :, 1 : out_w + 1])
+    across = (
+        even[:, :, :out_w]
+        + even[:, :, 2 : out_w + 2]
+        + 4 * (odd[:, :, :out_w] + odd[:, :, 1 : out_w + 1])
+        + 6 * even[:, :, 1 : out_w + 1]
+    )
     even, odd = across[:, 0::2].contiguous(), across[:, 1::2].contiguous()
-    down = (even[:, :out_h] + even[:, 2 : out_h + 2] + 4 * (odd[:, :out_h] + odd[:, 1 : out_h + 1])
-            + 6 * even[:, 1 : out_h + 1])
+    down = (
+        even[:, :out_h]
+        + even[:, 2 : out_h + 2]
+        + 4 * (odd[:, :out_h] + odd[:, 1 : out_h + 1])
+        + 6 * even[:, 1 : out_h + 1]
+    )
     return torch.floor(down / 256)
 
 
@@ -213,9 +224,16 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def extract_chips(images: np.ndarray | Sequence[np.ndarray], shapes5: np.ndarray | Sequence[np.ndarray], *,
-                  image_index: Sequence[int] | None = None, size: int = 150, padding: float = 0.25,
-                  device: torch.device | str = "cpu", joint: bool = True) -> torch.Tensor:
+def extract_chips(
+    images: np.ndarray | Sequence[np.ndarray],
+    shapes5: np.ndarray | Sequence[np.ndarray],
+    *,
+    image_index: Sequence[int] | None = None,
+    size: int = 150,
+    padding: float = 0.25,
+    device: torch.device | str = "cpu",
+    joint: bool = True,
+) -> torch.Tensor:
     """Aligned face chips (N x 3 x size x size, uint8 RGB, on `device`) for N 5-point landmark sets.
 
     `images` is one H x W x 3 uint8 image holding every face, or a sequence of images: then
@@ -238,8 +256,11 @@ def extract_chips(images: np.ndarray | Sequence[np.ndarray], shapes5: np.ndarray
     device = torch.device(device)
     details = face_chip_details(points, size, padding)
     chips = torch.empty((len(points), 3, size, size), dtype=torch.uint8, device=device)
-    groups = [[i] for i in range(len(points))] if not joint else [
-        np.flatnonzero(owners == owner).tolist() for owner in np.unique(owners)]
+    groups = (
+        [[i] for i in range(len(points))]
+        if not joint
+        else [np.flatnonzero(owners == owner).tolist() for owner in np.unique(owners)]
+    )
     for members in groups:
         part = ChipDetails(details.rects[members], details.angles[members], size)
         chips[members] = _chips_from_one_image(_as_rgb(image_list[owners[members[0]]]), part, device)

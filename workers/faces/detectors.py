@@ -171,14 +171,24 @@ class MTCNNDetector(Detector):
         with torch.inference_mode():
             boxes, points = detect_face(
                 torch.from_numpy(batch).to(self.device),
-                self.min_face_size, pnet, rnet, onet, self.stage_thresholds, self.factor, self.device,
+                self.min_face_size,
+                pnet,
+                rnet,
+                onet,
+                self.stage_thresholds,
+                self.factor,
+                self.device,
             )
         return [
             [
-                Face(box=(float(row[0]), float(row[1]), float(row[2]), float(row[3])), score=float(row[4]),
-                     landmarks=pts.astype(np.float32))
-                for row, pts in zip(np.asarray(b, dtype=np.float64).reshape(-1, 5), np.asarray(p).reshape(-1, 5, 2),
-                                    strict=True)
+                Face(
+                    box=(float(row[0]), float(row[1]), float(row[2]), float(row[3])),
+                    score=float(row[4]),
+                    landmarks=pts.astype(np.float32),
+                )
+                for row, pts in zip(
+                    np.asarray(b, dtype=np.float64).reshape(-1, 5), np.asarray(p).reshape(-1, 5, 2), strict=True
+                )
             ]
             for b, p in zip(boxes, points, strict=True)
         ]
@@ -312,8 +322,11 @@ class YuNetDetector(Detector):
         self._model: Any = None
         # YuNet finds faces ~10x faster than MTCNN, but its landmarks align SFace less well (lfw-dev: 99.37 %
         # against 99.57 % with MTCNN's); MTCNN run on a small crop around each face places them as it would
-        self.refiner = MTCNNDetector(min_face_size=REFINE_SIZE // 3, score_threshold=0.5, device=device) \
-            if refine_landmarks else None
+        self.refiner = (
+            MTCNNDetector(min_face_size=REFINE_SIZE // 3, score_threshold=0.5, device=device)
+            if refine_landmarks
+            else None
+        )
 
     def _load(self) -> None:
         from workers.faces.weights import YUNET
@@ -358,8 +371,11 @@ class YuNetDetector(Detector):
             points.append((kps[keep].reshape(-1, 5, 2) + cell[:, None]) * stride)
         all_boxes, all_scores, all_points = np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
         return [
-            Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(all_scores[k]),
-                 landmarks=all_points[k].astype(np.float32))
+            Face(
+                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                score=float(all_scores[k]),
+                landmarks=all_points[k].astype(np.float32),
+            )
             for k in nms(all_boxes, all_scores, self.nms_threshold)
             for b in [np.clip(all_boxes[k], 0, [width, height, width, height])]
         ]
@@ -385,14 +401,18 @@ def refine_landmarks(refiner: Detector, images: Sequence[np.ndarray], found: lis
                 continue
             scale = REFINE_SIZE * _REFINE_CONTEXT / side
             crop = Image.fromarray(images[i][y0:y1, x0:x1]).resize(
-                (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), Image.Resampling.BILINEAR)
+                (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), Image.Resampling.BILINEAR
+            )
             crops.append(crop)
             where.append((i, k, x0, y0, (x1 - x0) / crop.width, (y1 - y0) / crop.height))
     out = [list(faces) for faces in found]
     for refined, (i, k, x0, y0, sx, sy) in zip(refiner.detect_batch(crops) if crops else [], where, strict=True):
         face = found[i][k]
-        best = max(((iou(c.scaled(sx, sy).box, _shift(face.box, -x0, -y0)), c) for c in refined if c.landmarks
-                    is not None), default=None, key=lambda t: t[0])
+        best = max(
+            ((iou(c.scaled(sx, sy).box, _shift(face.box, -x0, -y0)), c) for c in refined if c.landmarks is not None),
+            default=None,
+            key=lambda t: t[0],
+        )
         if best is not None and best[0] >= 0.3:
             points = np.asarray(best[1].landmarks, np.float32) * np.array([sx, sy], np.float32) + np.array([x0, y0])
             out[i][k] = replace(face, landmarks=points.astype(np.float32))

@@ -43,9 +43,12 @@ class BlockSpec:
 # alevel4 .. alevel0 of dnn_face_recognition_ex.cpp, input side first.
 FACE_RESNET_BLOCKS: tuple[BlockSpec, ...] = (
     *(BlockSpec(32, False),) * 3,
-    BlockSpec(64, True), *(BlockSpec(64, False),) * 3,
-    BlockSpec(128, True), *(BlockSpec(128, False),) * 2,
-    BlockSpec(256, True), *(BlockSpec(256, False),) * 2,
+    BlockSpec(64, True),
+    *(BlockSpec(64, False),) * 3,
+    BlockSpec(128, True),
+    *(BlockSpec(128, False),) * 2,
+    BlockSpec(256, True),
+    *(BlockSpec(256, False),) * 2,
     BlockSpec(256, True),
 )
 
@@ -113,8 +116,9 @@ class DlibFaceResNet(nn.Module):
 
     means: torch.Tensor
 
-    def __init__(self, blocks: tuple[BlockSpec, ...] = FACE_RESNET_BLOCKS, stem_channels: int = 32,
-                 out_dim: int = DESCRIPTOR_DIM) -> None:
+    def __init__(
+        self, blocks: tuple[BlockSpec, ...] = FACE_RESNET_BLOCKS, stem_channels: int = 32, out_dim: int = DESCRIPTOR_DIM
+    ) -> None:
         super().__init__()
         self.register_buffer("means", torch.tensor(DLIB_RGB_MEANS, dtype=torch.float32).view(1, 3, 1, 1))
         self.stem_conv = nn.Conv2d(3, stem_channels, 7, stride=2, padding=0)
@@ -198,15 +202,19 @@ def _con_tensors(layer: Layer, prefix: str, where: str) -> dict[str, torch.Tenso
     count = int(np.prod(shape))
     if params.size != count + shape[0]:
         raise DlibFormatError(f"{where}: {params.size} conv parameters for filters {shape} plus biases")
-    return {f"{prefix}.weight": torch.from_numpy(params[:count].reshape(shape).copy()),
-            f"{prefix}.bias": torch.from_numpy(params[count:].copy())}
+    return {
+        f"{prefix}.weight": torch.from_numpy(params[:count].reshape(shape).copy()),
+        f"{prefix}.bias": torch.from_numpy(params[count:].copy()),
+    }
 
 
 def _affine_tensors(layer: Layer, prefix: str, where: str) -> dict[str, torch.Tensor]:
     params = _params(layer, where)
     half = params.size // 2  # gamma then beta
-    return {f"{prefix}.weight": torch.from_numpy(params[:half].copy()),
-            f"{prefix}.bias": torch.from_numpy(params[half:].copy())}
+    return {
+        f"{prefix}.weight": torch.from_numpy(params[:half].copy()),
+        f"{prefix}.bias": torch.from_numpy(params[half:].copy()),
+    }
 
 
 def _fc_tensors(layer: Layer, prefix: str, where: str) -> dict[str, torch.Tensor]:

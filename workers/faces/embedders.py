@@ -45,7 +45,7 @@ UprightShapes = tuple[np.ndarray, list[int], np.ndarray]
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; anything else is returned unchanged."""
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; anything else is returned unchanged."""
     if device != "auto":
         return device
     try:
@@ -195,8 +195,9 @@ class Embedder(InferenceModel):
         """Embeddings of `faces` in `image` (RGB uint8, (h, w, 3)): (n, dim) float32."""
         return self.embed_many([image], [faces], jitter, mirror)[0]
 
-    def embed_many(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0,
-                   mirror: bool = False) -> list[np.ndarray]:
+    def embed_many(
+        self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0, mirror: bool = False
+    ) -> list[np.ndarray]:
         """`embed` for several images, chips batched together across images (max_batch_size at a time).
 
         With `mirror`, each vector is combined (`combine_mirror`) with that of the same face in the image
@@ -209,15 +210,18 @@ class Embedder(InferenceModel):
         n = len(all_chips)
         if mirror and n:
             all_chips = np.concatenate([all_chips, self.mirror_chips(images, faces, all_chips)])
-        vectors = [self.embed_chips(all_chips[s : s + self.max_batch_size], jitter)
-                   for s in range(0, len(all_chips), self.max_batch_size)]
+        vectors = [
+            self.embed_chips(all_chips[s : s + self.max_batch_size], jitter)
+            for s in range(0, len(all_chips), self.max_batch_size)
+        ]
         flat = np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)
         if mirror and n:
             flat = self.combine_mirror(flat[:n], flat[n:])
         return split_per_image(flat, faces)
 
-    def mirror_chips(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
-                     chips: np.ndarray) -> np.ndarray:
+    def mirror_chips(
+        self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], chips: np.ndarray
+    ) -> np.ndarray:
         """The chips of the faces in the mirror images, in the order of `chips`. dlib's way: the landmarks are
         found again in the mirror image, so the two chips differ by more than a flip (worth 0.3 points on LFW)."""
         images, faces = mirrored_inputs(images, faces)
@@ -241,8 +245,9 @@ def _check_lists(images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) 
         raise ValueError(f"{len(images)} images but {len(faces)} face lists")
 
 
-def mirrored_inputs(images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]
-                    ) -> tuple[list[np.ndarray], list[list[Face]]]:
+def mirrored_inputs(
+    images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]
+) -> tuple[list[np.ndarray], list[list[Face]]]:
     """The images (those with faces) flipped left-right, and their faces in the flipped images."""
     keep = [i for i, fs in enumerate(faces) if fs]
     flipped = [np.ascontiguousarray(images[i][:, ::-1]) for i in keep]
@@ -323,7 +328,7 @@ def _import_optional(name: str) -> bool:
 
 
 def resolve_embedder(name: str) -> str:
-    """"auto" -> `DEFAULT_EMBEDDER`; any other name unchanged."""
+    """ "auto" -> `DEFAULT_EMBEDDER`; any other name unchanged."""
     return DEFAULT_EMBEDDER if name == "auto" else name
 
 

@@ -69,7 +69,8 @@ class FaceEngine:
         """The resolved device ("auto" becomes "cuda" or "cpu" on first use)."""
         if self._device == "auto":
             uses_torch = self.params.detector in ("mtcnn", "yunet") or (
-                resolve_embedder(self.params.embedder) in TORCH_EMBEDDERS)
+                resolve_embedder(self.params.embedder) in TORCH_EMBEDDERS
+            )
             # a dlib-only pipeline (HOG + dlib ResNet) never imports torch just to ask about CUDA
             self._device = resolve_device("auto") if uses_torch else "cpu"
         return self._device
@@ -142,6 +143,7 @@ class FaceEngine:
         factor = self.params.detect_size / max(width, height)
         if factor >= 1:
             return image, (1.0, 1.0)
-        small = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BILINEAR,
-                             reducing_gap=2.0)
+        small = image.resize(
+            (max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
         return small, (width / small.width, height / small.height)

@@ -38,14 +38,27 @@ class FusedEmbedder(Embedder):
     version = "v1"
     dim = 256
 
-    def __init__(self, *, device: str = "auto", max_batch_size: int = 32, fp16: bool = False,
-                 dlib_weight: float = DLIB_WEIGHT, sface_weight: float = SFACE_WEIGHT, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        max_batch_size: int = 32,
+        fp16: bool = False,
+        dlib_weight: float = DLIB_WEIGHT,
+        sface_weight: float = SFACE_WEIGHT,
+        **options: Any,
+    ) -> None:
         dlib_aligner = DlibAligner()  # one shape predictor for both parts
-        self.dlib = TorchDlibEmbedder(device=device, max_batch_size=max_batch_size, aligner=dlib_aligner,
-                                      fp16=fp16, **options)
+        self.dlib = TorchDlibEmbedder(
+            device=device, max_batch_size=max_batch_size, aligner=dlib_aligner, fp16=fp16, **options
+        )
         super().__init__(device=self.dlib.device, max_batch_size=max_batch_size, aligner=dlib_aligner)
-        self.sface = SFaceEmbedder(device=self.dlib.device, max_batch_size=max_batch_size, fp16=fp16,
-                                   aligner=ArcFaceAligner(dlib_aligner=dlib_aligner))
+        self.sface = SFaceEmbedder(
+            device=self.dlib.device,
+            max_batch_size=max_batch_size,
+            fp16=fp16,
+            aligner=ArcFaceAligner(dlib_aligner=dlib_aligner),
+        )
         self.weights = (float(dlib_weight), float(sface_weight))
 
     def _load(self) -> None:
@@ -53,15 +66,17 @@ class FusedEmbedder(Embedder):
         self.sface.load()
 
     def embed_chips(self, chips: np.ndarray, jitter: int = 0) -> np.ndarray:
-        raise NotImplementedError("dlib+sface embeds faces of images (each part aligns them its own way), "
-                                  "not chips: use embed_many")
+        raise NotImplementedError(
+            "dlib+sface embeds faces of images (each part aligns them its own way), not chips: use embed_many"
+        )
 
     def align(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """dlib's chips (150x150) of `faces`; SFace aligns its own (`self.sface.align`)."""
         return self.dlib.align(image, faces)
 
-    def embed_many(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0,
-                   mirror: bool = False) -> list[np.ndarray]:
+    def embed_many(
+        self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0, mirror: bool = False
+    ) -> list[np.ndarray]:
         """Both parts' vectors of every face, scaled and side by side: (n, 256) float32 per image."""
         self.load()
         dlib = self.dlib.embed_many(images, faces, jitter, mirror)

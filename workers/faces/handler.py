@@ -65,8 +65,7 @@ def _at_full_size(found: PhotoFaces, image: Image.Image, full: tuple[int, int]) 
     if image.size == full:
         return found
     sx, sy = full[0] / image.width, full[1] / image.height
-    return PhotoFaces([f.scaled(sx, sy) for f in found.faces], found.embeddings, full, found.model,
-                      found.model_version)
+    return PhotoFaces([f.scaled(sx, sy) for f in found.faces], found.embeddings, full, found.model, found.model_version)
 
 
 class FacesHandler(JobHandler):
@@ -91,8 +90,12 @@ class FacesHandler(JobHandler):
         if not todo:
             return
         with metrics.STAGE.labels(stage="decode").time():
-            decoded = decode_jpegs([it.data for it in todo], self.params.detect_size, device=self.engine.device,
-                                   max_pixels=self.ctx.settings.worker.max_pixels)
+            decoded = decode_jpegs(
+                [it.data for it in todo],
+                self.params.detect_size,
+                device=self.engine.device,
+                max_pixels=self.ctx.settings.worker.max_pixels,
+            )
         for item, got in zip(todo, decoded, strict=True):
             # a photo the GPU decoder would not take is decoded on the CPU (which also says what is wrong)
             item.prepared = _Photo(content_hash(item.data), *got) if got else self._decode(item.data)
@@ -105,8 +108,9 @@ class FacesHandler(JobHandler):
         sha = content_hash(data)
         try:
             with metrics.STAGE.labels(stage="decode").time():
-                image, full = decode_reduced(data, self.params.detect_size,
-                                             max_pixels=self.ctx.settings.worker.max_pixels)
+                image, full = decode_reduced(
+                    data, self.params.detect_size, max_pixels=self.ctx.settings.worker.max_pixels
+                )
         except ImageDecodeError as exc:
             return _Photo(sha, exc)
         return _Photo(sha, image, full)
@@ -120,8 +124,9 @@ class FacesHandler(JobHandler):
             photo = item.prepared if isinstance(item.prepared, _Photo) else self._decode(item.data)
             sha = photo.sha
             if seen is not None and seen.has(sha):
-                results[item.index] = ItemResult(item.index, ItemState.SKIPPED, info={
-                    "outcome": "skipped", "duplicate_of": "library", "sha256": sha})
+                results[item.index] = ItemResult(
+                    item.index, ItemState.SKIPPED, info={"outcome": "skipped", "duplicate_of": "library", "sha256": sha}
+                )
                 continue
             if isinstance(photo.image, ImageDecodeError):
                 results[item.index] = ItemResult.failed_by(item.index, photo.image)
@@ -132,21 +137,34 @@ class FacesHandler(JobHandler):
         if todo:
             found = self.engine.index_batch([image for _, _, image in todo], stage=_stage)
             part_id = f"{chunk_index:05d}-{todo[0][0].index:07d}"
-            records = [PhotoRecord(keys.strip_tenant(self.job.tenant, item.key), str(item.index), sha,
-                                   _at_full_size(faces, image, full_size[item.index]))
-                       for (item, sha, image), faces in zip(todo, found, strict=True)]
+            records = [
+                PhotoRecord(
+                    keys.strip_tenant(self.job.tenant, item.key),
+                    str(item.index),
+                    sha,
+                    _at_full_size(faces, image, full_size[item.index]),
+                )
+                for (item, sha, image), faces in zip(todo, found, strict=True)
+            ]
             table, matrix = chunk_outputs(records, self.engine.embedder.dim)
             # written beside the next batch's model; the batch's items are recorded once these landed
-            self.write(keys.part(self.job.tenant, self.job.id, part_id, "parquet"),
-                       lambda: (table, "application/vnd.apache.parquet"))
-            self.write(keys.part(self.job.tenant, self.job.id, part_id, "npy"),
-                       lambda: (matrix, "application/octet-stream"))
+            self.write(
+                keys.part(self.job.tenant, self.job.id, part_id, "parquet"),
+                lambda: (table, "application/vnd.apache.parquet"),
+            )
+            self.write(
+                keys.part(self.job.tenant, self.job.id, part_id, "npy"), lambda: (matrix, "application/octet-stream")
+            )
             for (item, sha, image), faces in zip(todo, found, strict=True):
                 thumbs = self._thumbnails(item, image, faces.faces)
                 n = len(faces.faces)
                 info: dict[str, Any] = {
-                    "outcome": f"faces: {n}" if n else "no_face", "faces": n, "part": part_id, "sha256": sha,
-                    "rotations": sorted({f.rotation for f in faces.faces if f.rotation})}
+                    "outcome": f"faces: {n}" if n else "no_face",
+                    "faces": n,
+                    "part": part_id,
+                    "sha256": sha,
+                    "rotations": sorted({f.rotation for f in faces.faces if f.rotation}),
+                }
                 taken = date_taken(item.data)
                 if taken is not None:
                     info["taken"] = taken
@@ -175,17 +193,33 @@ class FacesHandler(JobHandler):
         faces = sum(int(it.info.get("faces", 0)) for it in items if it.state == ItemState.DONE)
         no_face = sum(1 for it in items if it.info.get("outcome") == "no_face")
         index: dict[str, Any] = {
-            "job": job.id, "model": self.model_id, "detector": self.params.detector, "faces": faces,
-            "photos": {"indexed": sum(1 for it in items if it.state == ItemState.DONE),
-                       "no_face": no_face,
-                       "skipped": job.skipped, "failed": job.failed},
-            "parts": [{"id": p, "table": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "parquet")),
-                       "embeddings": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "npy"))}
-                      for p in sorted(parts)],
+            "job": job.id,
+            "model": self.model_id,
+            "detector": self.params.detector,
+            "faces": faces,
+            "photos": {
+                "indexed": sum(1 for it in items if it.state == ItemState.DONE),
+                "no_face": no_face,
+                "skipped": job.skipped,
+                "failed": job.failed,
+            },
+            "parts": [
+                {
+                    "id": p,
+                    "table": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "parquet")),
+                    "embeddings": keys.strip_tenant(job.tenant, keys.part(job.tenant, job.id, p, "npy")),
+                }
+                for p in sorted(parts)
+            ],
         }
         key = keys.job_artifact(job.tenant, job.id, INDEX_NAME)
         self.ctx.store.put_json(key, index)
         offer_job(self.ctx, job, items, self.model_id, self.engine.embedder.dim, self.params.thumbnails)
-        return {"artifacts": [keys.strip_tenant(job.tenant, key)], "faces": faces, "model": self.model_id,
-                "photos": index["photos"]["indexed"], "no_face": no_face,
-                "library": fold_waiting(self.ctx, job.tenant)}
+        return {
+            "artifacts": [keys.strip_tenant(job.tenant, key)],
+            "faces": faces,
+            "model": self.model_id,
+            "photos": index["photos"]["indexed"],
+            "no_face": no_face,
+            "library": fold_waiting(self.ctx, job.tenant),
+        }

@@ -31,13 +31,16 @@ if TYPE_CHECKING:
 ARCFACE_SIZE = 112
 # ArcFace's 5-point template for 112x112 chips (InsightFace), pixel-centre coordinates: left eye, right eye,
 # nose tip, left and right mouth corner as seen in the image (MTCNN's order).
-ARCFACE_TEMPLATE = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
 
 # MTCNN-style landmarks from dlib's 5-point shape, for faces found without landmarks (HOG, LFW fallbacks).
 # In the frame of the eyes (origin: midpoint of the two eye centres, each the mean of its two corners; unit
@@ -46,14 +49,16 @@ ARCFACE_TEMPLATE = np.array([
 # squares on 891 lfw-dev faces, dlib's shape from the HOG detector's box against MTCNN's landmarks (geometry
 # only, no identities); on a held-out third the mean error is 0.03 eye distances for the eyes, 0.05 for the
 # nose, 0.08-0.09 for the mouth corners.
-_FROM_DLIB = np.array([
-    # x: c0, c1, c2              y: c0, c1, c2
-    [[-0.4602, 0.1046, -0.0307], [-0.0600, 0.0298, 0.0643]],
-    [[0.4579, 0.0890, 0.1120], [-0.0636, 0.0090, 0.0682]],
-    [[-0.0473, 1.3253, 0.0946], [-0.2211, 0.0051, 1.0629]],
-    [[-0.3506, 0.1809, -0.1053], [0.5421, -0.0241, 0.7398]],
-    [[0.4510, 0.1687, 0.0345], [0.5588, -0.0777, 0.7203]],
-])
+_FROM_DLIB = np.array(
+    [
+        # x: c0, c1, c2              y: c0, c1, c2
+        [[-0.4602, 0.1046, -0.0307], [-0.0600, 0.0298, 0.0643]],
+        [[0.4579, 0.0890, 0.1120], [-0.0636, 0.0090, 0.0682]],
+        [[-0.0473, 1.3253, 0.0946], [-0.2211, 0.0051, 1.0629]],
+        [[-0.3506, 0.1809, -0.1053], [0.5421, -0.0241, 0.7398]],
+        [[0.4510, 0.1687, 0.0345], [0.5588, -0.0777, 0.7203]],
+    ]
+)
 
 
 def landmarks_from_dlib(shapes: np.ndarray) -> np.ndarray:
@@ -161,8 +166,15 @@ class SFaceModel(OnnxModel):
     input_name: ClassVar[str] = "data"
     output_name: ClassVar[str] = "fc1"
 
-    def __init__(self, providers: Sequence[str] = (CPU_PROVIDER,), *, threads: int | None = None,
-                 max_batch_size: int = 32, int8: bool = False, fp16: bool = False) -> None:
+    def __init__(
+        self,
+        providers: Sequence[str] = (CPU_PROVIDER,),
+        *,
+        threads: int | None = None,
+        max_batch_size: int = 32,
+        int8: bool = False,
+        fp16: bool = False,
+    ) -> None:
         super().__init__(providers, threads=threads, max_batch_size=max_batch_size)
         if int8 and fp16:
             raise ValueError("choose int8 (the shipped weights) or fp16, not both")
@@ -201,8 +213,16 @@ class SFaceEmbedder(Embedder):
     dim = 128
     chip_size = ARCFACE_SIZE
 
-    def __init__(self, *, device: str = "cpu", max_batch_size: int = 32, aligner: Aligner | None = None,
-                 int8: bool = False, fp16: bool = False, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        max_batch_size: int = 32,
+        aligner: Aligner | None = None,
+        int8: bool = False,
+        fp16: bool = False,
+        threads: int | None = None,
+    ) -> None:
         super().__init__(device=device, max_batch_size=max_batch_size, aligner=aligner or ArcFaceAligner())
         self.int8 = int8
         self.fp16 = fp16
@@ -212,8 +232,9 @@ class SFaceEmbedder(Embedder):
     def _load(self) -> None:
         # a GPU worker whose onnxruntime has no CUDA provider still runs SFace, on its CPU
         providers = providers_for("auto") if self.device.startswith("cuda") else [CPU_PROVIDER]
-        model = SFaceModel(providers, threads=self.threads, max_batch_size=self.max_batch_size, int8=self.int8,
-                           fp16=self.fp16)
+        model = SFaceModel(
+            providers, threads=self.threads, max_batch_size=self.max_batch_size, int8=self.int8, fp16=self.fp16
+        )
         model.load()
         self._model = model
 
@@ -222,13 +243,15 @@ class SFaceEmbedder(Embedder):
         self.load()
         chips = np.asarray(chips)
         if chips.ndim != 4 or chips.shape[1:] != (ARCFACE_SIZE, ARCFACE_SIZE, 3) or chips.dtype != np.uint8:
-            raise ValueError(f"chips must be (n, {ARCFACE_SIZE}, {ARCFACE_SIZE}, 3) uint8, got {chips.dtype} "
-                             f"{chips.shape}")
+            raise ValueError(
+                f"chips must be (n, {ARCFACE_SIZE}, {ARCFACE_SIZE}, 3) uint8, got {chips.dtype} {chips.shape}"
+            )
         assert self._model is not None
         return _unit(self._model.embed(chips)) if len(chips) else np.zeros((0, self.dim), np.float32)
 
-    def mirror_chips(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]],
-                     chips: np.ndarray) -> np.ndarray:
+    def mirror_chips(
+        self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], chips: np.ndarray
+    ) -> np.ndarray:
         return np.ascontiguousarray(chips[:, :, ::-1])
 
     def combine_mirror(self, vectors: np.ndarray, mirrored: np.ndarray) -> np.ndarray:

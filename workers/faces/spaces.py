@@ -49,13 +49,21 @@ class EmbeddingSpace:
 
 
 # dlib's ResNet and its torch port: (verify, cluster, identify, identify margin, assign, assign margin)
-DLIB_MIRROR = EmbeddingSpace("dlib-resnet-v1+mirror", 128, Thresholds(0.61, 0.50, 0.50, 0.03, 0.50, 0.04),
-                             ("dlib-resnet@v1+mirror", "dlib-resnet-torch@v1+mirror"),
-                             "lfw-dev (first five LFW folds), MTCNN + dlib 5-point alignment, mirror averaging; "
-                             "see workers/people/calibration.py and docs/api.md")
-DLIB = EmbeddingSpace("dlib-resnet-v1", 128, Thresholds(0.62, 0.50, 0.50, 0.03, 0.50, 0.04),
-                      ("dlib-resnet@v1", "dlib-resnet-torch@v1"),
-                      "lfw-dev (first five LFW folds), HOG + dlib 5-point alignment; see workers/people/calibration.py")
+DLIB_MIRROR = EmbeddingSpace(
+    "dlib-resnet-v1+mirror",
+    128,
+    Thresholds(0.61, 0.50, 0.50, 0.03, 0.50, 0.04),
+    ("dlib-resnet@v1+mirror", "dlib-resnet-torch@v1+mirror"),
+    "lfw-dev (first five LFW folds), MTCNN + dlib 5-point alignment, mirror averaging; "
+    "see workers/people/calibration.py and docs/api.md",
+)
+DLIB = EmbeddingSpace(
+    "dlib-resnet-v1",
+    128,
+    Thresholds(0.62, 0.50, 0.50, 0.03, 0.50, 0.04),
+    ("dlib-resnet@v1", "dlib-resnet-torch@v1"),
+    "lfw-dev (first five LFW folds), HOG + dlib 5-point alignment; see workers/people/calibration.py",
+)
 
 # The spaces below were calibrated with bench/lfw.py, bench/cluster.py and bench/search.py on the vectors of all
 # 3,811 lfw-dev faces (MTCNN landmarks, docs/benchmarks.md "Choosing the embedder"; the default detector, YuNet
@@ -67,18 +75,32 @@ DLIB = EmbeddingSpace("dlib-resnet-v1", 128, Thresholds(0.62, 0.50, 0.50, 0.03, 
 _LFW_DEV = "lfw-dev (first five LFW folds: 3,000 pairs, 3,811 faces), MTCNN landmarks, "
 
 
-def _lfw_space(id: str, model: str, dim: int, verify: float, cluster: float, identify: float, margin: float,
-               vectors: str) -> EmbeddingSpace:
+def _lfw_space(
+    id: str, model: str, dim: int, verify: float, cluster: float, identify: float, margin: float, vectors: str
+) -> EmbeddingSpace:
     """A space calibrated on lfw-dev as above; the library assigns at the cluster threshold and the identify
     margin until it tunes them."""
-    return EmbeddingSpace(id=id, dim=dim, thresholds=Thresholds(verify, cluster, identify, margin, cluster, margin),
-                          models=(model,), calibration=_LFW_DEV + vectors)
+    return EmbeddingSpace(
+        id=id,
+        dim=dim,
+        thresholds=Thresholds(verify, cluster, identify, margin, cluster, margin),
+        models=(model,),
+        calibration=_LFW_DEV + vectors,
+    )
 
 
 # LFW protocol 99.57 % +- 0.25 (fold thresholds 1.150-1.152); cluster 1.00: P 0.9965 / R 0.9633;
 # identify 1.00 / 0.05: 95.2 % right, 0.06 % wrong, 0.75 % of strangers named
-SFACE_MIRROR = _lfw_space("sface-2021dec+mirror", "sface@2021dec+mirror", 128, 1.15, 1.00, 1.00, 0.05,
-                          "ArcFace alignment, unit vectors averaged with the flipped chip's")
+SFACE_MIRROR = _lfw_space(
+    "sface-2021dec+mirror",
+    "sface@2021dec+mirror",
+    128,
+    1.15,
+    1.00,
+    1.00,
+    0.05,
+    "ArcFace alignment, unit vectors averaged with the flipped chip's",
+)
 # LFW protocol 99.37 % +- 0.36 (fold thresholds 1.156-1.171); cluster 1.00: P 0.9969 / R 0.9574;
 # identify 1.00 / 0.05: 94.4 % right, 0.06 % wrong, 0.9 % of strangers named
 SFACE = _lfw_space("sface-2021dec", "sface@2021dec", 128, 1.16, 1.00, 1.00, 0.05, "ArcFace alignment, unit vectors")
@@ -86,12 +108,21 @@ SFACE = _lfw_space("sface-2021dec", "sface@2021dec", 128, 1.16, 1.00, 1.00, 0.05
 # cluster 0.89: P 0.9958 / R 0.9678; identify 0.88 / 0.04: 95.1 % right, 0.06 % wrong, 0.75 % strangers named.
 # With the default detector: 99.70 % +- 0.22 (1.027-1.028); cluster 0.89: P 0.9963 / R 0.9690; identify
 # 0.88 / 0.04: 95.0 % right, 0.06 % wrong, 0.6 % of strangers named
-FUSED_MIRROR = _lfw_space("dlib+sface-v1+mirror", "dlib+sface@v1+mirror", 256, 1.03, 0.89, 0.88, 0.04,
-                          "dlib descriptor (mirror-averaged) and 0.7 x SFace unit vector (flip-averaged)")
+FUSED_MIRROR = _lfw_space(
+    "dlib+sface-v1+mirror",
+    "dlib+sface@v1+mirror",
+    256,
+    1.03,
+    0.89,
+    0.88,
+    0.04,
+    "dlib descriptor (mirror-averaged) and 0.7 x SFace unit vector (flip-averaged)",
+)
 # LFW protocol 99.63 % +- 0.32 (fold thresholds 1.044-1.045); cluster 0.90: P 0.9951 / R 0.9594;
 # identify 0.88 / 0.04: 93.7 % right, 0.06 % wrong, 0.6 % of strangers named
-FUSED = _lfw_space("dlib+sface-v1", "dlib+sface@v1", 256, 1.04, 0.90, 0.88, 0.04,
-                   "dlib descriptor and 0.7 x SFace unit vector")
+FUSED = _lfw_space(
+    "dlib+sface-v1", "dlib+sface@v1", 256, 1.04, 0.90, 0.88, 0.04, "dlib descriptor and 0.7 x SFace unit vector"
+)
 
 SPACES: dict[str, EmbeddingSpace] = {s.id: s for s in (DLIB_MIRROR, DLIB, SFACE_MIRROR, SFACE, FUSED_MIRROR, FUSED)}
 _BY_MODEL: dict[str, EmbeddingSpace] = {m: s for s in SPACES.values() for m in s.models}
@@ -113,8 +144,9 @@ def space_of(model_id: str) -> EmbeddingSpace:
     try:
         return _BY_MODEL[model_id]
     except KeyError:
-        raise UnknownSpace(f"no calibrated embedding space for model {model_id!r}; known: "
-                           f"{', '.join(sorted(_BY_MODEL))}") from None
+        raise UnknownSpace(
+            f"no calibrated embedding space for model {model_id!r}; known: {', '.join(sorted(_BY_MODEL))}"
+        ) from None
 
 
 def comparable(model_a: str, model_b: str) -> bool:

@@ -45,8 +45,16 @@ class TorchDlibEmbedder(Embedder):
     name = TORCH_EMBEDDER
     version = "v1"
 
-    def __init__(self, *, device: str = "auto", max_batch_size: int = 64, aligner: DlibAligner | None = None,
-                 fp16: bool = False, weights: Path | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        max_batch_size: int = 64,
+        aligner: DlibAligner | None = None,
+        fp16: bool = False,
+        weights: Path | None = None,
+        seed: int = 0,
+    ) -> None:
         device = resolve_device(device)
         if fp16 and not device.startswith("cuda"):
             raise ValueError(f"fp16 needs a CUDA device, got {device!r}")
@@ -112,16 +120,16 @@ class TorchDlibEmbedder(Embedder):
             indices = [i for i, face in enumerate(faces) if face.rotation == rotation]
             upright = np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
             shapes = self.dlib_aligner.shapes(upright, [faces[i].rotated(rotation, size) for i in indices])
-            chips[indices] = extract_chips(upright, shapes, size=CHIP_SIZE, padding=CHIP_PADDING,
-                                           device=self.device)
+            chips[indices] = extract_chips(upright, shapes, size=CHIP_SIZE, padding=CHIP_PADDING, device=self.device)
         return chips
 
     def align(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """The aligned chips of `faces`, (n, 150, 150, 3) uint8 (cut by torch, equal to dlib's)."""
         return np.ascontiguousarray(self.chip_tensor(image, faces).permute(0, 2, 3, 1).cpu().numpy())
 
-    def embed_many(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0,
-                   mirror: bool = False) -> list[np.ndarray]:
+    def embed_many(
+        self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], jitter: int = 0, mirror: bool = False
+    ) -> list[np.ndarray]:
         """Embeddings per image: the chips of all images (and with `mirror`, of the faces in the mirror images,
         landmarks found again there) cut and embedded on the device in the same batches."""
         import torch

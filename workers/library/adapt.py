@@ -93,8 +93,9 @@ def labelled(state: LibraryState, holdout: float, seed: int) -> Labelled:
                 group.append(-1)
             rejected.setdefault(rows[place], set()).update(hit)
     vectors = vectors_at(state, places)
-    labels = FaceLabels(np.array(group, np.int64), np.array(named, bool),
-                        [rejected.get(n, set()) for n in range(len(faces))])
+    labels = FaceLabels(
+        np.array(group, np.int64), np.array(named, bool), [rejected.get(n, set()) for n in range(len(faces))]
+    )
     return Labelled(faces, places, vectors, labels, people, _held_out(faces, labels.group, holdout, seed))
 
 
@@ -112,12 +113,20 @@ def _held_out(faces: list[str], group: np.ndarray, holdout: float, seed: int) ->
 
 def others(state: LibraryState, covered: set[str]) -> Exemplars:
     """The exemplars of every person no group covers (distractors when held-out faces are assigned)."""
-    return Exemplars.build([(pid, f, v) for pid in sorted(state.people) if pid not in covered
-                            for f, v in zip(*state.exemplars(pid), strict=True)], state.dim)
+    return Exemplars.build(
+        [
+            (pid, f, v)
+            for pid in sorted(state.people)
+            if pid not in covered
+            for f, v in zip(*state.exemplars(pid), strict=True)
+        ],
+        state.dim,
+    )
 
 
-def keep_spread(matrix: np.ndarray, sample: np.ndarray, owners: list[str | None],
-                share: float = NEAR_SHARE) -> np.ndarray:
+def keep_spread(
+    matrix: np.ndarray, sample: np.ndarray, owners: list[str | None], share: float = NEAR_SHARE
+) -> np.ndarray:
     """`matrix` scaled so that pairs of `sample` faces that belong to two different people keep their `share`
     quantile of distances through it (at least the 20th nearest such pair): as many impostor pairs as before
     fall under a distance near the thresholds, so the thresholds keep their meaning. Genuine pairs are left
@@ -151,14 +160,17 @@ def judge(before: Figures, after: Figures, moved: Structure) -> tuple[bool, str]
         return False, "refused: " + "; ".join(worse)
     if (after.verification, after.right, -after.wrong) == (before.verification, before.right, -before.wrong):
         return False, "refused: no better than the comparison in use on the held-out faces"
-    return True, (f"accepted: verification {before.verification:.4f} -> {after.verification:.4f}, held-out faces "
-                  f"right {before.right} -> {after.right}, wrong {before.wrong} -> {after.wrong}; "
-                  f"{moved.changed} of {moved.people} unlabelled people change")
+    return True, (
+        f"accepted: verification {before.verification:.4f} -> {after.verification:.4f}, held-out faces "
+        f"right {before.right} -> {after.right}, wrong {before.wrong} -> {after.wrong}; "
+        f"{moved.changed} of {moved.people} unlabelled people change"
+    )
 
 
 def config_of(params: AdaptParams) -> TrainConfig:
-    return TrainConfig(rank=params.rank, steps=params.steps, alpha=params.margin, weight=params.weight,
-                       seed=params.seed)
+    return TrainConfig(
+        rank=params.rank, steps=params.steps, alpha=params.margin, weight=params.weight, seed=params.seed
+    )
 
 
 def learn(lib: LibraryStore, head: Head, params: AdaptParams, *, device: str = "cpu") -> AdapterDoc:
@@ -173,8 +185,9 @@ def learn(lib: LibraryStore, head: Head, params: AdaptParams, *, device: str = "
     data = labelled(state, params.holdout, params.seed)
     _check(data)
     train = ~data.held
-    result = train_head(data.vectors[train], data.labels.subset(np.flatnonzero(train)), t.verify, config_of(params),
-                        device=device)
+    result = train_head(
+        data.vectors[train], data.labels.subset(np.flatnonzero(train)), t.verify, config_of(params), device=device
+    )
     current = transform_for(lib, head.adapter)
     covered = set().union(*data.people)
     matrix = keep_spread(result.matrix, *_library_sample(state, params.seed))
@@ -183,12 +196,28 @@ def learn(lib: LibraryStore, head: Head, params: AdaptParams, *, device: str = "
     before, after = figures(data, distractors, current, t), figures(data, distractors, candidate, t)
     moved = structure(state, covered, current, candidate, t, params.seed)
     accepted, reason = judge(before, after, moved)
-    doc = AdapterDoc(version=0, space=head.space, dim=state.dim, weights="", library_version=head.version,
-                     previous=head.adapter, accepted=accepted, reason=reason, params=params.model_dump(),
-                     training=_training(result, data), validation=Validation(
-                         held_out=int(data.held.sum()), people=len({int(g) for g in data.labels.group[data.held]}),
-                         before=before, after=after, unlabelled_people=moved.people, unlabelled_faces=moved.faces,
-                         changed_people=moved.changed, changed_limit=moved.limit))
+    doc = AdapterDoc(
+        version=0,
+        space=head.space,
+        dim=state.dim,
+        weights="",
+        library_version=head.version,
+        previous=head.adapter,
+        accepted=accepted,
+        reason=reason,
+        params=params.model_dump(),
+        training=_training(result, data),
+        validation=Validation(
+            held_out=int(data.held.sum()),
+            people=len({int(g) for g in data.labels.group[data.held]}),
+            before=before,
+            after=after,
+            unlabelled_people=moved.people,
+            unlabelled_faces=moved.faces,
+            changed_people=moved.changed,
+            changed_limit=moved.limit,
+        ),
+    )
     return Adapters(lib).put(doc, matrix)
 
 
@@ -196,8 +225,10 @@ def _check(data: Labelled) -> None:
     big = {int(g) for g in np.unique(data.labels.group) if g >= 0 and (data.labels.group == g).sum() >= MIN_GROUP}
     named = [g for g in big if data.labels.named[g]]
     if len(big) < 2 or not named:
-        raise NotEnoughLabels(f"not enough names yet to learn from: name at least two people who have {MIN_GROUP} "
-                              f"faces or more (now {len(named)} named, {len(big)} labelled with {MIN_GROUP}+ faces)")
+        raise NotEnoughLabels(
+            f"not enough names yet to learn from: name at least two people who have {MIN_GROUP} "
+            f"faces or more (now {len(named)} named, {len(big)} labelled with {MIN_GROUP}+ faces)"
+        )
 
 
 def _library_sample(state: LibraryState, seed: int) -> tuple[np.ndarray, list[str | None]]:
@@ -216,12 +247,18 @@ def _library_sample(state: LibraryState, seed: int) -> tuple[np.ndarray, list[st
 
 def _training(result: TrainResult, data: Labelled) -> dict[str, float]:
     train = ~data.held
-    return {"faces": float(train.sum()), "groups": float(len(set(data.labels.group[train].tolist()) - {-1})),
-            "not_them": float(sum(1 for n in np.flatnonzero(train) if data.labels.rejected[n])),
-            "steps": float(result.steps), "loss_first": round(result.loss_first, 5),
-            "loss_last": round(result.loss_last, 5), "active_first": round(result.active_first, 4),
-            "active_last": round(result.active_last, 4), "change": round(result.change, 5),
-            "seconds": round(result.seconds, 3)}
+    return {
+        "faces": float(train.sum()),
+        "groups": float(len(set(data.labels.group[train].tolist()) - {-1})),
+        "not_them": float(sum(1 for n in np.flatnonzero(train) if data.labels.rejected[n])),
+        "steps": float(result.steps),
+        "loss_first": round(result.loss_first, 5),
+        "loss_last": round(result.loss_last, 5),
+        "active_first": round(result.active_first, 4),
+        "active_last": round(result.active_last, 4),
+        "change": round(result.change, 5),
+        "seconds": round(result.seconds, 3),
+    }
 
 
 def adopt(lib: LibraryStore, doc: AdapterDoc, *, recluster_after: bool = False, min_faces: int = 3) -> bool:
@@ -252,8 +289,18 @@ def adapt_library(lib: LibraryStore, params: AdaptParams, *, device: str = "cpu"
     adopted = adopt(lib, doc, recluster_after=params.recluster, min_faces=min_faces) if doc.accepted else False
     v = doc.validation
     log.info("adapter v%d for %s: %s", doc.version, lib.tenant, doc.reason)
-    return {"adapter": doc.version, "accepted": doc.accepted, "adopted": adopted, "reason": doc.reason
-            if adopted or not doc.accepted else "accepted, but the adapter in use changed meanwhile: learn again",
-            "held_out": v.held_out, "before": v.before.model_dump(), "after": v.after.model_dump(),
-            "unlabelled_people": v.unlabelled_people, "changed_people": v.changed_people,
-            "training": doc.training, "seconds": round(time.perf_counter() - start, 2)}
+    return {
+        "adapter": doc.version,
+        "accepted": doc.accepted,
+        "adopted": adopted,
+        "reason": doc.reason
+        if adopted or not doc.accepted
+        else "accepted, but the adapter in use changed meanwhile: learn again",
+        "held_out": v.held_out,
+        "before": v.before.model_dump(),
+        "after": v.after.model_dump(),
+        "unlabelled_people": v.unlabelled_people,
+        "changed_people": v.changed_people,
+        "training": doc.training,
+        "seconds": round(time.perf_counter() - start, 2),
+    }

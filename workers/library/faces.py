@@ -88,9 +88,19 @@ class LibraryFaces:
             face = self.lib.segment(ref).faces[row]
             person = self.lib.assignments(ref).person[row]
             person = resolve_merged(merged, person) if person else None
-            out.append({"face": face.face, "distance": round(-neg, 4), "job": face.job, "item": face.item,
-                        "photo": face.photo_key, "box": list(face.box), "thumb": face.thumb,
-                        "person": person, "name": names.get(person) if person else None})
+            out.append(
+                {
+                    "face": face.face,
+                    "distance": round(-neg, 4),
+                    "job": face.job,
+                    "item": face.item,
+                    "photo": face.photo_key,
+                    "box": list(face.box),
+                    "thumb": face.thumb,
+                    "person": person,
+                    "name": names.get(person) if person else None,
+                }
+            )
         return out
 
     def all(self, jobs: set[str] | None = None) -> tuple[list[SegmentFace], np.ndarray]:

@@ -52,9 +52,17 @@ class FoldReport:
     people: int = 0
 
     def summary(self) -> dict[str, Any]:
-        return {"faces": self.faces, "photos": self.photos, "duplicates": self.duplicates,
-                "assigned": self.assigned, "new_people": len(self.new_people), "grew": len(self.grew),
-                "people": self.people, "unassigned": self.unassigned, "refused": self.refused}
+        return {
+            "faces": self.faces,
+            "photos": self.photos,
+            "duplicates": self.duplicates,
+            "assigned": self.assigned,
+            "new_people": len(self.new_people),
+            "grew": len(self.grew),
+            "people": self.people,
+            "unassigned": self.unassigned,
+            "refused": self.refused,
+        }
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -173,8 +181,9 @@ def choose(scores: np.ndarray, people: list[str], forbidden: list[set[str]], t: 
     return out
 
 
-def fold(state: LibraryState, new: list[SegmentRef], *, min_faces: int = 3,
-         thresholds: Thresholds | None = None) -> FoldReport:
+def fold(
+    state: LibraryState, new: list[SegmentRef], *, min_faces: int = 3, thresholds: Thresholds | None = None
+) -> FoldReport:
     """Fold segments into `state` (see the module docstring); `thresholds` default to the space's."""
     report = FoldReport()
     accepted = _admit(state, new, report)
@@ -220,8 +229,10 @@ def _admit(state: LibraryState, new: list[SegmentRef], report: FoldReport) -> li
             continue
         space = space_of(ref.model).id
         if state.space not in (None, space):
-            report.refused.append(f"{ref.job}: made with {ref.model} ({space}); the library uses {state.space}: "
-                                  "re-embed the library or index with the same model")
+            report.refused.append(
+                f"{ref.job}: made with {ref.model} ({space}); the library uses {state.space}: "
+                "re-embed the library or index with the same model"
+            )
             continue
         state.space = space
         state.segments[ref.id] = ref.model_copy(update={"assign": None, "unassigned": ref.faces, "skipped": 0})
@@ -234,8 +245,11 @@ def _admit(state: LibraryState, new: list[SegmentRef], report: FoldReport) -> li
         for photo, item in zip(photos, items, strict=True):
             first_item.setdefault(photo, item)
         # a photo the library had, or a second copy of a photo within this job, adds no faces
-        doc.skip = [n for n, (photo, item) in enumerate(zip(photos, items, strict=True))
-                    if int(photo[:16], 16) in old or first_item[photo] != item]
+        doc.skip = [
+            n
+            for n, (photo, item) in enumerate(zip(photos, items, strict=True))
+            if int(photo[:16], 16) in old or first_item[photo] != item
+        ]
         seen = np.union1d(seen, state.lib.photo_index(ref))
         state._dirty_segments.add(ref.id)
         report.segments += 1
@@ -246,8 +260,14 @@ def _admit(state: LibraryState, new: list[SegmentRef], report: FoldReport) -> li
     return accepted
 
 
-def _assign(state: LibraryState, rows: list[tuple[str, int]], matrix: np.ndarray, known: PersonIndex,
-            t: Thresholds, report: FoldReport) -> list[bool]:
+def _assign(
+    state: LibraryState,
+    rows: list[tuple[str, int]],
+    matrix: np.ndarray,
+    known: PersonIndex,
+    t: Thresholds,
+    report: FoldReport,
+) -> list[bool]:
     if not rows or not known.people:
         return [False] * len(rows)
     forbidden = [set(state.rejected(s, r)) for s, r in rows]
@@ -289,8 +309,13 @@ def _pool(state: LibraryState) -> tuple[list[tuple[str, int]], np.ndarray]:
     return rows, np.concatenate(parts) if parts else np.zeros((0, state.dim), np.float32)
 
 
-def _new_people(state: LibraryState, waiting: list[tuple[tuple[str, int], np.ndarray]], t: Thresholds,
-                min_faces: int, report: FoldReport) -> set[str]:
+def _new_people(
+    state: LibraryState,
+    waiting: list[tuple[tuple[str, int], np.ndarray]],
+    t: Thresholds,
+    min_faces: int,
+    report: FoldReport,
+) -> set[str]:
     if not waiting:
         return set()
     pool_rows, pool = _pool(state)
@@ -312,8 +337,9 @@ def _new_people(state: LibraryState, waiting: list[tuple[tuple[str, int], np.nda
     return made
 
 
-def _neighbourhood(rows: list[tuple[str, int]], vectors: np.ndarray, new: set[tuple[str, int]],
-                   radius: float) -> list[int]:
+def _neighbourhood(
+    rows: list[tuple[str, int]], vectors: np.ndarray, new: set[tuple[str, int]], radius: float
+) -> list[int]:
     """Indices of the new faces and of pool faces within two hops (`radius`) of them: every group the new
     faces could complete, without clustering the whole pool every night."""
     chosen = np.array([rc in new for rc in rows])
@@ -339,8 +365,9 @@ def _recheck_pool(state: LibraryState, changed: set[str], t: Thresholds, report:
     if not pool_rows:
         return
     local = PersonIndex.of(state, only=changed)
-    near = np.flatnonzero(local.scores(pool, limit=t.assign).min(axis=1) < t.assign) if local.people \
-        else np.array([], int)
+    near = (
+        np.flatnonzero(local.scores(pool, limit=t.assign).min(axis=1) < t.assign) if local.people else np.array([], int)
+    )
     if not len(near):
         return
     everyone = PersonIndex.of(state)

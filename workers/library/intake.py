@@ -26,6 +26,7 @@ from workers.faces.index import read_embeddings, read_table
 from workers.faces.spaces import space_of
 from workers.library.fold import FoldReport, fold
 from workers.library.recluster import ReclusterReport, recluster
+from workers.people.cluster import Algorithm
 
 log = logging.getLogger("nightshift.library")
 SEGMENT_FACES = 100_000  # faces per segment: a huge night is split, a small one is one object
@@ -72,8 +73,9 @@ def known_photos(ctx: WorkerContext, tenant: str, model: str) -> KnownPhotos:
     return known
 
 
-def job_segments(ctx: WorkerContext, job: Job, items: Iterable[Item], model: str, dim: int,
-                 thumbnails: bool) -> list[tuple[SegmentDoc, np.ndarray]]:
+def job_segments(
+    ctx: WorkerContext, job: Job, items: Iterable[Item], model: str, dim: int, thumbnails: bool
+) -> list[tuple[SegmentDoc, np.ndarray]]:
     """The faces a job committed, as segments (faces in item order, with their vectors)."""
     done = {it.index: it for it in items if it.state in (ItemState.DONE, ItemState.SKIPPED)}
     photos = {it.info["sha256"]: keys.strip_tenant(job.tenant, it.key) for it in done.values() if "sha256" in it.info}
@@ -92,11 +94,21 @@ def job_segments(ctx: WorkerContext, job: Job, items: Iterable[Item], model: str
                 continue  # a part left by a delivery that died: its item was redone in another part
             index = int(row["face_index"])
             thumb = keys.face_thumbnail(job.tenant, job.id, item.index, index) if thumbnails else None
-            faces.append(SegmentFace(
-                face=f"{job.id}:{item.index}:{index}", job=job.id, item=item.index, photo=row["photo_sha256"],
-                photo_key=row["photo_key"], thumb=keys.strip_tenant(job.tenant, thumb) if thumb else None,
-                box=(row["x1"], row["y1"], row["x2"], row["y2"]), score=row["score"],
-                taken=item.info.get("taken"), width=row["photo_width"], height=row["photo_height"]))
+            faces.append(
+                SegmentFace(
+                    face=f"{job.id}:{item.index}:{index}",
+                    job=job.id,
+                    item=item.index,
+                    photo=row["photo_sha256"],
+                    photo_key=row["photo_key"],
+                    thumb=keys.strip_tenant(job.tenant, thumb) if thumb else None,
+                    box=(row["x1"], row["y1"], row["x2"], row["y2"]),
+                    score=row["score"],
+                    taken=item.info.get("taken"),
+                    width=row["photo_width"],
+                    height=row["photo_height"],
+                )
+            )
             vectors.append(matrix[int(row["embedding_row"])])
     order = sorted(range(len(faces)), key=lambda n: (faces[n].item, faces[n].face))
     faces = [faces[n] for n in order]
@@ -106,13 +118,18 @@ def job_segments(ctx: WorkerContext, job: Job, items: Iterable[Item], model: str
         chunk = faces[lo : lo + SEGMENT_FACES]
         if not chunk and n:
             break
-        out.append((SegmentDoc.of(f"{job.id}-{n:03d}", job.id, model, dim, chunk, photos if n == 0 else {}),
-                    stacked[lo : lo + SEGMENT_FACES]))
+        out.append(
+            (
+                SegmentDoc.of(f"{job.id}-{n:03d}", job.id, model, dim, chunk, photos if n == 0 else {}),
+                stacked[lo : lo + SEGMENT_FACES],
+            )
+        )
     return out
 
 
-def offer_job(ctx: WorkerContext, job: Job, items: Iterable[Item], model: str, dim: int,
-              thumbnails: bool) -> list[SegmentRef]:
+def offer_job(
+    ctx: WorkerContext, job: Job, items: Iterable[Item], model: str, dim: int, thumbnails: bool
+) -> list[SegmentRef]:
     """Write the job's segments and offer them to its tenant's library."""
     lib = library(ctx, job.tenant)
     refs = [lib.put_segment(doc, matrix) for doc, matrix in job_segments(ctx, job, items, model, dim, thumbnails)]
@@ -141,8 +158,9 @@ def fold_waiting(ctx: WorkerContext, tenant: str, *, wait: float = 30.0) -> dict
     return {**report.summary(), "version": head.version}
 
 
-def recluster_library(ctx: WorkerContext, tenant: str, *, algorithm: str = "average",
-                      threshold: float | None = None) -> dict[str, Any]:
+def recluster_library(
+    ctx: WorkerContext, tenant: str, *, algorithm: Algorithm = "average", threshold: float | None = None
+) -> dict[str, Any]:
     """Re-cluster the whole library (holding its lock: decisions made meanwhile are logged, then applied)."""
     lib = library(ctx, tenant)
     min_faces = ctx.settings.library.min_faces

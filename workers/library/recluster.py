@@ -18,6 +18,7 @@ from storage.library.vectors import choose_exemplars
 from workers.faces.spaces import SPACES, Thresholds
 from workers.library.fold import PersonIndex, choose
 from workers.library.transform import transform_for
+from workers.people.cluster import Algorithm
 from workers.people.labels import Labels, PersonLabel, cluster_people
 from workers.people.labels import Person as LabelledPerson
 
@@ -45,15 +46,18 @@ def _labels(state: LibraryState, rejected: dict[str, set[str]]) -> tuple[Labels,
             # something was said about this person: an anchor keeps its id (and the constraints) in place
             confirmed = {person.cover_face or members[0].face} & {m.face for m in members} or {members[0].face}
         if confirmed or rejected.get(pid) or person.name:
-            people[pid] = PersonLabel(name=person.name, confirmed=frozenset(confirmed),
-                                      rejected=frozenset(rejected.get(pid, set())))
-        old.append(LabelledPerson(pid, tuple(m.face for m in members), person.cover_face or "", person.photos,
-                                  person.name))
+            people[pid] = PersonLabel(
+                name=person.name, confirmed=frozenset(confirmed), rejected=frozenset(rejected.get(pid, set()))
+            )
+        old.append(
+            LabelledPerson(pid, tuple(m.face for m in members), person.cover_face or "", person.photos, person.name)
+        )
     return Labels(people=people, merged=dict(state.merged)), old
 
 
-def recluster(state: LibraryState, *, algorithm: str = "average", threshold: float | None = None,
-              min_faces: int = 3) -> ReclusterReport:
+def recluster(
+    state: LibraryState, *, algorithm: Algorithm = "average", threshold: float | None = None, min_faces: int = 3
+) -> ReclusterReport:
     """Group every face of `state` again under the constraints of what users said (module docstring)."""
     if state.space is None:
         return ReclusterReport(0, 0, 0, 0, 0)
@@ -78,8 +82,20 @@ def recluster(state: LibraryState, *, algorithm: str = "average", threshold: flo
     vectors = np.concatenate(parts) if parts else np.zeros((0, state.dim), np.float32)
     compared = transform_for(state.lib, state.adapter)(vectors)  # as the library compares faces; stored raw
     labels, old = _labels(state, rejected)
-    people = cluster_people(compared, ids, photos, labels, threshold=threshold or t.cluster, old_people=old,
-                            algorithm=algorithm, min_faces=1) if ids else []  # type: ignore[arg-type]
+    people = (
+        cluster_people(
+            compared,
+            ids,
+            photos,
+            labels,
+            threshold=threshold or t.cluster,
+            old_people=old,
+            algorithm=algorithm,
+            min_faces=1,
+        )
+        if ids
+        else []
+    )
     position = {face: n for n, face in enumerate(ids)}
     target: dict[tuple[str, int], str | None] = dict.fromkeys(rows)
     taken = set(state.people) | set(state.merged)
@@ -97,13 +113,25 @@ def recluster(state: LibraryState, *, algorithm: str = "average", threshold: flo
     _assign_leftovers(state, target, rows, ids, photos, compared, rejected, t)
     by_face = {face: vectors[n] for n, face in enumerate(ids)}
     changed = state.reassign(target, by_face)
-    return ReclusterReport(faces=len(ids), people=len({p for p in target.values() if p}), new_people=new_people,
-                           changed_people=len(changed), unassigned=sum(p is None for p in target.values()))
+    return ReclusterReport(
+        faces=len(ids),
+        people=len({p for p in target.values() if p}),
+        new_people=new_people,
+        changed_people=len(changed),
+        unassigned=sum(p is None for p in target.values()),
+    )
 
 
-def _assign_leftovers(state: LibraryState, target: dict[tuple[str, int], str | None], rows: list[tuple[str, int]],
-                      ids: list[str], photos: list[str], vectors: np.ndarray, rejected: dict[str, set[str]],
-                      t: Thresholds) -> None:
+def _assign_leftovers(
+    state: LibraryState,
+    target: dict[tuple[str, int], str | None],
+    rows: list[tuple[str, int]],
+    ids: list[str],
+    photos: list[str],
+    vectors: np.ndarray,
+    rejected: dict[str, set[str]],
+    t: Thresholds,
+) -> None:
     """Faces the clustering left alone join a person by the nightly rule (their nearest exemplars, with a
     margin): a merged person's two looks attract new faces of either, as they did before the re-cluster."""
     groups: dict[str, list[int]] = {}

@@ -35,8 +35,9 @@ class Transform:
         if self.matrix is None or not len(vectors):
             return vectors
         if vectors.shape[-1] != self.matrix.shape[0]:
-            raise ValueError(f"vectors of dim {vectors.shape[-1]} cannot go through a head of dim "
-                             f"{self.matrix.shape[0]}")
+            raise ValueError(
+                f"vectors of dim {vectors.shape[-1]} cannot go through a head of dim {self.matrix.shape[0]}"
+            )
         return np.asarray(vectors, np.float32) @ self.matrix
 
 

@@ -81,7 +81,7 @@ class FaceLabels:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto": CUDA when torch sees a GPU, else the CPU; anything else as given."""
+    """ "auto": CUDA when torch sees a GPU, else the CPU; anything else as given."""
     if device != "auto":
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -160,8 +160,9 @@ class TrainResult:
     seconds: float
 
 
-def _batches(labels: FaceLabels, rows: np.ndarray, config: TrainConfig,
-             rng: np.random.Generator) -> Sequence[np.ndarray]:
+def _batches(
+    labels: FaceLabels, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator
+) -> Sequence[np.ndarray]:
     """Rows of each step: everything when it fits, else P people x K faces plus their "not them" faces."""
     if len(rows) <= config.batch:
         return [rows] * config.steps
@@ -178,17 +179,20 @@ def _batches(labels: FaceLabels, rows: np.ndarray, config: TrainConfig,
     out = []
     for _ in range(config.steps):
         chosen = rng.choice(groups, size=min(people, len(groups)), replace=False)
-        picked = [int(r) for g in chosen
-                  for r in rng.choice(by_group[int(g)], size=min(config.per_person, len(by_group[int(g)])),
-                                      replace=False)]
+        picked = [
+            int(r)
+            for g in chosen
+            for r in rng.choice(by_group[int(g)], size=min(config.per_person, len(by_group[int(g)])), replace=False)
+        ]
         wanted = {int(g) for g in chosen}
         picked += [r for r in loose if labels.rejected[r] & wanted]
         out.append(np.array(sorted(picked)))
     return out
 
 
-def train_head(vectors: np.ndarray, labels: FaceLabels, scale: float, config: TrainConfig | None = None, *,
-               device: str = "cpu") -> TrainResult:
+def train_head(
+    vectors: np.ndarray, labels: FaceLabels, scale: float, config: TrainConfig | None = None, *, device: str = "cpu"
+) -> TrainResult:
     """Train a head on labelled rows of `vectors` (raw embeddings); distances are measured in units of
     `scale` (the space's verify threshold). Deterministic for the same inputs, config and device."""
     import time
@@ -229,8 +233,13 @@ def train_head(vectors: np.ndarray, labels: FaceLabels, scale: float, config: Tr
             active = float(((sq[a, p] - sq[a, n] + config.alpha) > 0).float().mean()) if a is not None else 0.0
         history.append((float(loss.detach()), active))
     matrix = head.matrix()
-    return TrainResult(matrix=matrix, steps=len(history), loss_first=history[0][0] if history else 0.0,
-                       loss_last=history[-1][0] if history else 0.0,
-                       active_first=history[0][1] if history else 0.0, active_last=history[-1][1] if history else 0.0,
-                       change=float(np.linalg.norm(matrix - np.eye(dim, dtype=np.float32))),
-                       seconds=time.perf_counter() - start)
+    return TrainResult(
+        matrix=matrix,
+        steps=len(history),
+        loss_first=history[0][0] if history else 0.0,
+        loss_last=history[-1][0] if history else 0.0,
+        active_first=history[0][1] if history else 0.0,
+        active_last=history[-1][1] if history else 0.0,
+        change=float(np.linalg.norm(matrix - np.eye(dim, dtype=np.float32))),
+        seconds=time.perf_counter() - start,
+    )

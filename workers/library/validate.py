@@ -159,13 +159,16 @@ class Structure:
     limit: int
 
 
-def structure(state: LibraryState, labelled_people: set[str], before: Transform, after: Transform,
-              t: Thresholds, seed: int) -> Structure:
+def structure(
+    state: LibraryState, labelled_people: set[str], before: Transform, after: Transform, t: Thresholds, seed: int
+) -> Structure:
     """How many of the people nobody labelled would lose a face, or see one go to someone else, under `after`."""
-    everyone = Exemplars.build([(pid, f, v) for pid in sorted(state.people)
-                                for f, v in zip(*state.exemplars(pid), strict=True)], state.dim)
-    unlabelled = sorted((pid for pid in state.people if pid not in labelled_people),
-                        key=lambda pid: stable_unit(seed, pid))[:STRUCTURE_PEOPLE]
+    everyone = Exemplars.build(
+        [(pid, f, v) for pid in sorted(state.people) for f, v in zip(*state.exemplars(pid), strict=True)], state.dim
+    )
+    unlabelled = sorted(
+        (pid for pid in state.people if pid not in labelled_people), key=lambda pid: stable_unit(seed, pid)
+    )[:STRUCTURE_PEOPLE]
     places: list[tuple[str, int]] = []
     owners: list[str] = []
     faces: list[str] = []

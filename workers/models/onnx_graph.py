@@ -92,8 +92,11 @@ def _dequantized(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> n
     """``DequantizeLinear`` of constants: (x - zero_point) * scale, per tensor, per axis or per block."""
     x = constants[node.input[0]].astype(np.float32)
     scale: np.ndarray = constants[node.input[1]].astype(np.float32)
-    zero: np.ndarray = constants[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else (
-        np.zeros(1, np.float32))
+    zero: np.ndarray = (
+        constants[node.input[2]].astype(np.float32)
+        if len(node.input) > 2 and node.input[2]
+        else (np.zeros(1, np.float32))
+    )
     if scale.size > 1:
         axis = _attribute(node, "axis", 1) % x.ndim
         block = _attribute(node, "block_size", 0)

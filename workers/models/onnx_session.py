@@ -61,8 +61,9 @@ class OnnxModel(InferenceModel):
     free_axes: ClassVar[Mapping[str, Sequence[int]]] = {}
     batch_reshapes: ClassVar[bool] = False
 
-    def __init__(self, providers: Sequence[str] = (CPU_PROVIDER,), *, threads: int | None = None,
-                 max_batch_size: int = 1) -> None:
+    def __init__(
+        self, providers: Sequence[str] = (CPU_PROVIDER,), *, threads: int | None = None, max_batch_size: int = 1
+    ) -> None:
         super().__init__()
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")

@@ -78,8 +78,9 @@ class IdentifyHandler(_LibraryQuestion):
     def run(self) -> tuple[list[str], dict[str, Any]]:
         params = IdentifyParams.model_validate(self.job.params)
         gallery_doc = Galleries(self.ctx.store, self.job.tenant).latest(params.gallery)
-        enrolled = {name: np.asarray(p.embeddings, np.float32) for name, p in gallery_doc.people.items()
-                    if p.embeddings}
+        enrolled = {
+            name: np.asarray(p.embeddings, np.float32) for name, p in gallery_doc.people.items() if p.embeddings
+        }
         if not enrolled:
             raise ItemFailure(f"gallery {params.gallery} has nobody enrolled yet", ItemErrorCode.INPUT_MISSING)
         library = LibraryFaces.open(self.library)
@@ -87,8 +88,10 @@ class IdentifyHandler(_LibraryQuestion):
             raise ItemFailure("the library has no faces yet: index some photos first", ItemErrorCode.INPUT_MISSING)
         model = gallery_doc.model
         if model and library.space and space_of(model).id != library.space:
-            raise ItemFailure(f"the gallery was enrolled with {model} but the library holds {library.space} vectors",
-                              ItemErrorCode.UNSUPPORTED)
+            raise ItemFailure(
+                f"the gallery was enrolled with {model} but the library holds {library.space} vectors",
+                ItemErrorCode.UNSUPPORTED,
+            )
         faces, vectors = library.all(set(params.index_jobs) if params.index_jobs else None)
         space = space_of(model) if model else None
         threshold = params.threshold or (space.thresholds.identify if space else 0.5)
@@ -98,16 +101,29 @@ class IdentifyHandler(_LibraryQuestion):
         photos: dict[str, set[str]] = {}
         for face, m in zip(faces, matches, strict=True):
             person = m.person or "unknown"
-            rows.append({"face": face.face, "photo": face.photo_key, "box": list(face.box), "person": person,
-                         "distance": round(m.distance, 4), "nearest": m.nearest, "runner_up": m.runner_up,
-                         "margin": round(m.margin, 4) if np.isfinite(m.margin) else None})
+            rows.append(
+                {
+                    "face": face.face,
+                    "photo": face.photo_key,
+                    "box": list(face.box),
+                    "person": person,
+                    "distance": round(m.distance, 4),
+                    "nearest": m.nearest,
+                    "runner_up": m.runner_up,
+                    "margin": round(m.margin, 4) if np.isfinite(m.margin) else None,
+                }
+            )
             photos.setdefault(person, set()).add(face.photo_key)
-        table = self.put_json("identify.json", {"gallery": params.gallery, "version": gallery_doc.version,
-                                                "threshold": threshold, "faces": rows})
+        table = self.put_json(
+            "identify.json",
+            {"gallery": params.gallery, "version": gallery_doc.version, "threshold": threshold, "faces": rows},
+        )
         per_person = self.put_json("people-photos.json", {p: sorted(v) for p, v in sorted(photos.items())})
         return [table, per_person], {
-            "faces": len(rows), "unknown": sum(r["person"] == "unknown" for r in rows),
-            "photos_per_person": {p: len(v) for p, v in photos.items()}, "threshold": threshold,
+            "faces": len(rows),
+            "unknown": sum(r["person"] == "unknown" for r in rows),
+            "photos_per_person": {p: len(v) for p, v in photos.items()},
+            "threshold": threshold,
         }
 
 
@@ -116,8 +132,7 @@ class ClusterHandler(_LibraryQuestion):
 
     def run(self) -> tuple[list[str], dict[str, Any]]:
         params = ClusterParams.model_validate(self.job.params)
-        summary = recluster_library(self.ctx, self.job.tenant, algorithm=params.algorithm,
-                                    threshold=params.threshold)
+        summary = recluster_library(self.ctx, self.job.tenant, algorithm=params.algorithm, threshold=params.threshold)
         outputs = []
         if params.sheets:
             head = self.library.head()
@@ -151,6 +166,10 @@ class AdaptHandler(_LibraryQuestion):
 
         params = AdaptParams.model_validate(self.job.params)
         torch.set_num_threads(self.ctx.settings.worker.threads)  # the worker's share of the cores
-        summary = adapt_library(self.library, params, device=resolve_device(self.ctx.settings.worker.device),
-                                min_faces=self.ctx.settings.library.min_faces)
+        summary = adapt_library(
+            self.library,
+            params,
+            device=resolve_device(self.ctx.settings.worker.device),
+            min_faces=self.ctx.settings.library.min_faces,
+        )
         return [self.put_json("adapter.json", summary)], summary

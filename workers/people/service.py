@@ -46,8 +46,9 @@ def _library(ctx: WorkerContext, tenant: str) -> LibraryFaces | None:
     return LibraryFaces.open(LibraryStore(ctx.store, ctx.records, tenant))
 
 
-def embed_photo(ctx: WorkerContext, key: str, label: str, model: str | None = None
-                ) -> tuple[list[dict[str, Any]], np.ndarray, str]:
+def embed_photo(
+    ctx: WorkerContext, key: str, label: str, model: str | None = None
+) -> tuple[list[dict[str, Any]], np.ndarray, str]:
     """Every face of a stored photo, embedded with `model`'s embedder: (faces with boxes, embeddings, model id)."""
     try:
         image = decode_image(ctx.store.get_bytes(key), max_pixels=ctx.settings.worker.max_pixels)
@@ -77,8 +78,11 @@ def one_face(
         except NotInLibrary:
             raise FaceQueryError("not_found", f"face {ref['face']!r} not found") from None
         seg = faces.head.segments[0]
-        return vector, {"face": row.face, "photo": row.photo_key, "box": list(row.box), "person": person}, \
-            next((r.model for r in faces.head.segments if r.job == row.job), seg.model)
+        return (
+            vector,
+            {"face": row.face, "photo": row.photo_key, "box": list(row.box), "person": person},
+            next((r.model for r in faces.head.segments if r.job == row.job), seg.model),
+        )
     found, vectors, used = embed_photo(ctx, keys.tenant_key(tenant, ref["key"]), label, model)
     if not found:
         raise FaceQueryError(
@@ -124,18 +128,28 @@ def search(
     if faces is None:
         return {"query": face, "model": used, "searched": 0, "matches": []}
     if not fits_library(used, faces.space):
-        return {"error": {"code": "model_mismatch", "message": f"the query was embedded with {used} but the "
-                          f"library holds {faces.space} vectors"}}
+        return {
+            "error": {
+                "code": "model_mismatch",
+                "message": f"the query was embedded with {used} but the library holds {faces.space} vectors",
+            }
+        }
     threshold = space_of(used).thresholds.verify
     matches = faces.search(vector, k, set(job_ids) if job_ids else None)
     for m in matches:
         m["same_person"] = m["distance"] < threshold
-    return {"query": face, "model": used, "searched": faces.head.stats.get("faces", 0), "threshold": threshold,
-            "matches": matches}
+    return {
+        "query": face,
+        "model": used,
+        "searched": faces.head.stats.get("faces", 0),
+        "threshold": threshold,
+        "matches": matches,
+    }
 
 
-def _largest(ctx: WorkerContext, tenant: str, query: dict[str, str], model: str | None
-             ) -> tuple[np.ndarray, dict[str, Any], str]:
+def _largest(
+    ctx: WorkerContext, tenant: str, query: dict[str, str], model: str | None
+) -> tuple[np.ndarray, dict[str, Any], str]:
     """The largest face of a query photo (a search photo may show several people)."""
     found, vectors, used = embed_photo(ctx, keys.tenant_key(tenant, query["key"]), "query", model)
     if not found:
@@ -173,8 +187,12 @@ def identify_photo(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> di
     if head is None or not faces:
         return {"model": used, "faces": [{**f, "person": None, "name": None} for f in faces]}
     if not fits_library(used, head.space):
-        return {"error": {"code": "model_mismatch", "message": f"the photo was embedded with {used} but the "
-                          f"library holds {head.space} vectors"}}
+        return {
+            "error": {
+                "code": "model_mismatch",
+                "message": f"the photo was embedded with {used} but the library holds {head.space} vectors",
+            }
+        }
     index = PersonIndex.of(LibraryState(lib, head))  # compares through the library's adopted head, if any
     scores = index.scores(vectors)
     picks = choose(scores, index.people, [set()] * len(faces), space_of(used).thresholds)
@@ -182,6 +200,12 @@ def identify_photo(ctx: WorkerContext, tenant: str, query: dict[str, str]) -> di
     out = []
     for n, (face, pid) in enumerate(zip(faces, picks, strict=True)):
         best = float(scores[n].min()) if len(index.people) else None
-        out.append({**face, "person": pid, "name": names.get(pid) if pid else None,
-                    "distance": round(best, 4) if best is not None else None})
+        out.append(
+            {
+                **face,
+                "person": pid,
+                "name": names.get(pid) if pid else None,
+                "distance": round(best, 4) if best is not None else None,
+            }
+        )
     return {"model": used, "faces": out}

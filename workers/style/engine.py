@@ -242,8 +242,9 @@ class StyleEngine:
         return 8 if self.providers[0] == "CUDAExecutionProvider" else 1
 
     def _model(self, cls: type[OnnxModel]) -> Any:
-        return self._models.get(cls, lambda: cls(self.providers, threads=self.threads,
-                                                 max_batch_size=self.max_batch_size))
+        return self._models.get(
+            cls, lambda: cls(self.providers, threads=self.threads, max_batch_size=self.max_batch_size)
+        )
 
     def load(self, method: Method = "arbitrary") -> None:
         """Load the models of `method` now (a worker may warm up before its first item)."""
@@ -443,8 +444,15 @@ def _encode(img: Image.Image, fmt: ImageFormat, quality: int, extra: dict[str, A
         return buf.getvalue(), "image/png", "png"
     if fmt == "jpeg":
         # no chroma subsampling at high quality: painted strokes have sharp colour edges
-        img.save(buf, "JPEG", quality=quality, optimize=True, progressive=True,
-                 subsampling=0 if quality >= 90 else 2, **extra)
+        img.save(
+            buf,
+            "JPEG",
+            quality=quality,
+            optimize=True,
+            progressive=True,
+            subsampling=0 if quality >= 90 else 2,
+            **extra,
+        )
         return buf.getvalue(), "image/jpeg", "jpg"
     img.save(buf, "WEBP", quality=quality, method=4, **extra)
     return buf.getvalue(), "image/webp", "webp"

@@ -50,8 +50,9 @@ def find_faces(image: Image.Image) -> list[Box]:
     scale = min(DETECT_SIDE / max(image.size), MAX_UPSCALE)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     faces = _detector.detect(image.resize(size, Image.Resampling.BILINEAR))
-    return [(f.box[0] / scale, f.box[1] / scale, f.box[2] / scale, f.box[3] / scale) for f in faces
-            if f.score >= MIN_SCORE]
+    return [
+        (f.box[0] / scale, f.box[1] / scale, f.box[2] / scale, f.box[3] / scale) for f in faces if f.score >= MIN_SCORE
+    ]
 
 
 def default_protection(builtin: Sequence[tuple[int, float]] = ()) -> float:

@@ -73,11 +73,11 @@ class StyleHandler(JobHandler):
                 data = self.ctx.store.get_bytes(keys.tenant_key(self.job.tenant, rel))
                 images[rel] = decode_image(data, max_side=STYLE_SIDE, max_pixels=self.ctx.settings.worker.max_pixels)
             except ObjectNotFound:
-                raise StyleInputError(f"style image {rel!r} is missing from storage", ItemErrorCode.INPUT_MISSING) \
-                    from None
+                raise StyleInputError(
+                    f"style image {rel!r} is missing from storage", ItemErrorCode.INPUT_MISSING
+                ) from None
             except ImageDecodeError as exc:
-                raise StyleInputError(f"style image {PurePosixPath(rel).name!r} is unusable: {exc}", exc.code) \
-                    from None
+                raise StyleInputError(f"style image {PurePosixPath(rel).name!r} is unusable: {exc}", exc.code) from None
         variants = engine(self.ctx).expand(self.params, images)
         _variants[self.job.id] = variants
         while len(_variants) > 8:
@@ -113,8 +113,11 @@ class StyleHandler(JobHandler):
             width, height = output_size(img.size, self.params.size)
             if width * height > max_pixels:
                 results[item.index] = ItemResult.failed(
-                    item.index, ItemErrorCode.TOO_LARGE, f"output of {width}x{height} = {width * height / 1e6:.0f} MP "
-                    f"exceeds the {max_pixels / 1e6:.0f} MP limit: ask for a smaller `size`")
+                    item.index,
+                    ItemErrorCode.TOO_LARGE,
+                    f"output of {width}x{height} = {width * height / 1e6:.0f} MP "
+                    f"exceeds the {max_pixels / 1e6:.0f} MP limit: ask for a smaller `size`",
+                )
                 continue
             photos.append((item, img))
         if photos:
@@ -140,8 +143,12 @@ class StyleHandler(JobHandler):
             except (WeightsNotAvailable, DeviceNotAvailable) as exc:
                 return [results.get(i.index) or ItemResult.failed_by(i.index, exc) for i in batch]
             for item, img in photos:
-                info: dict[str, Any] = {"width": img.width, "height": img.height, "variants": len(variants),
-                                        "faces_protected": len(faces[item.index])}
+                info: dict[str, Any] = {
+                    "width": img.width,
+                    "height": img.height,
+                    "variants": len(variants),
+                    "faces_protected": len(faces[item.index]),
+                }
                 if costs[item.index]:
                     info["gatys_costs"] = costs[item.index]  # per variant: [(J first, J last) per scale]
                 results[item.index] = ItemResult(item.index, ItemState.DONE, outputs[item.index], info=info)
@@ -207,8 +214,9 @@ class StyleHandler(JobHandler):
                 tiles = [("original", original)]
                 variants = [_variant_of(key) for key in item.outputs]
                 for key, variant in zip(item.outputs, variants, strict=True):
-                    tiles.append((words.get(variant, variant),
-                                  decode_image(self.ctx.store.get_bytes(key), max_side=SHEET_TILE)))
+                    tiles.append(
+                        (words.get(variant, variant), decode_image(self.ctx.store.get_bytes(key), max_side=SHEET_TILE))
+                    )
             except StoreUnavailable:
                 raise
             except (ObjectNotFound, ImageDecodeError):

@@ -54,6 +54,7 @@ def captions(looks: Sequence[Look]) -> list[str]:
 
     Settings all variants share are left out (they say nothing about the difference between tiles).
     """
+
     def varies(attr: str) -> bool:
         return len({getattr(look, attr) for look in looks}) > 1
 
@@ -105,8 +106,11 @@ def _row_height(tile: int, image: Image.Image) -> int:
     return max(16, round(tile * aspect))
 
 
-def contact_sheet(rows: Sequence[tuple[str, Sequence[Cell]]], tile: int = 256,
-                  headers: Sequence[tuple[str, Image.Image | None]] | None = None) -> Image.Image:
+def contact_sheet(
+    rows: Sequence[tuple[str, Sequence[Cell]]],
+    tile: int = 256,
+    headers: Sequence[tuple[str, Image.Image | None]] | None = None,
+) -> Image.Image:
     """A grid of thumbnails `tile` px wide, a title line per row and a caption under each cell.
 
     `rows` is ``[(row title, [(caption, image), ...]), ...]``; by convention the first cell of a row is the

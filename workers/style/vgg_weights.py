@@ -24,9 +24,11 @@ def hub_checkpoints() -> Path:
 
 
 def how_to_provide() -> str:
-    return (f"VGG19_Weights.IMAGENET1K_V1: put {VGG19_FILE} in {hub_checkpoints()} or set "
-            f"{VGG19_ENV}=/path/to/{VGG19_FILE} on the style workers and restart them; download it once from "
-            f"{VGG19_URL} (548 MB): nothing is downloaded at run time")
+    return (
+        f"VGG19_Weights.IMAGENET1K_V1: put {VGG19_FILE} in {hub_checkpoints()} or set "
+        f"{VGG19_ENV}=/path/to/{VGG19_FILE} on the style workers and restart them; download it once from "
+        f"{VGG19_URL} (548 MB): nothing is downloaded at run time"
+    )
 
 
 register(
@@ -37,7 +39,11 @@ register(
         source=f"{VGG19_URL} (VGG19_Weights.IMAGENET1K_V1)",
         description="VGG19 trained on ImageNet; the Gatys method uses its convolutional features",
         hint=how_to_provide,
-        preprocessing={"layout": "NCHW", "range": (0.0, 1.0), "mean": (0.485, 0.456, 0.406),
-                       "std": (0.229, 0.224, 0.225)},
+        preprocessing={
+            "layout": "NCHW",
+            "range": (0.0, 1.0),
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+        },
     )
 )

@@ -41,8 +41,9 @@ class Attachment:
     distance: float
 
 
-def match_tracks(tracks: Sequence[np.ndarray], people: np.ndarray, person_ids: Sequence[str], *,
-                 assign: float, margin: float) -> list[tuple[str, float] | None]:
+def match_tracks(
+    tracks: Sequence[np.ndarray], people: np.ndarray, person_ids: Sequence[str], *, assign: float, margin: float
+) -> list[tuple[str, float] | None]:
     """For each track, (person id, distance) when its nearest person is closer than `assign` and closer than
     every other person by `margin`; None when no match is clear. `people` holds one or more vectors per
     person (rows aligned with `person_ids`); a track's distance to a person is the mean of its two nearest
@@ -65,8 +66,9 @@ def match_tracks(tracks: Sequence[np.ndarray], people: np.ndarray, person_ids: S
     return out
 
 
-def attach_tracks(ctx: WorkerContext, tenant: str, model_id: str,
-                  tracks: Sequence[TrackVector]) -> list[Attachment | None]:
+def attach_tracks(
+    ctx: WorkerContext, tenant: str, model_id: str, tracks: Sequence[TrackVector]
+) -> list[Attachment | None]:
     """Attach tracks to the tenant's people (None: the track waits as unassigned). Tracks of another
     embedding space than the library's, or a tenant without a library yet, stay unassigned."""
     if not tracks:
@@ -107,9 +109,17 @@ class Appearance:
     thumb: str | None  # relative to the tenant
 
 
-def record_appearances(ctx: WorkerContext, tenant: str, job_id: str, item: int, name: str, video_key: str,
-                       duration_s: float, tracks: Sequence[Appearance],
-                       attached: Sequence[Attachment | None]) -> list[str]:
+def record_appearances(
+    ctx: WorkerContext,
+    tenant: str,
+    job_id: str,
+    item: int,
+    name: str,
+    video_key: str,
+    duration_s: float,
+    tracks: Sequence[Appearance],
+    attached: Sequence[Attachment | None],
+) -> list[str]:
     """One `PersonVideo` per person the video's tracks joined (deterministic keys: a redone item rewrites
     them). Returns the people."""
     from storage import keys
@@ -122,9 +132,20 @@ def record_appearances(ctx: WorkerContext, tenant: str, job_id: str, item: int, 
     for person_id, found in by_person.items():
         spans = sorted(r for t, _ in found for r in t.ranges)
         closest = min(found, key=lambda f: f[1].distance)
-        doc = PersonVideo(job=job_id, item=item, name=name, video_key=video_key, ranges=spans,
-                          tracks=[t.track for t, _ in found], thumb=closest[0].thumb, duration_s=duration_s,
-                          distance=closest[1].distance)
-        ctx.store.put_bytes(keys.library_person_video(tenant, person_id, job_id, item),
-                            doc.model_dump_json().encode(), "application/json")
+        doc = PersonVideo(
+            job=job_id,
+            item=item,
+            name=name,
+            video_key=video_key,
+            ranges=spans,
+            tracks=[t.track for t, _ in found],
+            thumb=closest[0].thumb,
+            duration_s=duration_s,
+            distance=closest[1].distance,
+        )
+        ctx.store.put_bytes(
+            keys.library_person_video(tenant, person_id, job_id, item),
+            doc.model_dump_json().encode(),
+            "application/json",
+        )
     return sorted(by_person)

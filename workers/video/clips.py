@@ -23,13 +23,15 @@ def canvas(height: int = 768) -> np.ndarray:
     from skimage import data
 
     parts = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    parts = [cv2.resize(p, (round(p.shape[1] * height / p.shape[0]), height), interpolation=cv2.INTER_AREA)
-             for p in parts]
+    parts = [
+        cv2.resize(p, (round(p.shape[1] * height / p.shape[0]), height), interpolation=cv2.INTER_AREA) for p in parts
+    ]
     return np.concatenate(parts, axis=1)
 
 
-def pan(frames: int, speed: float, size: tuple[int, int] = (512, 288), picture: np.ndarray | None = None,
-        start: float = 0.0) -> list[np.ndarray]:
+def pan(
+    frames: int, speed: float, size: tuple[int, int] = (512, 288), picture: np.ndarray | None = None, start: float = 0.0
+) -> list[np.ndarray]:
     """`frames` views of `picture` moving left by `speed` pixels per frame (sub-pixel speeds interpolate).
 
     The picture is first shrunk (with area averaging, no aliasing) to 1.25 x the frame height, then only
@@ -39,8 +41,9 @@ def pan(frames: int, speed: float, size: tuple[int, int] = (512, 288), picture: 
 
     picture = canvas() if picture is None else picture
     scale = size[1] / picture.shape[0] * 1.25
-    small = cv2.resize(picture, (round(picture.shape[1] * scale), round(picture.shape[0] * scale)),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        picture, (round(picture.shape[1] * scale), round(picture.shape[0] * scale)), interpolation=cv2.INTER_AREA
+    )
     out = []
     for t in range(frames):
         m = np.array([[1, 0, -(start + t * speed)], [0, 1, -(small.shape[0] - size[1]) / 2]], np.float32)
@@ -54,13 +57,22 @@ def pan_flow(speed: float, frames: int, size: tuple[int, int]) -> list[tuple[np.
     flow = np.zeros((h, w, 2), np.float32)
     flow[..., 0] = speed
     mask = np.ones((h, w), bool)
-    mask[:, max(0, w - int(np.ceil(speed)) - 1):] = False
+    mask[:, max(0, w - int(np.ceil(speed)) - 1) :] = False
     return [(flow, mask)] * (frames - 1)
 
 
-def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0, *, audio_seconds: float | None = None,
-               rotation: int = 0, codec: str = "libx264", pts: Sequence[int] | None = None,
-               time_base: Fraction | None = None, faststart: bool = False) -> Path:
+def write_clip(
+    path: Path,
+    frames: Iterable[np.ndarray],
+    fps: float = 25.0,
+    *,
+    audio_seconds: float | None = None,
+    rotation: int = 0,
+    codec: str = "libx264",
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    faststart: bool = False,
+) -> Path:
     """Encode RGB frames to `path`; `audio_seconds` adds a 440 Hz AAC tone; `pts` (in `time_base`) gives
     a variable frame rate; `faststart` puts the index before the frames, as phones and web servers do."""
     import av
@@ -111,8 +123,9 @@ def _tone(out: object, stream: object, seconds: float, rate: int = 16000) -> Non
     n = int(seconds * rate)
     for start in range(0, n, 1024):
         t = np.arange(start, min(n, start + 1024)) / rate
-        frame = av.AudioFrame.from_ndarray((0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
-                                           format="fltp", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="fltp", layout="mono"
+        )
         frame.sample_rate = rate
         frame.pts = start
         for packet in stream.encode(frame):  # type: ignore[attr-defined]

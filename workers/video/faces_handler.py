@@ -48,8 +48,9 @@ TRACK_SCHEMA = pa.schema(
         pa.field("track", pa.int32(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),
-        pa.field("ranges", pa.list_(pa.field("element", pa.list_(pa.field("element", pa.float64()), 2))),
-                 nullable=False),
+        pa.field(
+            "ranges", pa.list_(pa.field("element", pa.list_(pa.field("element", pa.float64()), 2))), nullable=False
+        ),
         pa.field("detections", pa.int32(), nullable=False),
         pa.field("embedded", pa.int32(), nullable=False),
         pa.field("best_s", pa.float64(), nullable=False),
@@ -91,8 +92,9 @@ def _frames(container: Any, info: VideoInfo) -> Iterator[tuple[int, float, Any]]
             n += 1
 
 
-def scan_video(container: Any, info: VideoInfo, engine: FaceEngine, params: VideoFacesParams,
-               progress: Any = None) -> Scan:
+def scan_video(
+    container: Any, info: VideoInfo, engine: FaceEngine, params: VideoFacesParams, progress: Any = None
+) -> Scan:
     """Decode every frame (cut detection), detect faces on samples, link them into tracklets."""
     import av
 
@@ -139,15 +141,17 @@ def embed_tracklets(engine: FaceEngine, tracklets: list[Any]) -> tuple[list[np.n
     sums: list[np.ndarray | None] = [None] * len(tracklets)
     counts = [0] * len(tracklets)
     for start in range(0, len(crops), 8):
-        part = crops[start:start + 8]
+        part = crops[start : start + 8]
         vectors = engine.embed_batch([c.image for _, c in part], [[c.face] for _, c in part])
         for (i, _), v in zip(part, vectors, strict=True):
             if len(v):
                 sums[i] = v[0].astype(np.float64) + (sums[i] if sums[i] is not None else 0.0)
                 counts[i] += 1
     dim = next((len(x) for x in sums if x is not None), 128)
-    means = [(x / c).astype(np.float32) if x is not None else np.zeros(dim, np.float32)
-             for x, c in zip(sums, counts, strict=True)]
+    means = [
+        (x / c).astype(np.float32) if x is not None else np.zeros(dim, np.float32)
+        for x, c in zip(sums, counts, strict=True)
+    ]
     return means, counts, len({c.frame for _, c in crops})
 
 
@@ -175,56 +179,99 @@ class FacesMediaHandler(FacesHandler):
             vectors, counts, embedded_frames = embed_tracklets(self.engine, tracklets)
         space = space_of(self.model_id)
         tracks = join_tracklets(tracklets, vectors, counts, scan.tracker.samples, space.thresholds.cluster)
-        attached = attach_tracks(self.ctx, self.job.tenant, self.model_id,
-                                 [TrackVector(f"{item.index}:{n}", t.embedding, t.embedded, t.best.quality)
-                                  for n, t in enumerate(tracks)])
+        attached = attach_tracks(
+            self.ctx,
+            self.job.tenant,
+            self.model_id,
+            [TrackVector(f"{item.index}:{n}", t.embedding, t.embedded, t.best.quality) for n, t in enumerate(tracks)],
+        )
         pad = 0.5 / params.sample_fps
         outputs = self._write(item, spec, tracks, attached, pad, scan.duration)
-        thumbs = {n: keys.strip_tenant(self.job.tenant, k) for n, k in enumerate(
-            k for k in outputs if PurePosixPath(k).name.startswith("track-"))}
+        thumbs = {
+            n: keys.strip_tenant(self.job.tenant, k)
+            for n, k in enumerate(k for k in outputs if PurePosixPath(k).name.startswith("track-"))
+        }
         people = record_appearances(
-            self.ctx, self.job.tenant, self.job.id, item.index, spec.name,
-            keys.strip_tenant(self.job.tenant, spec.source_key), scan.duration,
-            [Appearance(n, t.ranges(pad, scan.duration), thumbs.get(n)) for n, t in enumerate(tracks)], attached)
+            self.ctx,
+            self.job.tenant,
+            self.job.id,
+            item.index,
+            spec.name,
+            keys.strip_tenant(self.job.tenant, spec.source_key),
+            scan.duration,
+            [Appearance(n, t.ranges(pad, scan.duration), thumbs.get(n)) for n, t in enumerate(tracks)],
+            attached,
+        )
         self.ctx.records.set_progress(self.job.id, item.index, scan.frames, scan.frames)
-        info = {"video": spec.video, "outcome": f"tracks: {len(tracks)}" if tracks else "no_face",
-                "tracks": len(tracks), "frames": scan.frames, "sampled": scan.sampled,
-                "embedded_frames": embedded_frames, "embedded_crops": int(sum(counts)),
-                "attached": sum(a is not None for a in attached), "people": people,
-                "duration_s": round(scan.duration, 3),
-                "seconds": round(time.perf_counter() - started, 3)}
+        info = {
+            "video": spec.video,
+            "outcome": f"tracks: {len(tracks)}" if tracks else "no_face",
+            "tracks": len(tracks),
+            "frames": scan.frames,
+            "sampled": scan.sampled,
+            "embedded_frames": embedded_frames,
+            "embedded_crops": int(sum(counts)),
+            "attached": sum(a is not None for a in attached),
+            "people": people,
+            "duration_s": round(scan.duration, 3),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         return ItemResult(item.index, ItemState.DONE, outputs, info=info)
 
-    def _write(self, item: ItemInput, spec: SegmentSpec, tracks: list[Track], attached: list[Attachment | None],
-               pad: float, duration: float) -> list[str]:
+    def _write(
+        self,
+        item: ItemInput,
+        spec: SegmentSpec,
+        tracks: list[Track],
+        attached: list[Attachment | None],
+        pad: float,
+        duration: float,
+    ) -> list[str]:
         tenant, job = self.job.tenant, self.job.id
         rows, thumbs = [], []
         for n, track in enumerate(tracks):
             thumb = None
             if self.params.thumbnails:
                 thumb = keys.item_output(tenant, job, item.index, f"track-{n:03d}.jpg")
-                self.ctx.store.put_bytes(thumb, face_thumbnail(Image.fromarray(track.best.image), track.best.face),
-                                         "image/jpeg")
+                self.ctx.store.put_bytes(
+                    thumb, face_thumbnail(Image.fromarray(track.best.image), track.best.face), "image/jpeg"
+                )
                 thumbs.append(thumb)
             person = attached[n]
-            rows.append({"video_key": keys.strip_tenant(tenant, spec.source_key), "item_id": str(item.index),
-                         "track": n, "start_s": track.ranges(pad, duration)[0][0],
-                         "end_s": track.ranges(pad, duration)[-1][1],
-                         "ranges": [list(r) for r in track.ranges(pad, duration)], "detections": track.detections,
-                         "embedded": track.embedded, "best_s": track.best.t, "quality": track.best.quality,
-                         "score": track.best.face.score, "thumbnail": keys.strip_tenant(tenant, thumb) if thumb
-                         else None, "person_id": person.person_id if person else None,
-                         "person_name": person.name if person else None, "model": self.model_id,
-                         "embedding_row": n})
+            rows.append(
+                {
+                    "video_key": keys.strip_tenant(tenant, spec.source_key),
+                    "item_id": str(item.index),
+                    "track": n,
+                    "start_s": track.ranges(pad, duration)[0][0],
+                    "end_s": track.ranges(pad, duration)[-1][1],
+                    "ranges": [list(r) for r in track.ranges(pad, duration)],
+                    "detections": track.detections,
+                    "embedded": track.embedded,
+                    "best_s": track.best.t,
+                    "quality": track.best.quality,
+                    "score": track.best.face.score,
+                    "thumbnail": keys.strip_tenant(tenant, thumb) if thumb else None,
+                    "person_id": person.person_id if person else None,
+                    "person_name": person.name if person else None,
+                    "model": self.model_id,
+                    "embedding_row": n,
+                }
+            )
         table = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=TRACK_SCHEMA), table, compression="zstd")
         matrix = io.BytesIO()
-        np.save(matrix, np.stack([t.embedding for t in tracks]).astype(np.float32) if tracks
-                else np.zeros((0, 128), np.float32), allow_pickle=False)
+        np.save(
+            matrix,
+            np.stack([t.embedding for t in tracks]).astype(np.float32) if tracks else np.zeros((0, 128), np.float32),
+            allow_pickle=False,
+        )
         labels = [(a.name or a.person_id) if a else f"Person {n + 1}" for n, a in enumerate(attached)]
-        outs = {"tracks.parquet": (table.getvalue(), "application/vnd.apache.parquet"),
-                "tracks.npy": (matrix.getvalue(), "application/octet-stream"),
-                "tracks.vtt": (webvtt(tracks, labels, pad, duration).encode(), "text/vtt")}
+        outs = {
+            "tracks.parquet": (table.getvalue(), "application/vnd.apache.parquet"),
+            "tracks.npy": (matrix.getvalue(), "application/octet-stream"),
+            "tracks.vtt": (webvtt(tracks, labels, pad, duration).encode(), "text/vtt"),
+        }
         written = []
         for name, (data, ctype) in outs.items():
             key = keys.item_output(tenant, job, item.index, name)
@@ -237,11 +284,20 @@ class FacesMediaHandler(FacesHandler):
 
     def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:
         summary = super().finalize(job, [it for it in items if not keys.is_video_segment(it.key)])
-        videos = [{"name": it.name, "item": it.index, "tracks": it.info.get("tracks", 0),
-                   "frames": it.info.get("frames"), "embedded_frames": it.info.get("embedded_frames"),
-                   "outputs": [keys.strip_tenant(job.tenant, k) for k in it.outputs
-                               if PurePosixPath(k).name.startswith("tracks.")]}
-                  for it in items if it.state == ItemState.DONE and "video" in it.info]
+        videos = [
+            {
+                "name": it.name,
+                "item": it.index,
+                "tracks": it.info.get("tracks", 0),
+                "frames": it.info.get("frames"),
+                "embedded_frames": it.info.get("embedded_frames"),
+                "outputs": [
+                    keys.strip_tenant(job.tenant, k) for k in it.outputs if PurePosixPath(k).name.startswith("tracks.")
+                ],
+            }
+            for it in items
+            if it.state == ItemState.DONE and "video" in it.info
+        ]
         if videos:
             summary["videos"] = videos
         return summary

@@ -90,8 +90,15 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     h, w = flow.shape[:2]
     where = _grid(h, w) + flow
     # map2 None: `where` holds x and y in one (h, w, 2) float map (the stubs do not know that form)
-    return np.asarray(cv2.remap(image, where, None, cv2.INTER_LINEAR,  # type: ignore[call-overload]
-                                borderMode=cv2.BORDER_REPLICATE))
+    return np.asarray(
+        cv2.remap(
+            image,
+            where,
+            None,
+            cv2.INTER_LINEAR,  # type: ignore[call-overload]
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    )
 
 
 def _norm2(v: np.ndarray) -> np.ndarray:
@@ -112,6 +119,6 @@ def consistent(forward: np.ndarray, backward: np.ndarray, motion_boundaries: boo
     if motion_boundaries:
         gy_u, gx_u = np.gradient(forward[..., 0])
         gy_v, gx_v = np.gradient(forward[..., 1])
-        grad = gx_u ** 2 + gy_u ** 2 + gx_v ** 2 + gy_v ** 2
+        grad = gx_u**2 + gy_u**2 + gx_v**2 + gy_v**2
         ok &= grad < MB_ALPHA * _norm2(forward) + MB_BETA
     return ok

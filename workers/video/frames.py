@@ -56,9 +56,17 @@ def even_size(width: int, height: int, long_side: int | None) -> tuple[int, int]
     return max(2, width // 2 * 2), max(2, height // 2 * 2)
 
 
-def iter_window(container: Any, info: VideoInfo, *, start_pts: int | None = None, end_pts: int | None = None,
-                before: int = 0, after: int = 0, size: tuple[int, int] | None = None,
-                threads: int = 1) -> Iterator[Frame]:
+def iter_window(
+    container: Any,
+    info: VideoInfo,
+    *,
+    start_pts: int | None = None,
+    end_pts: int | None = None,
+    before: int = 0,
+    after: int = 0,
+    size: tuple[int, int] | None = None,
+    threads: int = 1,
+) -> Iterator[Frame]:
     """Frames with start_pts <= pts < end_pts (`own`), plus up to `before` frames just before and `after`
     frames just after (context), in presentation order. `size` is the stored (unrotated) size to
     decode to; frames come out upright. Raises VideoError when the data ends in the middle.
@@ -102,8 +110,10 @@ def iter_window(container: Any, info: VideoInfo, *, start_pts: int | None = None
                 own_seen += 1
                 yield Frame(pts, rgb)
     except av.FFmpegError as exc:
-        raise VideoError(f"the video breaks off at {info.seconds_at(last_pts or info.start_pts):.2f} s: "
-                         f"{getattr(exc, 'strerror', None) or exc} (corrupt or truncated?)") from None
+        raise VideoError(
+            f"the video breaks off at {info.seconds_at(last_pts or info.start_pts):.2f} s: "
+            f"{getattr(exc, 'strerror', None) or exc} (corrupt or truncated?)"
+        ) from None
 
 
 def _drain(history: deque[Frame]) -> Iterator[Frame]:
@@ -114,8 +124,17 @@ def _drain(history: deque[Frame]) -> Iterator[Frame]:
 class SegmentWriter:
     """Encodes RGB frames (upright) with their source pts into a video-only file."""
 
-    def __init__(self, path: Path, info: VideoInfo, size: tuple[int, int], *, codec: Codec = "h264", crf: int = 20,
-                 preset: str = "medium", threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        info: VideoInfo,
+        size: tuple[int, int],
+        *,
+        codec: Codec = "h264",
+        crf: int = 20,
+        preset: str = "medium",
+        threads: int = 1,
+    ) -> None:
         import av
 
         self.info = info
@@ -130,8 +149,11 @@ class SegmentWriter:
         if codec == "h264":
             stream.options = {"crf": str(crf), "preset": preset, "bframes": "0"}
         else:
-            stream.options = {"crf": str(crf), "preset": preset,
-                              "x265-params": f"bframes=0:log-level=error:pools={threads}"}
+            stream.options = {
+                "crf": str(crf),
+                "preset": preset,
+                "x265-params": f"bframes=0:log-level=error:pools={threads}",
+            }
             stream.codec_tag = "hvc1"  # Apple's players need this tag for HEVC in MP4
         if info.rotation:
             stream.set_display_rotation(info.rotation)
@@ -170,8 +192,10 @@ def join_segments(parts: Sequence[Path], source: Any | None, out: Path) -> dict[
             template = inputs[0].streams.video[0]
             for other in inputs[1:]:
                 s = other.streams.video[0]
-                if (s.codec_context.extradata != template.codec_context.extradata
-                        or (s.width, s.height) != (template.width, template.height)):
+                if s.codec_context.extradata != template.codec_context.extradata or (s.width, s.height) != (
+                    template.width,
+                    template.height,
+                ):
                     raise VideoError(f"segment {other.name} does not match the first segment's stream")
             vout = out_container.add_stream_from_template(template)
             if template.codec_context.name == "hevc":

@@ -20,8 +20,15 @@ from workers.video.plan import VideoPlan, plan_segments
 from workers.video.source import VideoError, probe
 
 # container signatures, for archive members whose names do not say "video"
-_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"\x00\x00\x01\xba"), (0, b"FLV"),
-          (0, b"OggS"), (0, b"YUV4MPEG2"))
+_MAGIC = (
+    (4, b"ftyp"),
+    (0, b"\x1a\x45\xdf\xa3"),
+    (0, b"RIFF"),
+    (0, b"\x00\x00\x01\xba"),
+    (0, b"FLV"),
+    (0, b"OggS"),
+    (0, b"YUV4MPEG2"),
+)
 
 
 def looks_like_video(name: str, head: bytes | None = None) -> bool:
@@ -34,7 +41,7 @@ def looks_like_video(name: str, head: bytes | None = None) -> bool:
         return False  # RIFF is also WebP and WAV
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"heim", b"heis"):
         return False  # HEIF photos share the ISO container
-    return any(head[at:at + len(sig)] == sig for at, sig in _MAGIC)
+    return any(head[at : at + len(sig)] == sig for at, sig in _MAGIC)
 
 
 @dataclass
@@ -61,8 +68,7 @@ def take_video(ctx: WorkerContext, job: Job, name: str, key: str, first: int) ->
         ctx.store.put_bytes(spec_key, spec.model_dump_json().encode(), "application/json")
         label = name if spec.segments == 1 else f"{name} [{spec.segment + 1}/{spec.segments}]"
         items.append(Item(first + spec.segment, label, spec_key))
-    ctx.store.put_bytes(keys.video_plan(job.tenant, job.id, first), plan.model_dump_json().encode(),
-                        "application/json")
+    ctx.store.put_bytes(keys.video_plan(job.tenant, job.id, first), plan.model_dump_json().encode(), "application/json")
     for spec, item in zip(plan.segments, items, strict=True):
         ctx.records.set_progress(job.id, item.index, 0, spec.frames_estimate)
     return VideoIntake(items, plan)

@@ -82,10 +82,17 @@ def join_video(ctx: WorkerContext, job: Job, video: int, *, items: list[Item] | 
     segs = sorted((it for it in segs if it.index in set(plan.items)), key=lambda it: it.index)
     if len(segs) != len(plan.items) or not all(it.terminal for it in segs):
         return None
-    base = dict(name=plan.name, video=video, source=keys.strip_tenant(job.tenant, plan.source_key),
-                segments=len(segs), frames=sum(int(it.info.get("frames", 0)) for it in segs),
-                duration_s=plan.info.duration_s, fps=plan.info.fps, rotation=plan.info.rotation,
-                audio=plan.info.audio.codec if plan.info.audio else None)
+    base = dict(
+        name=plan.name,
+        video=video,
+        source=keys.strip_tenant(job.tenant, plan.source_key),
+        segments=len(segs),
+        frames=sum(int(it.info.get("frames", 0)) for it in segs),
+        duration_s=plan.info.duration_s,
+        fps=plan.info.fps,
+        rotation=plan.info.rotation,
+        audio=plan.info.audio.codec if plan.info.audio else None,
+    )
     bad = [it for it in segs if it.state != ItemState.DONE]
     if bad:
         reason = f"segment {bad[0].index - video + 1} of {len(segs)}: {bad[0].error or bad[0].state}"

@@ -97,8 +97,9 @@ class VideoPlan(_Doc):
         return [self.first_item + s.segment for s in self.segments]
 
 
-def plan_segments(info: VideoInfo, source_key: str, name: str, first_item: int, *,
-                  segment_seconds: float | None, context_frames: int) -> VideoPlan:
+def plan_segments(
+    info: VideoInfo, source_key: str, name: str, first_item: int, *, segment_seconds: float | None, context_frames: int
+) -> VideoPlan:
     """Split a video into segments of about `segment_seconds` (None: one segment for the whole video).
 
     A remainder shorter than half a segment joins the last segment, so no segment is a sliver.
@@ -109,9 +110,18 @@ def plan_segments(info: VideoInfo, source_key: str, name: str, first_item: int, 
     bounds = [info.start_pts] + [info.pts_at(k * info.duration_s / count) for k in range(1, count)] + [None]
     per_segment = info.frames / count
     specs = [
-        SegmentSpec(source_key=source_key, name=name, video=first_item, segment=k, segments=count,
-                    start_pts=int(bounds[k] or 0), end_pts=bounds[k + 1], context_frames=context_frames if count > 1
-                    else 0, frames_estimate=max(1, round(per_segment)), info=info)
+        SegmentSpec(
+            source_key=source_key,
+            name=name,
+            video=first_item,
+            segment=k,
+            segments=count,
+            start_pts=int(bounds[k] or 0),
+            end_pts=bounds[k + 1],
+            context_frames=context_frames if count > 1 else 0,
+            frames_estimate=max(1, round(per_segment)),
+            info=info,
+        )
         for k in range(count)
     ]
     return VideoPlan(source_key=source_key, name=name, first_item=first_item, info=info, segments=specs)

@@ -47,8 +47,9 @@ def pair_flows(inputs: Sequence[np.ndarray], flow: FlowFn = reference_flow) -> l
     return out
 
 
-def warping_error(outputs: Sequence[np.ndarray], flows: Sequence[tuple[np.ndarray, np.ndarray]],
-                  skip: Sequence[int] = ()) -> float:
+def warping_error(
+    outputs: Sequence[np.ndarray], flows: Sequence[tuple[np.ndarray, np.ndarray]], skip: Sequence[int] = ()
+) -> float:
     """Lai et al.'s warping error of uint8 RGB `outputs` along `flows` (from `pair_flows` on the inputs).
 
     `skip` lists frames t whose pair (t-1, t) straddles a scene cut.
@@ -69,19 +70,21 @@ def warping_error(outputs: Sequence[np.ndarray], flows: Sequence[tuple[np.ndarra
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio of two uint8 images, in dB (inf when equal)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def video_psnr(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     """PSNR over whole clips (the mean squared error of all frames together)."""
-    mse = float(np.mean([np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2) for x, y in zip(a, b,
-                                                                                                     strict=True)]))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    mse = float(
+        np.mean([np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2) for x, y in zip(a, b, strict=True)])
+    )
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def video_ssim(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     """Mean SSIM (Wang et al. 2004, scikit-image) over frames, on RGB."""
     from skimage.metrics import structural_similarity
 
-    return float(np.mean([structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b,
-                                                                                                      strict=True)]))
+    return float(
+        np.mean([structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b, strict=True)])
+    )

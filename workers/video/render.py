@@ -50,10 +50,20 @@ def output_size(info_size: tuple[int, int], long_side: int | None) -> tuple[int,
     return even_size(info_size[0], info_size[1], long_side)
 
 
-def render_segment(container: Any, spec: SegmentSpec, variants: Sequence[StyleVariant], engine: StyleEngine,
-                   video: VideoStyleParams, temporal: Sequence[float | Literal["auto"]], outputs: Sequence[Path],
-                   *, size: int | None = None, threads: int = 1, progress: Progress | None = None,
-                   spill_budget: int = 512 << 20) -> SegmentResult:
+def render_segment(
+    container: Any,
+    spec: SegmentSpec,
+    variants: Sequence[StyleVariant],
+    engine: StyleEngine,
+    video: VideoStyleParams,
+    temporal: Sequence[float | Literal["auto"]],
+    outputs: Sequence[Path],
+    *,
+    size: int | None = None,
+    threads: int = 1,
+    progress: Progress | None = None,
+    spill_budget: int = 512 << 20,
+) -> SegmentResult:
     """Render `spec`'s frames in every variant into `outputs` (one file per variant, video only)."""
     import cv2
 
@@ -70,8 +80,16 @@ def render_segment(container: Any, spec: SegmentSpec, variants: Sequence[StyleVa
     done = 0
     t0 = time.perf_counter()
     try:
-        frames = iter_window(container, info, start_pts=spec.start_pts, end_pts=spec.end_pts,
-                             before=spec.context_frames, after=spec.context_frames, size=stored_size, threads=threads)
+        frames = iter_window(
+            container,
+            info,
+            start_pts=spec.start_pts,
+            end_pts=spec.end_pts,
+            before=spec.context_frames,
+            after=spec.context_frames,
+            size=stored_size,
+            threads=threads,
+        )
         for frame in frames:
             t1 = time.perf_counter()
             clock["decode"] += t1 - t0
@@ -96,9 +114,16 @@ def render_segment(container: Any, spec: SegmentSpec, variants: Sequence[StyleVa
                     progress(done)
         if not any(window.own):
             raise ValueError("no frame of the video falls in this segment")
-        result = SegmentResult(frames=done, first_pts=_first(window), last_pts=_last(window),
-                               cuts=[p for p, s0, s1 in zip(window.pts[1:], window.shot[:-1], window.shot[1:],
-                                                            strict=True) if s1 != s0 and spec.contains(p)])
+        result = SegmentResult(
+            frames=done,
+            first_pts=_first(window),
+            last_pts=_last(window),
+            cuts=[
+                p
+                for p, s0, s1 in zip(window.pts[1:], window.shot[:-1], window.shot[1:], strict=True)
+                if s1 != s0 and spec.contains(p)
+            ],
+        )
         for variant, store, strength, path in zip(variants, styled, temporal, outputs, strict=True):
             a = auto_strength(flicker(store, motion.motion)) if strength == "auto" else float(strength)
             result.strengths[variant.slug] = round(a, 3)
@@ -148,10 +173,21 @@ def _stylize(engine: StyleEngine, image: Image.Image, shot: _ShotVariant) -> np.
     return np.asarray(out)
 
 
-def _encode(store: Spill, motion: MotionAnalyser, strength: float, window: _Window, path: Path, info: Any,
-            size: tuple[int, int], video: VideoStyleParams, threads: int, clock: dict[str, float]) -> None:
-    writer = SegmentWriter(path, info, _stored(size, info.rotation), codec=video.codec, crf=video.crf,
-                           preset=video.preset, threads=threads)
+def _encode(
+    store: Spill,
+    motion: MotionAnalyser,
+    strength: float,
+    window: _Window,
+    path: Path,
+    info: Any,
+    size: tuple[int, int],
+    video: VideoStyleParams,
+    threads: int,
+    clock: dict[str, float],
+) -> None:
+    writer = SegmentWriter(
+        path, info, _stored(size, info.rotation), codec=video.codec, crf=video.crf, preset=video.preset, threads=threads
+    )
     try:
         t0 = time.perf_counter()
         filtered = smooth([store[i] for i in range(len(store))], motion.motion, strength)

@@ -23,8 +23,9 @@ class CutDetector:
     history to know what is usual (a shot's first frames), only a change above `threshold` counts.
     """
 
-    def __init__(self, threshold: float = 54.0, relative: float = 3.0, floor: float = 12.0,
-                 min_frames: int = 4) -> None:
+    def __init__(
+        self, threshold: float = 54.0, relative: float = 3.0, floor: float = 12.0, min_frames: int = 4
+    ) -> None:
         self.threshold, self.relative, self.floor, self.min_frames = threshold, relative, floor, min_frames
         self._prev: np.ndarray | None = None
         self._recent: deque[float] = deque(maxlen=8)

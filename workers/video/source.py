@@ -42,8 +42,9 @@ class VideoError(ItemFailure, ValueError):
 class RangeReader(io.RawIOBase):
     """A read-only, seekable file over one object, read in cached blocks by HTTP range requests."""
 
-    def __init__(self, store: ObjectStore, key: str, size: int | None = None, *, block: int = 1 << 20,
-                 cache_blocks: int = 16) -> None:
+    def __init__(
+        self, store: ObjectStore, key: str, size: int | None = None, *, block: int = 1 << 20, cache_blocks: int = 16
+    ) -> None:
         super().__init__()
         self.store, self.key = store, key
         self.size = store.stat(key).size if size is None else size
@@ -85,10 +86,10 @@ class RangeReader(io.RawIOBase):
         done = 0
         while done < want:
             n, offset = divmod(self._pos, self.block)
-            data = self._block(n)[offset:offset + want - done]
+            data = self._block(n)[offset : offset + want - done]
             if not data:
                 break
-            view[done:done + len(data)] = data
+            view[done : done + len(data)] = data
             done += len(data)
             self._pos += len(data)
         return done
@@ -101,13 +102,15 @@ def upload_file(store: ObjectStore, key: str, path: Path, content_type: str) -> 
 
 
 @contextmanager
-def open_video(store: ObjectStore, key: str, settings: WorkerSettings,
-               size: int | None = None) -> Iterator[av.container.InputContainer]:
+def open_video(
+    store: ObjectStore, key: str, settings: WorkerSettings, size: int | None = None
+) -> Iterator[av.container.InputContainer]:
     """Open a stored video for demuxing and decoding (raises VideoError when FFmpeg cannot read it)."""
     import av
 
-    reader = RangeReader(store, key, size, block=settings.video_read_block_bytes,
-                         cache_blocks=settings.video_read_cache_blocks)
+    reader = RangeReader(
+        store, key, size, block=settings.video_read_block_bytes, cache_blocks=settings.video_read_cache_blocks
+    )
     try:
         container = av.open(reader, mode="r", options={"probesize": str(5 << 20)})
     except av.FFmpegError as exc:
@@ -133,8 +136,9 @@ def probe(store: ObjectStore, key: str, settings: WorkerSettings) -> VideoInfo:
     if size == 0:
         raise VideoError("empty file (0 bytes)")
     if size > settings.video_max_bytes:
-        raise VideoError(f"video too large: {size} bytes exceeds the {settings.video_max_bytes}-byte limit",
-                         ItemErrorCode.TOO_LARGE)
+        raise VideoError(
+            f"video too large: {size} bytes exceeds the {settings.video_max_bytes}-byte limit", ItemErrorCode.TOO_LARGE
+        )
     with open_video(store, key, settings, size) as container:
         return _probe_container(container, size, settings)
 
@@ -169,8 +173,10 @@ def _probe_container(container: av.container.InputContainer, size: int, settings
     if width <= 0 or height <= 0:
         raise VideoError(f"not a readable video: its {name} stream has no frame size (corrupt, or not a video)")
     if width * height > settings.video_max_pixels:
-        raise VideoError(f"video frames too large: {width}x{height} exceeds the "
-                         f"{settings.video_max_pixels / 1e6:.1f} MP limit", ItemErrorCode.TOO_LARGE)
+        raise VideoError(
+            f"video frames too large: {width}x{height} exceeds the {settings.video_max_pixels / 1e6:.1f} MP limit",
+            ItemErrorCode.TOO_LARGE,
+        )
     tb = stream.time_base
     if tb is None:
         raise VideoError("video stream without a time base")
@@ -178,11 +184,15 @@ def _probe_container(container: av.container.InputContainer, size: int, settings
     duration = _duration(container, stream, timestamps)
     fps = float(stream.average_rate or stream.guessed_rate or 0) or (len(timestamps) / duration if duration else 0)
     if duration > settings.video_max_seconds:
-        raise VideoError(f"video too long: {duration:.0f} s exceeds the {settings.video_max_seconds:.0f} s limit",
-                         ItemErrorCode.TOO_LARGE)
+        raise VideoError(
+            f"video too long: {duration:.0f} s exceeds the {settings.video_max_seconds:.0f} s limit",
+            ItemErrorCode.TOO_LARGE,
+        )
     if fps > settings.video_max_fps:
-        raise VideoError(f"frame rate too high: {fps:.0f} frames/s exceeds the {settings.video_max_fps:.0f} limit",
-                         ItemErrorCode.TOO_LARGE)
+        raise VideoError(
+            f"frame rate too high: {fps:.0f} frames/s exceeds the {settings.video_max_fps:.0f} limit",
+            ItemErrorCode.TOO_LARGE,
+        )
     _check_index(stream, size)
     first = _decode_some(container, stream, None)
     if not first:
@@ -204,10 +214,20 @@ def _probe_container(container: av.container.InputContainer, size: int, settings
         a = container.streams.audio[0].codec_context
         audio = AudioInfo(codec=a.name, sample_rate=int(a.sample_rate or 0), channels=int(a.channels or 0))
     return VideoInfo(
-        container=container.format.name, codec=name, width=width, height=height,
-        rotation=int(getattr(first[0], "rotation", 0) or 0) % 360, time_base=(tb.numerator, tb.denominator),
-        start_pts=start, duration_s=duration, frames=int(frames), frames_exact=exact, fps=fps,
-        variable_rate=len(diffs) > 2, audio=audio, size_bytes=size,
+        container=container.format.name,
+        codec=name,
+        width=width,
+        height=height,
+        rotation=int(getattr(first[0], "rotation", 0) or 0) % 360,
+        time_base=(tb.numerator, tb.denominator),
+        start_pts=start,
+        duration_s=duration,
+        frames=int(frames),
+        frames_exact=exact,
+        fps=fps,
+        variable_rate=len(diffs) > 2,
+        audio=audio,
+        size_bytes=size,
     )
 
 
@@ -236,8 +256,10 @@ def _check_index(stream: Any, size: int) -> None:
     except (AttributeError, TypeError):
         return
     if last > size:
-        raise VideoError(f"truncated video: the file ends at byte {size} but its index needs {last} bytes "
-                         f"({100 * size / last:.0f} % present)")
+        raise VideoError(
+            f"truncated video: the file ends at byte {size} but its index needs {last} bytes "
+            f"({100 * size / last:.0f} % present)"
+        )
 
 
 def _decode_some(container: Any, stream: Any, seek_pts: int | None) -> list[Any]:

@@ -40,8 +40,12 @@ class StyleMediaHandler(StyleHandler):
         except (StyleInputError, WeightsNotAvailable, DeviceNotAvailable) as exc:
             return ItemResult.failed_by(item.index, exc)
         if any(v.method == "gatys" for v in variants):
-            return ItemResult.failed(item.index, ItemErrorCode.UNSUPPORTED, "the gatys method optimises each image for "
-                                     "minutes: it does not render videos; use builtin or arbitrary styles")
+            return ItemResult.failed(
+                item.index,
+                ItemErrorCode.UNSUPPORTED,
+                "the gatys method optimises each image for "
+                "minutes: it does not render videos; use builtin or arbitrary styles",
+            )
         temporal = [self.params.temporal_for(self._source_of(v)) for v in variants]
         stem = PurePosixPath(spec.name).stem or f"video{spec.video}"
         w = self.ctx.settings.worker
@@ -53,24 +57,42 @@ class StyleMediaHandler(StyleHandler):
 
                 with open_video(self.ctx.store, spec.source_key, w, spec.info.size_bytes) as container:
                     with metrics.STAGE.labels(stage="video").time():
-                        done = render_segment(container, spec, variants, engine(self.ctx), self.params.video,
-                                              temporal, paths, size=self.params.size, threads=w.threads,
-                                              progress=watch)
+                        done = render_segment(
+                            container,
+                            spec,
+                            variants,
+                            engine(self.ctx),
+                            self.params.video,
+                            temporal,
+                            paths,
+                            size=self.params.size,
+                            threads=w.threads,
+                            progress=watch,
+                        )
             except VideoError as exc:
                 return ItemResult.failed_by(item.index, exc)
             except ValueError as exc:  # frames the renderer cannot take (PyAV's and numpy's complaints)
                 return ItemResult.failed(item.index, ItemErrorCode.DECODE_FAILED, str(exc))
             outputs = []
             for variant, path in zip(variants, paths, strict=True):
-                key = keys.item_output(self.job.tenant, self.job.id, item.index,
-                                       f"{stem}__{variant.slug}.seg{spec.segment:05d}.mp4")
+                key = keys.item_output(
+                    self.job.tenant, self.job.id, item.index, f"{stem}__{variant.slug}.seg{spec.segment:05d}.mp4"
+                )
                 with metrics.STAGE.labels(stage="upload").time():
                     upload_file(self.ctx.store, key, path, "video/mp4")
                 outputs.append(key)
         self.ctx.records.set_progress(self.job.id, item.index, done.frames, done.frames)
-        info: dict[str, Any] = {"video": spec.video, "segment": spec.segment, "segments": spec.segments,
-                                "frames": done.frames, "first_pts": done.first_pts, "last_pts": done.last_pts,
-                                "cuts": len(done.cuts), "temporal": done.strengths, "seconds": done.seconds}
+        info: dict[str, Any] = {
+            "video": spec.video,
+            "segment": spec.segment,
+            "segments": spec.segments,
+            "frames": done.frames,
+            "first_pts": done.first_pts,
+            "last_pts": done.last_pts,
+            "cuts": len(done.cuts),
+            "temporal": done.strengths,
+            "seconds": done.seconds,
+        }
         return ItemResult(item.index, ItemState.DONE, outputs, info=info)
 
     def _source_of(self, variant: Any) -> int:
@@ -95,9 +117,10 @@ class StyleMediaHandler(StyleHandler):
     def finalize(self, job: Job, items: list[Item]) -> dict[str, Any]:
         photos = [it for it in items if not keys.is_video_segment(it.key)]
         summary = super().finalize(job, photos)
-        starts = sorted({int(it.info["video"]) for it in items if "video" in it.info}
-                        | {it.index for it in items if keys.is_video_segment(it.key)
-                           and it.key.endswith("segment-00000.json")})
+        starts = sorted(
+            {int(it.info["video"]) for it in items if "video" in it.info}
+            | {it.index for it in items if keys.is_video_segment(it.key) and it.key.endswith("segment-00000.json")}
+        )
         if not starts:
             return summary
         by_index = {it.index: it for it in items}
@@ -111,8 +134,18 @@ class StyleMediaHandler(StyleHandler):
                     raise
                 except Exception as exc:
                     log.exception("joining video %s of job %s failed", video, job.id)
-                    result = VideoResult(name=by_index[video].name, video=video, source="", segments=0, frames=0,
-                                         duration_s=0, fps=0, rotation=0, audio=None, error=f"join failed: {exc}")
+                    result = VideoResult(
+                        name=by_index[video].name,
+                        video=video,
+                        source="",
+                        segments=0,
+                        frames=0,
+                        duration_s=0,
+                        fps=0,
+                        rotation=0,
+                        audio=None,
+                        error=f"join failed: {exc}",
+                    )
             if result is not None:
                 videos.append(result)
         artifacts = list(summary.get("artifacts", []))

@@ -182,8 +182,9 @@ def auto_strength(ratio: float) -> float:
     return float(min(MAX_AUTO, (n - 1.0) / (n + 1.0)))
 
 
-def smooth(stylized: Sequence[np.ndarray], motion: Motion, strength: float,
-           spill: Spill | None = None) -> Iterator[np.ndarray]:
+def smooth(
+    stylized: Sequence[np.ndarray], motion: Motion, strength: float, spill: Spill | None = None
+) -> Iterator[np.ndarray]:
     """The filtered frames (uint8 RGB), in order, for per-frame outputs `stylized` of the window `motion`
     describes. The backward sums are computed first and kept in `spill`; the forward pass then yields
     each output as soon as it is known, so a caller can encode while the filter runs."""
@@ -214,8 +215,14 @@ def smooth(stylized: Sequence[np.ndarray], motion: Motion, strength: float,
             backward.close()
 
 
-def _step(frame: np.ndarray, acc: np.ndarray | None, flow: np.ndarray | None, conf: np.ndarray | None, a: float,
-          size: tuple[int, int]) -> np.ndarray:
+def _step(
+    frame: np.ndarray,
+    acc: np.ndarray | None,
+    flow: np.ndarray | None,
+    conf: np.ndarray | None,
+    a: float,
+    size: tuple[int, int],
+) -> np.ndarray:
     """One recursion step: the frame (weight 1) plus a x confidence x the warped running sum (4 channels:
     the weighted RGB sum and the total weight)."""
     s = np.asarray(frame, dtype=np.float32) / 255.0

@@ -104,10 +104,14 @@ def cut_crop(rgb: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:
     y1 = int(max(0, np.floor(face.box[1] - CROP_MARGIN * side)))
     x2 = int(min(w, np.ceil(face.box[2] + CROP_MARGIN * side)))
     y2 = int(min(h, np.ceil(face.box[3] + CROP_MARGIN * side)))
-    moved = Face(box=(face.box[0] - x1, face.box[1] - y1, face.box[2] - x1, face.box[3] - y1), score=face.score,
-                 landmarks=None if face.landmarks is None else
-                 (np.asarray(face.landmarks) - np.array([x1, y1], np.float32)).astype(np.float32),
-                 rotation=face.rotation)
+    moved = Face(
+        box=(face.box[0] - x1, face.box[1] - y1, face.box[2] - x1, face.box[3] - y1),
+        score=face.score,
+        landmarks=None
+        if face.landmarks is None
+        else (np.asarray(face.landmarks) - np.array([x1, y1], np.float32)).astype(np.float32),
+        rotation=face.rotation,
+    )
     return np.ascontiguousarray(rgb[y1:y2, x1:x2]), moved
 
 
@@ -190,8 +194,10 @@ class Track:
 
     def ranges(self, pad: float = 0.0, limit: float | None = None) -> list[tuple[float, float]]:
         """When it is on screen: its tracklets' spans, `pad` seconds wider, overlapping spans merged."""
-        spans = sorted((max(0.0, tr.start - pad), tr.end + pad if limit is None else min(limit, tr.end + pad))
-                       for tr in self.tracklets)
+        spans = sorted(
+            (max(0.0, tr.start - pad), tr.end + pad if limit is None else min(limit, tr.end + pad))
+            for tr in self.tracklets
+        )
         merged: list[tuple[float, float]] = []
         for s, e in spans:
             if merged and s <= merged[-1][1]:
@@ -201,8 +207,13 @@ class Track:
         return merged
 
 
-def join_tracklets(tracklets: Sequence[Tracklet], vectors: Sequence[np.ndarray], counts: Sequence[int],
-                   samples: Sequence[tuple[float, list[int]]], threshold: float) -> list[Track]:
+def join_tracklets(
+    tracklets: Sequence[Tracklet],
+    vectors: Sequence[np.ndarray],
+    counts: Sequence[int],
+    samples: Sequence[tuple[float, list[int]]],
+    threshold: float,
+) -> list[Track]:
     """Join tracklets of one person (average linkage under `threshold`); tracklets seen together never join.
 
     `vectors[i]` is the mean embedding of tracklet i's best crops and `counts[i]` how many were embedded.
@@ -220,8 +231,9 @@ def join_tracklets(tracklets: Sequence[Tracklet], vectors: Sequence[np.ndarray],
         present = set(ids)
         together = {tuple(sorted({f"{t:06d}" for t in seen} & present)) for _, seen in samples}
         cannot = [list(group) for group in together if len(group) > 1]
-        clusters = cluster_faces(np.stack([vectors[i] for i in known]).astype(np.float32), ids, ids,
-                                 threshold=threshold, cannot_link=cannot)
+        clusters = cluster_faces(
+            np.stack([vectors[i] for i in known]).astype(np.float32), ids, ids, threshold=threshold, cannot_link=cannot
+        )
         index = {f: i for f, i in zip(ids, known, strict=True)}
         groups += [[index[f] for f in cluster.face_ids] for cluster in clusters]
     tracks = []
@@ -229,8 +241,14 @@ def join_tracklets(tracklets: Sequence[Tracklet], vectors: Sequence[np.ndarray],
         weights = np.array([counts[i] for i in members], np.float64)
         mean = (np.stack([vectors[i] for i in members]) * weights[:, None]).sum(0) / max(weights.sum(), 1.0)
         crops = [c for i in members for c in tracklets[i].best]
-        tracks.append(Track([tracklets[i] for i in members], mean.astype(np.float32), int(weights.sum()),
-                            max(crops, key=lambda c: c.quality)))
+        tracks.append(
+            Track(
+                [tracklets[i] for i in members],
+                mean.astype(np.float32),
+                int(weights.sum()),
+                max(crops, key=lambda c: c.quality),
+            )
+        )
     return sorted(tracks, key=lambda tr: (tr.start, tr.tracklets[0].id))
 
 
