@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, jsonify
 from flask.json.provider import DefaultJSONProvider
+from flask_openapi3 import APIBlueprint, Info, OpenAPI
 from werkzeug.routing import BaseConverter
 
 from api.context import EXTENSION
@@ -46,6 +47,19 @@ class JsonProvider(DefaultJSONProvider):
             raise ValueError("JSON nested too deeply") from None
 
 
+class Api(OpenAPI):
+    """flask-openapi3's app, whose document lists each operation's errors as `api.schemas.Error` only."""
+
+    def generate_spec_json(self) -> None:
+        super().generate_spec_json()
+        # the library adds its own 422 (a list of pydantic errors) wherever none is declared: our validation
+        # errors are `Error`s, declared where they happen (api.schemas.validation_failed)
+        for operation in (op for item in self.spec_json["paths"].values() for op in item.values()):
+            if "$ref" not in operation["responses"]["422"]["content"]["application/json"]["schema"]:
+                del operation["responses"]["422"]
+        del self.spec_json["components"]["schemas"][self.validation_error_model.__name__]
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: one app per settings object (tests build their own)."""
     from api.auth import install_auth
@@ -54,14 +68,25 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.jobs import bp as jobs_bp
     from api.logs import configure_logging
     from api.models import bp as models_bp
-    from api.openapi import bp as openapi_bp
+    from api.schemas import validation_failed
     from api.styles import bp as styles_bp
     from api.uploads import bp as uploads_bp
     from workers.celery_app import create_celery
 
     settings = settings or get_settings()
     configure_logging()
-    app = Flask(__name__)
+    app = Api(
+        __name__,
+        info=Info(
+            title="Nightshift API",
+            version="1.0.0",
+            description=("Submit style-transfer and face-indexing jobs, poll them, download results."),
+        ),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        openapi_extensions={"security": [{"bearer": []}]},
+        validation_error_callback=validation_failed,
+        doc_ui=False,
+    )  # no UI pages: /openapi.json only (below)
     app.json_provider_class = JsonProvider
     app.json = JsonProvider(app)
     app.url_map.converters.update(job=JobId, person=PersonId, face=FaceId)
@@ -71,14 +96,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION] = WorkerContext.from_settings(settings, celery=create_celery(settings))
     register_error_handlers(app)
     install_auth(app)
-    for bp in (health_bp, jobs_bp, uploads_bp, openapi_bp, styles_bp, models_bp):
-        app.register_blueprint(bp)
+    for bp in (health_bp, jobs_bp, uploads_bp, styles_bp, models_bp):
+        app.register_api(bp)
     _register_optional(app)
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(app.api_doc))
     logging.getLogger("nightshift.api").debug("app created")
     return app
 
 
-def _register_optional(app: Flask) -> None:
+def _register_optional(app: OpenAPI) -> None:
     """Blueprints of later features register here when present."""
     import importlib
 
@@ -89,4 +115,7 @@ def _register_optional(app: Flask) -> None:
             if exc.name != module:
                 raise
             continue
-        app.register_blueprint(mod.bp)
+        if isinstance(mod.bp, APIBlueprint):
+            app.register_api(mod.bp)  # its operations join the OpenAPI document
+        else:
+            app.register_blueprint(mod.bp)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify, request
+from flask_openapi3 import APIBlueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
@@ -24,11 +25,12 @@ from api.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
+from api.schemas import AUTH_ERRORS, SYNC_ERRORS, Answer, read_body
 from storage import keys
 from storage.names import JobKind, Queue, TaskName
 from storage.records import new_id
 
-bp = Blueprint("faces", __name__, url_prefix="/v1")
+bp = APIBlueprint("faces", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
 # a faces worker's answer codes (workers.people.service) keep their code; these take another class's status
 _WORKER_ERRORS: dict[str, type[HttpError]] = {"not_found": NotFound, "model_mismatch": ModelMismatch}
 
@@ -52,6 +54,15 @@ class SearchRequest(BaseModel):
     key: str | None = Field(None, max_length=1024)
     k: int = Field(10, ge=1, le=1000)
     jobs: list[str] | None = Field(None, max_length=1000, description="index jobs to search (default: all)")
+
+
+class VerifyForm(BaseModel):
+    a: bytes
+    b: bytes
+
+
+class IdentifyForm(BaseModel):
+    photo: bytes
 
 
 def json_body(model: type[BaseModel]) -> Any:
@@ -118,7 +129,11 @@ def _cleanup(t: str, refs: list[dict[str, str]]) -> None:
                 pass
 
 
-@bp.post("/faces/verify")
+@bp.post(
+    "/faces/verify",
+    responses={200: Answer, **SYNC_ERRORS},
+    openapi_extensions=read_body(bp, json=VerifyRequest, form=VerifyForm),
+)
 def verify() -> Response:
     """Are two faces the same person? Multipart files `a` and `b`, or JSON face ids / keys."""
     t = tenant()
@@ -149,7 +164,7 @@ def _float_form(name: str) -> float | None:
     return value
 
 
-@bp.post("/faces/search")
+@bp.post("/faces/search", responses={200: Answer, **SYNC_ERRORS}, openapi_extensions=read_body(bp, json=SearchRequest))
 def search() -> Response:
     """The nearest faces to a query face across your indexes: multipart `photo` (+ `k`), or JSON."""
     t = tenant()
@@ -188,7 +203,7 @@ def _faces_job(t: str, job_id: str) -> None:
         raise InvalidRequest(f"job {job_id} is not a faces index job")
 
 
-@bp.post("/faces/identify")
+@bp.post("/faces/identify", responses={200: Answer, **SYNC_ERRORS}, openapi_extensions=read_body(bp, form=IdentifyForm))
 def identify_photo() -> Response:
     """Who is in a photo (multipart `photo`): each face with the library person it clearly is, or nobody."""
     t = tenant()

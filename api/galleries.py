@@ -3,13 +3,15 @@ jobs name the library's faces from a gallery."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify, request
+from flask_openapi3 import APIBlueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
 from api.errors import InvalidRequest, ModelMismatch, NotFound, NoUsablePhoto, UnsupportedMediaType
-from api.faces import ask, json_body
+from api.faces import ask
+from api.schemas import AUTH_ERRORS, SYNC_ERRORS, Answer, GalleryPath, errors, read_body
 from storage import keys
 from storage.errors import ObjectNotFound
 from storage.galleries import Galleries, GalleryDoc
@@ -17,12 +19,17 @@ from storage.galleries import ModelMismatch as SpacesDiffer
 from storage.names import TaskName
 from storage.records import new_id
 
-bp = Blueprint("galleries", __name__, url_prefix="/v1")
+bp = APIBlueprint("galleries", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
 
 
 class GalleryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
+
+
+class EnrolForm(BaseModel):
+    name: str
+    photos: list[bytes]
 
 
 def galleries() -> Galleries:
@@ -36,26 +43,29 @@ def _gallery(gallery_id: str) -> GalleryDoc:
         raise NotFound(f"gallery {gallery_id} not found") from None
 
 
-@bp.post("/galleries")
-def create_gallery() -> tuple[Response, int]:
-    req = json_body(GalleryRequest)
-    return jsonify(galleries().create(new_id("g"), req.name).public()), 201
+@bp.post("/galleries", summary="Create a gallery", responses={201: Answer, **errors(400, 422)})
+def create_gallery(body: GalleryRequest) -> tuple[Response, int]:
+    return jsonify(galleries().create(new_id("g"), body.name).public()), 201
 
 
-@bp.get("/galleries")
+@bp.get("/galleries", summary="Your galleries", responses={200: Answer})
 def list_galleries() -> Response:
     return jsonify({"galleries": [g.public() for g in galleries().all()]})
 
 
-@bp.get("/galleries/<gallery_id>")
-def get_gallery(gallery_id: str) -> Response:
-    return jsonify(_gallery(gallery_id).public())
+@bp.get("/galleries/<gallery_id>", summary="A gallery", responses={200: Answer, **errors(404)})
+def get_gallery(path: GalleryPath) -> Response:
+    return jsonify(_gallery(path.gallery_id).public())
 
 
-@bp.post("/galleries/<gallery_id>/people")
-def enroll_person(gallery_id: str) -> tuple[Response, int]:
+@bp.post(
+    "/galleries/<gallery_id>/people",
+    responses={201: Answer, **SYNC_ERRORS},
+    openapi_extensions=read_body(bp, form=EnrolForm),
+)
+def enroll_person(path: GalleryPath) -> tuple[Response, int]:
     """Enrol a named person from one or more photos (multipart: `name`, `photos`); a new gallery version."""
-    t = tenant()
+    t, gallery_id = tenant(), path.gallery_id
     _gallery(gallery_id)
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("send multipart/form-data with 'name' and 'photos'")

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint
 
 from api.context import svc
+from api.schemas import Answer
 from storage.errors import StoreUnavailable
 from storage.names import Queue
 
-bp = Blueprint("health", __name__)
+bp = APIBlueprint("health", __name__)
+PUBLIC: dict[str, Any] = {"security": []}  # no API key (api.auth.PUBLIC_PATHS)
 
 
-@bp.get("/healthz")
+@bp.get("/healthz", responses={200: Answer}, openapi_extensions=PUBLIC)
 def healthz() -> Response:
     """The process answers (what a container health check asks)."""
     return jsonify({"status": "ok"})
 
 
-@bp.get("/readyz")
+@bp.get("/readyz", responses={200: Answer, 503: Answer}, openapi_extensions=PUBLIC)
 def readyz() -> tuple[Response, int]:
     """Ready when Redis and S3 answer (within about a second each) and every queue has a live worker."""
     ctx = svc()

@@ -8,7 +8,9 @@ import time
 from itertools import islice
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Response, jsonify, request, url_for
+from flask_openapi3 import APIBlueprint
+from pydantic import BaseModel, Field
 from werkzeug.datastructures import FileStorage
 
 from api.auth import tenant
@@ -25,7 +27,20 @@ from api.errors import (
 )
 from api.metrics_bp import JOBS_SUBMITTED
 from api.models import check_runnable
-from api.schemas import JobsQuery, ResultsQuery, page_of, parse_query
+from api.schemas import (
+    AUTH_ERRORS,
+    JobAnswer,
+    JobList,
+    JobPath,
+    JobsQuery,
+    ResultsPage,
+    ResultsQuery,
+    SubmitHeaders,
+    components,
+    errors,
+    page_of,
+    read_body,
+)
 from storage import keys
 from storage.coordination import LockBusy
 from storage.errors import ObjectNotFound, RecordNotFound
@@ -33,11 +48,38 @@ from storage.jobs import finalize_job
 from storage.manifest import iter_manifest_items, read_manifest
 from storage.names import FINISHED_STATES, JobKind, JobState
 from storage.records import Item, Job, new_id, now
-from workers.contract import ARCHIVE_SUFFIXES, PHOTO_KINDS, Inputs, JobRequest, is_video_name, parse_params
+from workers.contract import (
+    ARCHIVE_SUFFIXES,
+    PHOTO_KINDS,
+    ClusterParams,
+    FacesParams,
+    IdentifyParams,
+    Inputs,
+    JobRequest,
+    StyleParams,
+    is_video_name,
+    parse_params,
+)
 from workers.dispatch import enqueue_chunks, enqueue_ingest
 
-bp = Blueprint("jobs", __name__, url_prefix="/v1")
+bp = APIBlueprint("jobs", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
 VIDEO_UPLOAD_BASE = 800_000  # uploaded videos' input keys (photos count from 0, archives from 900,000)
+
+
+class JobForm(BaseModel):
+    """A job submitted as multipart/form-data: the fields of a JobRequest, and files."""
+
+    kind: JobKind
+    params: str = Field("", description="JSON object")
+    inputs: str = Field("", description="JSON object")
+    label: str = ""
+    files: list[bytes] = Field([], description="photos and videos (archives too)")
+    style: list[bytes] = Field([], description="style images")
+    archive: list[bytes] = Field([], description=".zip or .tar(.gz) archives of photos")
+
+
+# JobRequest.params is any object, read by the model of its kind (workers.contract.parse_params): document those
+components(bp, StyleParams, FacesParams, IdentifyParams, ClusterParams)
 
 
 def _json_field(form: Any, name: str, default: Any) -> Any:
@@ -151,16 +193,19 @@ def _check_refs(t: str, kind: JobKind, params: Any) -> None:
             raise InvalidRequest(f"params.index_jobs: job {job_id} is a {ref.kind} job, not a faces index job")
 
 
-@bp.post("/jobs")
-def submit_job() -> tuple[Response, int]:
+@bp.post(
+    "/jobs",
+    summary="Submit a job (JSON referencing stored objects, or multipart with files)",
+    responses={202: JobAnswer, **errors(400, 413, 415, 422)},
+    openapi_extensions=read_body(bp, json=JobRequest, form=JobForm),
+)
+def submit_job(header: SubmitHeaders) -> tuple[Response, int]:
     t = tenant()
     s = svc()
     body, files, style_files, archives = _read_request()
     _check_limits(files)
     req = JobRequest.model_validate(body)
-    idem = request.headers.get("Idempotency-Key")
-    if idem is not None and not 1 <= len(idem) <= 200:
-        raise BadRequest("Idempotency-Key must be 1 to 200 characters")
+    idem = header.idempotency_key
     job_id = new_id("j")
     if idem:
         fingerprint = _fingerprint(
@@ -290,13 +335,15 @@ def submit_internal(kind: JobKind, params: dict[str, Any], label: str | None = N
     return _create(tenant(), new_id("j"), req, [], [], [])
 
 
-@bp.get("/jobs/<job:job_id>")
-def get_job(job_id: str) -> tuple[Response, int]:
+@bp.get(
+    "/jobs/<job:job_id>", summary="A job's state, counts, throughput, ETA", responses={200: JobAnswer, **errors(404)}
+)
+def get_job(path: JobPath) -> tuple[Response, int]:
     t = tenant()
     try:
-        job = svc().records.get_job(job_id, t)
+        job = svc().records.get_job(path.job_id, t)
     except RecordNotFound:
-        job = _job_from_manifest(t, job_id)
+        job = _job_from_manifest(t, path.job_id)
     return _job_response(job)
 
 
@@ -308,19 +355,23 @@ def _job_from_manifest(t: str, job_id: str) -> Job:
         raise RecordNotFound(f"job {job_id} not found") from None
 
 
-@bp.get("/jobs")
-def list_jobs() -> Response:
-    query = parse_query(JobsQuery)
+@bp.get("/jobs", summary="List jobs, newest first", responses={200: JobList, **errors(400)})
+def list_jobs(query: JobsQuery) -> Response:
     jobs = svc().records.list_jobs(tenant(), state=query.state, kind=query.kind, limit=query.limit, before=query.before)
     body: dict[str, Any] = {"jobs": [j.to_public() for j in jobs]}
     body["next_before"] = jobs[-1].created_at if len(jobs) == query.limit else None
     return jsonify(body)
 
 
-@bp.post("/jobs/<job:job_id>/cancel")
-def cancel_job(job_id: str) -> tuple[Response, int]:
+@bp.post(
+    "/jobs/<job:job_id>/cancel",
+    summary="Cancel (cooperative, between batches)",
+    responses={202: JobAnswer, **errors(404, 409)},
+)
+def cancel_job(path: JobPath) -> tuple[Response, int]:
     """Cancel: items nobody has started end now; running ones end at the worker's next check. A job with
     no running work ends at once (a worker that holds items ends it when they stop)."""
+    job_id = path.job_id
     records = svc().records
     job = records.get_job(job_id, tenant())
     if job.state in FINISHED_STATES:
@@ -343,10 +394,13 @@ def _output_entry(t: str, key: str, name: str | None = None) -> dict[str, Any]:
     }
 
 
-@bp.get("/jobs/<job:job_id>/results")
-def job_results(job_id: str) -> Response:
-    t = tenant()
-    query = parse_query(ResultsQuery)
+@bp.get(
+    "/jobs/<job:job_id>/results",
+    summary="Items with presigned URLs of their outputs (paginated)",
+    responses={200: ResultsPage, **errors(400, 404)},
+)
+def job_results(path: JobPath, query: ResultsQuery) -> Response:
+    t, job_id = tenant(), path.job_id
     (offset, limit), state = page_of(query), query.state
     job, items = _items_page(t, job_id, offset, limit)
     end = min(offset + limit, job.total)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint
 
 from api.context import svc
 from api.errors import ModelUnavailable
+from api.schemas import AUTH_ERRORS, ModelList
 from storage.coordination import WorkerInfo
 from workers.models.catalog import MODELS, ModelCard
 
-bp = Blueprint("models", __name__, url_prefix="/v1")
+bp = APIBlueprint("models", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
 
 
 def runnable(model: ModelCard, workers: list[WorkerInfo]) -> bool | None:
@@ -54,7 +56,11 @@ def check_runnable(kind: str, params: Any) -> None:
             )
 
 
-@bp.get("/models")
+@bp.get(
+    "/models",
+    summary="Every model: what selects it, whether the live workers have its weights, source, licence",
+    responses={200: ModelList},
+)
 def list_models() -> Response:
     workers = _live()
     models = []

@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Response, jsonify, request, url_for
+from flask_openapi3 import APIBlueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
 from api.errors import BadJson, BadRequest, Conflict, HttpError, InvalidRequest, NotFound
-from api.schemas import FacesQuery, PageQuery, PeopleQuery, page_of, parse_query
+from api.schemas import (
+    AUTH_ERRORS,
+    DECISION_ERRORS,
+    Answer,
+    FacePath,
+    FacesQuery,
+    PageQuery,
+    PeopleQuery,
+    PersonPath,
+    errors,
+    page_of,
+    read_body,
+)
 from storage import keys
 from storage.errors import ObjectNotFound
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
@@ -26,7 +39,7 @@ from storage.library.documents import AdapterDoc, Member, PersonVideo, resolve_m
 from storage.names import JobKind, Queue, TaskName
 from workers.contract import AdaptParams
 
-bp = Blueprint("people", __name__, url_prefix="/v1")
+bp = APIBlueprint("people", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
 # a refused decision keeps its code (storage.library.DecisionInvalid.code); these take another class's status
 _DECISION_ERRORS: dict[str, type[HttpError]] = {"not_found": NotFound, "conflict": Conflict}
 
@@ -69,10 +82,6 @@ def _object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadJson("the body must be a JSON object")
     return body
-
-
-def _body(model: type[BaseModel]) -> Any:
-    return model.model_validate(_object())
 
 
 def thumbnail_url(face_id: str | None) -> str | None:
@@ -155,7 +164,7 @@ def _busy() -> tuple[Response, int]:
 # -- reading --------------------------------------------------------------------------------------------
 
 
-@bp.get("/library")
+@bp.get("/library", responses={200: Answer})
 def library_summary() -> Response:
     """The library in numbers: faces, photos, people (named, hidden), unassigned faces, its version."""
     lib = library()
@@ -176,11 +185,10 @@ def library_summary() -> Response:
     )
 
 
-@bp.get("/people")
-def list_people() -> Response:
+@bp.get("/people", summary="The library's people: named first, then by faces", responses={200: Answer, **errors(400)})
+def list_people(query: PeopleQuery) -> Response:
     """The library's people: named first, then by number of faces; paginated; filter visible (default),
     all, named, unnamed or hidden."""
-    query = parse_query(PeopleQuery)
     which, (offset, limit) = query.filter, page_of(query)
     people = list(library().people(library().head()).people)
     keep = {
@@ -204,10 +212,10 @@ def list_people() -> Response:
     )
 
 
-@bp.get("/people/<person:person_id>")
-def get_person(person_id: str) -> Response:
+@bp.get("/people/<person:person_id>", responses={200: Answer, **errors(400, 404)})
+def get_person(path: PersonPath, query: PageQuery) -> Response:
     """A person and their photos, newest first (paginated by photo), each with this person's face in it."""
-    offset, limit = page_of(parse_query(PageQuery))
+    person_id, (offset, limit) = path.person_id, page_of(query)
     lib = library()
     head = lib.head()
     people, merged = _people(head)
@@ -261,7 +269,7 @@ def _videos(pid: str, merged: dict[str, str]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda v: (v["job"], v["item"]))
 
 
-@bp.get("/people/suggestions")
+@bp.get("/people/suggestions", responses={200: Answer})
 def merge_suggestions() -> Response:
     """Pairs of people who may be one person, closest first (merge them, or leave them)."""
     head = library().head()
@@ -274,10 +282,9 @@ def merge_suggestions() -> Response:
     return jsonify({"suggestions": out})
 
 
-@bp.get("/faces")
-def list_faces() -> Response:
+@bp.get("/faces", responses={200: Answer, **errors(400)})
+def list_faces(query: FacesQuery) -> Response:
     """Faces of the library that belong to nobody yet (`unassigned=true`), newest jobs first; paginated."""
-    query = parse_query(FacesQuery)
     if not query.unassigned:
         raise BadRequest("only unassigned=true is listed here; a person's faces are at /v1/people/{id}")
     offset, limit = page_of(query)
@@ -310,10 +317,10 @@ def list_faces() -> Response:
 # -- deciding ------------------------------------------------------------------------------------------
 
 
-@bp.patch("/people/<person:person_id>")
-def patch_person(person_id: str) -> tuple[Response, int]:
+@bp.patch("/people/<person:person_id>", responses={200: Answer, **DECISION_ERRORS})
+def patch_person(path: PersonPath, body: PersonPatch) -> tuple[Response, int]:
     """Name, hide or unhide a person, or choose their cover face. Names and choices survive re-clustering."""
-    req = _body(PersonPatch)
+    person_id, req = path.person_id, body
     fields = req.model_fields_set
     if not fields:
         raise InvalidRequest("give at least one of name, hidden, cover")
@@ -333,10 +340,10 @@ def patch_person(person_id: str) -> tuple[Response, int]:
     return jsonify({"person": person_view(people[_resolve(person_id, merged)]), "version": head.version}), 200
 
 
-@bp.post("/people/merge")
-def merge_people() -> tuple[Response, int]:
+@bp.post("/people/merge", responses={200: Answer, **DECISION_ERRORS})
+def merge_people(body: MergeRequest) -> tuple[Response, int]:
     """`from` is the same person as `into`: one person, `into`'s id (its name, else `from`'s)."""
-    req = _body(MergeRequest)
+    req = body
     if req.into == req.from_:
         raise InvalidRequest("into and from are the same person")
     head, _ = decide(Decision(kind="merge", person=req.into, other=req.from_))
@@ -348,11 +355,15 @@ def merge_people() -> tuple[Response, int]:
     ), 200
 
 
-@bp.post("/faces/<face:face_id>/person")
-def set_face_person(face_id: str) -> tuple[Response, int]:
+@bp.post(
+    "/faces/<face:face_id>/person",
+    summary="Say who a face is (null: not the person it is with)",
+    responses={200: Answer, **DECISION_ERRORS},
+)
+def set_face_person(path: FacePath, body: FacePerson) -> tuple[Response, int]:
     """Say who a face is: `{"person": id}` assigns it (confirmed), `{"person": null}` moves it out of the
     person it is with (it never joins them again)."""
-    req = _body(FacePerson)
+    face_id, req = path.face_id, body
     if req.person is None:
         lib = library()
         state = LibraryState(lib, lib.head())
@@ -372,17 +383,22 @@ def set_face_person(face_id: str) -> tuple[Response, int]:
     return jsonify({"face": face_id, "person": decision.person if req.person else None, "version": head.version}), 200
 
 
-@bp.post("/people/recluster")
+@bp.post(
+    "/people/recluster",
+    summary="Re-cluster the library (a job); no decision is undone",
+    responses={202: Answer, **DECISION_ERRORS},
+    openapi_extensions=read_body(bp, json=ReclusterRequest, required=False),
+)
 def recluster() -> tuple[Response, int]:
     """Re-cluster the whole library (a job): people keep their ids, and every name, merge, move, hidden flag
     and cover stays as users left it."""
     from api.jobs import submit_internal
 
-    req = _body(ReclusterRequest) if request.content_length else ReclusterRequest()
+    req = ReclusterRequest.model_validate(_object()) if request.content_length else ReclusterRequest()
     return submit_internal(JobKind.CLUSTER, req.model_dump(exclude_none=True), label="re-cluster the library")
 
 
-@bp.post("/people/refresh")
+@bp.post("/people/refresh", summary="Fold waiting faces into the library now", responses={202: Answer})
 def refresh() -> tuple[Response, int]:
     """Fold faces of finished jobs that are still waiting into the library now (it happens on its own when a
     faces job ends; this is for a library that was busy then)."""
@@ -412,7 +428,12 @@ def adapter_view(doc: AdapterDoc, in_use: int | None) -> dict[str, Any]:
     }
 
 
-@bp.post("/people/learn")
+@bp.post(
+    "/people/learn",
+    summary="Learn a head from your names and decisions (a job); used only when it measurably helps",
+    responses={202: Answer, **errors(400, 422)},
+    openapi_extensions=read_body(bp, json=AdaptParams, required=False),
+)
 def learn() -> tuple[Response, int]:
     """Learn a head for the library from its names and decisions (a job); it is used only when it does better
     on labelled faces held out of training and leaves unlabelled people as they were."""
@@ -423,7 +444,7 @@ def learn() -> tuple[Response, int]:
     return submit_internal(JobKind.ADAPT, req.model_dump(), label="learn from your names")
 
 
-@bp.get("/people/learn")
+@bp.get("/people/learn", responses={200: Answer})
 def learned() -> Response:
     """What was learnt: every head (newest first) with its figures and verdict, and which one is in use."""
     adapters = Adapters(library())
@@ -441,11 +462,16 @@ def learned() -> Response:
     )
 
 
-@bp.post("/people/learn/rollback")
+@bp.post(
+    "/people/learn/rollback",
+    summary="Use the head before the one in use (or none) again",
+    responses={200: Answer, 202: Answer, **errors(400, 409, 422)},
+    openapi_extensions=read_body(bp, json=RollbackRequest, required=False),
+)
 def rollback() -> tuple[Response, int]:
     """Stop using the head in use and return to the one before it (or to the raw vectors). Nothing stored is
     rewritten: faces are compared as they were before it was adopted."""
-    req = _body(RollbackRequest) if request.content_length else RollbackRequest()
+    req = RollbackRequest.model_validate(_object()) if request.content_length else RollbackRequest()
     adapters = Adapters(library())
     try:
         current, target = adapters.rollback_target(adapters.lib.head())

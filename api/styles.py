@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint
 from pydantic import ValidationError
 
 from api.context import svc
+from api.schemas import AUTH_ERRORS, StyleList
 from storage import keys
 from storage.errors import ObjectNotFound
 from workers.contract import BUILTIN_STYLE_NAMES, StylePreviews
 
-bp = Blueprint("styles", __name__, url_prefix="/v1")
+bp = APIBlueprint("styles", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
 
 
 def _previews() -> StylePreviews | None:
@@ -23,7 +25,7 @@ def _previews() -> StylePreviews | None:
         return None
 
 
-@bp.get("/styles")
+@bp.get("/styles", responses={200: StyleList})
 def list_styles() -> Response:
     """Every built-in style; `thumbnail_url` is null until a style worker has rendered the previews."""
     store = svc().store

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import BadJson
+from api.schemas import AUTH_ERRORS, Answer, errors
 from storage import keys
 from storage.records import new_id
 
@@ -21,22 +22,18 @@ class UploadRequest(BaseModel):
     )
 
 
-bp = Blueprint("uploads", __name__, url_prefix="/v1")
+bp = APIBlueprint("uploads", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
 
 
-@bp.post("/uploads")
-def create_uploads() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadJson('send a JSON object like {"names": ["photos.zip"]}')
-    req = UploadRequest.model_validate(body)
+@bp.post("/uploads", summary="Presigned POST forms for large uploads", responses={201: Answer, **errors(400, 422)})
+def create_uploads(body: UploadRequest) -> tuple[Response, int]:
     ctx = svc()
     t = tenant()
     upload_id = new_id("u")
     expiry = ctx.settings.s3.presign_expiry_s
     limit = ctx.settings.worker.max_archive_bytes  # nothing bigger could be used as an input anyway
     out = []
-    for index, name in enumerate(req.names):
+    for index, name in enumerate(body.names):
         key = keys.upload(t, upload_id, index, name)
         url, fields = ctx.store.presigned_post(key, limit)
         out.append(

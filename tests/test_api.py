@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import requests
 
@@ -214,8 +215,32 @@ def test_rate_limit_per_key(services: Services) -> None:
     assert codes[:3] == [200, 200, 200] and 429 in codes[3:]  # 8 > 2 windows x 3
 
 
-def test_openapi_document(http) -> None:
+def test_openapi_document(http, api_server: ApiServer) -> None:
+    """flask-openapi3 builds the document from the routes' models: every /v1 operation, its errors, the key."""
     spec = http.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/results", "/v1/uploads"} <= set(spec["paths"])
-    assert "StyleParams" in spec["components"]["schemas"]
+    routes = {
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+        for rule in api_server.app.url_map.iter_rules()
+        if rule.rule.startswith("/v1/")
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert len(routes) > 25 and routes <= documented
+    assert spec["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    assert spec["security"] == [{"bearer": []}] and spec["paths"]["/healthz"]["get"]["security"] == []
+    assert {"StyleParams", "FacesParams", "JobRequest", "JobForm"} <= set(spec["components"]["schemas"])
+    jobs = spec["paths"]["/v1/jobs"]
+    assert set(jobs["post"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert {p["name"] for p in jobs["get"]["parameters"]} == {"state", "kind", "limit", "before"}
+    error = {"$ref": "#/components/schemas/Error"}
+    answers = [
+        (code, answer)
+        for item in spec["paths"].values()
+        for op in item.values()
+        for code, answer in op["responses"].items()
+        if code >= "400" and code != "503"
+    ]
+    assert answers and all(a["content"]["application/json"]["schema"] == error for _, a in answers)
+    assert {"400", "401", "413", "415", "422", "429"} <= set(jobs["post"]["responses"])
