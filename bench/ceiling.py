@@ -88,12 +88,8 @@ class Stack:
 
         redis = start_redis(root / "redis")
         s3, s3_settings = start_s3(root / "s3")
-        settings = Settings(
-            redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0",
-            s3=s3_settings,
-            data_dir=root,
-            worker=WorkerSettings(**worker),
-        )
+        redis_url = f"redis://127.0.0.1:{redis.ports['redis']}/0"
+        settings = Settings(redis_url=redis_url, s3=s3_settings, data_dir=root, worker=WorkerSettings(**worker))
         return cls(root, [redis, s3], settings)
 
     def context(self, **worker: Any) -> Any:

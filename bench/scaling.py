@@ -163,25 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     faces = [_child("faces", n) for n in args.faces.split(",") if n]
-    _section(
-        args.out,
-        "face indexing (engine, CPU, MTCNN + dlib ResNet, 320x240 photos)",
-        "faces",
-        "photos",
-        ["photos", "faces", "seconds", "photos/s"],
-        [[r["photos"], r["faces"], r["seconds"], r["photos"] / r["seconds"]] for r in faces],
-        faces,
-    )
+    cells = [[r["photos"], r["faces"], r["seconds"], r["photos"] / r["seconds"]] for r in faces]
+    title = "face indexing (engine, CPU, MTCNN + dlib ResNet, 320x240 photos)"
+    _section(args.out, title, "faces", "photos", ["photos", "faces", "seconds", "photos/s"], cells, faces)
     style = [_child("style", mp) for mp in args.style_mp.split(",") if mp]
-    _section(
-        args.out,
-        "style transfer (built-in style 7, tiled, CPU)",
-        "style",
-        "megapixels",
-        ["megapixels", "size", "seconds", "s per MP"],
-        [[r["megapixels"], r["size"], r["seconds"], r["seconds"] / r["megapixels"]] for r in style],
-        style,
-    )
+    cells = [[r["megapixels"], r["size"], r["seconds"], r["seconds"] / r["megapixels"]] for r in style]
+    title = "style transfer (built-in style 7, tiled, CPU)"
+    _section(args.out, title, "style", "megapixels", ["megapixels", "size", "seconds", "s per MP"], cells, style)
     write_json(args.json, {"machine": machine(), "faces": faces, "style": style})
     return 0
 

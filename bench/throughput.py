@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from bench.ceiling import Stack
 from bench.common import machine, table, write_json
 from bench.scaling import face_photos
 
@@ -43,22 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from api.client import Client
-    from api.devstack.servers import free_port, start_redis, start_s3
+    from api.devstack.servers import free_port
     from api.devstack.stack import ApiServer, start_worker, wait_worker_ready
     from storage import keys
-    from storage.config import Settings, WorkerSettings
     from storage.objects import ObjectStore
     from storage.records import RecordStore
 
-    root = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    redis = start_redis(root / "redis")
-    s3, s3s = start_s3(root / "s3")
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis.ports['redis']}/0",
-        s3=s3s,
-        data_dir=root,
-        worker=WorkerSettings(chunk_size=16, batch_size=8),
-    )
+    stack = Stack.start(Path(tempfile.mkdtemp(prefix="bench-throughput-")), chunk_size=16, batch_size=8)
+    root, settings = stack.root, stack.settings
     ports = [free_port() for _ in range(args.workers)]
     workers = [start_worker(settings, "faces", log_dir=root / "logs", metrics_port=p) for p in ports]
     api = ApiServer(settings).start()
@@ -97,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         api.stop()
         for w in workers:
             w.kill()
-        s3.stop()
-        redis.stop()
+        stack.stop()
     t10 = min(t for t, f in marks.items() if f >= 0.1)
     t90 = min(t for t, f in marks.items() if f >= 0.9)
     steady = 0.8 * args.photos / max(t90 - t10, 1e-9)

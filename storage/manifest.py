@@ -47,30 +47,10 @@ class ItemRecord(BaseModel):
 
     @classmethod
     def of(cls, item: Item) -> ItemRecord:
-        return cls(
-            index=item.index,
-            name=item.name,
-            key=item.key,
-            state=item.state,
-            error=item.error,
-            error_code=item.error_code,
-            attempts=item.attempts,
-            outputs=item.outputs,
-            info=item.info,
-        )
+        return cls.model_validate(item, from_attributes=True)
 
     def to_item(self) -> Item:
-        return Item(
-            self.index,
-            self.name,
-            self.key,
-            self.state,
-            self.attempts,
-            self.error,
-            list(self.outputs),
-            dict(self.info),
-            self.error_code,
-        )
+        return Item(**self.model_dump())
 
 
 class JobManifest(BaseModel):
@@ -91,27 +71,9 @@ class JobManifest(BaseModel):
     items_key: str
 
     def to_job(self) -> Job:
-        c = self.counts
-        return Job(
-            id=self.id,
-            kind=self.kind,
-            tenant=self.tenant,
-            state=self.state,
-            params=self.params,
-            inputs={},
-            label=self.label,
-            created_at=self.created_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            total=c.total,
-            done=c.done,
-            failed=c.failed,
-            skipped=c.skipped,
-            cancelled=c.cancelled,
-            ingested=True,
-            error=self.error,
-            extra=self.summary,
-        )
+        """The job as records would hold it (the API falls back to this once they expired)."""
+        own = self.model_dump(exclude={"counts", "summary", "items_key"})
+        return Job(**own, **self.counts.model_dump(exclude={"pending"}), inputs={}, ingested=True, extra=self.summary)
 
 
 def write_manifest(

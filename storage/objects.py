@@ -73,24 +73,21 @@ class ObjectStore:
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
         self.bucket = settings.bucket
-        self._client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key,
-            secret_key=settings.secret_key,
-            secure=settings.secure,
-            region=settings.region,
-            http_client=_http_client(),
-        )
+        self._client = self._minio(http_client=_http_client())
         self._quick: Minio | None = None  # health checks: no retries, short timeouts
-        public = settings.public_endpoint or settings.endpoint
-        secure = settings.secure if settings.public_secure is None else settings.public_secure
-        # Presigning is offline (region is given), so this client never has to reach `public`.
-        self._public = Minio(
-            public,
-            access_key=settings.access_key,
-            secret_key=settings.secret_key,
-            secure=secure,
-            region=settings.region,
+        # Presigning is offline (region is given), so this client never has to reach the public endpoint.
+        public_secure = settings.secure if settings.public_secure is None else settings.public_secure
+        self._public = self._minio(settings.public_endpoint or settings.endpoint, public_secure)
+
+    def _minio(self, endpoint: str | None = None, secure: bool | None = None, **kw: Any) -> Minio:
+        s = self.settings
+        return Minio(
+            endpoint or s.endpoint,
+            access_key=s.access_key,
+            secret_key=s.secret_key,
+            secure=s.secure if secure is None else secure,
+            region=s.region,
+            **kw,
         )
 
     # -- retry core -------------------------------------------------------------------------
@@ -145,17 +142,8 @@ class ObjectStore:
     def ping(self) -> bool:
         """True when the endpoint answers within about a second and the bucket exists (one attempt)."""
         if self._quick is None:
-            s = self.settings
-            self._quick = Minio(
-                s.endpoint,
-                access_key=s.access_key,
-                secret_key=s.secret_key,
-                secure=s.secure,
-                region=s.region,
-                http_client=urllib3.PoolManager(
-                    timeout=urllib3.Timeout(connect=1.0, read=1.0), retries=False, maxsize=2
-                ),
-            )
+            quick = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=1.0), retries=False, maxsize=2)
+            self._quick = self._minio(http_client=quick)
         try:
             return bool(self._quick.bucket_exists(self.bucket))
         except Exception:

@@ -495,13 +495,10 @@ class RecordStore(Coordination):
         """The job's terminal transition; True for the one caller that made it, False if it had finished."""
         if state not in FINISHED_STATES:
             raise ValueError(f"{state} is not a terminal job state")
+        keys = [self.keys.job(job_id), self.keys.live_jobs()]
+        args = [str(state), now(), error or "", json.dumps(extra or {})]
         with unavailable_on_error():
-            return bool(
-                self._complete_job(
-                    keys=[self.keys.job(job_id), self.keys.live_jobs()],
-                    args=[str(state), now(), error or "", json.dumps(extra or {})],
-                )
-            )
+            return bool(self._complete_job(keys=keys, args=args))
 
     # -- items -----------------------------------------------------------------------------
     def get_items(self, job_id: str, indices: Iterable[int]) -> list[Item]:
@@ -568,20 +565,10 @@ class RecordStore(Coordination):
         """Record an item's terminal state once. Returns 0 (already final), 1, or 2 (job complete)."""
         if state not in TERMINAL_ITEM_STATES:
             raise ValueError(f"{state} is not a terminal item state")
+        keys = [self.keys.item(job_id, index), self.keys.job(job_id)]
+        args = [str(state), error or "", error_code or "", json.dumps(list(outputs)), json.dumps(info or {}), now()]
         with unavailable_on_error():
-            return int(
-                self._finish_item(
-                    keys=[self.keys.item(job_id, index), self.keys.job(job_id)],
-                    args=[
-                        str(state),
-                        error or "",
-                        error_code or "",
-                        json.dumps(list(outputs)),
-                        json.dumps(info or {}),
-                        now(),
-                    ],
-                )
-            )
+            return int(self._finish_item(keys=keys, args=args))
 
     # -- progress in units finer than items (frames of a video segment) ------------------
     def set_progress(self, job_id: str, index: int, done: int, total: int) -> None:

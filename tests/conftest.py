@@ -65,14 +65,16 @@ S = TypeVar("S", bound=OwnStack)
 
 
 @contextmanager
-def own_stack(cls: type[S], root: Path, tenant: str, *, password: str | None = None, **settings: Any) -> Iterator[S]:
-    """Redis (with `password`), S3 and the API for `Settings(**settings)`; everything stops on exit, workers
-    first (the servers a test restarted included)."""
+def own_stack(
+    cls: type[S], root: Path, tenant: str, worker: WorkerSettings, *, password: str | None = None, **settings: Any
+) -> Iterator[S]:
+    """Redis (with `password`), S3 and the API for `Settings(worker=worker, **settings)`; everything stops on
+    exit, workers first (the servers a test restarted included)."""
     redis = start_redis(root / "redis", password=password)
     s3, s3_settings = start_s3(root / "s3")
     port = redis.ports["redis"]
     url = local_redis_url(port, password) if password else f"redis://127.0.0.1:{port}/0"
-    config = Settings(redis_url=url, s3=s3_settings, data_dir=root, **settings)
+    config = Settings(redis_url=url, s3=s3_settings, data_dir=root, worker=worker, **settings)
     api = ApiServer(config).start()
     key = RecordStore(config).apikeys.create(tenant)
     stack = cls(config, redis, s3, root, api, Client(api.url, key), key)

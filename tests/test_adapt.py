@@ -298,14 +298,9 @@ def test_identification_search_and_folds_compare_through_the_adopted_head(night)
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
     """Redis, S3, the API and a faces worker running `tests.adapt_worker` (the synthetic engine, with glasses)."""
-    with own_stack(
-        OwnStack,
-        tmp_path_factory.mktemp("adapt"),
-        "glasses",
-        password=secrets.token_urlsafe(12),
-        key_prefix="adapt",
-        worker=WorkerSettings(chunk_size=16, batch_size=8, heartbeat_s=1),
-    ) as s:
+    worker = WorkerSettings(chunk_size=16, batch_size=8, heartbeat_s=1)
+    root, password = tmp_path_factory.mktemp("adapt"), secrets.token_urlsafe(12)
+    with own_stack(OwnStack, root, "glasses", worker, password=password, key_prefix="adapt") as s:
         s.add_worker("faces", "tests.adapt_worker")
         yield s.client, s.api.url
 

@@ -28,6 +28,12 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.fixture
+def login(api_server: ApiServer, tenant_key: tuple[str, str]) -> list[str]:
+    """The flags that point the CLI at the test API with this test's key."""
+    return ["--url", api_server.url, "--api-key", tenant_key[1]]
+
+
 @pytest.fixture(autouse=True)
 def _no_local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test runs where no ./.nightshift, config file or environment points the CLI elsewhere."""
@@ -48,25 +54,13 @@ def exif_photo(seed: int, size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
-def test_style_folder_wait_and_download(workers, api_server: ApiServer, tenant_key, tmp_path, capsys) -> None:
+def test_style_folder_wait_and_download(workers, api_server: ApiServer, tenant_key, tmp_path, capsys, login) -> None:
     folder = tmp_path / "shoot"
     folder.mkdir()
     for i in range(3):
         (folder / f"p{i}.jpg").write_bytes(photo(i, (80, 60)))
     (folder / "broken.jpg").write_bytes(b"not a photo")
-    code, out, err = run(
-        capsys,
-        "--url",
-        api_server.url,
-        "--api-key",
-        tenant_key[1],
-        "style",
-        str(folder),
-        "--builtin",
-        "7",
-        "--download",
-        str(tmp_path / "out"),
-    )
+    code, out, err = run(capsys, *login, "style", str(folder), "--builtin", "7", "--download", str(tmp_path / "out"))
     assert code == 1  # partial: one photo failed
     assert "broken.jpg: not a supported image" in out
     assert "upload 4 files" in err and "photo/s" in err  # the progress bars
@@ -77,7 +71,7 @@ def test_style_folder_wait_and_download(workers, api_server: ApiServer, tenant_k
 
 
 def test_downloads_keep_every_file_and_never_overwrite(
-    workers, api_server: ApiServer, tenant_key, tmp_path, capsys
+    workers, api_server: ApiServer, tenant_key, tmp_path, capsys, login
 ) -> None:
     """Four photos all called 1.jpg in four folders, two styles: eight outputs, eight files on disk."""
     shoot = tmp_path / "shoot"
@@ -85,7 +79,7 @@ def test_downloads_keep_every_file_and_never_overwrite(
         (shoot / sub).mkdir(parents=True)
         (shoot / sub / "1.jpg").write_bytes(exif_photo(n, (64, 48)) if sub == "a" else photo(n, (64, 48)))
     out = tmp_path / "out"
-    flags = ["--url", api_server.url, "--api-key", tenant_key[1]]
+    flags = login
     code, stdout, _ = run(
         capsys,
         "style",
@@ -150,7 +144,7 @@ def test_strip_metadata_leaves_outputs_bare(workers, client: Client, tmp_path) -
 
 
 def test_faces_job_names_thumbnails_after_their_photos(
-    workers, api_server: ApiServer, tenant_key, tmp_path, capsys
+    workers, api_server: ApiServer, tenant_key, tmp_path, capsys, login
 ) -> None:
     from skimage import data
 
@@ -169,10 +163,7 @@ def test_faces_job_names_thumbnails_after_their_photos(
         "--force",
         "--download",
         str(tmp_path / "out"),
-        "--url",
-        api_server.url,
-        "--api-key",
-        tenant_key[1],
+        *login,
     )
     assert code == 0, stdout
     *_, summary, library = stdout.strip().splitlines()
@@ -185,9 +176,11 @@ def test_faces_job_names_thumbnails_after_their_photos(
     assert thumbs == ["a/astro__face-000.jpg", "b/astro__face-000.jpg"]
 
 
-def test_faces_json_status_and_usage_errors(workers, api_server: ApiServer, tenant_key, tmp_path, capsys) -> None:
+def test_faces_json_status_and_usage_errors(
+    workers, api_server: ApiServer, tenant_key, tmp_path, capsys, login
+) -> None:
     (tmp_path / "a.jpg").write_bytes(photo(1, (64, 48)))
-    base = ["--url", api_server.url, "--api-key", tenant_key[1], "--json"]
+    base = [*login, "--json"]
     code, out, _ = run(capsys, *base, "faces", str(tmp_path / "a.jpg"), "--detector", "hog", "--wait")
     job = json.loads(out[out.index("{") :])  # the final job document
     assert code == 0 and job["kind"] == "faces" and job["state"] == "succeeded"
@@ -220,7 +213,7 @@ def test_a_wrong_key_says_where_the_stacks_key_is(
 
 
 def test_ctrl_c_while_waiting_leaves_the_job_running(
-    workers, client: Client, api_server: ApiServer, tenant_key, tmp_path, capsys, monkeypatch: pytest.MonkeyPatch
+    workers, client: Client, api_server: ApiServer, tenant_key, tmp_path, capsys, monkeypatch: pytest.MonkeyPatch, login
 ) -> None:
     (tmp_path / "a.jpg").write_bytes(photo(2, (64, 48)))
 
@@ -228,18 +221,7 @@ def test_ctrl_c_while_waiting_leaves_the_job_running(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Client, "wait", interrupted)
-    code, _, err = run(
-        capsys,
-        "style",
-        str(tmp_path / "a.jpg"),
-        "--builtin",
-        "7",
-        "--wait",
-        "--url",
-        api_server.url,
-        "--api-key",
-        tenant_key[1],
-    )
+    code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "7", "--wait", *login)
     job_id = err.split("stopped following ", 1)[1].split(";")[0]
     assert code == 130 and "the job goes on" in err
     assert f"nightshift wait {job_id}" in err and f"nightshift cancel {job_id}" in err

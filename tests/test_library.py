@@ -34,15 +34,10 @@ class LibEnv(OwnStack):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibEnv]:
-    with own_stack(
-        LibEnv,
-        tmp_path_factory.mktemp("library"),
-        TENANT,
-        password=secrets.token_urlsafe(12),
-        key_prefix="lib",
-        library=LibrarySettings(min_faces=3),
-        worker=WorkerSettings(chunk_size=8, batch_size=4, heartbeat_s=1, watchdog_interval_s=2),
-    ) as e:
+    worker = WorkerSettings(chunk_size=8, batch_size=4, heartbeat_s=1, watchdog_interval_s=2)
+    root, password = tmp_path_factory.mktemp("library"), secrets.token_urlsafe(12)
+    library = LibrarySettings(min_faces=3)
+    with own_stack(LibEnv, root, TENANT, worker, password=password, key_prefix="lib", library=library) as e:
         e.add_worker("faces", "tests.library_worker")
         yield e
 

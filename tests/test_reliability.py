@@ -86,21 +86,16 @@ class Env(OwnStack):
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     # the watchdog's clocks in seconds instead of minutes, so recoveries fit in a test
-    with own_stack(
-        Env,
-        tmp_path,
-        TENANT,
-        key_prefix="rel",
-        worker=WorkerSettings(
-            chunk_size=4,
-            batch_size=2,
-            max_attempts=3,
-            heartbeat_s=0.5,
-            lease_s=3,
-            watchdog_interval_s=1,
-            watchdog_grace_s=3,
-        ),
-    ) as e:
+    worker = WorkerSettings(
+        chunk_size=4,
+        batch_size=2,
+        max_attempts=3,
+        heartbeat_s=0.5,
+        lease_s=3,
+        watchdog_interval_s=1,
+        watchdog_grace_s=3,
+    )
+    with own_stack(Env, tmp_path, TENANT, worker, key_prefix="rel") as e:
         yield e
 
 

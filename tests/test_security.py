@@ -85,6 +85,14 @@ def _zip_of(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _queued_style_job(tenant: str, inputs: dict, ingested: bool = False) -> Job:
+    """A style job record as the API would queue it (written around the API)."""
+    params = {"method": "builtin", "builtin": [7]}
+    return Job(
+        new_id("j"), JobKind.STYLE, tenant, JobState.QUEUED, params, inputs, created_at=time.time(), ingested=ingested
+    )
+
+
 def _ctx(services: Services) -> WorkerContext:
     return WorkerContext.from_settings(services.settings, celery=create_celery(services.settings))
 
@@ -118,15 +126,7 @@ def test_ingest_resolves_archive_keys_inside_the_jobs_tenant(services: Services)
     ctx = _ctx(services)
     victim = "victim" + new_id()
     services.store.put_bytes(keys.tenant_key(victim, "private.zip"), _zip_of({"x.jpg": photo(4)}))
-    job = Job(
-        id=new_id("j"),
-        kind=JobKind.STYLE,
-        tenant="thief" + new_id(),
-        state=JobState.QUEUED,
-        params={"method": "builtin", "builtin": [7]},
-        inputs={"archives": [keys.tenant_key(victim, "private.zip")]},
-        created_at=time.time(),
-    )
+    job = _queued_style_job("thief" + new_id(), {"archives": [keys.tenant_key(victim, "private.zip")]})
     ctx.records.create_job(job)
     ingest(ctx, job.id)
     items = ctx.records.get_items(job.id, range(ctx.records.get_job(job.id).total))
@@ -148,15 +148,7 @@ def test_an_ingest_that_breaks_fails_the_job_with_its_reason(services: Services,
 
     monkeypatch.setattr(ingest_module, "iter_sources", broken)
     ctx = _ctx(services)
-    job = Job(
-        id=new_id("j"),
-        kind=JobKind.STYLE,
-        tenant="t" + new_id(),
-        state=JobState.QUEUED,
-        params={"method": "builtin", "builtin": [7]},
-        inputs={"prefix": "x/"},
-        created_at=time.time(),
-    )
+    job = _queued_style_job("t" + new_id(), {"prefix": "x/"})
     ctx.records.create_job(job)
     ingest(ctx, job.id)
     final = ctx.records.get_job(job.id)
@@ -166,16 +158,7 @@ def test_an_ingest_that_breaks_fails_the_job_with_its_reason(services: Services,
 
 def test_cancel_ends_a_job_that_no_worker_holds(services: Services, api_server, http, tenant_key) -> None:
     """Its messages were lost (a Redis crash): cancel must still end it, at once, with a manifest."""
-    job = Job(
-        id=new_id("j"),
-        kind=JobKind.STYLE,
-        tenant=tenant_key[0],
-        state=JobState.QUEUED,
-        params={"method": "builtin", "builtin": [7]},
-        inputs={},
-        created_at=time.time(),
-        ingested=True,
-    )
+    job = _queued_style_job(tenant_key[0], {}, ingested=True)
     services.records.create_job(job, [Item(i, f"{i}.jpg", "x") for i in range(5)])  # nothing enqueued
     resp = http.post(f"/v1/jobs/{job.id}/cancel")
     assert resp.status_code == 202

@@ -40,15 +40,10 @@ class Stack(OwnStack):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with own_stack(
-        Stack,
-        tmp_path_factory.mktemp("vstack"),
-        TENANT,
-        key_prefix="vid",
-        worker=WorkerSettings(
-            chunk_size=4, batch_size=2, max_attempts=3, video_segment_seconds=1.0, video_context_frames=6
-        ),
-    ) as s:
+    worker = WorkerSettings(
+        chunk_size=4, batch_size=2, max_attempts=3, video_segment_seconds=1.0, video_context_frames=6
+    )
+    with own_stack(Stack, tmp_path_factory.mktemp("vstack"), TENANT, worker, key_prefix="vid") as s:
         yield s
 
 

@@ -147,18 +147,11 @@ class Member(BaseModel):
 
     @classmethod
     def of(cls, segment: str, row: int, face: SegmentFace, confirmed: bool = False) -> Member:
-        return cls(
-            face=face.face,
-            segment=segment,
-            row=row,
-            photo=face.photo,
-            photo_key=face.photo_key,
-            thumb=face.thumb,
-            box=face.box,
-            score=face.score,
-            taken=face.taken,
-            confirmed=confirmed,
-        )
+        return cls(segment=segment, row=row, confirmed=confirmed, **{k: getattr(face, k) for k in _SHOWN})
+
+
+# what a member shows of its segment face
+_SHOWN = ("face", "photo", "photo_key", "thumb", "box", "score", "taken")
 
 
 class MembersDoc(BaseModel):
