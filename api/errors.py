@@ -135,6 +135,20 @@ class WorkerTimeout(HttpError):
     status, code = 504, "timeout"
 
 
+# codes that come from elsewhere (a faces worker's answer, a refused library decision) with their own status
+_STATUS_OF_CODE: dict[str, type[HttpError]] = {
+    "not_found": NotFound,
+    "conflict": Conflict,
+    "model_mismatch": ModelMismatch,
+}
+
+
+def coded(code: str, message: str) -> HttpError:
+    """The error for a code another layer gave: its own class where one has that status, else a 422 keeping
+    the code (a worker's `no_face`, a decision's `same_person`)."""
+    return _STATUS_OF_CODE.get(code, InvalidRequest)(message, code=code)
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> tuple[Response, int]:
     body: dict[str, Any] = {"code": code, "message": message}
     body["details"] = details if details is not None else {}

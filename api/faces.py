@@ -15,24 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import (
-    BadJson,
-    HttpError,
-    InvalidRequest,
-    ModelMismatch,
-    NotFound,
-    UnsupportedMediaType,
-    WorkerFailed,
-    WorkerTimeout,
-)
+from api.errors import BadJson, InvalidRequest, UnsupportedMediaType, WorkerFailed, WorkerTimeout, coded
 from api.schemas import AUTH_ERRORS, SYNC_ERRORS, Answer, read_body
 from storage import keys
 from storage.names import JobKind, Queue, TaskName
 from storage.records import new_id
 
 bp = APIBlueprint("faces", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
-# a faces worker's answer codes (workers.people.service) keep their code; these take another class's status
-_WORKER_ERRORS: dict[str, type[HttpError]] = {"not_found": NotFound, "model_mismatch": ModelMismatch}
 
 
 class FaceRef(BaseModel):
@@ -90,7 +79,7 @@ def ask(task: TaskName, *args: Any) -> dict[str, Any]:
         result.forget()
     if "error" in answer:
         err = answer["error"]
-        raise _WORKER_ERRORS.get(err["code"], InvalidRequest)(err["message"], code=err["code"])
+        raise coded(err["code"], err["message"])
     return dict(answer)
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import tenant
 from api.context import svc
-from api.errors import BadJson, BadRequest, Conflict, HttpError, InvalidRequest, NotFound
+from api.errors import BadJson, BadRequest, Conflict, InvalidRequest, NotFound, coded
 from api.schemas import (
     AUTH_ERRORS,
     DECISION_ERRORS,
@@ -40,8 +40,6 @@ from storage.names import JobKind, Queue, TaskName
 from workers.contract import AdaptParams
 
 bp = APIBlueprint("people", __name__, url_prefix="/v1", abp_responses=AUTH_ERRORS)
-# a refused decision keeps its code (storage.library.DecisionInvalid.code); these take another class's status
-_DECISION_ERRORS: dict[str, type[HttpError]] = {"not_found": NotFound, "conflict": Conflict}
 
 
 class PersonPatch(BaseModel):
@@ -138,7 +136,7 @@ def decide(*decisions: Decision) -> tuple[Head | None, int]:
         for d in decisions:
             check_decision(trial, d)
     except DecisionInvalid as exc:
-        raise _DECISION_ERRORS.get(exc.code, InvalidRequest)(str(exc), code=exc.code) from None
+        raise coded(exc.code, str(exc)) from None
     for d in decisions:
         lib.log_decision(d)
     try:
@@ -410,7 +408,6 @@ def refresh() -> tuple[Response, int]:
 
 
 def adapter_view(doc: AdapterDoc, in_use: int | None) -> dict[str, Any]:
-    v = doc.validation
     return {
         "version": doc.version,
         "created_at": doc.created_at,
@@ -419,12 +416,7 @@ def adapter_view(doc: AdapterDoc, in_use: int | None) -> dict[str, Any]:
         "reason": doc.reason,
         "space": doc.space,
         "library_version": doc.library_version,
-        "held_out": v.held_out,
-        "before": v.before.model_dump(),
-        "after": v.after.model_dump(),
-        "unlabelled_people": v.unlabelled_people,
-        "changed_people": v.changed_people,
-        "training": doc.training,
+        **doc.figures(),
     }
 
 

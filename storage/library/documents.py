@@ -284,6 +284,11 @@ class AdapterDoc(BaseModel):
     training: dict[str, float] = Field(default_factory=dict)
     validation: Validation = Field(default_factory=Validation)
 
+    def figures(self) -> dict[str, Any]:
+        """What the validation measured and what training took, as the API and the job's summary show them."""
+        shown = {"held_out", "before", "after", "unlabelled_people", "changed_people"}
+        return {**self.validation.model_dump(include=shown), "training": self.training}
+
 
 class PersonVideo(BaseModel):
     """A video a person appears in, with when (written by a faces job when a track of the video joins

@@ -287,7 +287,6 @@ def adapt_library(lib: LibraryStore, params: AdaptParams, *, device: str = "cpu"
         raise NotEnoughLabels("the library has no faces yet: index some photos first")
     doc = learn(lib, head, params, device=device)
     adopted = adopt(lib, doc, recluster_after=params.recluster, min_faces=min_faces) if doc.accepted else False
-    v = doc.validation
     log.info("adapter v%d for %s: %s", doc.version, lib.tenant, doc.reason)
     return {
         "adapter": doc.version,
@@ -296,11 +295,6 @@ def adapt_library(lib: LibraryStore, params: AdaptParams, *, device: str = "cpu"
         "reason": doc.reason
         if adopted or not doc.accepted
         else "accepted, but the adapter in use changed meanwhile: learn again",
-        "held_out": v.held_out,
-        "before": v.before.model_dump(),
-        "after": v.after.model_dump(),
-        "unlabelled_people": v.unlabelled_people,
-        "changed_people": v.changed_people,
-        "training": doc.training,
+        **doc.figures(),
         "seconds": round(time.perf_counter() - start, 2),
     }
