@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import APIBlueprint, Info, OpenAPI
 from werkzeug.routing import BaseConverter
@@ -96,12 +96,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION] = WorkerContext.from_settings(settings, celery=create_celery(settings))
     register_error_handlers(app)
     install_auth(app)
+    app.before_request(_json_bodies_are_objects)
     for bp in (health_bp, jobs_bp, uploads_bp, styles_bp, models_bp):
         app.register_api(bp)
     _register_optional(app)
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(app.api_doc))
     logging.getLogger("nightshift.api").debug("app created")
     return app
+
+
+def _json_bodies_are_objects() -> None:
+    """Every JSON body this API takes is an object. A JSON string is refused like any other non-object, before
+    flask-openapi3 would parse the string again as a document of its own."""
+    if request.mimetype == "application/json" and isinstance(request.get_json(silent=True), str):
+        from api.errors import BadJson
+
+        raise BadJson("the body must be a JSON object")
 
 
 def _register_optional(app: OpenAPI) -> None:

@@ -188,6 +188,13 @@ def test_presigned_upload_flow(http, services: Services, tenant_key) -> None:
     assert http.post("/v1/uploads", json={"names": []}).status_code == 422
 
 
+def test_a_json_string_is_not_an_object_even_when_it_holds_one(http) -> None:
+    """flask-openapi3 parses a string body again as a document: the API refuses it as it refuses any non-object."""
+    for path in ("/v1/uploads", "/v1/people/merge", "/v1/galleries"):
+        resp = http.post(path, json=json.dumps({"names": ["photos.zip"]}))
+        assert resp.status_code == 400 and _error(resp)["code"] == "bad_json", (path, resp.get_json())
+
+
 def test_oversized_request_gets_413(services: Services) -> None:
     small = ApiServer(
         services.settings.model_copy(update={"api": services.settings.api.model_copy(update={"max_request_mb": 1})})
