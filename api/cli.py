@@ -689,8 +689,6 @@ def _redis_for_keys(args: argparse.Namespace) -> Any:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create (or revoke) an API key directly in Redis (operator command)."""
-    import redis
-
     from storage.apikeys import ApiKeys
     from storage.errors import StoreUnavailable
     from storage.redisdb import RedisKeys, connect_quick
@@ -707,7 +705,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if not args.tenant:
             raise CliError("give a TENANT to create a key for (or --revoke KEY)")
         key = keys.create(args.tenant, args.name or "")
-    except (StoreUnavailable, redis.RedisError):
+    except StoreUnavailable:  # storage turns every Redis error into this
         raise CliError(
             f"cannot reach Redis at {settings.redis_url}: start the stack (`nightshift up`), or set "
             "NIGHTSHIFT_REDIS_URL"
