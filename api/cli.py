@@ -691,7 +691,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     """Create (or revoke) an API key directly in Redis (operator command)."""
     from storage.apikeys import ApiKeys
     from storage.errors import StoreUnavailable
-    from storage.redisdb import RedisKeys, connect_quick
+    from storage.redisdb import RedisKeys, connect_quick, redacted
 
     settings = _redis_for_keys(args)
     # no retries: an operator at a terminal wants to know now that Redis is not there
@@ -707,7 +707,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         key = keys.create(args.tenant, args.name or "")
     except StoreUnavailable:  # storage turns every Redis error into this
         raise CliError(
-            f"cannot reach Redis at {settings.redis_url}: start the stack (`nightshift up`), or set "
+            f"cannot reach Redis at {redacted(settings.redis_url)}: start the stack (`nightshift up`), or set "
             "NIGHTSHIFT_REDIS_URL"
         ) from None
     except ValueError as exc:  # a bad tenant id

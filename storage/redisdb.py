@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -28,6 +29,15 @@ def connect(url: str) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=4, base=0.2), 12),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def redacted(url: str) -> str:
+    """`url` with its password hidden, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def connect_quick(url: str) -> redis.Redis:

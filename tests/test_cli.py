@@ -307,9 +307,10 @@ def test_keys_creates_and_revokes(services, api_server: ApiServer, capsys, monke
     assert code == 2 and "unknown or revoked API key" in err
     code, _, err = run(capsys, "keys", "--revoke", key)
     assert code == 2 and "no such API key" in err
-    monkeypatch.setenv("NIGHTSHIFT_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
+    monkeypatch.setenv("NIGHTSHIFT_REDIS_URL", f"redis://:s3cret@127.0.0.1:{free_port()}/0")  # nobody listens there
     code, _, err = run(capsys, "keys", "tcli")
-    assert code == 2 and "cannot reach Redis at" in err and "Traceback" not in err
+    assert code == 2 and "cannot reach Redis at redis://:***@127.0.0.1:" in err and "Traceback" not in err
+    assert "s3cret" not in err  # a password never reaches the terminal
 
 
 @pytest.fixture
