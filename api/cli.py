@@ -541,7 +541,18 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     (photo,) = _existing_files([args.photo], "photo")
     res = _client(args).search(photo, k=args.k)
-    lines = [f"{m['distance']:.3f}  {m['photo']}  face {m['face']}" for m in res.get("matches", [])]
+    query = res.get("query") or {}
+    lines = []
+    if query.get("faces_in_photo", 1) > 1:
+        box = [round(v) for v in query.get("box", [])]
+        lines.append(
+            f"the photo shows {query['faces_in_photo']} faces: searched the largest, at {box} "
+            "(nightshift identify PHOTO names every face)"
+        )
+    for m in res.get("matches", []):
+        who = m.get("name") or (f"{m['person']} (unnamed)" if m.get("person") else "nobody yet")
+        same = "same person" if m.get("same_person") else "different"
+        lines.append(f"{m['distance']:.3f}  {same:<11}  {who}  {m['photo']}  face {m['face']}")
     _print(args, "\n".join(lines) or "no matches", res)
     return 0
 

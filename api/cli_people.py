@@ -145,7 +145,13 @@ def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
     lines = [person_line(p)]
     photos = list(client.person_photos(p["id"]))
     for photo in photos:
-        lines.append(f"  {_when(photo.get('taken'))}  {photo['key']}  ({len(photo['faces'])} face)")
+        faces = ", ".join(f["face"] for f in photo["faces"])
+        lines.append(f"  {_when(photo.get('taken'))}  {photo['key']}  face {faces}")
+    for video in page.get("videos", []):
+        ranges = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in video["ranges"])
+        lines.append(f"  video {video['name']}: on screen {ranges}")
+    if photos:
+        lines.append("(a face that is not them: nightshift assign FACE none)")
     if args.download:
         folder = Path(args.download) / (p["name"] or p["id"])
         folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +175,7 @@ def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
 
 def cmd_unassigned(args: argparse.Namespace, client: Client, out: Out) -> int:
     faces = list(client.unassigned())
-    lines = [f"{len(faces)} faces belong to nobody yet (assign one: nightshift people assign FACE PERSON)"]
+    lines = [f"{len(faces)} faces belong to nobody yet (assign one: nightshift assign FACE PERSON)"]
     lines += [
         f"  {f['face']}  {f['photo_key']}" + (f"  (not {', '.join(f['not'])})" if f.get("not") else "") for f in faces
     ]

@@ -228,13 +228,18 @@ def test_the_cli_works_the_library(env: LibEnv, tmp_path: Path, capsys) -> None:
     assert cli.main([*base, "people", "show", person, "--download", str(tmp_path / "dl")]) == 0
     shown = capsys.readouterr().out
     assert "Ada Lovelace" in shown and len(list((tmp_path / "dl" / "Ada Lovelace").iterdir())) >= 3
+    face_ids = [line.rsplit("face ", 1)[1] for line in shown.splitlines() if line.startswith("  ") and "face j" in line]
+    assert len(face_ids) >= 3 and "nightshift assign FACE none" in shown  # what "not them" needs is on screen
+    assert cli.main([*base, "search", str(tmp_path / "cli-43-0.png")]) == 0
+    found = capsys.readouterr().out.splitlines()
+    assert "same person" in found[0] and "Ada Lovelace" in found[0], found
     query = tmp_path / "who.png"
     query.write_bytes(identity_photo([(43, 99), (45, 99)]))
     assert cli.main([*base, "identify", str(query)]) == 0
     said = capsys.readouterr().out
     assert "face 1" in said and "Ada Lovelace" in said and "unknown" in said
     assert cli.main([*base, "faces", "--unassigned"]) == 0
-    assert "belong to nobody yet" in capsys.readouterr().out
+    assert "belong to nobody yet (assign one: nightshift assign FACE PERSON)" in capsys.readouterr().out
 
 
 def test_the_people_page_in_a_real_browser(env: LibEnv, tmp_path: Path, page) -> None:
