@@ -198,8 +198,11 @@ def test_the_library_outlives_expired_job_records(env: LibEnv, tmp_path: Path) -
         client.delete(key)
     for key in client.scan_iter(match=keys_.item("*", 0).rsplit(":", 2)[0] + ":*"):
         client.delete(key)
-    again = night(env, tmp_path / "again", {"kept-0.png": [(46, 40)]})
+    before = env.client.library()["stats"]
+    again = night(env, tmp_path / "again", {"kept-0.png": [(46, 40)], "new.png": [(46, 49)]})
     assert again["counts"]["skipped"] == 1  # the same photo bytes are known to the library, not to Redis
+    after = env.client.library()["stats"]
+    assert (after["photos"], after["faces"]) == (before["photos"] + 1, before["faces"] + 1)  # a known photo counts once
     query = tmp_path / "q.png"
     query.write_bytes(identity_photo([(46, 50)]))
     result = env.client.search(query, k=3)

@@ -115,6 +115,7 @@ class SegmentRef(BaseModel):
     assign: str | None = None  # key of its AssignDoc in this version
     unassigned: int = 0  # faces no person holds (duplicates of photos already in the library excluded)
     skipped: int = 0  # faces of photos the library already had from another segment
+    new_photos: int | None = None  # its photos the library did not have before (None: admitted before this count)
 
 
 class AssignDoc(BaseModel):

@@ -432,7 +432,7 @@ class LibraryState:
             ref.unassigned, ref.skipped = doc.unassigned(), len(doc.skip)
         return {
             "faces": sum(r.faces - r.skipped for r in self.segments.values()),
-            "photos": sum(r.photos for r in self.segments.values()),
+            "photos": sum(r.photos if r.new_photos is None else r.new_photos for r in self.segments.values()),
             "people": len(self.people),
             "named": sum(1 for p in self.people.values() if p.name),
             "hidden": sum(1 for p in self.people.values() if p.hidden),

@@ -235,7 +235,10 @@ def _admit(state: LibraryState, new: list[SegmentRef], report: FoldReport) -> li
             )
             continue
         state.space = space
-        state.segments[ref.id] = ref.model_copy(update={"assign": None, "unassigned": ref.faces, "skipped": 0})
+        index = state.lib.photo_index(ref)
+        new_photos = int(np.setdiff1d(index, seen).size)  # photos (with faces or not) the library did not have
+        update = {"assign": None, "unassigned": ref.faces, "skipped": 0, "new_photos": new_photos}
+        state.segments[ref.id] = ref.model_copy(update=update)
         doc = state.assignments(ref.id)
         faces = state.segment_faces(ref.id)
         photos, items = faces.column("photo"), faces.column("item")
@@ -250,7 +253,7 @@ def _admit(state: LibraryState, new: list[SegmentRef], report: FoldReport) -> li
             for n, (photo, item) in enumerate(zip(photos, items, strict=True))
             if int(photo[:16], 16) in old or first_item[photo] != item
         ]
-        seen = np.union1d(seen, state.lib.photo_index(ref))
+        seen = np.union1d(seen, index)
         state._dirty_segments.add(ref.id)
         report.segments += 1
         report.duplicates += len(doc.skip)
