@@ -35,7 +35,7 @@ from storage.errors import ObjectNotFound
 from storage.library import Decision, DecisionInvalid, Head, LibraryBusy, LibraryState, LibraryStore, Person
 from storage.library.adapters import Adapters
 from storage.library.decisions import check_decision
-from storage.library.documents import AdapterDoc, Member, PersonVideo, resolve_merged
+from storage.library.documents import AdapterDoc, Member, PersonVideo, may_be_one, resolve_merged
 from storage.names import JobKind, Queue, TaskName
 from workers.contract import AdaptParams
 
@@ -275,7 +275,10 @@ def merge_suggestions() -> Response:
     out = [
         {"a": person_view(people[s.a]), "b": person_view(people[s.b]), "distance": s.distance}
         for s in (head.suggestions if head else [])
-        if s.a in people and s.b in people and not (people[s.a].hidden or people[s.b].hidden)
+        if s.a in people
+        and s.b in people
+        and not (people[s.a].hidden or people[s.b].hidden)
+        and may_be_one(people[s.a], people[s.b])  # named apart since the last fold
     ]
     return jsonify({"suggestions": out})
 

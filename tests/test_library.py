@@ -17,6 +17,7 @@ import pytest
 
 from storage.config import LibrarySettings, WorkerSettings
 from storage.library import Decision, LibraryStore
+from storage.library.documents import Person, Suggestion, may_be_one
 from storage.redisdb import RedisKeys
 from tests.browser import failure_screenshot, images_loaded, shot
 from tests.conftest import OwnStack, own_stack
@@ -293,3 +294,24 @@ def test_the_people_page_in_a_real_browser(env: LibEnv, tmp_path: Path, page) ->
     after = env.client.request("GET", f"/v1/people/{fourteen}")["person"]
     assert after["name"] == "Grace Hopper" and after["faces"] == 5
     assert fifteen not in people(env)
+
+
+def test_people_named_apart_are_never_suggested_as_one(env: LibEnv, tmp_path: Path) -> None:
+    """A suggestion stands until a user names the two people differently; the same name suggests them again."""
+    photos = {f"sg-{p}-{k}.png": [(p, 70 + k)] for p in (52, 53) for k in range(3)}
+    learn(env, night(env, tmp_path, photos), photos)
+    a, b = sorted(p for p in people(env) if who(env, p) & {52, 53})
+    env.library.commit(lambda state: setattr(state, "suggestions", [Suggestion(a=a, b=b, distance=0.3)]))
+
+    def suggested() -> list[tuple[str, str]]:
+        answer = env.client.request("GET", "/v1/people/suggestions")["suggestions"]
+        return [(s["a"]["id"], s["b"]["id"]) for s in answer]
+
+    assert suggested() == [(a, b)]
+    env.client.update_person(a, name="Ada")
+    env.client.update_person(b, name="Grace")
+    assert suggested() == []  # a decision: two people
+    env.client.update_person(b, name=" ada ")
+    assert suggested() == [(a, b)]  # one person named twice
+    assert not may_be_one(Person(id="x", name="Ada"), Person(id="y", name="Grace"))
+    assert may_be_one(Person(id="x", name="Ada"), Person(id="y")) and may_be_one(Person(id="x"), Person(id="y"))

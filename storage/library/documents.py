@@ -179,6 +179,12 @@ class Person(BaseModel):
         return self.cover or self.auto_cover
 
 
+def may_be_one(a: Person, b: Person) -> bool:
+    """Whether two people may be suggested as one: not once a user gave them different names (a decision);
+    two people given the same name are (the user named one person twice)."""
+    return not (a.name and b.name and a.name.strip().casefold() != b.name.strip().casefold())
+
+
 class PeopleDoc(BaseModel):
     people: list[Person] = Field(default_factory=list)
     merged: dict[str, str] = Field(default_factory=dict)  # merged-away id -> the id it went into

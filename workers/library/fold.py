@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from storage.library.documents import SegmentRef, Suggestion
+from storage.library.documents import SegmentRef, Suggestion, may_be_one
 from storage.library.state import LibraryState
 from storage.library.store import photo_ids
 from workers.faces.spaces import Thresholds, space_of
@@ -390,21 +390,23 @@ def _recheck_pool(state: LibraryState, changed: set[str], t: Thresholds, report:
 
 
 def _suggest(state: LibraryState, changed: set[str], t: Thresholds) -> None:
-    """Pairs of people whose nearest faces are close, best first: likely one person split in two."""
+    """Pairs of people whose nearest faces are as close as `verify` calls one person, best first: likely one
+    person split in two. Never two people a user named differently."""
     everyone = PersonIndex.of(state)
     position = {p: n for n, p in enumerate(everyone.people)}
-    limit = t.cluster * 1.3
-    found = {(s.a, s.b): s for s in state.suggestions if s.a in state.people and s.b in state.people}
+    limit = t.verify
+
+    def wanted(a: str, b: str) -> bool:
+        return a in state.people and b in state.people and may_be_one(state.people[a], state.people[b])
+
+    found = {(s.a, s.b): s for s in state.suggestions if s.distance < limit and wanted(s.a, s.b)}
     for pid in sorted(changed):
         if pid not in state.people or pid not in position:
             continue
         scores = everyone.person_scores(position[pid], limit)
         for n in np.flatnonzero(scores < limit):
             other = everyone.people[n]
-            if other == pid:
-                continue
             a, b = sorted((pid, other))
-            named = state.people[a].name and state.people[b].name
-            if not named:
+            if other != pid and wanted(a, b):
                 found[(a, b)] = Suggestion(a=a, b=b, distance=round(float(scores[n]), 4))
     state.suggestions = sorted(found.values(), key=lambda s: (s.distance, s.a, s.b))[:SUGGESTIONS]
