@@ -357,6 +357,7 @@ def summary_line(job: dict[str, Any]) -> str:
     """One line per job: id, kind, state, counts, what the kind found, throughput, label."""
     c = job["counts"]
     parts = [f"{c['done']}/{c['total']} done", f"{c['failed']} failed", f"{c['skipped']} skipped"]
+    parts += [f"{c['cancelled']} cancelled"] if c.get("cancelled") else []
     parts += KIND_SUMMARY.get(job["kind"], lambda _j: [])(job)
     if job.get("throughput_per_s"):
         parts.append(f"{job['throughput_per_s']:.2f}/s")

@@ -191,12 +191,12 @@ class Job:
 
     @property
     def throughput(self) -> float | None:
-        """Items per second since the job started."""
+        """Items worked through (done, failed or skipped: not cancelled) per second since the job started."""
         if not self.started_at:
             return None
         end = self.finished_at or now()
         elapsed = max(end - self.started_at, 1e-6)
-        return self.finished_items / elapsed
+        return (self.done + self.failed + self.skipped) / elapsed
 
     @property
     def eta_s(self) -> float | None:

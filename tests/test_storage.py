@@ -221,3 +221,9 @@ def test_a_lock_whose_extension_fails_says_so_and_frees_the_name(services: Servi
         assert held.lost and not held.still_held()
         with records.hold_lock("held-then-lost", ttl=5, wait=0):
             pass  # another holder may take it now
+
+
+def test_throughput_counts_the_items_worked_through_not_the_cancelled() -> None:
+    job = Job("j1", JobKind.STYLE, "t", JobState.CANCELLED, {}, {}, started_at=100.0, finished_at=108.0, total=40)
+    job.done, job.cancelled = 4, 36
+    assert job.throughput == 0.5 and job.to_public()["throughput_per_s"] == 0.5

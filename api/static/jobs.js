@@ -63,7 +63,7 @@ function jobRow(job) {
     h("td", {}, h("span", { class: "kind", text: job.kind })),
     h("td", {}, statePill(job.state)),
     h("td", { class: "progress-cell" }, progressBar(c),
-      h("span", { class: "small muted", text: `${finishedCount(c)} / ${c.total}${c.failed ? ` · ${c.failed} failed` : ""}` })),
+      h("span", { class: "small muted", text: `${finishedCount(c)} / ${c.total}${c.failed ? ` · ${c.failed} failed` : ""}${c.cancelled ? ` · ${c.cancelled} cancelled` : ""}` })),
     h("td", { class: "small", text: fmtTime(job.created_at) }),
     h("td", { class: "small", text: fmtDuration(took) }));
   row.addEventListener("click", (ev) => {
