@@ -30,7 +30,7 @@ from pydantic_settings import (
 )
 from tqdm import tqdm
 
-from api.cli_common import CliError
+from api.cli_common import CliError, video_tracks
 from api.cli_people import add_parsers as add_library_parsers
 from api.cli_people import cmd_unassigned, faces_summary
 from api.client import ApiError, Client, ClientError, Unauthorized, Unreachable, check_url
@@ -342,7 +342,7 @@ def _faces_summary(job: dict[str, Any]) -> list[str]:
     parts = [f"{n} face{'' if n == 1 else 's'}"]
     if summary.get("no_face"):
         parts.append(f"{summary['no_face']} photo{'' if summary['no_face'] == 1 else 's'} without a face")
-    return parts
+    return parts + ([video_tracks(summary["videos"])] if summary.get("videos") else [])
 
 
 def _style_summary(job: dict[str, Any]) -> list[str]:

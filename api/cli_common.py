@@ -12,3 +12,9 @@ class CliError(Exception):
 
 
 Out = Callable[[argparse.Namespace, str, Any], None]
+
+
+def video_tracks(videos: list[dict[str, Any]]) -> str:
+    """ "3 face tracks in 2 videos": what a faces job found in its videos (a track is one face over time)."""
+    tracks = sum(int(v.get("tracks") or 0) for v in videos)
+    return f"{tracks} face track{'' if tracks == 1 else 's'} in {len(videos)} video{'' if len(videos) == 1 else 's'}"

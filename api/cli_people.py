@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from api.cli_common import CliError, Out
+from api.cli_common import CliError, Out, video_tracks
 from api.client import Client
 
 
@@ -36,6 +36,8 @@ def faces_summary(job: dict[str, Any]) -> str | None:
     if faces is None:
         return None
     line = f"{faces} faces in {summary.get('photos', 0)} photos"
+    if summary.get("videos"):
+        line += f" and {video_tracks(summary['videos'])}"
     if not lib:
         return line
     if lib.get("pending"):

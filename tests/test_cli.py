@@ -376,3 +376,14 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path: Path, capsys, monkeypatch) 
     pngs = list((tmp_path / "results").rglob("*.png"))
     assert len(pngs) == 8  # 4 sample photos x 2 styles
     assert (tmp_path / "data" / "api-key").exists() and (tmp_path / "data" / "s3" / "s3-credentials.json").exists()
+
+
+def test_a_faces_jobs_lines_count_its_video_tracks() -> None:
+    from api.cli import summary_line
+    from api.cli_people import faces_summary
+
+    counts = {"total": 1, "done": 1, "failed": 0, "skipped": 0, "cancelled": 0, "pending": 0}
+    summary = {"faces": 0, "photos": 0, "videos": [{"name": "walk.mp4", "tracks": 2}, {"name": "b.mp4", "tracks": 1}]}
+    job = {"id": "j1", "kind": "faces", "state": "succeeded", "counts": counts, "summary": summary}
+    assert "0 faces, 3 face tracks in 2 videos" in summary_line(job)
+    assert faces_summary(job) == "0 faces in 0 photos and 3 face tracks in 2 videos"
