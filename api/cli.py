@@ -221,6 +221,7 @@ class Sources:
     photos: list[tuple[Path, str]] = field(default_factory=list)
     archives: list[Path] = field(default_factory=list)
     prefix: str | None = None
+    left_out: list[str] = field(default_factory=list)  # files of a folder that are neither photos nor videos
 
     @property
     def size(self) -> int:
@@ -247,13 +248,10 @@ def expand(raw_sources: Sequence[str]) -> Sources:
         p = Path(raw).expanduser()
         if p.is_dir():
             # hidden files too are left out: macOS writes ._IMG_0001.JPG resource forks next to photos
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file()
-                and not f.name.startswith(".")
-                and (f.suffix.lower() in IMAGE_SUFFIXES or is_video_name(f.name))
-            )
+            visible = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            wanted = [f.suffix.lower() in IMAGE_SUFFIXES or is_video_name(f.name) for f in visible]
+            found = [f for f, w in zip(visible, wanted, strict=True) if w]
+            out.left_out += [f.relative_to(p).as_posix() for f, w in zip(visible, wanted, strict=True) if not w]
             if not found:
                 raise CliError(
                     f"no photos or videos in {raw} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
@@ -416,6 +414,15 @@ def _submit(
         raise CliError("no photos to submit")
     # a wrong address or key fails here, in one request, before any photo is uploaded
     client.request("GET", "/v1/jobs", params={"limit": 1})
+    if sources.left_out and not args.json:
+        shown = ", ".join(sources.left_out[:5]) + (
+            f" and {len(sources.left_out) - 5} more" if len(sources.left_out) > 5 else ""
+        )
+        print(
+            f"left out {len(sources.left_out)} file(s) that are neither photos nor videos: {shown} "
+            "(name an archive to send it)",
+            file=sys.stderr,
+        )
     size = sources.size + sum(p.stat().st_size for p in styles)
     files = len(sources.photos) + len(sources.archives) + len(styles)
     bar = (

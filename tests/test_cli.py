@@ -60,10 +60,12 @@ def test_style_folder_wait_and_download(workers, api_server: ApiServer, tenant_k
     for i in range(3):
         (folder / f"p{i}.jpg").write_bytes(photo(i, (80, 60)))
     (folder / "broken.jpg").write_bytes(b"not a photo")
+    (folder / "notes.txt").write_text("shot list")  # not a photo: left out, and said so
     code, out, err = run(capsys, *login, "style", str(folder), "--builtin", "7", "--download", str(tmp_path / "out"))
     assert code == 1  # partial: one photo failed
     assert "broken.jpg: not a supported image" in out
     assert "upload 4 files" in err and "photo/s" in err  # the progress bars
+    assert "left out 1 file(s) that are neither photos nor videos: notes.txt" in err
     job_id = out.strip().splitlines()[-1].split()[0]
     files = sorted(p.name for p in (tmp_path / "out" / job_id).iterdir())
     assert [f for f in files if f.endswith(".png")] == [f"p{i}__{STYLE_7}.png" for i in range(3)]
