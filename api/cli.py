@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from api.cli_people import cmd_unassigned, faces_summary
 from api.client import ApiError, Client, ClientError, Unauthorized, Unreachable, check_url
 from workers.contract import ARCHIVE_SUFFIXES, is_video_name, parse_params, validation_messages
 
+UP_PID = "up.pid"  # in the stack's data folder while `nightshift up` runs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
 EXIT = {"succeeded": 0, "partial": 1, "failed": 2, "cancelled": 2}
 EXIT_USAGE = 2
@@ -621,6 +623,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = _stack_dir(args)
     _check_port(args.port)
     stack = LocalStack(data_dir, api_port=args.port).start()
+    pid_file = data_dir / UP_PID
+    pid_file.write_text(str(os.getpid()))  # `nightshift down` stops this process
     print(f"Nightshift is up: API {stack.url}  (API key in {data_dir / 'api-key'})")
     # the key goes to a terminal only: `nightshift up > log` must not write it into a log file
     if sys.stdout.isatty():
@@ -629,7 +633,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  web page: {stack.url}/ui  (paste the key from {data_dir / 'api-key'})")
     print(
         f"  S3 {stack.settings.s3.endpoint if stack.settings else ''}  bucket nightshift; logs in "
-        f"{data_dir / 'logs'}.  Ctrl-C stops everything."
+        f"{data_dir / 'logs'}.  Ctrl-C (or `nightshift down`) stops everything."
     )
     stop = {"now": False}
 
@@ -646,7 +650,45 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         print("stopping…")
         stack.stop()
+        pid_file.unlink(missing_ok=True)
     return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the stack a `nightshift up` runs from --data-dir (one in the background, or in another terminal)."""
+    from api.devstack.servers import wait_until
+
+    data_dir = _stack_dir(args)
+    try:
+        pid = int((data_dir / UP_PID).read_text())
+    except (FileNotFoundError, ValueError):
+        raise CliError(f"no `nightshift up` runs from {data_dir}") from None
+    if not _is_up(pid):
+        (data_dir / UP_PID).unlink(missing_ok=True)
+        raise CliError(f"no `nightshift up` runs from {data_dir} (the last one ended without cleaning up)")
+    os.kill(pid, signal.SIGTERM)
+    wait_until(
+        lambda: not _is_up(pid),
+        timeout=120,
+        error=lambda: CliError(f"the stack (process {pid}) is still stopping; see {data_dir / 'logs'}"),
+    )
+    print(f"stopped the stack of {data_dir}")
+    return 0
+
+
+def _is_up(pid: int) -> bool:
+    """Whether `pid` is a running `nightshift up` (a pid file may outlive its process, and pids are reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: trust the pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return b"up" in cmdline and any(b"nightshift" in part or b"api.cli" in part for part in cmdline)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -773,8 +815,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    up = command("up", cmd_up, "run the embedded stack (Redis, S3, workers, API) until Ctrl-C")
+    up = command("up", cmd_up, "run the embedded stack (Redis, S3, workers, API) until Ctrl-C or `nightshift down`")
     up.add_argument("--port", type=int, default=8787)
+    command("down", cmd_down, "stop the stack `nightshift up` runs (from --data-dir)")
     demo = command("demo", cmd_demo, "start the stack, stylize sample photos end to end, download the results")
     demo.add_argument("--port", type=int, default=8787)
     demo.add_argument("--out", default="nightshift-results")

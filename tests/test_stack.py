@@ -139,3 +139,23 @@ def test_a_killed_stack_leaves_no_server_running(tmp_path: Path) -> None:
         wait_until(lambda: not _alive(server), timeout=15)
     finally:
         parent.kill()
+
+
+def test_down_stops_a_stack_that_up_runs_in_the_background(tmp_path: Path, capsys) -> None:
+    data_dir, port = tmp_path / "stack", free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 200, timeout=120)
+        assert cli.main(["down", "--data-dir", str(data_dir)]) == 0
+        assert up.wait(30) == 0 and not (data_dir / "up.pid").exists()  # it stopped cleanly
+        assert _get(f"http://127.0.0.1:{port}/healthz") == 0
+        assert cli.main(["down", "--data-dir", str(data_dir)]) == 2
+        assert "no `nightshift up` runs from" in capsys.readouterr().err
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
