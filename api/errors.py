@@ -8,9 +8,10 @@ onto the same shape below. (The client's `api.client.ApiError` is the other end:
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -180,6 +181,23 @@ _WERKZEUG_CODES = {
 }
 
 
+# URLs whose id has a shape the converters refuse (api.JobId, ...): a mistyped id is "not found", not a
+# missing endpoint
+_ID_PATHS = (
+    (re.compile(r"^/v1/jobs/([^/]+)(/(cancel|results))?$"), "job", "j and 16 hex digits, as `nightshift jobs` lists"),
+    (re.compile(r"^/v1/faces/([^/]+)/person$"), "face", "<job>:<item>:<face>, as a person's page lists"),
+    (re.compile(r"^/v1/people/([^/]+)$"), "person", "p and 12 hex digits, as `nightshift people` lists"),
+)
+
+
+def _unmatched(path: str) -> str:
+    for pattern, what, shape in _ID_PATHS:
+        m = pattern.match(path)
+        if m:
+            return f"{what} {m.group(1)!r} not found ({what} ids look like {shape})"
+    return "no such endpoint; see /openapi.json"
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HttpError, answer)
 
@@ -210,7 +228,10 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             message = "request too large: upload big archives with POST /v1/uploads (presigned PUT) instead"
         if status == 404 and message and message.startswith("The requested URL"):
-            message = "no such endpoint; see /openapi.json"
+            message = _unmatched(request.path)
+        if status == 405 and exc.get_headers():
+            allowed = dict(exc.get_headers()).get("Allow", "")
+            message = f"{request.method} is not allowed on {request.path}; it takes {allowed}"
         resp, status = error_response(status, _WERKZEUG_CODES.get(status, "http_error"), message)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":  # keep e.g. Allow on 405, drop werkzeug's HTML type

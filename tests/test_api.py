@@ -251,3 +251,17 @@ def test_openapi_document(http, api_server: ApiServer) -> None:
     ]
     assert answers and all(a["content"]["application/json"]["schema"] == error for _, a in answers)
     assert {"400", "401", "413", "415", "422", "429"} <= set(jobs["post"]["responses"])
+
+
+def test_a_mistyped_id_is_not_found_and_a_wrong_method_says_which_fit(http) -> None:
+    for path, what in (("/v1/jobs/jnope", "job 'jnope'"), ("/v1/jobs/jnope/results", "job 'jnope'")):
+        resp = http.get(path)
+        assert resp.status_code == 404 and _error(resp)["message"].startswith(f"{what} not found (job ids look like")
+    resp = http.post("/v1/faces/nope/person", json={"person": None})
+    assert resp.status_code == 404 and _error(resp)["message"].startswith("face 'nope' not found")
+    assert "no such endpoint" in _error(http.get("/v1/nothing-here"))["message"]
+    resp = http.delete("/v1/jobs/j0123456789abcdef")
+    assert (
+        resp.status_code == 405
+        and "DELETE is not allowed on /v1/jobs/j0123456789abcdef; it takes GET" in (_error(resp)["message"])
+    )
