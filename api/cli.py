@@ -29,9 +29,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from tqdm import tqdm
 
-from api.cli_common import CliError, video_tracks
+from api.cli_common import CliError, progress, video_tracks
 from api.cli_people import add_parsers as add_library_parsers
 from api.cli_people import cmd_unassigned, faces_summary
 from api.client import ApiError, Client, ClientError, Unauthorized, Unreachable, check_url
@@ -301,7 +300,7 @@ def check_params(kind: str, params: dict[str, Any], styles: int = 0) -> None:
 def follow(client: Client, job_id: str, quiet: bool = False) -> dict[str, Any]:
     """Wait for a job with a live progress bar (items, throughput, ETA, failures)."""
     client.job(job_id)  # a wrong id, address or key is said in one line, without a bar drawn first
-    bar = None if quiet else tqdm(total=0, unit="photo", desc=job_id, dynamic_ncols=True)
+    bar = None if quiet else progress(0, "photo", job_id)
 
     def update(job: dict[str, Any]) -> None:
         if bar is None:
@@ -325,7 +324,7 @@ def follow(client: Client, job_id: str, quiet: bool = False) -> dict[str, Any]:
 def download(client: Client, job_id: str, folder: Path, quiet: bool = False) -> list[Path]:
     """Every output and job file of a job into `folder` (which the caller names after the job)."""
     plan = client.download_plan(job_id, folder)  # refuses before writing anything if a file is in the way
-    bar = None if quiet else tqdm(total=len(plan), unit="file", desc="download", dynamic_ncols=True)
+    bar = None if quiet else progress(len(plan), "file", "download")
     try:
         return client.download_results(job_id, folder, on_file=(lambda _p: bar.update(1)) if bar else None)
     finally:
@@ -427,11 +426,7 @@ def _submit(
         )
     size = sources.size + sum(p.stat().st_size for p in styles)
     files = len(sources.photos) + len(sources.archives) + len(styles)
-    bar = (
-        None
-        if args.json or not files
-        else tqdm(total=size, unit="B", unit_scale=True, desc=f"upload {files} files", dynamic_ncols=True)
-    )
+    bar = None if args.json or not files else progress(size, "B", f"upload {files} files", unit_scale=True)
     args.on_interrupt = "interrupted before the API confirmed the job: if it was created, `nightshift jobs` lists it"
     try:
         job = client.submit(

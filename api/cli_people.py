@@ -9,9 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from api.cli_common import CliError, Out, video_tracks
+from api.cli_common import CliError, Out, progress, video_tracks
 from api.client import Client
 
 
@@ -157,7 +155,7 @@ def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
     if args.download:
         folder = Path(args.download) / (p["name"] or p["id"])
         folder.mkdir(parents=True, exist_ok=True)
-        bar = None if args.json else tqdm(total=len(photos), unit="photo", desc="download", dynamic_ncols=True)
+        bar = None if args.json else progress(len(photos), "photo", "download")
         written = 0
         for photo in photos:
             target = folder / Path(photo["key"]).name

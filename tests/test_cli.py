@@ -332,6 +332,7 @@ def test_every_subcommand_against_a_stopped_stack(
     monkeypatch.setenv("NIGHTSHIFT_REDIS_URL", f"redis://127.0.0.1:{dead}/0")
     commands = {
         "up": ["up", "--port", str(busy_port)],
+        "down": ["down"],
         "demo": ["demo", "--port", str(busy_port), "--out", str(tmp_path / "demo")],
         "style": ["style", "a.jpg", "--builtin", "7"],
         "faces": ["faces", "a.jpg", "--wait"],
