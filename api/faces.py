@@ -54,10 +54,11 @@ class IdentifyForm(BaseModel):
     photo: bytes
 
 
-def json_body(model: type[BaseModel]) -> Any:
+def json_body(model: type[BaseModel], files: str) -> Any:
+    """The JSON body as `model`; a missing or non-object body is a 400 that names both ways to ask."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise BadJson("the body must be a JSON object")
+        raise BadJson(f"send a JSON object ({', '.join(model.model_fields)}), or {files} as multipart/form-data")
     return model.model_validate(body)
 
 
@@ -131,7 +132,7 @@ def verify() -> Response:
         _require_photos("a", "b")
         refs = [_upload_photo(t, "a"), _upload_photo(t, "b")]
     else:
-        req = json_body(VerifyRequest)
+        req = json_body(VerifyRequest, "photos a and b")
         refs, threshold = [_ref(t, req.a, "a"), _ref(t, req.b, "b")], req.threshold
     try:
         answer = ask(TaskName.VERIFY, t, refs[0], refs[1], threshold)
@@ -170,7 +171,7 @@ def search() -> Response:
         _require_photos("photo")
         ref = _upload_photo(t, "photo")  # stored last: a refused request leaves nothing under tmp/
     else:
-        req = json_body(SearchRequest)
+        req = json_body(SearchRequest, "the field photo")
         ref, k, jobs = _ref(t, {"face": req.face, "key": req.key}, "query"), req.k, req.jobs
         for job_id in jobs or ():
             _faces_job(t, job_id)

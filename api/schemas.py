@@ -117,7 +117,10 @@ def validation_failed(exc: ValidationError) -> NoReturn:
     details = validation_details(exc)
     name = str(details[0]["field"])
     what, expected = name if model.where == "header" else f"{model.where} '{name}'", _expected(model, name)
-    message = f"{what} {expected}" if expected else f"{what}: {details[0]['message']}"
+    if expected and exc.errors()[0]["type"].endswith("_parsing"):  # "abc" for a number: say what it must be
+        message = f"{what}: {details[0]['message'].rstrip('.').lower()}; it {expected}"
+    else:
+        message = f"{what} {expected}" if expected else f"{what}: {details[0]['message']}"
     raise BadRequest(message, details) from None
 
 

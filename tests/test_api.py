@@ -171,6 +171,8 @@ def test_cancel_and_list_filters(http) -> None:
     assert resp.status_code == 400
     resp = http.get("/v1/jobs?limit=0")
     assert resp.status_code == 400 and "between 1 and 500" in _error(resp)["message"]
+    message = _error(http.get("/v1/jobs?limit=abc"))["message"]
+    assert "should be a valid integer" in message and message.endswith("it must be between 1 and 500")
     assert http.get("/v1/jobs/nope").status_code == 404
     assert http.get("/v1/nothing-here").status_code == 404
 
@@ -265,3 +267,9 @@ def test_a_mistyped_id_is_not_found_and_a_wrong_method_says_which_fit(http) -> N
         resp.status_code == 405
         and "DELETE is not allowed on /v1/jobs/j0123456789abcdef; it takes GET" in (_error(resp)["message"])
     )
+
+
+def test_a_question_without_a_body_says_both_ways_to_ask(http) -> None:
+    resp = http.post("/v1/faces/verify")
+    assert resp.status_code == 400 and _error(resp)["code"] == "bad_json"
+    assert "send a JSON object (a, b, threshold), or photos a and b as multipart/form-data" in _error(resp)["message"]
