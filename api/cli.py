@@ -557,7 +557,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for m in res.get("matches", []):
         who = m.get("name") or (f"{m['person']} (unnamed)" if m.get("person") else "nobody yet")
         same = "same person" if m.get("same_person") else "different"
-        lines.append(f"{m['distance']:.3f}  {same:<11}  {who}  {m['photo']}  face {m['face']}")
+        lines.append(f"{m['distance']:.3f}  {same:<11}  {who}  {m.get('photo_name') or m['photo']}  face {m['face']}")
     _print(args, "\n".join(lines) or "no matches", res)
     return 0
 

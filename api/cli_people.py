@@ -146,7 +146,7 @@ def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
     photos = list(client.person_photos(p["id"]))
     for photo in photos:
         faces = ", ".join(f["face"] for f in photo["faces"])
-        lines.append(f"  {_when(photo.get('taken'))}  {photo['key']}  face {faces}")
+        lines.append(f"  {_when(photo.get('taken'))}  {photo.get('name') or photo['key']}  face {faces}")
     for video in page.get("videos", []):
         ranges = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in video["ranges"])
         lines.append(f"  video {video['name']}: on screen {ranges}")
@@ -158,9 +158,10 @@ def _show(args: argparse.Namespace, client: Client, out: Out) -> int:
         bar = None if args.json else progress(len(photos), "photo", "download")
         written = 0
         for photo in photos:
-            target = folder / Path(photo["key"]).name
+            name = Path(photo.get("name") or photo["key"]).name  # the name the user gave the photo, when known
+            target = folder / name
             if target.exists():
-                target = folder / f"{photo['photo'][:8]}-{Path(photo['key']).name}"
+                target = folder / f"{photo['photo'][:8]}-{name}"
             if not target.exists():
                 client.download(photo["url"], target)
                 written += 1
@@ -177,7 +178,9 @@ def cmd_unassigned(args: argparse.Namespace, client: Client, out: Out) -> int:
     faces = list(client.unassigned())
     lines = [f"{len(faces)} faces belong to nobody yet (assign one: nightshift assign FACE PERSON)"]
     lines += [
-        f"  {f['face']}  {f['photo_key']}" + (f"  (not {', '.join(f['not'])})" if f.get("not") else "") for f in faces
+        f"  {f['face']}  {f.get('photo_name') or f['photo_key']}"
+        + (f"  (not {', '.join(f['not'])})" if f.get("not") else "")
+        for f in faces
     ]
     out(args, "\n".join(lines), faces)
     return 0

@@ -114,6 +114,7 @@ def face_view(m: Member) -> dict[str, Any]:
         "confirmed": m.confirmed,
         "photo": m.photo,
         "photo_key": m.photo_key,
+        "photo_name": m.name,
         "taken": m.taken,
         "thumbnail_url": str(svc().store.presigned_get(keys.tenant_key(tenant(), m.thumb))) if m.thumb else None,
     }
@@ -226,7 +227,7 @@ def get_person(path: PersonPath, query: PageQuery) -> Response:
     for m in lib.members(person.members).faces:
         if m.photo not in index:
             index[m.photo] = len(photos)
-            photos.append({"photo": m.photo, "key": m.photo_key, "taken": m.taken, "faces": []})
+            photos.append({"photo": m.photo, "key": m.photo_key, "name": m.name, "taken": m.taken, "faces": []})
         photos[index[m.photo]]["faces"].append(face_view(m))
     page = photos[offset : offset + limit]
     for p in page:

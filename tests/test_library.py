@@ -232,6 +232,10 @@ def test_the_cli_works_the_library(env: LibEnv, tmp_path: Path, capsys) -> None:
     assert cli.main([*base, "people", "show", person, "--download", str(tmp_path / "dl")]) == 0
     shown = capsys.readouterr().out
     assert "Ada Lovelace" in shown and len(list((tmp_path / "dl" / "Ada Lovelace").iterdir())) >= 3
+    assert {"cli-43-0.png", "cli-43-1.png", "cli-43-2.png"} <= {
+        p.name for p in (tmp_path / "dl" / "Ada Lovelace").iterdir()
+    }
+    assert "  cli-43-0.png  face j" in shown  # the photo's own name, not where the store keeps it
     face_ids = [line.rsplit("face ", 1)[1] for line in shown.splitlines() if line.startswith("  ") and "face j" in line]
     assert len(face_ids) >= 3 and "nightshift assign FACE none" in shown  # what "not them" needs is on screen
     assert cli.main([*base, "search", str(tmp_path / "cli-43-0.png")]) == 0

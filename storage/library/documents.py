@@ -28,9 +28,10 @@ class SegmentFace(BaseModel):
     taken: float | None = None  # EXIF date taken, epoch seconds
     width: int = 0
     height: int = 0
+    name: str | None = None  # the photo's name in its job: the path under the folder the user gave
 
 
-_COLUMNS = ("face", "item", "photo", "photo_key", "thumb", "box", "score", "taken", "width", "height")
+_COLUMNS = ("face", "item", "photo", "photo_key", "thumb", "box", "score", "taken", "width", "height", "name")
 
 
 class FaceRows(Sequence[SegmentFace]):
@@ -66,6 +67,7 @@ class FaceRows(Sequence[SegmentFace]):
             taken=c["taken"][row],
             width=c["width"][row],
             height=c["height"][row],
+            name=c["name"][row] if "name" in c else None,  # segments written before names were kept lack it
         )
 
     def column(self, name: str) -> list[Any]:
@@ -145,6 +147,7 @@ class Member(BaseModel):
     score: float
     taken: float | None = None
     confirmed: bool = False
+    name: str | None = None  # the photo's name in the job that brought it
 
     @classmethod
     def of(cls, segment: str, row: int, face: SegmentFace, confirmed: bool = False) -> Member:
@@ -152,7 +155,7 @@ class Member(BaseModel):
 
 
 # what a member shows of its segment face
-_SHOWN = ("face", "photo", "photo_key", "thumb", "box", "score", "taken")
+_SHOWN = ("face", "photo", "photo_key", "thumb", "box", "score", "taken", "name")
 
 
 class MembersDoc(BaseModel):

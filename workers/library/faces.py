@@ -95,6 +95,7 @@ class LibraryFaces:
                     "job": face.job,
                     "item": face.item,
                     "photo": face.photo_key,
+                    "photo_name": face.name,
                     "box": list(face.box),
                     "thumb": face.thumb,
                     "person": person,

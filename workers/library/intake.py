@@ -107,6 +107,7 @@ def job_segments(
                     taken=item.info.get("taken"),
                     width=row["photo_width"],
                     height=row["photo_height"],
+                    name=item.name,
                 )
             )
             vectors.append(matrix[int(row["embedding_row"])])
