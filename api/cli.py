@@ -564,10 +564,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_styles(args: argparse.Namespace) -> int:
     styles = _client(args).styles()
-    lines = [
-        f"{s['index']:>3}  {s['name']:<28} {s.get('thumbnail_url') or '(preview not rendered yet)'}" for s in styles
-    ]
-    _print(args, "\n".join(lines), styles)
+    lines = [f"{s['index']:>3}  {s['name']:<28} {'' if s.get('thumbnail_url') else '(no preview yet)'}" for s in styles]
+    if any(s.get("thumbnail_url") for s in styles):
+        lines.append("previews: the web page's style picker, or their links in nightshift styles --json")
+    _print(args, "\n".join(line.rstrip() for line in lines), styles)
     return 0
 
 

@@ -53,8 +53,9 @@ def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
         people = list(client.people("all" if args.all else "visible"))
         lib = client.library()
         stats = lib.get("stats", {})
+        hidden = "" if args.all or not stats.get("hidden") else f", {stats['hidden']} hidden (--all lists them)"
         header = (
-            f"{stats.get('people', 0)} people ({stats.get('named', 0)} named), {stats.get('faces', 0)} faces, "
+            f"{stats.get('people', 0)} people ({stats.get('named', 0)} named{hidden}), {stats.get('faces', 0)} faces, "
             f"{stats.get('unassigned', 0)} unassigned"
         )
         out(args, "\n".join([header, *(person_line(p) for p in people)]), {"library": lib, "people": people})

@@ -121,3 +121,6 @@ def test_styles_have_names_and_previews_rendered_by_a_style_worker(workers, clie
     )
     listed = json.loads(capsys.readouterr().out)
     assert listed[7]["index"] == 7 and listed[7]["name"] == BUILTIN_STYLE_NAMES[7]
+    assert main(["styles", "--url", client.url, "--api-key", client.session.headers["Authorization"][7:]]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[7].split(None, 1) == ["7", BUILTIN_STYLE_NAMES[7]] and max(len(line) for line in table) < 100
