@@ -68,6 +68,7 @@ class StyleMediaHandler(StyleHandler):
                             size=self.params.size,
                             threads=w.threads,
                             progress=watch,
+                            protect=[self._protection(v) for v in variants],
                         )
             except VideoError as exc:
                 return ItemResult.failed_by(item.index, exc)
@@ -91,6 +92,8 @@ class StyleMediaHandler(StyleHandler):
             "last_pts": done.last_pts,
             "cuts": len(done.cuts),
             "temporal": done.strengths,
+            "faces_protected": done.faces,
+            "face_frames": done.face_frames,
             "seconds": done.seconds,
         }
         return ItemResult(item.index, ItemState.DONE, outputs, info=info)
