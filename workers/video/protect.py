@@ -4,9 +4,9 @@ Faces are detected with the photo path's detector (`find_faces`: dlib HOG at the
 *key frames*: the first frame of every shot and then one frame every `period_s` on a grid of the video's own
 clock (so two segments that overlap pick the same key frames). Between key frames each face's box is
 interpolated, so the protected ellipse glides with the face instead of jumping with the detector's 8-px
-window steps. Detections of consecutive key frames are linked by overlap with where each track's face is heading
-into tracks (a track may miss one key frame and go on); where a track starts or ends its weight fades in or out over one key-frame interval
-instead of popping. Nothing is carried across a scene cut.
+window steps. Detections of consecutive key frames are linked into tracks by their overlap with where each
+track's face is heading (a track may miss one key frame and go on); where a track starts or ends, its weight
+fades in or out over one key-frame interval instead of popping. Nothing is carried across a scene cut.
 
 The blend itself is applied after the temporal filter, to the filtered frame, with the *input* frame: the
 input is steady, the filtered output is steady, and a mask that moves smoothly keeps their mix steady too.
