@@ -418,26 +418,52 @@ def job_results(path: JobPath, query: ResultsQuery) -> Response:
                 "attempts": it.attempts,
                 "info": it.info,
                 "input": _output_entry(t, it.key, it.name) if it.key else None,
-                "outputs": [_output_entry(t, k, keys.output_name(it.name, k)) for k in it.outputs],
+                "outputs": [_output_entry(t, k, keys.output_name(_output_stem(it), k)) for k in it.outputs],
             }
         )
     artifacts = []
+    videos = []
     if job.state in FINISHED_STATES:
         artifacts.append(_output_entry(t, keys.manifest(t, job_id)))
         for rel in job.extra.get("artifacts", []):
             artifacts.append(_output_entry(t, keys.tenant_key(t, rel)))
+        videos = [_video_links(t, v) for v in job.extra.get("videos", []) if isinstance(v, dict)]
     # the page refreshes links before they expire (they are presigned for this long)
     return jsonify(
         {
             "job": job.to_public(),
             "items": out,
             "artifacts": artifacts,
+            "videos": videos,
             "offset": offset,
             "limit": limit,
             "next_offset": end if end < job.total else None,
             "urls_expire_in_s": svc().settings.s3.presign_expiry_s,
         }
     )
+
+
+def _output_stem(item: Item) -> str:
+    """What an item's outputs are named after: its name, or for a segment of a video the video's name
+    (``clip.mp4 [1/3]`` has the joined ``clip__<variant>.mp4``)."""
+    return keys.video_name(item.name) if keys.is_video_segment(item.key) else item.name
+
+
+def _video_links(t: str, video: dict[str, Any]) -> dict[str, Any]:
+    """Links for a style job's video on the job page (the original beside each stylized version). Not files to
+    download: the outputs are their items' outputs already, and the original is the user's own file."""
+    name = str(video.get("name", ""))
+    source = video.get("source")
+    return {
+        "video": video.get("video"),
+        "name": name,
+        "source": _output_entry(t, keys.tenant_key(t, source), name) if source else None,
+        "outputs": [
+            {"variant": o.get("variant"), **_output_entry(t, keys.tenant_key(t, o["key"]))}
+            for o in video.get("outputs") or []
+            if isinstance(o, dict) and o.get("key")
+        ],
+    }
 
 
 def _items_page(t: str, job_id: str, offset: int, limit: int) -> tuple[Job, list[Item]]:

@@ -273,6 +273,16 @@ def is_video_segment(key: str) -> bool:
     return "/videos/" in key and key.rsplit("/", 1)[-1].startswith("segment-") and key.endswith(".json")
 
 
+def segment_label(name: str, segment: int, segments: int) -> str:
+    """The item name of one segment of video `name`: ``clip.mp4 [2/7]`` (the name alone for one segment)."""
+    return name if segments == 1 else f"{name} [{segment + 1}/{segments}]"
+
+
+def video_name(label: str) -> str:
+    """The video's own name in a segment item's name (`segment_label` undone): what its outputs are named after."""
+    return re.sub(r" \[\d+/\d+\]$", "", label) or label
+
+
 def video_output(tenant: str, job_id: str, video: int, name: str) -> str:
     """A job-level output of one video (the joined, stylized video; a tracks table)."""
     return video_root(tenant, job_id, video) + safe_name(name)

@@ -570,6 +570,12 @@ class RecordStore(Coordination):
         with unavailable_on_error():
             return int(self._finish_item(keys=keys, args=args))
 
+    def set_item_outputs(self, job_id: str, index: int, outputs: Sequence[str]) -> None:
+        """Replace a final item's outputs: a video's first item gets the joined video once its segments are
+        joined (its segments' own files are parts, never results)."""
+        with unavailable_on_error():
+            self._r.hset(self.keys.item(job_id, index), "outputs", json.dumps(list(outputs)))
+
     # -- progress in units finer than items (frames of a video segment) ------------------
     def set_progress(self, job_id: str, index: int, done: int, total: int) -> None:
         """How far item `index` is, in its own units (a rewrite, so a redelivered item never counts twice)."""

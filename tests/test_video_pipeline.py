@@ -70,6 +70,11 @@ def decoded(path: Path) -> tuple[list[int], list[np.ndarray], int]:
         return [f.pts for f in frames], [f.to_ndarray(format="rgb24") for f in frames], int(frames[0].rotation or 0)
 
 
+def joined_outputs(stack: Stack, job_id: str) -> dict[str, str]:
+    """Every output the job's items list (for a video: the joined video per variant), key -> URL."""
+    return {o["key"]: o["url"] for it in stack.client.results(job_id) for o in it["outputs"]}
+
+
 def audio_packets(path: Path) -> list[bytes]:
     with av.open(str(path)) as c:
         return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
@@ -99,9 +104,8 @@ def test_video_is_stylized_in_segments_joined_with_its_audio_and_bad_videos_fail
 
     [video] = final["summary"]["videos"]
     assert video["frames"] == 75 and video["segments"] == 3 and video["error"] is None
-    urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+    urls = joined_outputs(stack, job["id"])
     out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
-    assert video["source"] in urls  # the web page plays the original beside it
     pts, frames, rotation = decoded(out)
     src_pts, src_frames, src_rotation = decoded(good)
     assert pts == src_pts  # every frame once, at its own time: no segment lost or doubled
@@ -120,7 +124,7 @@ def test_h265_output_is_tagged_hvc1(stack: Stack, style_worker: WorkerProcess, t
     final = stack.client.wait(job["id"], timeout=180)
     assert final["state"] == "succeeded", final
     [video] = final["summary"]["videos"]
-    urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+    urls = joined_outputs(stack, job["id"])
     out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
     with av.open(str(out)) as c:
         s = c.streams.video[0]
@@ -159,13 +163,104 @@ def test_a_worker_killed_mid_segment_loses_and_doubles_no_segment(
     assert len(items) == 3 and sorted(it["info"]["segment"] for it in items) == list(range(3))
     assert max(it["attempts"] for it in items) == 2  # the killed segment ran again, once
     outs = [o["key"] for it in items for o in it["outputs"]]
-    assert len(outs) == len(set(outs)) == 3
+    assert len(outs) == 1  # the joined video, once
     [video] = final["summary"]["videos"]
-    urls = {a["key"]: a["url"] for a in stack.client.artifacts(job["id"])}
+    urls = joined_outputs(stack, job["id"])
     out = stack.client.download(urls[video["outputs"][0]["key"]], tmp_path / "out.mp4")
     pts, _, _ = decoded(out)
     assert pts == decoded(tmp_path / "long.mp4")[0]
     assert worker.alive() and worker.children() and worker.children() != children
+
+
+SLUGS = ("builtin-b7-s1.0-none-x1.0", "builtin-b3-s1.0-none-x1.0")
+
+
+@pytest.fixture(scope="module")
+def face_jobs(stack: Stack, style_worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A video of a face and the same frame as a photo in one job, in two styles that paint faces over
+    (default protection); and the video alone with `protect_faces: 0`."""
+    from PIL import Image
+    from skimage import data
+
+    tmp = tmp_path_factory.mktemp("face-jobs")
+    src_path = write_clip(tmp / "clip.mp4", pan(50, 2, (320, 240), picture=data.astronaut()), FPS, audio_seconds=2.0)
+    _, src, _ = decoded(src_path)
+    t = 30  # in the second segment
+    Image.fromarray(src[t]).save(tmp / "frame.png")
+    rels = [stack.put("pf/clip.mp4", src_path)]
+    upload_file(stack.store, keys.tenant_key(TENANT, "pf/frame.png"), tmp / "frame.png", "image/png")
+    rels.append("pf/frame.png")
+    job = stack.client.submit("style", params={"method": "builtin", "builtin": [7, 3]}, inputs={"keys": rels})
+    bare = stack.client.submit("style", params={**BUILTIN, "protect_faces": 0}, inputs={"keys": rels[:1]})
+    final = stack.client.wait(job["id"], timeout=300)
+    assert final["state"] == "succeeded", final
+    assert stack.client.wait(bare["id"], timeout=300)["state"] == "succeeded"
+    return {"job": final, "bare": stack.client.job(bare["id"]), "src": src, "t": t, "tmp": tmp}
+
+
+def test_results_list_the_joined_video_per_variant_and_a_download_gets_just_those(
+    stack: Stack, face_jobs: dict[str, Any]
+) -> None:
+    """The item's outputs are the joined videos (with audio), one per variant, named after the video; a
+    download of everything listed is those videos, the photo's outputs and the job files: no segment file,
+    no copy of the user's input."""
+    job, tmp = face_jobs["job"], face_jobs["tmp"]
+    items = list(stack.client.results(job["id"]))
+    segments = [it for it in items if it["name"].startswith("pf/clip.mp4 [")]
+    [photo] = [it for it in items if it["name"] == "pf/frame.png"]
+    assert [it["name"] for it in segments] == ["pf/clip.mp4 [1/2]", "pf/clip.mp4 [2/2]"]
+    [video] = job["summary"]["videos"]
+    joined = {o["key"] for o in video["outputs"]}
+    assert len(joined) == 2 and all(k.endswith(".mp4") and ".seg" not in k for k in joined)
+    assert {o["key"] for o in segments[0]["outputs"]} == joined and segments[1]["outputs"] == []
+    assert {o["name"] for o in segments[0]["outputs"]} == {f"pf/clip__{slug}.mp4" for slug in SLUGS}
+    artifacts = {a["name"] for a in stack.client.artifacts(job["id"])}
+    assert artifacts == {"manifest.json", "contact-sheet.jpg"}  # the original is not offered back
+    got = stack.client.download_results(job["id"], tmp / "dl")
+    files = {p.relative_to(tmp / "dl").as_posix() for p in got}
+    assert files == {o["name"] for o in segments[0]["outputs"]} | {o["name"] for o in photo["outputs"]} | artifacts
+    for slug in SLUGS:
+        out = tmp / "dl" / "pf" / f"clip__{slug}.mp4"
+        assert len(decoded(out)[0]) == 50 and audio_packets(out)  # the whole video, with its audio
+    page = stack.client.results_page(job["id"])  # the job page's links: the original beside each output
+    [links] = page["videos"]
+    assert links["source"]["key"] == "pf/clip.mp4" and {o["key"] for o in links["outputs"]} == joined
+
+
+def test_faces_in_a_video_are_protected_as_in_the_same_frame_as_a_photo(
+    stack: Stack, face_jobs: dict[str, Any]
+) -> None:
+    from PIL import Image
+
+    from workers.style.faces import find_faces
+
+    job, bare, src, t, tmp = (face_jobs[k] for k in ("job", "bare", "src", "t", "tmp"))
+    items = {it["name"]: it for it in stack.client.results(job["id"])}
+    segments = [items["pf/clip.mp4 [1/2]"], items["pf/clip.mp4 [2/2]"]]
+    assert all(it["info"]["faces_protected"] == 1 and it["info"]["face_frames"] == 25 for it in segments)
+    assert items["pf/frame.png"]["info"]["faces_protected"] == 1
+    bare_items = list(stack.client.results(bare["id"]))
+    assert all(it["info"]["faces_protected"] == 0 for it in bare_items)
+    [box] = find_faces(Image.fromarray(src[t]))
+    x1, y1, x2, y2 = (round(v) for v in box)
+    face = (slice(y1, y2), slice(x1, x2))
+    original = src[t][face].astype(float)
+    outputs = {o["name"]: o["url"] for it in items.values() for o in it["outputs"]}
+    [bare_url] = joined_outputs(stack, bare["id"]).values()
+    _, painted, _ = decoded(stack.client.download(bare_url, tmp / "bare.mp4"))
+    for slug in SLUGS:
+        _, frames, _ = decoded(stack.client.download(outputs[f"pf/clip__{slug}.mp4"], tmp / f"{slug}.mp4"))
+        still_path = stack.client.download(outputs[f"pf/frame__{slug}.png"], tmp / f"{slug}.png")
+        still = np.asarray(Image.open(still_path).convert("RGB")).astype(float)
+        video_face = frames[t][face].astype(float)
+        to_source, photo_to_source = np.abs(video_face - original).mean(), np.abs(still[face] - original).mean()
+        assert to_source < 1.3 * photo_to_source + 3, (slug, to_source, photo_to_source)  # as a photo keeps it
+        assert np.abs(video_face - still[face]).mean() < 10, slug
+        background = np.abs(frames[t][:60, :40].astype(float) - src[t][:60, :40]).mean()
+        assert background > 20, (slug, background)  # the rest is stylized
+        if slug.startswith("builtin-b7"):  # the same style without protection paints the face over
+            painted_to_source = np.abs(painted[t][face].astype(float) - original).mean()
+            assert painted_to_source > 1.8 * to_source, (painted_to_source, to_source)
 
 
 def face_clip(path: Path) -> Path:

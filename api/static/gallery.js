@@ -128,7 +128,7 @@ export async function renderGallery(box, job) {
   const grid = h("div", { class: "gallery", id: "gallery" });
   const note = h("div");
   const more = h("div", { class: "more" });
-  const videos = videoSection(job, first.artifacts);
+  const videos = videoSection(job, first);
   const photos = first.items.some((it) => !isVideoPart(it)) || first.next_offset;
   replace(box, videos,
     photos || !videos ? h("section", { class: "panel" }, h("h2", { text: "Before / after" }), downloads(first.artifacts),

@@ -1,12 +1,14 @@
 // Videos of a style job: each stylized video plays beside its original, the two players kept in step.
 import { externalLink, h } from "./dom.js";
 
-// A segment item's outputs are parts of a video (joined in the job's summary.videos), not pictures.
-export const isVideoPart = (item) => item.outputs.length > 0 && item.outputs.every((o) => /\.seg\d+\.mp4$/.test(o.name));
+// A segment item of a video (its input is the segment's spec): the video is shown whole, in the Videos
+// section, never as pictures; its first item's outputs are the joined videos.
+export const isVideoPart = (item) => Boolean(item.input && /\/videos\/\d+\/segment-\d+\.json$/.test(item.input.key));
 
-function player(url, caption, cls) {
+function player(url, caption, cls, download = true) {
   const video = h("video", { src: url, controls: true, preload: "metadata", playsinline: true, class: cls });
-  return [video, h("figure", { class: cls }, video, h("figcaption", {}, caption, " · ", externalLink(url, "download")))];
+  return [video, h("figure", { class: cls }, video,
+    h("figcaption", {}, caption, download ? [" · ", externalLink(url, "download")] : null))];
 }
 
 // Play, pause and seek one player and the others follow (an event we caused ourselves is not echoed back).
@@ -27,16 +29,18 @@ function inStep(players) {
   }
 }
 
-function videoCard(video, urls) {
+// `links`: the results page's entry for this video (presigned URLs of the original and the outputs).
+function videoCard(video, links) {
   const head = h("header", {}, h("span", { class: "mono", text: video.name }),
     h("span", { class: "muted small", text: `${video.frames} frames · ${video.segments} segment${video.segments === 1 ? "" : "s"}`
       + (video.audio ? ` · audio ${video.audio} kept` : " · no audio") }));
   if (video.error) return h("article", { class: "pair video-pair" }, head, h("p", { class: "bad", text: video.error }));
   const players = [];
   const figures = [];
-  const original = urls.get(video.source);
+  const urls = new Map((links ? links.outputs : []).map((o) => [o.key, o.url]));
+  const original = links && links.source ? links.source.url : null;
   if (original) {
-    const [v, fig] = player(original, "original", "original");
+    const [v, fig] = player(original, "original", "original", false); // the user's own file: nothing to download
     players.push(v);
     figures.push(fig);
   }
@@ -52,12 +56,12 @@ function videoCard(video, urls) {
   return h("article", { class: "pair video-pair", dataset: { video: video.video } }, head, h("div", { class: "pair-row" }, figures));
 }
 
-export function videoSection(job, artifacts) {
+export function videoSection(job, page) {
   const videos = (job.summary && job.summary.videos) || [];
   if (!videos.length) return null;
-  const urls = new Map(artifacts.map((a) => [a.key, a.url]));
+  const links = new Map((page.videos || []).map((v) => [v.video, v]));
   return h("section", { class: "panel", id: "videos" }, h("h2", { text: "Videos" }),
-    h("div", { class: "gallery" }, videos.map((v) => videoCard(v, urls))));
+    h("div", { class: "gallery" }, videos.map((v) => videoCard(v, links.get(v.video)))));
 }
 
 // A person's videos: each with its best frame and the times they are on screen; a time opens the video there.

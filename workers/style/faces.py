@@ -66,8 +66,15 @@ def _ellipse(box: Box) -> Box:
     return (x1 - MARGIN * w, y1 - 1.4 * MARGIN * h, x2 + MARGIN * w, y2 + MARGIN * h)
 
 
-def protect_faces(stylized: Image.Image, photo: Image.Image, boxes: Sequence[Box], amount: float) -> Image.Image:
+def protect_faces(
+    stylized: Image.Image,
+    photo: Image.Image,
+    boxes: Sequence[Box],
+    amount: float,
+    weights: Sequence[float] | None = None,
+) -> Image.Image:
     """`stylized` with `amount` (0-1) of `photo` back inside each face; `boxes` are in `photo` coordinates.
+    `weights` (0-1, one per box) scale the amount per face (video fades a face's protection in and out).
 
     Only the region around the faces is touched (masks of a whole 12 MP photo would cost more than the faces).
     """
@@ -85,8 +92,8 @@ def protect_faces(stylized: Image.Image, photo: Image.Image, boxes: Sequence[Box
         return stylized
     mask = Image.new("L", (right - left, bottom - top), 0)
     draw = ImageDraw.Draw(mask)
-    for x1, y1, x2, y2 in ellipses:
-        draw.ellipse((x1 - left, y1 - top, x2 - left, y2 - top), fill=round(255 * min(amount, 1.0)))
+    for (x1, y1, x2, y2), weight in zip(ellipses, weights or [1.0] * len(ellipses), strict=True):
+        draw.ellipse((x1 - left, y1 - top, x2 - left, y2 - top), fill=round(255 * min(amount * weight, 1.0)))
     if radius >= 1:
         mask = mask.filter(ImageFilter.GaussianBlur(radius))
     region = (round(left / sx), round(top / sy), round(right / sx), round(bottom / sy))

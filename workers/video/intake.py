@@ -66,7 +66,7 @@ def take_video(ctx: WorkerContext, job: Job, name: str, key: str, first: int) ->
     for spec in plan.segments:
         spec_key = keys.video_segment(job.tenant, job.id, first, spec.segment)
         ctx.store.put_bytes(spec_key, spec.model_dump_json().encode(), "application/json")
-        label = name if spec.segments == 1 else f"{name} [{spec.segment + 1}/{spec.segments}]"
+        label = keys.segment_label(name, spec.segment, spec.segments)
         items.append(Item(first + spec.segment, label, spec_key))
     ctx.store.put_bytes(keys.video_plan(job.tenant, job.id, first), plan.model_dump_json().encode(), "application/json")
     for spec, item in zip(plan.segments, items, strict=True):

@@ -5,7 +5,9 @@ store), so a segment rendered twice by a redelivered chunk is still one segment,
 never committed is never joined. It runs when the last segment commits (`after_commit`) and again
 at finalize for any video still missing its result (the worker that committed the last segment may
 have died before joining); the result is written under deterministic keys, so joining twice writes
-the same objects. `video.json` (a `VideoResult`) is written last and marks the video as joined.
+the same objects. `video.json` (a `VideoResult`) is written next and marks the video as joined; then the
+joined files become the outputs of the video's first item (a segment's own files are its `parts`, kept
+under the item for a join again, never listed as results).
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ def variant_of(key: str) -> str:
     return PurePosixPath(key).name.split("__", 1)[-1].split(".seg", 1)[0]
 
 
+def segment_parts(item: Item) -> list[str]:
+    """A segment item's files, one per variant (items recorded before parts moved to `info` held them as
+    outputs)."""
+    parts = item.info.get("parts")
+    return [str(k) for k in parts] if isinstance(parts, list) else list(item.outputs)
+
+
 def join_video(ctx: WorkerContext, job: Job, video: int, *, items: list[Item] | None = None) -> VideoResult | None:
     """Join `video` if all its segments are final; None while some are not. Idempotent."""
     plan = load_plan(ctx, job, video)
@@ -100,6 +109,8 @@ def join_video(ctx: WorkerContext, job: Job, video: int, *, items: list[Item] | 
     else:
         result = VideoResult(**base, outputs=_join_outputs(ctx, job, plan, segs))  # type: ignore[arg-type]
     ctx.store.put_bytes(result_key(job, video), result.model_dump_json().encode(), "application/json")
+    if result.outputs:
+        ctx.records.set_item_outputs(job.id, video, [keys.tenant_key(job.tenant, o.key) for o in result.outputs])
     return result
 
 
@@ -111,7 +122,7 @@ def _join_outputs(ctx: WorkerContext, job: Job, plan: VideoPlan, segs: list[Item
     params = StyleHandler(job, ctx).params.video
     by_variant: dict[str, list[str]] = {}
     for item in segs:
-        for key in item.outputs:
+        for key in segment_parts(item):
             by_variant.setdefault(variant_of(key), []).append(key)
     ext = output_container(plan.info.audio.codec if plan.info.audio and params.audio else None)
     stem = PurePosixPath(plan.name).stem or f"video{plan.first_item}"

@@ -22,6 +22,7 @@ from workers.style.engine import StyleEngine, StyleVariant, _pixel_mix
 from workers.video.flow import FlowEstimator
 from workers.video.frames import SegmentWriter, even_size, iter_window
 from workers.video.plan import SegmentSpec
+from workers.video.protect import DETECT_EVERY_S, FaceKeyframes, protect_frame
 from workers.video.scenes import CutDetector
 from workers.video.temporal import MotionAnalyser, Spill, auto_strength, flicker, smooth
 
@@ -35,6 +36,8 @@ class SegmentResult:
     last_pts: int | None
     cuts: list[int] = field(default_factory=list)  # pts of the frames that start a new shot
     strengths: dict[str, float] = field(default_factory=dict)
+    faces: int = 0  # faces protected in the segment's own frames (one per face track)
+    face_frames: int = 0  # own frames with a protected face
     seconds: dict[str, float] = field(default_factory=dict)  # time per stage
 
 
@@ -63,19 +66,34 @@ def render_segment(
     threads: int = 1,
     progress: Progress | None = None,
     spill_budget: int = 512 << 20,
+    protect: Sequence[float] = (),
 ) -> SegmentResult:
-    """Render `spec`'s frames in every variant into `outputs` (one file per variant, video only)."""
+    """Render `spec`'s frames in every variant into `outputs` (one file per variant, video only).
+
+    `protect` is each variant's face protection (the photo path's `protect_faces` amount; empty: none): faces
+    are found on key frames (workers.video.protect) and blended back after the temporal filter."""
     import cv2
 
     cv2.setNumThreads(threads)  # one process per core: OpenCV's own pool would fight the other workers
     info = spec.info
     stored_size = output_size((info.width, info.height), size)
     up_size = (stored_size[1], stored_size[0]) if info.rotation % 180 else stored_size
-    clock: dict[str, float] = {"decode": 0.0, "cuts+flow": 0.0, "stylize": 0.0, "filter": 0.0, "encode": 0.0}
+    clock: dict[str, float] = {
+        "decode": 0.0,
+        "cuts+flow": 0.0,
+        "faces": 0.0,
+        "stylize": 0.0,
+        "filter": 0.0,
+        "encode": 0.0,
+    }
     motion = MotionAnalyser(up_size, FlowEstimator())
     cuts = CutDetector()
     window = _Window()
-    styled = [Spill(budget=spill_budget // (2 * max(1, len(variants)))) for _ in variants]
+    amounts = list(protect) or [0.0] * len(variants)
+    faces = FaceKeyframes(_detect_period(spec)) if any(a > 0 for a in amounts) else None
+    share = spill_budget // (2 * (len(variants) + (faces is not None)))
+    styled = [Spill(budget=share) for _ in variants]
+    inputs = Spill(budget=share)  # the input frames, for the faces' blend after the filter
     shot_variants = [_ShotVariant(replace(v, size=None)) for v in variants]
     done = 0
     t0 = time.perf_counter()
@@ -101,6 +119,12 @@ def render_segment(
             window.own.append(frame.own)
             t2 = time.perf_counter()
             clock["cuts+flow"] += t2 - t1
+            if faces is not None:
+                faces.feed(frame.rgb, info.seconds_at(frame.pts), new_shot)
+                inputs.append(frame.rgb)
+                t3 = time.perf_counter()
+                clock["faces"] += t3 - t2
+                t2 = t3
             if new_shot:
                 shot_variants = [_for_shot(engine, v, frame.rgb) for v in variants]
             image = Image.fromarray(frame.rgb)
@@ -124,17 +148,37 @@ def render_segment(
                 if s1 != s0 and spec.contains(p)
             ],
         )
-        for variant, store, strength, path in zip(variants, styled, temporal, outputs, strict=True):
+        protected = _Protection(faces, inputs) if faces is not None else None
+        if faces is not None:
+            own = [t for t, o in enumerate(window.own) if o]
+            result.faces = len({id(tr) for tr in faces.tracks if any(faces.weight(tr, t) > 0 for t in own)})
+            result.face_frames = sum(1 for t in own if faces.at(t)[0])
+        for variant, store, strength, path, amount in zip(variants, styled, temporal, outputs, amounts, strict=True):
             a = auto_strength(flicker(store, motion.motion)) if strength == "auto" else float(strength)
             result.strengths[variant.slug] = round(a, 3)
-            _encode(store, motion, a, window, path, info, up_size, video, threads, clock)
+            guard = protected if protected is not None and amount > 0 else None
+            _encode(store, motion, a, window, path, info, up_size, video, threads, clock, guard, amount)
         result.seconds = {k: round(v, 3) for k, v in clock.items()}
         if progress is not None:
             progress(done)
         return result
     finally:
-        for store in styled:
+        for store in [*styled, inputs]:
             store.close()
+
+
+def _detect_period(spec: SegmentSpec) -> float:
+    """Seconds between key frames: `DETECT_EVERY_S`, or less so a segment's context (decoded on both sides)
+    always holds a key frame, which is what makes two segments agree on the boxes at their seam."""
+    if spec.context_frames <= 0 or spec.info.fps <= 0:
+        return DETECT_EVERY_S
+    return min(DETECT_EVERY_S, spec.context_frames / spec.info.fps)
+
+
+@dataclass
+class _Protection:
+    faces: FaceKeyframes
+    inputs: Spill
 
 
 def _first(window: _Window) -> int | None:
@@ -184,6 +228,8 @@ def _encode(
     video: VideoStyleParams,
     threads: int,
     clock: dict[str, float],
+    protection: _Protection | None = None,
+    amount: float = 0.0,
 ) -> None:
     writer = SegmentWriter(
         path, info, _stored(size, info.rotation), codec=video.codec, crf=video.crf, preset=video.preset, threads=threads
@@ -191,9 +237,14 @@ def _encode(
     try:
         t0 = time.perf_counter()
         filtered = smooth([store[i] for i in range(len(store))], motion.motion, strength)
-        for out, pts, own in zip(filtered, window.pts, window.own, strict=True):
+        for index, (out, pts, own) in enumerate(zip(filtered, window.pts, window.own, strict=True)):
             t1 = time.perf_counter()
             clock["filter"] += t1 - t0
+            if own and protection is not None:
+                out = protect_frame(out, protection.inputs[index], protection.faces.at(index), amount)
+                t2 = time.perf_counter()
+                clock["faces"] += t2 - t1
+                t1 = t2
             if own:
                 writer.write(out, pts)
             t0 = time.perf_counter()

@@ -2,8 +2,10 @@
 
 A segment item's input is its `SegmentSpec` (small JSON); the video itself is streamed from the store
 in ranges. Each segment writes one video-only file per variant under its own item's prefix
-(deterministic keys: a redelivered segment overwrites its own files), and reports its progress in
-frames. When the last segment of a video commits, the video is joined (workers.video.join).
+(deterministic keys: a redelivered segment overwrites its own files), records them as its *parts*
+(`info["parts"]`, not outputs: they are pieces without audio, not results), and reports its progress in
+frames. When the last segment of a video commits, the video is joined (workers.video.join) and the joined
+files (one per variant) become the outputs of the video's first item.
 """
 
 from __future__ import annotations
@@ -68,19 +70,20 @@ class StyleMediaHandler(StyleHandler):
                             size=self.params.size,
                             threads=w.threads,
                             progress=watch,
+                            protect=[self._protection(v) for v in variants],
                         )
             except VideoError as exc:
                 return ItemResult.failed_by(item.index, exc)
             except ValueError as exc:  # frames the renderer cannot take (PyAV's and numpy's complaints)
                 return ItemResult.failed(item.index, ItemErrorCode.DECODE_FAILED, str(exc))
-            outputs = []
+            parts = []
             for variant, path in zip(variants, paths, strict=True):
                 key = keys.item_output(
                     self.job.tenant, self.job.id, item.index, f"{stem}__{variant.slug}.seg{spec.segment:05d}.mp4"
                 )
                 with metrics.STAGE.labels(stage="upload").time():
                     upload_file(self.ctx.store, key, path, "video/mp4")
-                outputs.append(key)
+                parts.append(key)
         self.ctx.records.set_progress(self.job.id, item.index, done.frames, done.frames)
         info: dict[str, Any] = {
             "video": spec.video,
@@ -91,9 +94,12 @@ class StyleMediaHandler(StyleHandler):
             "last_pts": done.last_pts,
             "cuts": len(done.cuts),
             "temporal": done.strengths,
+            "faces_protected": done.faces,
+            "face_frames": done.face_frames,
             "seconds": done.seconds,
+            "parts": parts,
         }
-        return ItemResult(item.index, ItemState.DONE, outputs, info=info)
+        return ItemResult(item.index, ItemState.DONE, [], info=info)
 
     def _source_of(self, variant: Any) -> int:
         """Which entry of `styles` / `builtin` a variant renders (the index `temporal` lists follow)."""
@@ -148,12 +154,13 @@ class StyleMediaHandler(StyleHandler):
                     )
             if result is not None:
                 videos.append(result)
-        artifacts = list(summary.get("artifacts", []))
-        for v in videos:
-            artifacts.extend(o.key for o in v.outputs)
-            if v.source and v.outputs:
-                artifacts.append(v.source)
-        summary.update(artifacts=artifacts, videos=[v.model_dump(mode="json") for v in videos])
+                if result.outputs and video in by_index:  # the manifest is written from these items
+                    joined = [keys.tenant_key(job.tenant, o.key) for o in result.outputs]
+                    by_index[video].outputs = joined
+                    self.ctx.records.set_item_outputs(job.id, video, joined)
+        # the joined videos are their first items' outputs (so `results` and downloads list them once); the
+        # originals are the user's own files: neither is a job artifact
+        summary.update(videos=[v.model_dump(mode="json") for v in videos])
         return summary
 
 
