@@ -215,6 +215,11 @@ class JobList(BaseModel):
 
 class ResultsPage(BaseModel):
     items: list[dict[str, Any]]
+    artifacts: list[dict[str, Any]] = Field(default_factory=list, description="manifest, contact sheet: job files")
+    videos: list[dict[str, Any]] = Field(
+        default_factory=list, description="a style job's videos: links to the original and each stylized version"
+    )
+    next_offset: int | None = None
 
 
 class Style(BaseModel):
