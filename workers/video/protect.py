@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from workers.faces.types import iou
 from workers.style.faces import Box, find_faces, protect_faces
 
 DETECT_EVERY_S = 0.2  # HOG costs about 25 ms a frame here: every 5th frame at 25 frames/s
@@ -35,15 +36,6 @@ Detector = Callable[[Image.Image], list[Box]]
 class _Track:
     points: list[tuple[int, Box]] = field(default_factory=list)  # (frame, box) at key frames
     shot: int = 0
-
-
-def _iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _lerp(a: Box, b: Box, t: float) -> Box:
@@ -97,13 +89,13 @@ class FaceKeyframes:
         recent = self.keys[-(MAX_MISSED + 1) :]
         live = [tr for tr in self.tracks if tr.shot == shot and tr.points[-1][0] in recent]
         pairs = sorted(
-            ((_iou(_predict(tr, t), b), i, j) for i, tr in enumerate(live) for j, b in enumerate(boxes)),
+            ((iou(_predict(tr, t), b), i, j) for i, tr in enumerate(live) for j, b in enumerate(boxes)),
             reverse=True,
         )
         used_t: set[int] = set()
         used_b: set[int] = set()
-        for iou, i, j in pairs:
-            if iou < LINK_IOU or i in used_t or j in used_b:
+        for overlap, i, j in pairs:
+            if overlap < LINK_IOU or i in used_t or j in used_b:
                 continue
             used_t.add(i)
             used_b.add(j)
