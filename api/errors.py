@@ -229,9 +229,11 @@ def register_error_handlers(app: Flask) -> None:
             message = "request too large: upload big archives with POST /v1/uploads (presigned PUT) instead"
         if status == 404 and message and message.startswith("The requested URL"):
             message = _unmatched(request.path)
-        if status == 405 and exc.get_headers():
-            allowed = dict(exc.get_headers()).get("Allow", "")
-            message = f"{request.method} is not allowed on {request.path}; it takes {allowed}"
+        if status == 405:
+            allow = dict(exc.get_headers()).get("Allow", "")
+            # the methods a user would send (HEAD and OPTIONS come with every route), in a stable order
+            allowed = sorted(m.strip() for m in allow.split(",") if m.strip() not in ("", "HEAD", "OPTIONS"))
+            message = f"{request.method} is not allowed on {request.path}; it takes {', '.join(allowed)}"
         resp, status = error_response(status, _WERKZEUG_CODES.get(status, "http_error"), message)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":  # keep e.g. Allow on 405, drop werkzeug's HTML type
