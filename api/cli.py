@@ -34,7 +34,7 @@ from api.cli_common import CliError, progress, video_tracks
 from api.cli_people import add_parsers as add_library_parsers
 from api.cli_people import cmd_unassigned, faces_summary
 from api.client import ApiError, Client, ClientError, Unauthorized, Unreachable, check_url
-from workers.contract import ARCHIVE_SUFFIXES, is_video_name, parse_params, validation_messages
+from workers.contract import ARCHIVE_SUFFIXES, is_video_name, parse_blend, parse_params, validation_messages
 
 UP_PID = "up.pid"  # in the stack's data folder while `nightshift up` runs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
@@ -471,6 +471,11 @@ def cmd_style(args: argparse.Namespace) -> int:
     else:
         params["method"] = "gatys" if args.gatys else "arbitrary"
     check_params("style", params, len(styles))
+    for spec in args.builtin or []:
+        given, used = parse_blend(spec, normalise=False), parse_blend(spec)
+        if len(given) > 1 and abs(sum(given.values()) - 1) > 1e-6 and not args.json:
+            shares = ",".join(f"{i}:{w:.2f}" for i, w in used.items())
+            print(f"--builtin {spec}: blend weights are shares, used as {shares}", file=sys.stderr)
     sources = expand(args.photos)
     client = _client(args)
     return _finish(args, client, _submit(client, args, "style", sources, params, styles))

@@ -390,3 +390,12 @@ def test_a_faces_jobs_lines_count_its_video_tracks() -> None:
     job = {"id": "j1", "kind": "faces", "state": "succeeded", "counts": counts, "summary": summary}
     assert "0 faces, 3 face tracks in 2 videos" in summary_line(job)
     assert faces_summary(job) == "0 faces in 0 photos and 3 face tracks in 2 videos"
+
+
+def test_blend_weights_that_do_not_sum_to_one_are_shown_as_used(tmp_path, capsys) -> None:
+    (tmp_path / "a.jpg").write_bytes(photo(2, (64, 48)))
+    dead = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "3:0.5,12:0.9", "--url", dead)
+    assert code == 2 and "--builtin 3:0.5,12:0.9: blend weights are shares, used as 3:0.36,12:0.64" in err
+    code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "3:0.5,12:0.5", "--url", dead)
+    assert code == 2 and "shares" not in err  # already shares: nothing to say

@@ -70,8 +70,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
-    """Parse a built-in style blend (``7``, ``"3:0.5,12:0.5"`` or ``{"3": 0.5}``) into normalised weights.
+def parse_blend(spec: str | int | dict[str, float], *, normalise: bool = True) -> dict[int, float]:
+    """Parse a built-in style blend (``7``, ``"3:0.5,12:0.5"`` or ``{"3": 0.5}``) into weights that sum to 1
+    (the weights as given with `normalise=False`).
 
     Raises ValueError with a message that says what to fix.
     """
@@ -102,7 +103,7 @@ def parse_blend(spec: str | int | dict[str, float]) -> dict[int, float]:
     total = sum(weights.values())
     if total <= 0:
         raise ValueError("a built-in style blend needs at least one positive weight")
-    return {i: w / total for i, w in sorted(weights.items())}
+    return {i: w / total if normalise else w for i, w in sorted(weights.items())}
 
 
 class GatysParams(_Strict):
