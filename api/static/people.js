@@ -242,7 +242,7 @@ function photoCard(photo, person, status, reload) {
     h("a", { href: photo.url, target: "_blank", rel: "noopener noreferrer", title: "open the photo" },
       h("img", { src: photo.url, alt: `${person.name || "this person"}, ${when}`, loading: "lazy" })),
     h("figcaption", {}, h("img", { class: "chip", src: face.thumbnail_url, alt: "their face", loading: "lazy" }),
-      h("span", { class: "small", text: when }), asCover, notThem));
+      h("span", { class: "small", text: when, title: photo.name || photo.key }), asCover, notThem));
 }
 
 // -- face search -------------------------------------------------------------------------------------------
