@@ -17,6 +17,10 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d") if ts else "date unknown"
 
 
+def _people(n: int) -> str:
+    return "1 person" if n == 1 else f"{n} people"
+
+
 def person_line(p: dict[str, Any]) -> str:
     name = p.get("name") or "(unnamed)"
     hidden = "  [hidden]" if p.get("hidden") else ""
@@ -42,7 +46,7 @@ def faces_summary(job: dict[str, Any]) -> str | None:
         return f"{line}; the library is busy: they join it shortly (nightshift people refresh)"
     refused = "".join(f"\n  not added: {r}" for r in lib.get("refused", []))
     return (
-        f"{line}; {lib.get('people', 0)} people ({lib.get('new_people', 0)} new, {lib.get('grew', 0)} grew), "
+        f"{line}; {_people(lib.get('people', 0))} ({lib.get('new_people', 0)} new, {lib.get('grew', 0)} grew), "
         f"{lib.get('unassigned', 0)} unassigned" + refused
     )
 
@@ -55,8 +59,8 @@ def cmd_people(args: argparse.Namespace, client: Client, out: Out) -> int:
         stats = lib.get("stats", {})
         hidden = "" if args.all or not stats.get("hidden") else f", {stats['hidden']} hidden (--all lists them)"
         header = (
-            f"{stats.get('people', 0)} people ({stats.get('named', 0)} named{hidden}), {stats.get('faces', 0)} faces, "
-            f"{stats.get('unassigned', 0)} unassigned"
+            f"{_people(stats.get('people', 0))} ({stats.get('named', 0)} named{hidden}), "
+            f"{stats.get('faces', 0)} faces, {stats.get('unassigned', 0)} unassigned"
         )
         out(args, "\n".join([header, *(person_line(p) for p in people)]), {"library": lib, "people": people})
         return 0

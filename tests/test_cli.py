@@ -399,3 +399,10 @@ def test_blend_weights_that_do_not_sum_to_one_are_shown_as_used(tmp_path, capsys
     assert code == 2 and "--builtin 3:0.5,12:0.9: blend weights are shares, used as 3:0.36,12:0.64" in err
     code, _, err = run(capsys, "style", str(tmp_path / "a.jpg"), "--builtin", "3:0.5,12:0.5", "--url", dead)
     assert code == 2 and "shares" not in err  # already shares: nothing to say
+
+
+def test_one_person_is_not_one_people() -> None:
+    from api.cli_people import faces_summary
+
+    summary = {"faces": 3, "photos": 3, "library": {"people": 1, "new_people": 1, "grew": 0, "unassigned": 0}}
+    assert faces_summary({"summary": summary}) == "3 faces in 3 photos; 1 person (1 new, 0 grew), 0 unassigned"
